@@ -32,6 +32,7 @@ $(VENV)/.synced: $(UV) uv.lock pyproject.toml $(wildcard */*/pyproject.toml)
 $(PROTO_STAMP): $(VENV)/.synced $(PROTO_FILES)
 	rm -rf $(PROTO_OUT)/kalcifer
 	$(BIN)/python -m grpc_tools.protoc -I $(PROTO_SRC) \
+		--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
 		--python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
 		--mypy_out=$(PROTO_OUT) --mypy_grpc_out=$(PROTO_OUT) \
 		$(PROTO_FILES)
