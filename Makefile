@@ -34,7 +34,7 @@ $(PROTO_STAMP): $(VENV)/.synced $(PROTO_FILES)
 	$(BIN)/python -m grpc_tools.protoc -I $(PROTO_SRC) \
 		--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
 		--python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
-		--mypy_out=$(PROTO_OUT) --mypy_grpc_out=$(PROTO_OUT) \
+		--mypy_out=quiet:$(PROTO_OUT) --mypy_grpc_out=quiet:$(PROTO_OUT) \
 		$(PROTO_FILES)
 	@touch $@
 

@@ -1,0 +1,1 @@
+"""gRPC plumbing shared by the three services: error mapping, auth, server bootstrap, client channels."""

@@ -1,0 +1,208 @@
+"""Authentication of every call: API keys for tenants, the admin token for TenantService, the internal token
+between services.
+
+An aio interceptor cannot see the handler's context, so `AuthInterceptor` wraps the method handler it returns:
+the wrapper checks the `authorization` metadata, aborts with `UNAUTHENTICATED` (with an `ErrorInfo`) on failure,
+and otherwise runs the handler with the caller's `Principal` in a context variable.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import hmac
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any, cast
+
+import grpc
+
+from kalcifer_common import errors
+from kalcifer_common.rpc.errors import abort_with
+
+if TYPE_CHECKING:
+    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:  # the runtime class is not generic
+    _ServerInterceptor = grpc.aio.ServerInterceptor
+
+
+class AuthPolicy(Enum):
+    """What a method demands of its caller."""
+
+    PUBLIC = "public"  # health and reflection: operators and load balancers call them without secrets
+    API_KEY = "api_key"
+    ADMIN = "admin"
+    INTERNAL = "internal"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a tenant (through one of its API keys), the operator admin, or another Kalcifer service."""
+
+    policy: AuthPolicy
+    tenant_id: uuid.UUID | None = None
+    api_key_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyIdentity:
+    """What an API key resolves to."""
+
+    tenant_id: uuid.UUID
+    api_key_id: uuid.UUID
+
+
+ApiKeyLookup = Callable[[str], Awaitable[ApiKeyIdentity | None]]
+"""Resolves a SHA-256 hex digest of a raw key to its tenant, or None when unknown or revoked."""
+
+_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("kalcifer_principal", default=None)
+
+PUBLIC_SERVICES = (
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+)
+
+
+def current_principal() -> Principal:
+    """The authenticated caller of the RPC being handled."""
+    principal = _principal.get()
+    if principal is None:
+        raise errors.Unauthenticated("no authenticated caller")
+    return principal
+
+
+def current_tenant_id() -> uuid.UUID:
+    """The tenant of the RPC being handled; every tenant-scoped repository call takes it."""
+    principal = current_principal()
+    if principal.tenant_id is None:
+        raise errors.Unauthenticated("this call needs a tenant API key")
+    return principal.tenant_id
+
+
+def hash_api_key(raw_key: str) -> str:
+    """SHA-256 of the raw key, lowercase hex: the only form in which keys are stored."""
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def bearer_token(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
+    """The token of an `authorization: Bearer <token>` header; the scheme word is case-insensitive."""
+    values = [v for k, v in (metadata or ()) if k.lower() == "authorization"]
+    if not values:
+        raise errors.Unauthenticated("missing authorization metadata: send 'authorization: Bearer <key>'")
+    if len(values) > 1:
+        raise errors.Unauthenticated("more than one authorization header")
+    value = values[0]
+    header = value.decode() if isinstance(value, bytes) else value
+    parts = header.strip().split()
+    if len(parts) != 2 or parts[0].lower() != "bearer" or not parts[1]:
+        raise errors.Unauthenticated("malformed authorization metadata: expected 'Bearer <key>'")
+    return parts[1]
+
+
+class ApiKeyCache:
+    """A small TTL cache in front of the key lookup, bounded in size.
+
+    Revocation must be effective within a few seconds on every replica: entries live `ttl_seconds`, after
+    which the database is asked again. Unknown keys are cached too, so guessing costs no database round trip.
+    """
+
+    def __init__(self, lookup: ApiKeyLookup, *, ttl_seconds: float = 2.0, max_entries: int = 10_000) -> None:
+        self._lookup = lookup
+        self._ttl = ttl_seconds
+        self._max = max_entries
+        self._entries: OrderedDict[str, tuple[float, ApiKeyIdentity | None]] = OrderedDict()
+
+    async def resolve(self, key_hash: str) -> ApiKeyIdentity | None:
+        """The identity of a key hash, from the cache while fresh."""
+        now = time.monotonic()
+        cached = self._entries.get(key_hash)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        identity = await self._lookup(key_hash)
+        self._entries[key_hash] = (now + self._ttl, identity)
+        self._entries.move_to_end(key_hash)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+        return identity
+
+
+class AuthInterceptor(_ServerInterceptor):
+    """Applies one `AuthPolicy` per service (by full service name); services not listed are refused."""
+
+    def __init__(
+        self,
+        *,
+        policies: Mapping[str, AuthPolicy],
+        admin_token: str = "",
+        internal_token: str = "",
+        api_keys: ApiKeyCache | None = None,
+    ) -> None:
+        self._policies = {**dict.fromkeys(PUBLIC_SERVICES, AuthPolicy.PUBLIC), **policies}
+        self._admin_token = admin_token
+        self._internal_token = internal_token
+        self._api_keys = api_keys
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        service = method.lstrip("/").rsplit("/", 1)[0]
+        policy = self._policies.get(service)
+        if handler is None or policy is AuthPolicy.PUBLIC:
+            return handler
+        if handler.unary_unary is None:
+            # Every tenant-facing RPC of ours is unary; refuse anything else rather than let it pass unchecked.
+            return grpc.unary_unary_rpc_method_handler(_refuse_streaming)
+        behaviour = cast(Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]], handler.unary_unary)
+        return grpc.unary_unary_rpc_method_handler(
+            self._guard(behaviour, policy),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _guard(
+        self, behaviour: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]], policy: AuthPolicy | None
+    ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                principal = await self._authenticate(policy, context.invocation_metadata())
+            except errors.KalciferError as error:
+                await abort_with(context, error)
+            token = _principal.set(principal)
+            try:
+                return await behaviour(request, context)
+            finally:
+                _principal.reset(token)
+
+        return guarded
+
+    async def _authenticate(self, policy: AuthPolicy | None, metadata: Any) -> Principal:
+        if policy is None:
+            raise errors.Unauthenticated("this service accepts no callers")
+        token = bearer_token(metadata)
+        if policy is AuthPolicy.ADMIN:
+            if not self._admin_token or not hmac.compare_digest(token.encode(), self._admin_token.encode()):
+                raise errors.Unauthenticated("this call needs the operator admin token")
+            return Principal(policy)
+        if policy is AuthPolicy.INTERNAL:
+            if not self._internal_token or not hmac.compare_digest(token.encode(), self._internal_token.encode()):
+                raise errors.Unauthenticated("this call needs the internal service token")
+            return Principal(policy)
+        if self._api_keys is None:
+            raise errors.Unauthenticated("API keys are not accepted here")
+        identity = await self._api_keys.resolve(hash_api_key(token))
+        if identity is None:
+            raise errors.Unauthenticated("unknown or revoked API key")
+        return Principal(policy, tenant_id=identity.tenant_id, api_key_id=identity.api_key_id)
+
+
+async def _refuse_streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "streaming methods are not offered")

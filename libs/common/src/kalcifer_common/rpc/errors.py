@@ -1,0 +1,139 @@
+"""Maps the domain's error hierarchy to gRPC statuses with `google.rpc` details.
+
+aio interceptors cannot see a handler's exceptions, so the mapping is applied by `map_errors` on every servicer
+class: each RPC method is wrapped, and no exception can leave a handler as `UNKNOWN`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from kalcifer_common import errors
+from kalcifer_common.logging import get_logger
+
+ERROR_DOMAIN = "kalcifer.dev"
+WRAPPED_MARKER = "__kalcifer_maps_errors__"
+
+_log = get_logger(__name__)
+
+_CODES: dict[type[errors.KalciferError], int] = {
+    errors.NotFound: code_pb2.NOT_FOUND,
+    errors.AlreadyExists: code_pb2.ALREADY_EXISTS,
+    errors.InvalidArgument: code_pb2.INVALID_ARGUMENT,
+    errors.FailedPrecondition: code_pb2.FAILED_PRECONDITION,
+    errors.EtagMismatch: code_pb2.ABORTED,
+    errors.ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
+    errors.Unauthenticated: code_pb2.UNAUTHENTICATED,
+    errors.Unavailable: code_pb2.UNAVAILABLE,
+}
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def _code_of(error: errors.KalciferError) -> int:
+    for cls in type(error).__mro__:
+        if cls in _CODES:
+            return _CODES[cls]
+    return int(code_pb2.INTERNAL)
+
+
+def _details_of(error: errors.KalciferError) -> list[any_pb2.Any]:
+    if isinstance(error, errors.InvalidArgument):
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in error.violations
+            ]
+        )
+        return [_pack(bad_request)]
+    if isinstance(error, errors.FailedPrecondition | errors.AlreadyExists):
+        return [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata))]
+    if isinstance(error, errors.ResourceExhausted):
+        return [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))]
+    if isinstance(error, errors.NotFound | errors.EtagMismatch):
+        info = error_details_pb2.ResourceInfo(resource_type=error.resource_type, resource_name=error.resource_name)
+        return [_pack(info)]
+    if isinstance(error, errors.Unauthenticated):
+        return [_pack(error_details_pb2.ErrorInfo(reason="UNAUTHENTICATED", domain=ERROR_DOMAIN))]
+    return []
+
+
+def status_for(error: BaseException) -> grpc.Status:
+    """The gRPC status (code, message, `google.rpc` details) that answers `error`."""
+    if isinstance(error, errors.KalciferError):
+        proto = status_pb2.Status(code=_code_of(error), message=error.message, details=_details_of(error))
+    elif isinstance(error, NotImplementedError):
+        proto = status_pb2.Status(code=code_pb2.UNIMPLEMENTED, message="method not implemented yet")
+    else:
+        # A bug, not bad input: say INTERNAL (never UNKNOWN) and keep the details in our logs, not in the answer.
+        info = error_details_pb2.ErrorInfo(reason="INTERNAL_ERROR", domain=ERROR_DOMAIN)
+        proto = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error", details=[_pack(info)])
+    return rpc_status.to_status(proto)
+
+
+async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: BaseException) -> NoReturn:
+    """End the call with the status that answers `error` (code, message and `google.rpc` details)."""
+    status = status_for(error)
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+_Handler = TypeVar("_Handler", bound=Callable[..., Awaitable[Any]])
+
+
+def map_errors_of(method: _Handler) -> _Handler:
+    """Wrap one unary servicer coroutine so every exception becomes a precise status."""
+    if getattr(method, WRAPPED_MARKER, False):
+        return method
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await method(self, request, context)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as error:  # noqa: BLE001 - the one place that turns any bug into a mapped status
+            if not isinstance(error, errors.KalciferError | NotImplementedError):
+                _log.exception("unhandled error in rpc handler", method=method.__qualname__)
+            await abort_with(context, error)
+
+    setattr(wrapper, WRAPPED_MARKER, True)
+    return wrapper  # type: ignore[return-value]
+
+
+_Servicer = TypeVar("_Servicer", bound=type)
+
+
+def map_errors(cls: _Servicer) -> _Servicer:
+    """Class decorator: map errors on every RPC method (names start upper-case), inherited ones included.
+
+    Inherited methods are the generated base class's `UNIMPLEMENTED` stubs; wrapping them turns their
+    `NotImplementedError` into a clean `UNIMPLEMENTED` status.
+    """
+    for name, member in inspect.getmembers(cls, predicate=inspect.isfunction):
+        if name[:1].isupper():
+            if inspect.iscoroutinefunction(member):
+                setattr(cls, name, map_errors_of(member))
+            else:
+                setattr(cls, name, map_errors_of(_as_coroutine(member)))
+    return cls
+
+
+def _as_coroutine(method: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: Any) -> Any:
+        return method(self, request, context)
+
+    return wrapper

@@ -1,0 +1,66 @@
+"""Configuration from the environment (12-factor): one settings class per deployable, sharing a common base.
+
+Every variable, its default and its meaning is listed in the README's configuration table; keep them in step.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    """Settings every Kalcifer process reads."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    database_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/kalcifer",
+        description="PostgreSQL URL (postgresql://user:pass@host:port/db); the source of truth.",
+    )
+    kalcifer_internal_token: str = Field(
+        default="",
+        description="Shared secret that the engine and scheduler require from their callers.",
+    )
+    engine_addr: str = Field(default="localhost:4510", description="host:port of the engine service.")
+    scheduler_addr: str = Field(default="localhost:4520", description="host:port of the scheduler service.")
+    log_level: str = Field(default="INFO", description="Minimum log level.")
+    log_format: Literal["json", "console"] = Field(default="json", description="json for machines, console for people.")
+    db_pool_size: int = Field(default=10, ge=1, le=200, description="Connections kept in each process's pool.")
+    shutdown_grace_seconds: float = Field(default=10.0, gt=0, description="How long SIGTERM waits for in-flight calls.")
+    rpc_timeout_seconds: float = Field(default=10.0, gt=0, description="Deadline of every internal gRPC call.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper_level(cls, value: str) -> str:
+        return value.upper()
+
+
+class ApiSettings(CommonSettings):
+    """Settings of `kalcifer-api`."""
+
+    api_port: int = Field(default=4500, ge=0, le=65535, description="Port of the public gRPC API.")
+    kalcifer_admin_token: str = Field(
+        default="",
+        description="Operator token for TenantService; when empty TenantService refuses every call.",
+    )
+    api_key_cache_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long a verified API key is trusted before it is looked up again (bounds revocation delay).",
+    )
+
+
+class EngineSettings(CommonSettings):
+    """Settings of `kalcifer-engine`."""
+
+    engine_port: int = Field(default=4510, ge=0, le=65535, description="Port of the engine gRPC service.")
+
+
+class SchedulerSettings(CommonSettings):
+    """Settings of `kalcifer-scheduler`."""
+
+    scheduler_port: int = Field(default=4520, ge=0, le=65535, description="Port of the scheduler gRPC service.")
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL; only the scheduler uses it.")
