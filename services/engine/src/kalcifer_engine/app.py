@@ -1,0 +1,32 @@
+"""Composition root of `kalcifer-engine`: settings -> database -> registry -> servicers -> server."""
+
+from __future__ import annotations
+
+from kalcifer.engine.v1 import engine_pb2, engine_pb2_grpc
+from kalcifer_common.db.session import create_engine
+from kalcifer_common.rpc.auth import AuthInterceptor, AuthPolicy
+from kalcifer_common.rpc.server import GrpcServer, binding
+from kalcifer_common.service import serve_until_signal, wait_for_database
+from kalcifer_common.settings import EngineSettings
+
+
+async def serve(settings: EngineSettings) -> None:
+    """Run the engine until SIGTERM/SIGINT."""
+    if not settings.kalcifer_internal_token:
+        raise SystemExit("KALCIFER_INTERNAL_TOKEN must be set: the engine accepts only internal callers")
+    engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    await wait_for_database(engine)
+    engine_binding = binding(engine_pb2, engine_pb2_grpc, "EngineService")
+    server = GrpcServer(
+        name="engine",
+        bindings=[engine_binding],
+        port=settings.engine_port,
+        interceptors=[
+            AuthInterceptor(
+                policies={engine_binding.full_name: AuthPolicy.INTERNAL},
+                internal_token=settings.kalcifer_internal_token,
+            )
+        ],
+        grace_seconds=settings.shutdown_grace_seconds,
+    )
+    await serve_until_signal(server, cleanup=[engine.dispose])

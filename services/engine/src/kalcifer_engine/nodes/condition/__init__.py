@@ -1,0 +1,1 @@
+"""Condition nodes: they choose a branch."""

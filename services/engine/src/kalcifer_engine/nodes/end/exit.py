@@ -1,0 +1,18 @@
+"""`exit`: end the instance."""
+
+from __future__ import annotations
+
+from kalcifer_engine.nodes.base import NodeCategory, NodeType
+from kalcifer_engine.nodes.schema import object_schema
+
+
+class Exit(NodeType):
+    """Ends the instance at once, cancelling its other paths; `reason` is recorded."""
+
+    key = "exit"
+    category = NodeCategory.END
+    description = "End the instance (its other paths and waits are cancelled)."
+    config_schema = object_schema(
+        description,
+        {"reason": {"type": "string", "maxLength": 200, "description": "Why the instance ended, for operators."}},
+    )

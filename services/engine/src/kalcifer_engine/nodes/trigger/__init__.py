@@ -1,0 +1,1 @@
+"""Trigger nodes: where participants enter a flow."""
