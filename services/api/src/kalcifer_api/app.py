@@ -1,0 +1,74 @@
+"""Composition root of `kalcifer-api`: settings -> database -> repositories -> servicers -> server."""
+
+from __future__ import annotations
+
+from kalcifer.v1 import (
+    analytics_pb2,
+    analytics_pb2_grpc,
+    customer_pb2,
+    customer_pb2_grpc,
+    event_pb2,
+    event_pb2_grpc,
+    flow_pb2,
+    flow_pb2_grpc,
+    instance_pb2,
+    instance_pb2_grpc,
+    journey_pb2,
+    journey_pb2_grpc,
+    node_type_pb2,
+    node_type_pb2_grpc,
+    segment_pb2,
+    segment_pb2_grpc,
+    tenant_pb2,
+    tenant_pb2_grpc,
+    trigger_pb2,
+    trigger_pb2_grpc,
+)
+from kalcifer_common.db.session import create_engine, create_sessionmaker
+from kalcifer_common.rpc.auth import ApiKeyCache, AuthInterceptor, AuthPolicy
+from kalcifer_common.rpc.server import GrpcServer, ServiceBinding, binding
+from kalcifer_common.service import serve_until_signal, wait_for_database
+from kalcifer_common.settings import ApiSettings
+
+from kalcifer_api.grpc.tenants import TenantServicer
+from kalcifer_api.repo.tenants import TenantRepository
+
+
+def tenant_scoped_bindings() -> list[ServiceBinding]:
+    """The services a tenant calls with its API key (implemented ones replace their placeholder)."""
+    return [
+        binding(flow_pb2, flow_pb2_grpc, "FlowService"),
+        binding(journey_pb2, journey_pb2_grpc, "JourneyService"),
+        binding(customer_pb2, customer_pb2_grpc, "CustomerService"),
+        binding(segment_pb2, segment_pb2_grpc, "SegmentService"),
+        binding(trigger_pb2, trigger_pb2_grpc, "TriggerService"),
+        binding(event_pb2, event_pb2_grpc, "EventService"),
+        binding(instance_pb2, instance_pb2_grpc, "InstanceService"),
+        binding(node_type_pb2, node_type_pb2_grpc, "NodeTypeService"),
+        binding(analytics_pb2, analytics_pb2_grpc, "AnalyticsService"),
+    ]
+
+
+async def serve(settings: ApiSettings) -> None:
+    """Run the API until SIGTERM/SIGINT."""
+    engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    await wait_for_database(engine)
+    sessions = create_sessionmaker(engine)
+    tenants = TenantRepository(sessions)
+
+    tenant_binding = binding(tenant_pb2, tenant_pb2_grpc, "TenantService", TenantServicer(tenants))
+    scoped = tenant_scoped_bindings()
+    policies = {tenant_binding.full_name: AuthPolicy.ADMIN} | {b.full_name: AuthPolicy.API_KEY for b in scoped}
+    interceptor = AuthInterceptor(
+        policies=policies,
+        admin_token=settings.kalcifer_admin_token,
+        api_keys=ApiKeyCache(tenants.identity_of, ttl_seconds=settings.api_key_cache_seconds),
+    )
+    server = GrpcServer(
+        name="api",
+        bindings=[tenant_binding, *scoped],
+        port=settings.api_port,
+        interceptors=[interceptor],
+        grace_seconds=settings.shutdown_grace_seconds,
+    )
+    await serve_until_signal(server, cleanup=[engine.dispose])

@@ -1,0 +1,1 @@
+"""Plain-Python rules of the API service: no gRPC, no SQL."""

@@ -1,0 +1,1 @@
+"""Servicers of the public API: thin translations proto -> domain -> proto."""
