@@ -1,0 +1,59 @@
+"""Fixtures shared by the whole suite: the run's own database and Redis db, and the services as processes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from tests.support.databases import scratch_database, scratch_redis_db, server_urls
+from tests.support.processes import Suite, running_suite
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[tuple[str, str]]:
+    """PostgreSQL and Redis server URLs (TEST_DATABASE_URL / TEST_REDIS_URL, else embedded)."""
+    with server_urls() as urls:
+        yield urls
+
+
+@pytest.fixture(scope="session")
+def database_url(servers: tuple[str, str]) -> Iterator[str]:
+    """This run's own migrated database; dropped at the end of the run."""
+    with scratch_database(servers[0]) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url(servers: tuple[str, str]) -> Iterator[str]:
+    """This run's own Redis db; emptied at the end of the run."""
+    with scratch_redis_db(servers[1]) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An async engine on the run's database, created inside the session's event loop."""
+    from kalcifer_common.db.session import create_engine
+
+    engine = create_engine(database_url, pool_size=5)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessions(db_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions on the run's database."""
+    from kalcifer_common.db.session import create_sessionmaker
+
+    return create_sessionmaker(db_engine)
+
+
+@pytest.fixture(scope="session")
+def suite(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+    """api, engine and scheduler as real processes on free ports, sharing the run's database and Redis db."""
+    log_dir: Path = tmp_path_factory.mktemp("suite-logs")
+    with running_suite(database_url, redis_url, log_dir) as running:
+        yield running

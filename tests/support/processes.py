@@ -1,0 +1,136 @@
+"""The three services as real processes, each on a free port, stopped (and reaped) afterwards."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+BIN = Path(sys.executable).parent
+SERVICE_NAMES = ("engine", "scheduler", "api")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def health_status(address: str, service: str = "", timeout: float = 1.0) -> int | None:
+    """The gRPC health status at `address`, or None when it does not answer."""
+    with grpc.insecure_channel(address) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.RpcError:
+            return None
+    return int(response.status)
+
+
+def wait_serving(address: str, *, timeout: float = 60.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll the health protocol until SERVING; fail early if the process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if health_status(address) == health_pb2.HealthCheckResponse.SERVING:
+            return
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process serving {address} exited with {process.returncode}")
+        time.sleep(0.1)
+    raise TimeoutError(f"{address} not SERVING after {timeout}s")
+
+
+@dataclass
+class Suite:
+    """Addresses, secrets and processes of a running suite."""
+
+    database_url: str
+    redis_url: str
+    admin_token: str
+    internal_token: str
+    ports: dict[str, int]
+    log_dir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def address(self, service: str) -> str:
+        """`127.0.0.1:PORT` of one service."""
+        return f"127.0.0.1:{self.ports[service]}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment every service of this suite runs with."""
+        return {
+            **os.environ,
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "KALCIFER_ADMIN_TOKEN": self.admin_token,
+            "KALCIFER_INTERNAL_TOKEN": self.internal_token,
+            "API_PORT": str(self.ports["api"]),
+            "ENGINE_PORT": str(self.ports["engine"]),
+            "SCHEDULER_PORT": str(self.ports["scheduler"]),
+            "ENGINE_ADDR": self.address("engine"),
+            "SCHEDULER_ADDR": self.address("scheduler"),
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "INFO",
+            "SHUTDOWN_GRACE_SECONDS": "5",
+        }
+
+    def start(self, service: str) -> subprocess.Popen[bytes]:
+        """Start one service and wait until it serves."""
+        log = (self.log_dir / f"{service}.log").open("ab")
+        process = subprocess.Popen([str(BIN / f"kalcifer-{service}")], env=self.env, stdout=log, stderr=log)
+        log.close()
+        self.processes[service] = process
+        wait_serving(self.address(service), process=process)
+        return process
+
+    def stop(self, service: str, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Signal one service and reap it; returns its exit code."""
+        process = self.processes.pop(service)
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        return process.returncode
+
+    def log_of(self, service: str) -> str:
+        """What a service has logged so far."""
+        path = self.log_dir / f"{service}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+@contextmanager
+def running_suite(database_url: str, redis_url: str, log_dir: Path) -> Iterator[Suite]:
+    """All three services, started in dependency order; stopped with SIGTERM afterwards."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    suite = Suite(
+        database_url=database_url,
+        redis_url=redis_url,
+        admin_token=secrets.token_urlsafe(16),
+        internal_token=secrets.token_urlsafe(16),
+        ports={name: free_port() for name in SERVICE_NAMES},
+        log_dir=log_dir,
+    )
+    try:
+        for name in SERVICE_NAMES:
+            suite.start(name)
+        yield suite
+    finally:
+        for name in list(suite.processes):
+            suite.stop(name)

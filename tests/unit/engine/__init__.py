@@ -1,0 +1,1 @@
+"""Unit tests of the engine's node types, graphs and graph validation."""

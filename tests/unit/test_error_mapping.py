@@ -1,0 +1,190 @@
+"""The one table from domain errors to gRPC statuses, and the guarantee that no handler answers UNKNOWN."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import empty_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from kalcifer_common import errors
+from kalcifer_common.rpc.errors import WRAPPED_MARKER, map_errors, status_for
+
+
+def _proto(status: grpc.Status) -> status_pb2.Status:
+    for key, value in status.trailing_metadata:
+        if key == "grpc-status-details-bin":
+            return status_pb2.Status.FromString(value)
+    raise AssertionError("no rich status in trailing metadata")
+
+
+def _unpack(status: status_pb2.Status, detail_type: type[Any]) -> Any:
+    detail = detail_type()
+    assert len(status.details) == 1
+    assert status.details[0].Unpack(detail)
+    return detail
+
+
+def test_invalid_argument_carries_every_field_violation() -> None:
+    error = errors.InvalidArgument(
+        [errors.FieldViolation("nodes[0].type", "unknown"), errors.FieldViolation("edges[1].target", "missing")]
+    )
+    status = status_for(error)
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT
+    violations = _unpack(_proto(status), error_details_pb2.BadRequest).field_violations
+    assert [(v.field, v.description) for v in violations] == [
+        ("nodes[0].type", "unknown"),
+        ("edges[1].target", "missing"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "reason"),
+    [
+        (
+            errors.FailedPrecondition("FLOW_NOT_DRAFT", "flow is active"),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "FLOW_NOT_DRAFT",
+        ),
+        (errors.AlreadyExists("in flow", reason="ALREADY_IN_FLOW"), grpc.StatusCode.ALREADY_EXISTS, "ALREADY_IN_FLOW"),
+        (errors.ResourceExhausted("FREQUENCY_CAPPED", "cap"), grpc.StatusCode.RESOURCE_EXHAUSTED, "FREQUENCY_CAPPED"),
+        (errors.Unauthenticated("no key"), grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"),
+    ],
+)
+def test_reasoned_errors_carry_error_info(error: errors.KalciferError, code: grpc.StatusCode, reason: str) -> None:
+    status = status_for(error)
+    assert status.code == code
+    info = _unpack(_proto(status), error_details_pb2.ErrorInfo)
+    assert info.reason == reason
+    assert info.domain == "kalcifer.dev"
+
+
+def test_not_found_and_etag_mismatch_name_the_resource() -> None:
+    not_found = status_for(errors.NotFound("flow", "f-1"))
+    assert not_found.code == grpc.StatusCode.NOT_FOUND
+    assert _unpack(_proto(not_found), error_details_pb2.ResourceInfo).resource_name == "f-1"
+    aborted = status_for(errors.EtagMismatch("flow", "f-1"))
+    assert aborted.code == grpc.StatusCode.ABORTED
+
+
+def test_unexpected_exceptions_are_internal_never_unknown() -> None:
+    status = status_for(ZeroDivisionError("boom"))
+    assert status.code == grpc.StatusCode.INTERNAL
+    assert "boom" not in status.details  # internals stay in our logs
+    assert _proto(status).code == code_pb2.INTERNAL
+
+
+def test_not_implemented_is_unimplemented() -> None:
+    assert status_for(NotImplementedError()).code == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_every_kalcifer_error_has_a_specific_code() -> None:
+    leaves = [
+        errors.NotFound,
+        errors.AlreadyExists,
+        errors.InvalidArgument,
+        errors.FailedPrecondition,
+        errors.EtagMismatch,
+        errors.ResourceExhausted,
+        errors.Unauthenticated,
+        errors.Unavailable,
+    ]
+    assert set(errors.KalciferError.__subclasses__()) == set(leaves)
+    samples: list[errors.KalciferError] = [
+        errors.NotFound("a", "b"),
+        errors.AlreadyExists("x"),
+        errors.InvalidArgument.single("f", "bad"),
+        errors.FailedPrecondition("R", "m"),
+        errors.EtagMismatch("a", "b"),
+        errors.ResourceExhausted("R", "m"),
+        errors.Unauthenticated("m"),
+        errors.Unavailable("m"),
+    ]
+    codes = {status_for(e).code for e in samples}
+    assert grpc.StatusCode.UNKNOWN not in codes
+    assert grpc.StatusCode.INTERNAL not in codes
+    assert len(codes) == len(samples)
+
+
+# --- through a real in-process server -----------------------------------------------------------------------------
+
+
+class _Raising:
+    """A servicer whose method raises whatever the request names."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    async def Explode(self, request: Any, context: Any) -> Any:
+        raise self.error
+
+
+@pytest.fixture
+async def channel_for() -> AsyncIterator[Any]:
+    servers: list[grpc.aio.Server] = []
+    channels: list[grpc.aio.Channel] = []
+
+    async def start(error: BaseException) -> grpc.aio.UnaryUnaryMultiCallable[Any, Any]:
+        servicer = map_errors(type("Raising", (_Raising,), {}))(error)
+        handler = grpc.method_handlers_generic_handler(
+            "test.Raising",
+            {
+                "Explode": grpc.unary_unary_rpc_method_handler(
+                    servicer.Explode,
+                    request_deserializer=empty_pb2.Empty.FromString,
+                    response_serializer=empty_pb2.Empty.SerializeToString,
+                )
+            },
+        )
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers([handler])
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        servers.append(server)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        channels.append(channel)
+        return channel.unary_unary(
+            "/test.Raising/Explode",
+            request_serializer=empty_pb2.Empty.SerializeToString,
+            response_deserializer=empty_pb2.Empty.FromString,
+        )
+
+    yield start
+    for channel in channels:
+        await channel.close(None)
+    for server in servers:
+        await server.stop(0)
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (KeyError("x"), grpc.StatusCode.INTERNAL),
+        (ValueError("x"), grpc.StatusCode.INTERNAL),
+        (NotImplementedError(), grpc.StatusCode.UNIMPLEMENTED),
+        (errors.InvalidArgument.single("name", "must not be empty"), grpc.StatusCode.INVALID_ARGUMENT),
+        (errors.NotFound("flow", "x"), grpc.StatusCode.NOT_FOUND),
+    ],
+)
+async def test_handlers_answer_the_mapped_code_over_the_wire(
+    channel_for: Any, error: BaseException, code: grpc.StatusCode
+) -> None:
+    call = await channel_for(error)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await asyncio.wait_for(call(empty_pb2.Empty()), 10)
+    assert raised.value.code() == code
+
+
+def test_every_rpc_of_every_service_is_wrapped() -> None:
+    from kalcifer_api.app import tenant_scoped_bindings
+    from kalcifer_api.grpc.tenants import TenantServicer
+
+    servicers: list[Any] = [TenantServicer, *(type(b.servicer) for b in tenant_scoped_bindings())]
+    for servicer in servicers:
+        rpc_methods = [name for name in dir(servicer) if name[:1].isupper()]
+        assert rpc_methods, servicer
+        for name in rpc_methods:
+            assert getattr(getattr(servicer, name), WRAPPED_MARKER, False), f"{servicer.__name__}.{name} is not wrapped"
