@@ -88,3 +88,12 @@ class Unauthenticated(KalciferError):
 
 class Unavailable(KalciferError):
     """A dependency (database, another service) cannot be reached right now; the caller may retry."""
+
+
+class Relayed(KalciferError):
+    """A status another Kalcifer service answered with, passed on to our caller unchanged (code, details)."""
+
+    def __init__(self, code: int, message: str, details: bytes) -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details

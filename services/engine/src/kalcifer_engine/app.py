@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from kalcifer.engine.v1 import engine_pb2, engine_pb2_grpc
-from kalcifer_common.db.session import create_engine
+from kalcifer_common.db.session import create_engine, create_sessionmaker
 from kalcifer_common.rpc.auth import AuthInterceptor, AuthPolicy
 from kalcifer_common.rpc.server import GrpcServer, binding
 from kalcifer_common.service import serve_until_signal, wait_for_database
 from kalcifer_common.settings import EngineSettings
+
+from kalcifer_engine.deps import EngineDeps
+from kalcifer_engine.grpc.servicer import EngineServicer
+from kalcifer_engine.nodes.registry import builtin_registry
 
 
 async def serve(settings: EngineSettings) -> None:
@@ -16,7 +20,10 @@ async def serve(settings: EngineSettings) -> None:
         raise SystemExit("KALCIFER_INTERNAL_TOKEN must be set: the engine accepts only internal callers")
     engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
     await wait_for_database(engine)
-    engine_binding = binding(engine_pb2, engine_pb2_grpc, "EngineService")
+    deps = EngineDeps(settings=settings, db=engine, sessions=create_sessionmaker(engine), registry=builtin_registry())
+    # Until every RPC is implemented the generated base keeps some abstract; those answer UNIMPLEMENTED.
+    servicer = EngineServicer(deps)  # type: ignore[abstract]
+    engine_binding = binding(engine_pb2, engine_pb2_grpc, "EngineService", servicer)
     server = GrpcServer(
         name="engine",
         bindings=[engine_binding],

@@ -10,7 +10,7 @@ import asyncio
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
 from google.protobuf import any_pb2
@@ -73,7 +73,10 @@ def _details_of(error: errors.KalciferError) -> list[any_pb2.Any]:
 
 def status_for(error: BaseException) -> grpc.Status:
     """The gRPC status (code, message, `google.rpc` details) that answers `error`."""
-    if isinstance(error, errors.KalciferError):
+    if isinstance(error, errors.Relayed):
+        proto = status_pb2.Status.FromString(error.details) if error.details else status_pb2.Status()
+        proto.code, proto.message = error.code, error.message
+    elif isinstance(error, errors.KalciferError):
         proto = status_pb2.Status(code=_code_of(error), message=error.message, details=_details_of(error))
     elif isinstance(error, NotImplementedError):
         proto = status_pb2.Status(code=code_pb2.UNIMPLEMENTED, message="method not implemented yet")
@@ -90,6 +93,39 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: BaseExc
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
+# What a caller may be told when a service it depends on answers with one of these: passed on as is.
+_RELAYED_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.OUT_OF_RANGE,
+    }
+)
+
+
+def relayed(error: grpc.aio.AioRpcError) -> errors.KalciferError:
+    """The domain error for a failed call to another Kalcifer service.
+
+    Answers about the caller's request (bad argument, wrong state, not found, ...) are relayed with their details;
+    an unreachable or overloaded dependency is `UNAVAILABLE` (retryable); anything else is a bug of ours.
+    """
+    code = error.code()
+    if code in _RELAYED_CODES:
+        details = b""
+        for item in cast(Any, error.trailing_metadata()) or ():
+            key, value = item
+            if key == "grpc-status-details-bin" and isinstance(value, bytes):
+                details = value
+        return errors.Relayed(code.value[0], error.details() or "", details)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+        return errors.Unavailable(f"a Kalcifer service is unavailable ({code.name}); retry later")
+    return errors.KalciferError(f"internal call failed with {code.name}")
+
+
 _Handler = TypeVar("_Handler", bound=Callable[..., Awaitable[Any]])
 
 
@@ -104,6 +140,8 @@ def map_errors_of(method: _Handler) -> _Handler:
             return await method(self, request, context)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
+        except grpc.aio.AioRpcError as error:
+            await abort_with(context, relayed(error))
         except Exception as error:  # noqa: BLE001 - the one place that turns any bug into a mapped status
             if not isinstance(error, errors.KalciferError | NotImplementedError):
                 _log.exception("unhandled error in rpc handler", method=method.__qualname__)

@@ -1,0 +1,45 @@
+"""`google.protobuf.Struct` <-> plain JSON values, once, at the edge.
+
+Struct numbers are doubles; a number that is integral comes back as `int` so that `{"max": 3}` stays `3` in the
+context and in stored JSON (and `1e20`-sized integrals stay floats, as JSON itself would have them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import struct_pb2
+
+_MAX_EXACT_INT = 2**53
+
+
+def value_to_python(value: struct_pb2.Value) -> Any:
+    """One `Value` as None, bool, int, float, str, list or dict."""
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value)
+    if kind == "list_value":
+        return [value_to_python(item) for item in value.list_value.values]
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        number = value.number_value
+        if number.is_integer() and abs(number) <= _MAX_EXACT_INT:
+            return int(number)
+        return number
+    if kind == "bool_value":
+        return value.bool_value
+    return None
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A `Struct` as a dict of plain JSON values."""
+    return {key: value_to_python(item) for key, item in struct.fields.items()}
+
+
+def dict_to_struct(data: dict[str, Any] | None) -> struct_pb2.Struct:
+    """A dict of JSON values as a `Struct` (None gives an empty one)."""
+    struct = struct_pb2.Struct()
+    if data:
+        struct.update(data)
+    return struct

@@ -1,0 +1,20 @@
+"""What the engine's RPC handlers share: settings, the database, the node registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kalcifer_common.settings import EngineSettings
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from kalcifer_engine.nodes.registry import NodeRegistry
+
+
+@dataclass
+class EngineDeps:
+    """Built once by the composition root (`app.py`) and handed to every servicer mixin."""
+
+    settings: EngineSettings
+    db: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    registry: NodeRegistry
