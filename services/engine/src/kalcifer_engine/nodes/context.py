@@ -1,0 +1,87 @@
+"""What a node sees and may do while it runs: the `ctx` of `NodeType.execute` / `resume` (SPEC 6.1).
+
+Nodes never touch the database or the network themselves (except tenant webhook types, through `http`). They
+read the instance context and ask for effects; the runtime backs this protocol with SQL statements that join the
+run's one transaction (deliveries, profile changes, conversions are committed together with the step), and unit
+tests back it with an in-memory fake. Keeping nodes behind this seam is what makes a run atomic and a node
+testable without PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Protocol
+
+
+class NodeContext(Protocol):
+    """One node's view of one path of one instance, during one run."""
+
+    @property
+    def tenant_id(self) -> uuid.UUID:
+        """The instance's tenant."""
+
+    @property
+    def flow_id(self) -> uuid.UUID:
+        """The instance's flow."""
+
+    @property
+    def instance_id(self) -> uuid.UUID:
+        """The instance."""
+
+    @property
+    def participant_id(self) -> str:
+        """Who travels through the flow."""
+
+    @property
+    def node_id(self) -> str:
+        """The graph id of the node being run."""
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first try of this node on this path, 2 for its first retry, ..."""
+
+    @property
+    def now(self) -> datetime:
+        """The run's clock (timezone-aware UTC); nodes use it instead of reading the time themselves."""
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        """The instance context: trigger context at the root, `customer`, `event`, `accumulated`, `_ids`."""
+
+    def lookup(self, path: str) -> tuple[bool, Any]:
+        """`(found, value)` of a dotted path in the context (`customer.attributes.tier`, `event.amount`)."""
+
+    async def create_delivery(self, channel: str, template_id: str | None, payload: Mapping[str, Any]) -> str:
+        """Record a pending delivery on `channel` (sent later by the scheduler); returns its idempotency key,
+        derived from instance, node and attempt, so a re-run of the same step never creates a second one."""
+
+    async def update_profile(self, fields: Mapping[str, Any]) -> None:
+        """Merge `fields` into the participant's customer attributes (creating the profile if needed)."""
+
+    async def add_tag(self, tag: str) -> None:
+        """Add `tag` to the participant's customer tags (no duplicates)."""
+
+    async def record_conversion(self, name: str, revenue: Decimal | None, *, kind: str = "conversion") -> None:
+        """Record a conversion (`track_conversion`) or a goal (`goal_reached`, kind="goal")."""
+
+    async def count_deliveries(self, channel: str, since: datetime) -> int:
+        """Deliveries on `channel` to this participant in this tenant created at or after `since` (all flows);
+        `channel` "any" counts every channel."""
+
+    async def sticky_variant(self, variants: Sequence[tuple[str, float]]) -> str:
+        """The participant's variant at this node of this flow: assigned once by weight, the same ever after."""
+
+    async def in_segment(self, segment_id: str) -> bool:
+        """Whether the participant's profile matches the tenant's segment `segment_id` (False if unknown)."""
+
+    async def preference(self, channel: str) -> bool:
+        """Whether the participant accepts messages on `channel` (true unless their preferences say false)."""
+
+    def evaluate(self, expression: str, extra: Mapping[str, Any] | None = None) -> Any:
+        """Evaluate a CEL expression over the context (plus `extra`, e.g. `event`); raises `ValueError`."""
+
+    async def http_post(self, url: str, body: Mapping[str, Any], *, time_limit: timedelta) -> Mapping[str, Any]:
+        """POST JSON and return the JSON answer; raises `ConnectionError`/`TimeoutError`/`ValueError`."""
