@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import empty_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from kalcifer_common import errors
-from kalcifer_common.rpc.errors import WRAPPED_MARKER, map_errors, status_for
+from kalcifer_common.rpc.errors import WRAPPED_MARKER, map_errors, relayed, status_for
 
 
 def _proto(status: grpc.Status) -> status_pb2.Status:
@@ -91,6 +91,7 @@ def test_every_kalcifer_error_has_a_specific_code() -> None:
         errors.ResourceExhausted,
         errors.Unauthenticated,
         errors.Unavailable,
+        errors.Relayed,
     ]
     assert set(errors.KalciferError.__subclasses__()) == set(leaves)
     samples: list[errors.KalciferError] = [
@@ -102,6 +103,7 @@ def test_every_kalcifer_error_has_a_specific_code() -> None:
         errors.ResourceExhausted("R", "m"),
         errors.Unauthenticated("m"),
         errors.Unavailable("m"),
+        errors.Relayed(grpc.StatusCode.OUT_OF_RANGE.value[0], "m", b""),
     ]
     codes = {status_for(e).code for e in samples}
     assert grpc.StatusCode.UNKNOWN not in codes
@@ -188,3 +190,31 @@ def test_every_rpc_of_every_service_is_wrapped() -> None:
         assert rpc_methods, servicer
         for name in rpc_methods:
             assert getattr(getattr(servicer, name), WRAPPED_MARKER, False), f"{servicer.__name__}.{name} is not wrapped"
+
+
+def _aio_error(code: grpc.StatusCode, details: bytes = b"") -> grpc.aio.AioRpcError:
+    trailing = grpc.aio.Metadata(("grpc-status-details-bin", details)) if details else grpc.aio.Metadata()
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, details="from the engine", debug_error_string="")
+
+
+def test_an_answer_about_the_request_is_relayed_with_its_details() -> None:
+    original = status_for(errors.InvalidArgument.single("nodes[3].config.duration", '"30" is not a duration'))
+    details = dict(original.trailing_metadata)["grpc-status-details-bin"]
+    assert isinstance(details, bytes)
+    relayed_status = status_for(relayed(_aio_error(grpc.StatusCode.INVALID_ARGUMENT, details)))
+    assert relayed_status.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert relayed_status.details == "from the engine"
+    proto = status_pb2.Status.FromString(dict(relayed_status.trailing_metadata)["grpc-status-details-bin"])
+    bad_request = error_details_pb2.BadRequest()
+    assert proto.details[0].Unpack(bad_request)
+    assert bad_request.field_violations[0].field == "nodes[3].config.duration"
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED])
+def test_an_unreachable_dependency_is_unavailable(code: grpc.StatusCode) -> None:
+    assert status_for(relayed(_aio_error(code))).code == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN])
+def test_a_broken_internal_call_is_our_bug_not_the_callers(code: grpc.StatusCode) -> None:
+    assert status_for(relayed(_aio_error(code))).code == grpc.StatusCode.INTERNAL
