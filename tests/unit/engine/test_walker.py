@@ -118,7 +118,8 @@ def random_flows(draw: st.DrawFn) -> RandomFlow:
             behaviour[name] = Branched(draw(st.sampled_from(["a", "b"])))
         else:
             edges += [(name, target, "") for target in targets]
-            behaviour[name] = {"completed": Completed(), "wait": TIMER, "fail": Failed("x"), "end": Completed()}[kind]
+            plain: dict[str, NodeResult] = {"completed": Completed(), "wait": TIMER, "fail": Failed("x")}
+            behaviour[name] = plain.get(kind, Completed())
             if kind == "end":
                 ends.add(name)
     return RandomFlow(graph_of(edges, tuple(names)), behaviour, frozenset(ends))
