@@ -1,0 +1,164 @@
+"""flow_lifecycle steps on the real database, with a stand-in engine that answers ValidateGraph."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import pytest
+from kalcifer.engine.v1 import engine_pb2
+from kalcifer.v1 import flow_pb2
+from kalcifer_api import flow_lifecycle
+from kalcifer_api.engine_client import EngineClient
+from kalcifer_common.db.models import Flow, FlowInstance, FlowVersion, Tenant, Wait
+from kalcifer_common.errors import FailedPrecondition, InvalidArgument, NotFound
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+
+@dataclass
+class _Stub:
+    violations: list[flow_pb2.GraphViolation] = field(default_factory=list)
+    seen: list[engine_pb2.ValidateGraphRequest] = field(default_factory=list)
+
+    async def ValidateGraph(self, request: engine_pb2.ValidateGraphRequest) -> engine_pb2.ValidateGraphResponse:
+        self.seen.append(request)
+        return engine_pb2.ValidateGraphResponse(valid=not self.violations, violations=self.violations)
+
+
+@dataclass
+class _Engine:
+    stub: _Stub = field(default_factory=_Stub)
+
+
+GRAPH: dict[str, Any] = {
+    "nodes": [{"id": "start", "type": "event_entry", "config": {"event_type": "signup"}}],
+    "edges": [],
+}
+
+
+async def _flow(
+    sessions: async_sessionmaker[AsyncSession], *, status: str = "draft", versions: tuple[str, ...] = ("draft",)
+) -> tuple[uuid.UUID, uuid.UUID]:
+    async with sessions.begin() as session:
+        tenant = Tenant(id=uuid.uuid4(), name="lifecycle")
+        session.add(tenant)
+        await session.flush()
+        flow = Flow(id=uuid.uuid4(), tenant_id=tenant.id, name="f", status=status)
+        session.add(flow)
+        await session.flush()
+        for number, version_status in enumerate(versions, start=1):
+            session.add(
+                FlowVersion(
+                    tenant_id=tenant.id, flow_id=flow.id, version_number=number, status=version_status, graph=GRAPH
+                )
+            )
+        return tenant.id, flow.id
+
+
+async def _instance(
+    sessions: async_sessionmaker[AsyncSession], tenant_id: uuid.UUID, flow_id: uuid.UUID, status: str
+) -> uuid.UUID:
+    async with sessions.begin() as session:
+        instance = FlowInstance(
+            id=uuid.uuid4(),
+            tenant_id=tenant_id,
+            flow_id=flow_id,
+            version_number=1,
+            participant_id=str(uuid.uuid4()),
+            status=status,
+        )
+        session.add(instance)
+        await session.flush()
+        session.add(
+            Wait(
+                tenant_id=tenant_id,
+                instance_id=instance.id,
+                node_id="w",
+                kind="event",
+                event_type="x",
+                participant_id=instance.participant_id,
+            )
+        )
+        return instance.id
+
+
+async def test_activate_publishes_the_newest_draft(sessions: async_sessionmaker[AsyncSession]) -> None:
+    tenant_id, flow_id = await _flow(sessions, versions=("draft", "draft"))
+    engine = _Engine()
+    async with sessions.begin() as session:
+        await flow_lifecycle.activate_flow(session, tenant_id, flow_id, cast(EngineClient, engine))
+    async with sessions() as session:
+        flow = await session.get_one(Flow, flow_id)
+        rows = await session.execute(
+            select(FlowVersion.version_number, FlowVersion.status).where(FlowVersion.flow_id == flow_id)
+        )
+        statuses = {number: status for number, status in rows}
+    assert (flow.status, flow.active_version_number, statuses) == ("active", 2, {1: "draft", 2: "active"})
+    assert engine.stub.seen[0].tenant_id == str(tenant_id)
+    assert engine.stub.seen[0].graph.nodes[0].config["event_type"] == "signup"
+
+
+async def test_activate_refuses_an_invalid_graph_and_changes_nothing(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    tenant_id, flow_id = await _flow(sessions)
+    engine = _Engine(_Stub([flow_pb2.GraphViolation(field="nodes[0].config.event_type", description="bad")]))
+    with pytest.raises(InvalidArgument) as raised:
+        async with sessions.begin() as session:
+            await flow_lifecycle.activate_flow(session, tenant_id, flow_id, cast(EngineClient, engine))
+    assert [v.field for v in raised.value.violations] == ["nodes[0].config.event_type"]
+    async with sessions() as session:
+        assert (await session.get_one(Flow, flow_id)).status == "draft"
+
+
+@pytest.mark.parametrize(
+    ("status", "versions", "reason"),
+    [("draft", (), "NO_DRAFT_VERSION"), ("active", ("active",), "INVALID_TRANSITION")],
+)
+async def test_activate_preconditions(
+    sessions: async_sessionmaker[AsyncSession], status: str, versions: tuple[str, ...], reason: str
+) -> None:
+    tenant_id, flow_id = await _flow(sessions, status=status, versions=versions)
+    with pytest.raises(FailedPrecondition) as raised:
+        async with sessions.begin() as session:
+            await flow_lifecycle.activate_flow(session, tenant_id, flow_id, cast(EngineClient, _Engine()))
+    assert raised.value.reason == reason
+
+
+async def test_other_tenant_is_not_found(sessions: async_sessionmaker[AsyncSession]) -> None:
+    _, flow_id = await _flow(sessions, status="active", versions=("active",))
+    with pytest.raises(NotFound):
+        async with sessions.begin() as session:
+            await flow_lifecycle.pause_flow(session, uuid.uuid4(), flow_id)
+
+
+async def test_pause_resume_archive_move_instances(sessions: async_sessionmaker[AsyncSession]) -> None:
+    tenant_id, flow_id = await _flow(sessions, status="active", versions=("active",))
+    waiting = await _instance(sessions, tenant_id, flow_id, "waiting")
+    running = await _instance(sessions, tenant_id, flow_id, "running")
+
+    async def state() -> tuple[str, str, str, list[str]]:
+        async with sessions() as session:
+            flow = await session.get_one(Flow, flow_id, populate_existing=True)
+            a = await session.get_one(FlowInstance, waiting, populate_existing=True)
+            b = await session.get_one(FlowInstance, running, populate_existing=True)
+            waits = list(
+                (await session.scalars(select(Wait.status).where(Wait.instance_id.in_((waiting, running))))).all()
+            )
+            return flow.status, a.status, b.status, sorted(waits)
+
+    async with sessions.begin() as session:
+        await flow_lifecycle.pause_flow(session, tenant_id, flow_id)
+    assert await state() == ("paused", "paused", "running", ["pending", "pending"])
+    async with sessions.begin() as session:
+        await flow_lifecycle.resume_flow(session, tenant_id, flow_id)
+    assert await state() == ("active", "waiting", "running", ["pending", "pending"])
+    async with sessions.begin() as session:
+        await flow_lifecycle.archive_flow(session, tenant_id, flow_id)
+    assert await state() == ("archived", "exited", "exited", ["cancelled", "cancelled"])
+    async with sessions() as session:
+        exited = await session.get_one(FlowInstance, waiting)
+    assert exited.exit_reason == "flow_archived"
+    assert exited.end_time is not None
