@@ -418,13 +418,20 @@ class Segment(Base):
     """A named rule set over customer profiles (match all or any of the rules)."""
 
     __tablename__ = "segments"
-    __table_args__ = (_one_of("match", SEGMENT_MATCHES), UniqueConstraint("tenant_id", "name"))
+    __table_args__ = (
+        _one_of("match", SEGMENT_MATCHES),
+        UniqueConstraint("tenant_id", "name"),
+        # ListSegments, newest first, keyset-paginated on (create_time, id).
+        Index("ix_segments_tenant_id_create_time_id", "tenant_id", "create_time", "id"),
+    )
 
     id: Mapped[uuid.UUID] = _id()
     tenant_id: Mapped[uuid.UUID] = _tenant_id()
     name: Mapped[str] = mapped_column(Text, nullable=False)
+    description: Mapped[str] = _text_default("")
     match: Mapped[str] = _text_default("all")
     rules: Mapped[list[Any]] = _json("[]")
+    revision: Mapped[int] = _revision("segments")
     create_time: Mapped[datetime] = _created()
     update_time: Mapped[datetime] = _updated()
 
@@ -466,6 +473,8 @@ class Customer(Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "external_id"),
         Index("ix_customers_tenant_id_create_time_id", "tenant_id", "create_time", "id"),
+        # ListCustomers filtered by tag (`tags @> ARRAY[tag]`).
+        Index("ix_customers_tags", "tags", postgresql_using="gin"),
     )
 
     id: Mapped[uuid.UUID] = _id()

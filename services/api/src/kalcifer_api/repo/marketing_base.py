@@ -1,0 +1,56 @@
+"""One transaction per mutating call, with `request_id` replay: the shape every marketing-layer write takes.
+
+`run_once` must see the response inside the transaction that holds the write, so the repository opens the
+transaction, runs the domain work on its session, and lets the servicer's `Reply.present` turn the domain result
+into the response message before the commit. Servicers never see a session; repositories never import a
+`*_pb2` module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from google.protobuf.message import Message
+from kalcifer_common.idempotency import run_once
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kalcifer_api.repo.scoped import TenantScopedRepository
+
+_Result = TypeVar("_Result")
+_Response = TypeVar("_Response", bound=Message)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply(Generic[_Result, _Response]):
+    """How a mutating RPC answers: its method name and request (the idempotency key's parts), the response type
+    (to replay a stored answer) and the mapper from the domain result to the response."""
+
+    method: str
+    request: Message
+    response_type: type[_Response]
+    present: Callable[[_Result], _Response]
+
+
+class IdempotentRepository(TenantScopedRepository):
+    """A tenant-scoped repository whose writes run through `_mutate`."""
+
+    async def _mutate(
+        self, reply: Reply[_Result, _Response], work: Callable[[AsyncSession], Awaitable[_Result]]
+    ) -> _Response:
+        """Run `work` in one transaction and answer `reply.present(result)`; a repeated `request_id` replays the
+        first answer without running `work` again."""
+        async with self._sessions.begin() as session:
+
+            async def compute() -> _Response:
+                return reply.present(await work(session))
+
+            return await run_once(
+                session,
+                scope=self.idempotency_scope,
+                method=reply.method,
+                request=reply.request,
+                response_type=reply.response_type,
+                compute=compute,
+            )
