@@ -29,18 +29,26 @@ from kalcifer_common.rpc.auth import ApiKeyCache, AuthInterceptor, AuthPolicy
 from kalcifer_common.rpc.server import GrpcServer, ServiceBinding, binding
 from kalcifer_common.service import serve_until_signal, wait_for_database
 from kalcifer_common.settings import ApiSettings
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from kalcifer_api.engine_client import EngineClient
+from kalcifer_api.grpc.customers import CustomerServicer
+from kalcifer_api.grpc.segments import SegmentServicer
 from kalcifer_api.grpc.tenants import TenantServicer
+from kalcifer_api.repo.customers import CustomerRepository
+from kalcifer_api.repo.segments import SegmentRepository
 from kalcifer_api.repo.tenants import TenantRepository
 
 
-def tenant_scoped_bindings() -> list[ServiceBinding]:
+def tenant_scoped_bindings(
+    sessions: async_sessionmaker[AsyncSession], engine_client: EngineClient
+) -> list[ServiceBinding]:
     """The services a tenant calls with its API key (implemented ones replace their placeholder)."""
     return [
         binding(flow_pb2, flow_pb2_grpc, "FlowService"),
         binding(journey_pb2, journey_pb2_grpc, "JourneyService"),
-        binding(customer_pb2, customer_pb2_grpc, "CustomerService"),
-        binding(segment_pb2, segment_pb2_grpc, "SegmentService"),
+        binding(customer_pb2, customer_pb2_grpc, "CustomerService", CustomerServicer(CustomerRepository(sessions))),
+        binding(segment_pb2, segment_pb2_grpc, "SegmentService", SegmentServicer(SegmentRepository(sessions))),
         binding(trigger_pb2, trigger_pb2_grpc, "TriggerService"),
         binding(event_pb2, event_pb2_grpc, "EventService"),
         binding(instance_pb2, instance_pb2_grpc, "InstanceService"),
@@ -57,7 +65,8 @@ async def serve(settings: ApiSettings) -> None:
     tenants = TenantRepository(sessions)
 
     tenant_binding = binding(tenant_pb2, tenant_pb2_grpc, "TenantService", TenantServicer(tenants))
-    scoped = tenant_scoped_bindings()
+    engine_client = EngineClient(settings)
+    scoped = tenant_scoped_bindings(sessions, engine_client)
     policies = {tenant_binding.full_name: AuthPolicy.ADMIN} | {b.full_name: AuthPolicy.API_KEY for b in scoped}
     interceptor = AuthInterceptor(
         policies=policies,
@@ -71,4 +80,4 @@ async def serve(settings: ApiSettings) -> None:
         interceptors=[interceptor],
         grace_seconds=settings.shutdown_grace_seconds,
     )
-    await serve_until_signal(server, cleanup=[engine.dispose])
+    await serve_until_signal(server, cleanup=[engine_client.close, engine.dispose])
