@@ -33,11 +33,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kalcifer_api.engine_client import EngineClient
 from kalcifer_api.grpc.customers import CustomerServicer
+from kalcifer_api.grpc.events import EventServicer
+from kalcifer_api.grpc.instances import InstanceServicer
 from kalcifer_api.grpc.segments import SegmentServicer
 from kalcifer_api.grpc.tenants import TenantServicer
+from kalcifer_api.grpc.triggers import TriggerServicer
 from kalcifer_api.repo.customers import CustomerRepository
+from kalcifer_api.repo.events import EventRepository
+from kalcifer_api.repo.instances import InstanceRepository
 from kalcifer_api.repo.segments import SegmentRepository
 from kalcifer_api.repo.tenants import TenantRepository
+from kalcifer_api.repo.triggers import WebhookTargetRepository
 
 
 def tenant_scoped_bindings(
@@ -49,9 +55,21 @@ def tenant_scoped_bindings(
         binding(journey_pb2, journey_pb2_grpc, "JourneyService"),
         binding(customer_pb2, customer_pb2_grpc, "CustomerService", CustomerServicer(CustomerRepository(sessions))),
         binding(segment_pb2, segment_pb2_grpc, "SegmentService", SegmentServicer(SegmentRepository(sessions))),
-        binding(trigger_pb2, trigger_pb2_grpc, "TriggerService"),
-        binding(event_pb2, event_pb2_grpc, "EventService"),
-        binding(instance_pb2, instance_pb2_grpc, "InstanceService"),
+        binding(
+            trigger_pb2,
+            trigger_pb2_grpc,
+            "TriggerService",
+            TriggerServicer(engine_client.stub, WebhookTargetRepository(sessions)),
+        ),
+        binding(
+            event_pb2, event_pb2_grpc, "EventService", EventServicer(EventRepository(sessions), engine_client.stub)
+        ),
+        binding(
+            instance_pb2,
+            instance_pb2_grpc,
+            "InstanceService",
+            InstanceServicer(InstanceRepository(sessions), engine_client.stub),
+        ),
         binding(node_type_pb2, node_type_pb2_grpc, "NodeTypeService"),
         binding(analytics_pb2, analytics_pb2_grpc, "AnalyticsService"),
     ]

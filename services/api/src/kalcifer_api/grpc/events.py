@@ -1,0 +1,127 @@
+"""`kalcifer.v1.EventService`: store participant events, then have the engine route them.
+
+Store first, route second: the stored row is the event's durable record, and routing is idempotent per event id in
+the engine. An event whose request_id was already stored is routed again rather than trusted to have been routed:
+if the first call's route failed (engine unavailable, deadline), the retry completes it and no event is lost; if
+it had been routed, the engine recognises the event id and changes nothing. Such a replay answers
+`deduplicated=true` with zero counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import struct_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+from kalcifer.engine.v1 import engine_pb2, engine_pb2_grpc
+from kalcifer.v1 import event_pb2, event_pb2_grpc
+from kalcifer_common.errors import FieldViolation, InvalidArgument
+from kalcifer_common.rpc.auth import current_tenant_id
+from kalcifer_common.rpc.errors import map_errors
+from kalcifer_common.structs import dict_to_struct, struct_to_dict
+
+from kalcifer_api.domain.events import (
+    MAX_DATA_BYTES,
+    NewEvent,
+    StoredEvent,
+    batch_size_violations,
+    event_type_violations,
+)
+from kalcifer_api.domain.instances import participant_id_violations, request_id_violations
+from kalcifer_api.domain.triggers import payload_size_violations
+from kalcifer_api.grpc.timestamps import to_timestamp
+from kalcifer_api.repo.events import EventRepository
+
+
+def _occurred_at(
+    request: event_pb2.IngestEventRequest, field: str, violations: list[FieldViolation]
+) -> datetime | None:
+    if not request.HasField("occurred_at"):
+        return None
+    try:
+        return request.occurred_at.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        violations.append(FieldViolation(field, "is not a valid time (years 1 to 9999, nanos 0 to 999999999)"))
+        return None
+
+
+def new_event(request: event_pb2.IngestEventRequest, prefix: str, violations: list[FieldViolation]) -> NewEvent:
+    """Wire -> domain, recording every problem (fields named `prefix + field`) instead of stopping at the first."""
+    violations += participant_id_violations(request.participant_id, f"{prefix}participant_id")
+    violations += event_type_violations(request.event_type, f"{prefix}event_type")
+    violations += payload_size_violations(request.data.ByteSize(), f"{prefix}data", limit=MAX_DATA_BYTES)
+    violations += request_id_violations(request.request_id, f"{prefix}request_id")
+    occurred_at = _occurred_at(request, f"{prefix}occurred_at", violations)
+    return NewEvent(
+        participant_id=request.participant_id,
+        event_type=request.event_type,
+        data=struct_to_dict(request.data),
+        occurred_at=occurred_at,
+        request_id=request.request_id or None,
+    )
+
+
+def _route_request(tenant_id: str, stored: StoredEvent, data: struct_pb2.Struct | None) -> engine_pb2.RouteEventRequest:
+    occurred_at: Timestamp | None = to_timestamp(stored.occurred_at)
+    return engine_pb2.RouteEventRequest(
+        tenant_id=tenant_id,
+        event_id=str(stored.id),
+        participant_id=stored.participant_id,
+        event_type=stored.event_type,
+        # The caller's own Struct when it is what was stored; a replay routes the stored data.
+        data=data if data is not None else dict_to_struct(stored.data),
+        occurred_at=occurred_at,
+    )
+
+
+def _answer(stored: StoredEvent, routed: engine_pb2.RouteEventResponse) -> event_pb2.IngestEventResponse:
+    if stored.deduplicated:
+        return event_pb2.IngestEventResponse(event_id=str(stored.id), deduplicated=True)
+    return event_pb2.IngestEventResponse(event_id=str(stored.id), resumed=routed.resumed, started=routed.started)
+
+
+@map_errors
+class EventServicer(event_pb2_grpc.EventServiceServicer):
+    """IngestEvent and IngestEvents."""
+
+    def __init__(self, events: EventRepository, engine: engine_pb2_grpc.EngineServiceAsyncStub) -> None:
+        self._events = events
+        self._engine = engine
+
+    async def IngestEvent(self, request: event_pb2.IngestEventRequest, context: Any) -> event_pb2.IngestEventResponse:
+        violations: list[FieldViolation] = []
+        event = new_event(request, "", violations)
+        if violations:
+            raise InvalidArgument(violations)
+        (stored,) = await self._events.store([event], field_prefix="")
+        data = None if stored.deduplicated else request.data
+        routed = await self._engine.RouteEvent(_route_request(str(current_tenant_id()), stored, data))
+        return _answer(stored, routed)
+
+    async def IngestEvents(
+        self, request: event_pb2.IngestEventsRequest, context: Any
+    ) -> event_pb2.IngestEventsResponse:
+        violations = batch_size_violations(len(request.events), "events")
+        if violations:
+            raise InvalidArgument(violations)
+        events = [new_event(item, f"events[{index}].", violations) for index, item in enumerate(request.events)]
+        if violations:
+            raise InvalidArgument(violations)
+        stored = await self._events.store(events, field_prefix="events[{index}].")
+        routed = await self._route_batch(str(current_tenant_id()), stored, request.events)
+        return event_pb2.IngestEventsResponse(results=[_answer(s, routed[s.id]) for s in stored])
+
+    async def _route_batch(
+        self, tenant_id: str, stored: Sequence[StoredEvent], requests: Sequence[event_pb2.IngestEventRequest]
+    ) -> dict[Any, engine_pb2.RouteEventResponse]:
+        """One RouteEvents call for the batch's distinct events, in request order; results by event id."""
+        order: dict[Any, engine_pb2.RouteEventRequest] = {}
+        for item, original in zip(stored, requests, strict=True):
+            if item.id not in order:
+                order[item.id] = _route_request(tenant_id, item, None if item.deduplicated else original.data)
+        response = await self._engine.RouteEvents(engine_pb2.RouteEventsRequest(events=list(order.values())))
+        if len(response.results) != len(order):
+            raise RuntimeError(f"the engine answered {len(response.results)} results for {len(order)} events")
+        return dict(zip(order, response.results, strict=True))

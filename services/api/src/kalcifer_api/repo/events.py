@@ -1,0 +1,109 @@
+"""Ingested events in PostgreSQL, deduplicated by the tenant's request_id through the database's unique index.
+
+Deduplication is `INSERT .. ON CONFLICT (tenant_id, request_id) DO NOTHING` rather than a read-then-write, so two
+racing calls with the same request_id store one row: the second blocks on the index until the first commits and
+then reads the first one's row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from kalcifer_common.db.models import Event
+from kalcifer_common.errors import FieldViolation, InvalidArgument
+from sqlalchemy import Table, select
+from sqlalchemy.dialects.postgresql import insert
+
+from kalcifer_api.domain.events import NewEvent, StoredEvent, same_event
+from kalcifer_api.repo.scoped import TenantScopedRepository
+
+_events = cast(Table, Event.__table__)
+
+
+class EventRepository(TenantScopedRepository):
+    """The calling tenant's events."""
+
+    async def store(self, events: Sequence[NewEvent], *, field_prefix: str = "") -> list[StoredEvent]:
+        """Store a batch in one transaction and return, per event and in order, the row it maps to.
+
+        An event whose request_id is already stored (by an earlier call or earlier in this batch) maps to that row
+        and is marked deduplicated; reusing a request_id for a different event is INVALID_ARGUMENT (nothing is
+        stored then). `field_prefix` is formatted with the event's `index` to name it in violations
+        ("events[{index}].").
+        """
+        tenant_id = self.tenant_id
+        now = datetime.now(UTC)
+        rows: list[dict[str, Any]] = [
+            {
+                "id": uuid.uuid4(),
+                "tenant_id": tenant_id,
+                "participant_id": event.participant_id,
+                "event_type": event.event_type,
+                "data": event.data,
+                "occurred_at": event.occurred_at or now,
+                "request_id": event.request_id,
+            }
+            for event in events
+        ]
+        async with self._sessions.begin() as session:
+            inserted = set(
+                (
+                    await session.execute(
+                        insert(_events)
+                        .values(rows)
+                        .on_conflict_do_nothing(index_elements=[_events.c.tenant_id, _events.c.request_id])
+                        .returning(_events.c.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            by_request_id: dict[str, StoredEvent] = {}
+            missing = {str(row["request_id"]) for row in rows if row["id"] not in inserted}
+            if missing:
+                existing = await session.execute(
+                    select(
+                        _events.c.id,
+                        _events.c.participant_id,
+                        _events.c.event_type,
+                        _events.c.data,
+                        _events.c.occurred_at,
+                        _events.c.request_id,
+                    ).where(_events.c.tenant_id == tenant_id, _events.c.request_id.in_(missing))
+                )
+                for found in existing:
+                    by_request_id[found.request_id] = StoredEvent(
+                        id=found.id,
+                        participant_id=found.participant_id,
+                        event_type=found.event_type,
+                        data=found.data,
+                        occurred_at=found.occurred_at,
+                        deduplicated=True,
+                    )
+            results: list[StoredEvent] = []
+            violations: list[FieldViolation] = []
+            for index, (event, row) in enumerate(zip(events, rows, strict=True)):
+                if row["id"] in inserted:
+                    results.append(
+                        StoredEvent(
+                            id=row["id"],
+                            participant_id=event.participant_id,
+                            event_type=event.event_type,
+                            data=event.data,
+                            occurred_at=row["occurred_at"],
+                            deduplicated=False,
+                        )
+                    )
+                    continue
+                stored = by_request_id[str(event.request_id)]
+                if not same_event(stored, event):
+                    prefix = field_prefix.format(index=index)
+                    violations.append(FieldViolation(f"{prefix}request_id", "was already used for a different event"))
+                results.append(stored)
+            if violations:
+                # Raising inside the transaction rolls the whole batch back: nothing of a refused batch is stored.
+                raise InvalidArgument(violations)
+            return results
