@@ -35,12 +35,16 @@ from kalcifer_api.engine_client import EngineClient
 from kalcifer_api.grpc.customers import CustomerServicer
 from kalcifer_api.grpc.events import EventServicer
 from kalcifer_api.grpc.instances import InstanceServicer
+from kalcifer_api.grpc.journeys import JourneyServicer
+from kalcifer_api.grpc.node_types import NodeTypeServicer
 from kalcifer_api.grpc.segments import SegmentServicer
 from kalcifer_api.grpc.tenants import TenantServicer
 from kalcifer_api.grpc.triggers import TriggerServicer
 from kalcifer_api.repo.customers import CustomerRepository
 from kalcifer_api.repo.events import EventRepository
 from kalcifer_api.repo.instances import InstanceRepository
+from kalcifer_api.repo.journeys import JourneyRepository
+from kalcifer_api.repo.node_types import NodeTypeCalls
 from kalcifer_api.repo.segments import SegmentRepository
 from kalcifer_api.repo.tenants import TenantRepository
 from kalcifer_api.repo.triggers import WebhookTargetRepository
@@ -52,7 +56,12 @@ def tenant_scoped_bindings(
     """The services a tenant calls with its API key (implemented ones replace their placeholder)."""
     return [
         binding(flow_pb2, flow_pb2_grpc, "FlowService"),
-        binding(journey_pb2, journey_pb2_grpc, "JourneyService"),
+        binding(
+            journey_pb2,
+            journey_pb2_grpc,
+            "JourneyService",
+            JourneyServicer(JourneyRepository(sessions, engine_client)),
+        ),
         binding(customer_pb2, customer_pb2_grpc, "CustomerService", CustomerServicer(CustomerRepository(sessions))),
         binding(segment_pb2, segment_pb2_grpc, "SegmentService", SegmentServicer(SegmentRepository(sessions))),
         binding(
@@ -70,7 +79,12 @@ def tenant_scoped_bindings(
             "InstanceService",
             InstanceServicer(InstanceRepository(sessions), engine_client.stub),
         ),
-        binding(node_type_pb2, node_type_pb2_grpc, "NodeTypeService"),
+        binding(
+            node_type_pb2,
+            node_type_pb2_grpc,
+            "NodeTypeService",
+            NodeTypeServicer(engine_client, NodeTypeCalls(sessions)),
+        ),
         binding(analytics_pb2, analytics_pb2_grpc, "AnalyticsService"),
     ]
 
