@@ -354,6 +354,8 @@ class Event(Base):
             "event_type",
             "received_time",
         ),
+        # The engine's recovery: events stored but never routed (the engine died before routing them).
+        Index("ix_events_unrouted_received_time", "received_time", postgresql_where=text("routed_time IS NULL")),
     )
 
     id: Mapped[uuid.UUID] = _id()
@@ -364,6 +366,9 @@ class Event(Base):
     occurred_at: Mapped[datetime] = _created()
     received_time: Mapped[datetime] = _created()
     request_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Set by the transaction that routed the event; `route_result` is its answer, replayed on a repeat.
+    routed_time: Mapped[datetime | None] = _optional_time()
+    route_result: Mapped[Any] = _optional_json()
 
 
 class NodeType(Base):
