@@ -1,11 +1,12 @@
-"""EventService on the real API process: validation of single events and batches, request_id deduplication
-(one row, the same event_id), and no event lost when routing fails."""
+"""EventService on the real API process: validation of single events and batches (a refused batch stores
+nothing), and replays of request_ids whose event was already routed."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import grpc
 import pytest
@@ -121,3 +122,31 @@ async def test_a_batch_with_one_bad_event_stores_nothing(
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert set(field_violations(error)) == {"events[1].event_type", "events[2].data", "events[3].participant_id"}
     assert await _stored(sessions, tenant.id, participant) == 0
+
+
+async def test_a_replay_of_a_routed_event_answers_deduplicated_without_storing(
+    events: event_pb2_grpc.EventServiceStub, tenant: Tenant, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    participant = f"routed-{uuid.uuid4()}"
+    event_id = uuid.uuid4()
+    async with sessions.begin() as session:
+        session.add(
+            Event(
+                id=event_id,
+                tenant_id=tenant.id,
+                participant_id=participant,
+                event_type="purchase",
+                data={"amount": 3},
+                request_id="already-routed",
+                routed_time=datetime.now(UTC),
+                route_result={"resumed": 1, "started": 0},
+            )
+        )
+    request = _event(participant_id=participant, data=dict_to_struct({"amount": 3}), request_id="already-routed")
+    replay = events.IngestEvent(request, metadata=tenant.auth)
+    assert replay.event_id == str(event_id)
+    assert replay.deduplicated
+    assert (replay.resumed, replay.started) == (0, 0)
+    batch = events.IngestEvents(event_pb2.IngestEventsRequest(events=[request, request]), metadata=tenant.auth)
+    assert [(r.event_id, r.deduplicated) for r in batch.results] == [(str(event_id), True)] * 2
+    assert await _stored(sessions, tenant.id, participant) == 1

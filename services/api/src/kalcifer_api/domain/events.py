@@ -1,8 +1,9 @@
 """Participant events: what a valid event is, and what storing one (deduplicated by request_id) yields.
 
 An event is stored first and routed second (resume waiting instances, start event-triggered flows): once the
-row is committed it cannot be lost, and routing it again is harmless because the engine routes each event id
-once. So a retry with the same request_id after a failed route routes the stored event instead of dropping it.
+row is committed it cannot be lost. The engine marks the row routed (`routed_time`) in the transaction that
+routes it and routes each event id once, so a retry with the same request_id after a failed route routes the
+stored event instead of dropping it, and a retry after a successful one is answered without routing anything.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class StoredEvent:
     """The stored row an ingested event maps to.
 
     `deduplicated` is True when its request_id had been stored before (by an earlier call, or earlier in the same
-    batch): the row is the first one and nothing was written now.
+    batch): the row is the first one and nothing was written now. `routed` is True once the engine has routed it.
     """
 
     id: uuid.UUID
@@ -48,6 +49,12 @@ class StoredEvent:
     data: dict[str, Any]
     occurred_at: datetime
     deduplicated: bool
+    routed: bool
+
+    @property
+    def needs_routing(self) -> bool:
+        """New events, and stored ones whose routing never completed (the first call failed after storing)."""
+        return not (self.deduplicated and self.routed)
 
 
 def event_type_violations(value: str, field: str) -> list[FieldViolation]:

@@ -1,14 +1,15 @@
 """`kalcifer.v1.EventService`: store participant events, then have the engine route them.
 
-Store first, route second: the stored row is the event's durable record, and routing is idempotent per event id in
-the engine. An event whose request_id was already stored is routed again rather than trusted to have been routed:
-if the first call's route failed (engine unavailable, deadline), the retry completes it and no event is lost; if
-it had been routed, the engine recognises the event id and changes nothing. Such a replay answers
-`deduplicated=true` with zero counts.
+Store first, route second: the stored row is the event's durable record, and the engine routes each event id once
+(it marks the row routed in the routing transaction). A request_id seen before is answered `deduplicated=true`
+with zero counts when its event was routed; when it was stored but never routed (the first call failed after
+storing: engine unavailable, deadline), the retry routes it now and answers with the real counts, so no event is
+lost to a failed call.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -76,10 +77,12 @@ def _route_request(tenant_id: str, stored: StoredEvent, data: struct_pb2.Struct 
     )
 
 
-def _answer(stored: StoredEvent, routed: engine_pb2.RouteEventResponse) -> event_pb2.IngestEventResponse:
-    if stored.deduplicated:
-        return event_pb2.IngestEventResponse(event_id=str(stored.id), deduplicated=True)
+def _counts(stored: StoredEvent, routed: engine_pb2.RouteEventResponse) -> event_pb2.IngestEventResponse:
     return event_pb2.IngestEventResponse(event_id=str(stored.id), resumed=routed.resumed, started=routed.started)
+
+
+def _deduplicated(stored: StoredEvent) -> event_pb2.IngestEventResponse:
+    return event_pb2.IngestEventResponse(event_id=str(stored.id), deduplicated=True)
 
 
 @map_errors
@@ -96,9 +99,10 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
         if violations:
             raise InvalidArgument(violations)
         (stored,) = await self._events.store([event], field_prefix="")
+        if not stored.needs_routing:
+            return _deduplicated(stored)
         data = None if stored.deduplicated else request.data
-        routed = await self._engine.RouteEvent(_route_request(str(current_tenant_id()), stored, data))
-        return _answer(stored, routed)
+        return _counts(stored, await self._engine.RouteEvent(_route_request(str(current_tenant_id()), stored, data)))
 
     async def IngestEvents(
         self, request: event_pb2.IngestEventsRequest, context: Any
@@ -110,18 +114,33 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
         if violations:
             raise InvalidArgument(violations)
         stored = await self._events.store(events, field_prefix="events[{index}].")
-        routed = await self._route_batch(str(current_tenant_id()), stored, request.events)
-        return event_pb2.IngestEventsResponse(results=[_answer(s, routed[s.id]) for s in stored])
+        # Each event that needs routing is routed once, at its first position in the batch; the batch's other
+        # positions of the same event (and events routed before) are deduplicated.
+        first_position: dict[uuid.UUID, int] = {}
+        to_route: list[engine_pb2.RouteEventRequest] = []
+        tenant_id = str(current_tenant_id())
+        for item, original in zip(stored, request.events, strict=True):
+            if item.needs_routing and item.id not in first_position:
+                first_position[item.id] = len(to_route)
+                to_route.append(_route_request(tenant_id, item, None if item.deduplicated else original.data))
+        routed = await self._route_batch(to_route)
+        results: list[event_pb2.IngestEventResponse] = []
+        seen: set[uuid.UUID] = set()
+        for item in stored:
+            if item.id in first_position and item.id not in seen:
+                seen.add(item.id)
+                results.append(_counts(item, routed[first_position[item.id]]))
+            else:
+                results.append(_deduplicated(item))
+        return event_pb2.IngestEventsResponse(results=results)
 
     async def _route_batch(
-        self, tenant_id: str, stored: Sequence[StoredEvent], requests: Sequence[event_pb2.IngestEventRequest]
-    ) -> dict[Any, engine_pb2.RouteEventResponse]:
-        """One RouteEvents call for the batch's distinct events, in request order; results by event id."""
-        order: dict[Any, engine_pb2.RouteEventRequest] = {}
-        for item, original in zip(stored, requests, strict=True):
-            if item.id not in order:
-                order[item.id] = _route_request(tenant_id, item, None if item.deduplicated else original.data)
-        response = await self._engine.RouteEvents(engine_pb2.RouteEventsRequest(events=list(order.values())))
-        if len(response.results) != len(order):
-            raise RuntimeError(f"the engine answered {len(response.results)} results for {len(order)} events")
-        return dict(zip(order, response.results, strict=True))
+        self, requests: list[engine_pb2.RouteEventRequest]
+    ) -> Sequence[engine_pb2.RouteEventResponse]:
+        """One RouteEvents call for the batch's events that need routing, in request order (none: no call)."""
+        if not requests:
+            return []
+        response = await self._engine.RouteEvents(engine_pb2.RouteEventsRequest(events=requests))
+        if len(response.results) != len(requests):
+            raise RuntimeError(f"the engine answered {len(response.results)} results for {len(requests)} events")
+        return list(response.results)

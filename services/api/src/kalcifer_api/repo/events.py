@@ -72,6 +72,7 @@ class EventRepository(TenantScopedRepository):
                         _events.c.data,
                         _events.c.occurred_at,
                         _events.c.request_id,
+                        _events.c.routed_time,
                     ).where(_events.c.tenant_id == tenant_id, _events.c.request_id.in_(missing))
                 )
                 for found in existing:
@@ -82,6 +83,7 @@ class EventRepository(TenantScopedRepository):
                         data=found.data,
                         occurred_at=found.occurred_at,
                         deduplicated=True,
+                        routed=found.routed_time is not None,
                     )
             results: list[StoredEvent] = []
             violations: list[FieldViolation] = []
@@ -95,6 +97,7 @@ class EventRepository(TenantScopedRepository):
                             data=event.data,
                             occurred_at=row["occurred_at"],
                             deduplicated=False,
+                            routed=False,
                         )
                     )
                     continue
