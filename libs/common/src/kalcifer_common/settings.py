@@ -57,6 +57,29 @@ class EngineSettings(CommonSettings):
     """Settings of `kalcifer-engine`."""
 
     engine_port: int = Field(default=4510, ge=0, le=65535, description="Port of the engine gRPC service.")
+    event_lookback_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="A wait_for_event also takes a matching event received up to this long before its node ran.",
+    )
+    max_steps_per_run: int = Field(default=1000, ge=1, description="Steps one run may take before it fails.")
+    retry_backoff_seconds: float = Field(default=2.0, gt=0, description="First retry delay of a retryable node.")
+    retry_backoff_max_seconds: float = Field(default=300.0, gt=0, description="Longest retry delay of a node.")
+    graph_cache_size: int = Field(default=1024, ge=1, description="Flow versions whose parsed graph is cached.")
+    recovery_interval_seconds: float = Field(
+        default=10.0, gt=0, description="How often the engine looks for interrupted work (SPEC 6.9)."
+    )
+    recovery_overdue_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A pending timer this long overdue was missed by the scheduler; the engine fires it itself.",
+    )
+    recovery_event_seconds: float = Field(
+        default=30.0, gt=0, description="An event stored this long ago and still not routed is routed by recovery."
+    )
+    recovery_running_seconds: float = Field(
+        default=60.0, gt=0, description="An instance left 'running' this long is re-run from its committed state."
+    )
 
 
 class SchedulerSettings(CommonSettings):

@@ -12,6 +12,8 @@ from kalcifer_common.settings import EngineSettings
 from kalcifer_engine.deps import EngineDeps
 from kalcifer_engine.grpc.servicer import EngineServicer
 from kalcifer_engine.nodes.registry import builtin_registry
+from kalcifer_engine.runtime.core import Runtime
+from kalcifer_engine.runtime.recovery import RecoveryLoop
 
 
 async def serve(settings: EngineSettings) -> None:
@@ -21,8 +23,7 @@ async def serve(settings: EngineSettings) -> None:
     engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
     await wait_for_database(engine)
     deps = EngineDeps(settings=settings, db=engine, sessions=create_sessionmaker(engine), registry=builtin_registry())
-    # Until every RPC is implemented the generated base keeps some abstract; those answer UNIMPLEMENTED.
-    servicer = EngineServicer(deps)  # type: ignore[abstract]
+    servicer = EngineServicer(deps)
     engine_binding = binding(engine_pb2, engine_pb2_grpc, "EngineService", servicer)
     server = GrpcServer(
         name="engine",
@@ -36,4 +37,8 @@ async def serve(settings: EngineSettings) -> None:
         ],
         grace_seconds=settings.shutdown_grace_seconds,
     )
-    await serve_until_signal(server, cleanup=[engine.dispose])
+    runtime = deps.runtime = Runtime(deps)
+    recovery = RecoveryLoop(runtime)
+    recovery.start()  # also recovers at once: work a crashed predecessor left behind
+    # Cleanups run in reverse: stop recovering, flush scheduler requests, then close the pool.
+    await serve_until_signal(server, cleanup=[engine.dispose, runtime.scheduler.close, recovery.stop])

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kalcifer_common.settings import EngineSettings
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from kalcifer_engine.nodes.registry import NodeRegistry
+
+if TYPE_CHECKING:
+    from kalcifer_engine.runtime.core import Runtime
 
 
 @dataclass
@@ -18,3 +22,5 @@ class EngineDeps:
     db: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     registry: NodeRegistry
+    # Instance execution (graph cache, scheduler client); built by the composition root or on first use.
+    runtime: Runtime | None = None

@@ -1,11 +1,295 @@
-"""EngineService RPCs of instance execution: start, resume, route events, cancel, pause, migrate."""
+"""EngineService RPCs of instance execution: start, resume, route events, cancel, pause, migrate.
+
+Thin: proto -> parsed request -> `runtime` operation -> proto. Struct <-> dict conversion happens here, once.
+"""
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from kalcifer.engine.v1 import engine_pb2
+from kalcifer.v1 import flow_pb2, instance_pb2
+from kalcifer_common.errors import FieldViolation, InvalidArgument
+from kalcifer_common.idempotency import run_once
+from kalcifer_common.ids import parse_id
+from kalcifer_common.structs import dict_to_struct, struct_to_dict
+
 from kalcifer_engine.deps import EngineDeps
+from kalcifer_engine.runtime import events, lifecycle, migration, resumes, starts, store
+from kalcifer_engine.runtime.core import Runtime
+from kalcifer_engine.runtime.run import Effects
+
+MAX_BATCH = 1000
+MAX_PARTICIPANT_ID = 256
+
+_STATUS = {
+    "running": instance_pb2.INSTANCE_STATUS_RUNNING,
+    "waiting": instance_pb2.INSTANCE_STATUS_WAITING,
+    "paused": instance_pb2.INSTANCE_STATUS_PAUSED,
+    "completed": instance_pb2.INSTANCE_STATUS_COMPLETED,
+    "failed": instance_pb2.INSTANCE_STATUS_FAILED,
+    "exited": instance_pb2.INSTANCE_STATUS_EXITED,
+}
+_STRATEGY = {
+    flow_pb2.MIGRATION_STRATEGY_NEW_ENTRIES_ONLY: migration.NEW_ENTRIES_ONLY,
+    flow_pb2.MIGRATION_STRATEGY_MIGRATE_ALL: migration.MIGRATE_ALL,
+}
+
+
+def _timestamp(moment: datetime | None) -> Timestamp | None:
+    if moment is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def instance_to_proto(instance: store.InstanceRow) -> instance_pb2.FlowInstance:
+    """The wire form of an instance row."""
+    return instance_pb2.FlowInstance(
+        id=str(instance.id),
+        flow_id=str(instance.flow_id),
+        version_number=instance.version_number,
+        participant_id=instance.participant_id,
+        status=_STATUS.get(instance.status, instance_pb2.INSTANCE_STATUS_UNSPECIFIED),
+        current_nodes=instance.current_nodes,
+        context=dict_to_struct(instance.context),
+        exit_reason=instance.exit_reason or "",
+        enter_time=_timestamp(instance.enter_time),
+        end_time=_timestamp(instance.end_time),
+    )
+
+
+def _participant(value: str, field: str) -> str:
+    if not value:
+        raise InvalidArgument.single(field, "is required")
+    if len(value) > MAX_PARTICIPANT_ID:
+        raise InvalidArgument.single(field, f"must be at most {MAX_PARTICIPANT_ID} characters")
+    return value
+
+
+def _resume_request(request: engine_pb2.ResumeInstanceRequest, prefix: str = "") -> resumes.ResumeRequest:
+    violations: list[FieldViolation] = []
+    ids: dict[str, uuid.UUID] = {}
+    for name in ("instance_id", "wait_id"):
+        try:
+            ids[name] = parse_id(getattr(request, name), f"{prefix}{name}")
+        except InvalidArgument as error:
+            violations += error.violations
+    if request.trigger not in resumes.TRIGGERS:
+        violations.append(
+            FieldViolation(
+                f"{prefix}trigger", f"must be one of {', '.join(sorted(resumes.TRIGGERS))}; got {request.trigger!r}"
+            )
+        )
+    if violations:
+        raise InvalidArgument(violations)
+    return resumes.ResumeRequest(ids["instance_id"], ids["wait_id"], request.trigger, struct_to_dict(request.data))
+
+
+def _event(request: engine_pb2.RouteEventRequest, prefix: str = "") -> events.EventToRoute:
+    violations: list[FieldViolation] = []
+    parsed: dict[str, uuid.UUID] = {}
+    for name in ("tenant_id", "event_id"):
+        try:
+            parsed[name] = parse_id(getattr(request, name), f"{prefix}{name}")
+        except InvalidArgument as error:
+            violations += error.violations
+    for name in ("participant_id", "event_type"):
+        if not getattr(request, name):
+            violations.append(FieldViolation(f"{prefix}{name}", "is required"))
+    if violations:
+        raise InvalidArgument(violations)
+    return events.EventToRoute(
+        parsed["tenant_id"],
+        parsed["event_id"],
+        request.participant_id,
+        request.event_type,
+        struct_to_dict(request.data),
+    )
+
+
+def _route_response(result: events.RouteResult) -> engine_pb2.RouteEventResponse:
+    return engine_pb2.RouteEventResponse(
+        resumed=result.resumed, started=result.started, instance_ids=list(result.instance_ids)
+    )
+
+
+def _batch_size(count: int, field: str) -> None:
+    if not 1 <= count <= MAX_BATCH:
+        raise InvalidArgument.single(field, f"must hold 1 to {MAX_BATCH} items; got {count}")
 
 
 class RuntimeRpcs:
     """StartInstance, ResumeInstance(s), RouteEvent(s), CancelInstance, MigrateInstances, *FlowInstances."""
 
     deps: EngineDeps
+
+    @property
+    def runtime(self) -> Runtime:
+        """The process's runtime (built on first use unless the composition root provided one)."""
+        existing: Runtime | None = getattr(self.deps, "runtime", None)
+        if existing is None:
+            existing = Runtime(self.deps)
+            self.deps.runtime = existing
+        return existing
+
+    async def StartInstance(
+        self, request: engine_pb2.StartInstanceRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> engine_pb2.StartInstanceResponse:
+        """Start an instance and run it to its first waits, in one transaction (idempotent by request_id)."""
+        violations: list[FieldViolation] = []
+        parsed: dict[str, uuid.UUID] = {}
+        for name in ("tenant_id", "flow_id"):
+            try:
+                parsed[name] = parse_id(getattr(request, name), name)
+            except InvalidArgument as error:
+                violations += error.violations
+        try:
+            participant = _participant(request.participant_id, "participant_id")
+        except InvalidArgument as error:
+            violations += error.violations
+        if violations:
+            raise InvalidArgument(violations)
+        rt = self.runtime
+        start = starts.StartRequest(
+            tenant_id=parsed["tenant_id"],
+            flow_id=parsed["flow_id"],
+            participant_id=participant,
+            context=struct_to_dict(request.context),
+            entry_node_ids=(request.entry_node_id,) if request.entry_node_id else (),
+            event=struct_to_dict(request.event) if request.HasField("event") else None,
+        )
+        effects = Effects()
+        async with rt.db.begin() as conn:
+
+            async def compute() -> engine_pb2.StartInstanceResponse:
+                instance_id = await starts.start_instance(rt, conn, start, effects, now=rt.now())
+                return engine_pb2.StartInstanceResponse(instance_id=str(instance_id))
+
+            response = await run_once(
+                conn,
+                scope=str(start.tenant_id),
+                method="kalcifer.engine.v1.EngineService/StartInstance",
+                request=request,
+                response_type=engine_pb2.StartInstanceResponse,
+                compute=compute,
+            )
+        await rt.after_commit(effects)
+        return response
+
+    async def ResumeInstance(
+        self, request: engine_pb2.ResumeInstanceRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> engine_pb2.ResumeInstanceResponse:
+        """Apply one resume; a duplicate, stale or late one answers applied=false with a reason."""
+        outcome = await resumes.resume_one(self.runtime, _resume_request(request))
+        return engine_pb2.ResumeInstanceResponse(applied=outcome.applied, reason=outcome.reason)
+
+    async def ResumeInstances(
+        self, request: engine_pb2.ResumeInstancesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> engine_pb2.ResumeInstancesResponse:
+        """Apply a batch of resumes, several per commit; any malformed one rejects the whole batch."""
+        _batch_size(len(request.resumes), "resumes")
+        parsed: list[resumes.ResumeRequest] = []
+        violations: list[FieldViolation] = []
+        for index, item in enumerate(request.resumes):
+            try:
+                parsed.append(_resume_request(item, f"resumes[{index}]."))
+            except InvalidArgument as error:
+                violations += error.violations
+        if violations:
+            raise InvalidArgument(violations)
+        outcomes = await resumes.resume_many(self.runtime, parsed)
+        return engine_pb2.ResumeInstancesResponse(
+            results=[engine_pb2.ResumeInstanceResponse(applied=o.applied, reason=o.reason) for o in outcomes]
+        )
+
+    async def RouteEvent(
+        self, request: engine_pb2.RouteEventRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> engine_pb2.RouteEventResponse:
+        """Route one stored event (idempotent per event_id)."""
+        return _route_response(await events.route_event(self.runtime, _event(request)))
+
+    async def RouteEvents(
+        self, request: engine_pb2.RouteEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> engine_pb2.RouteEventsResponse:
+        """Route a batch of stored events in order."""
+        _batch_size(len(request.events), "events")
+        parsed: list[events.EventToRoute] = []
+        violations: list[FieldViolation] = []
+        for index, item in enumerate(request.events):
+            try:
+                parsed.append(_event(item, f"events[{index}]."))
+            except InvalidArgument as error:
+                violations += error.violations
+        if violations:
+            raise InvalidArgument(violations)
+        results = await events.route_events(self.runtime, parsed)
+        return engine_pb2.RouteEventsResponse(results=[_route_response(r) for r in results])
+
+    async def CancelInstance(
+        self, request: engine_pb2.CancelInstanceRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> engine_pb2.CancelInstanceResponse:
+        """Exit a live instance; a finished one is FAILED_PRECONDITION INSTANCE_FINISHED."""
+        tenant_id = parse_id(request.tenant_id, "tenant_id")
+        instance_id = parse_id(request.instance_id, "instance_id")
+        instance = await lifecycle.cancel_instance(self.runtime, tenant_id, instance_id, request.reason)
+        return engine_pb2.CancelInstanceResponse(instance=instance_to_proto(instance))
+
+    async def PauseFlowInstances(
+        self, request: engine_pb2.PauseFlowInstancesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> engine_pb2.PauseFlowInstancesResponse:
+        """Hold the flow's waiting instances."""
+        tenant_id = parse_id(request.tenant_id, "tenant_id")
+        flow_id = parse_id(request.flow_id, "flow_id")
+        return engine_pb2.PauseFlowInstancesResponse(
+            paused=await lifecycle.pause_flow_instances(self.runtime, tenant_id, flow_id)
+        )
+
+    async def ResumeFlowInstances(
+        self, request: engine_pb2.ResumeFlowInstancesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> engine_pb2.ResumeFlowInstancesResponse:
+        """Release the flow's paused instances and apply the resumes held meanwhile."""
+        tenant_id = parse_id(request.tenant_id, "tenant_id")
+        flow_id = parse_id(request.flow_id, "flow_id")
+        result = await lifecycle.resume_flow_instances(self.runtime, tenant_id, flow_id)
+        return engine_pb2.ResumeFlowInstancesResponse(resumed=result.resumed, applied=result.applied)
+
+    async def ExitFlowInstances(
+        self, request: engine_pb2.ExitFlowInstancesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> engine_pb2.ExitFlowInstancesResponse:
+        """Exit every live instance of the flow."""
+        tenant_id = parse_id(request.tenant_id, "tenant_id")
+        flow_id = parse_id(request.flow_id, "flow_id")
+        exited = await lifecycle.exit_flow_instances(self.runtime, tenant_id, flow_id, request.reason)
+        return engine_pb2.ExitFlowInstancesResponse(exited=exited)
+
+    async def MigrateInstances(
+        self, request: engine_pb2.MigrateInstancesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> engine_pb2.MigrateInstancesResponse:
+        """Move live instances to a version (MIGRATE_ALL) or leave them (NEW_ENTRIES_ONLY)."""
+        tenant_id = parse_id(request.tenant_id, "tenant_id")
+        flow_id = parse_id(request.flow_id, "flow_id")
+        strategy = _STRATEGY.get(request.strategy)
+        if strategy is None:
+            raise InvalidArgument.single("strategy", "must be NEW_ENTRIES_ONLY or MIGRATE_ALL")
+        if request.to_version_number < 1:
+            raise InvalidArgument.single("to_version_number", "must be a version number (>= 1)")
+        report = await migration.migrate_instances(
+            self.runtime,
+            tenant_id,
+            flow_id,
+            from_version=request.from_version_number,
+            to_version=request.to_version_number,
+            strategy=strategy,
+        )
+        return engine_pb2.MigrateInstancesResponse(
+            migrated=report.migrated,
+            exited=report.exited,
+            skipped=report.skipped,
+            failures=[flow_pb2.MigrationFailure(instance_id=i, reason=r) for i, r in report.failures],
+        )

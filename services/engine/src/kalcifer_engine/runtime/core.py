@@ -1,0 +1,97 @@
+"""`Runtime`: what every instance operation shares (database, settings, registries, graphs, scheduler client).
+
+Built once per engine process from `EngineDeps`; holds nothing per instance (SPEC 9): the graph cache is bounded
+and keyed by immutable (flow, version) pairs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from datetime import UTC, datetime
+
+from kalcifer_common.errors import NotFound
+from kalcifer_common.logging import get_logger
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from kalcifer_engine.deps import EngineDeps
+from kalcifer_engine.domain.graph import FlowGraph
+from kalcifer_engine.nodes.registry import NodeRegistry
+from kalcifer_engine.runtime import store
+from kalcifer_engine.runtime.run import Effects
+from kalcifer_engine.runtime.scheduler_client import SchedulerClient
+from kalcifer_engine.tenant_registry import registry_for
+
+_log = get_logger(__name__)
+
+# Effects of a lookback resume can arm new event waits, whose lookback can resume again; bound the chain.
+MAX_LOOKBACK_ROUNDS = 8
+
+
+class GraphCache:
+    """Parsed graphs by (flow, version): published versions never change, so entries never go stale."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._graphs: OrderedDict[tuple[uuid.UUID, int], FlowGraph] = OrderedDict()
+
+    async def get(self, conn: AsyncConnection, flow_id: uuid.UUID, version_number: int) -> FlowGraph:
+        """The graph of one version; NOT_FOUND when the version does not exist."""
+        key = (flow_id, version_number)
+        graph = self._graphs.get(key)
+        if graph is not None:
+            self._graphs.move_to_end(key)
+            return graph
+        stored = await store.load_graph(conn, flow_id, version_number)
+        if stored is None:
+            raise NotFound("flow version", f"flows/{flow_id}/versions/{version_number}")
+        graph = FlowGraph.from_json(stored)
+        self._graphs[key] = graph
+        while len(self._graphs) > self._size:
+            self._graphs.popitem(last=False)
+        return graph
+
+
+class Runtime:
+    """The engine's instance machinery for one process."""
+
+    def __init__(self, deps: EngineDeps, scheduler: SchedulerClient | None = None) -> None:
+        self.deps = deps
+        self.settings = deps.settings
+        self.db: AsyncEngine = deps.db
+        self.graphs = GraphCache(deps.settings.graph_cache_size)
+        self.scheduler = scheduler or SchedulerClient(
+            deps.settings.scheduler_addr,
+            token=deps.settings.kalcifer_internal_token,
+            timeout_seconds=deps.settings.rpc_timeout_seconds,
+        )
+
+    @staticmethod
+    def now() -> datetime:
+        """The clock of runs (timezone-aware UTC)."""
+        return datetime.now(UTC)
+
+    async def registry(self, tenant_id: uuid.UUID) -> NodeRegistry:
+        """Built-ins plus the tenant's webhook node types."""
+        return await registry_for(self.deps, tenant_id)
+
+    async def graph(self, conn: AsyncConnection, flow_id: uuid.UUID, version_number: int) -> FlowGraph:
+        """The parsed graph of a version."""
+        return await self.graphs.get(conn, flow_id, version_number)
+
+    async def after_commit(self, effects: Effects) -> None:
+        """Tell the scheduler about committed timers, cancellations and deliveries; run event lookbacks."""
+        from kalcifer_engine.runtime.events import resume_from_recent_events
+
+        for _ in range(MAX_LOOKBACK_ROUNDS):
+            if effects.timers:
+                self.scheduler.arm(effects.timers)
+            if effects.cancelled_timers:
+                self.scheduler.cancel(effects.cancelled_timers)
+            if effects.deliveries:
+                self.scheduler.enqueue_deliveries(effects.deliveries)
+            if not effects.event_waits:
+                return
+            effects = await resume_from_recent_events(self, effects.event_waits)
+        if effects:
+            _log.warning("event lookback chain cut short", event_waits=len(effects.event_waits))

@@ -1,0 +1,233 @@
+"""The real `NodeContext`: what a node sees and does, backed by the run's one transaction (SPEC 6.1, 6.3).
+
+Every effect a node asks for (a delivery, a profile change, a tag, a conversion, a sticky variant) is a SQL
+statement on the run's connection, so it commits together with the step that asked for it or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from kalcifer_engine.nodes.expressions import compile_expression
+from kalcifer_engine.runtime import store
+
+
+@dataclass
+class RunScope:
+    """One run of one instance: its transaction, identity, clock and the context the nodes share."""
+
+    conn: AsyncConnection
+    tenant_id: uuid.UUID
+    flow_id: uuid.UUID
+    instance_id: uuid.UUID
+    participant_id: str
+    now: datetime
+    context: dict[str, Any]
+    # Deliveries created by this run, handed to the scheduler's queue once the run commits.
+    delivery_ids: list[uuid.UUID] = field(default_factory=list)
+
+
+def lookup_path(data: Mapping[str, Any], path: str) -> tuple[bool, Any]:
+    """`(found, value)` of a dotted path through objects (and list indexes: `items.0.sku`)."""
+    current: Any = data
+    for part in path.split("."):
+        if isinstance(current, Mapping) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
+            current = current[int(part)]
+        else:
+            return False, None
+    return True, current
+
+
+def evaluate_expression(expression: str, variables: Mapping[str, Any]) -> Any:
+    """Evaluate a CEL expression over `variables`; every failure is a `ValueError` with a one-line reason."""
+    try:
+        program = compile_expression(expression)
+        return program.execute(dict(variables))
+    except ValueError:
+        raise
+    except Exception as error:  # the CEL runtime raises KeyError, TypeError, RuntimeError, ...
+        raise ValueError(f"{type(error).__name__}: {error}") from error
+
+
+def weighted_choice(variants: Sequence[tuple[str, float]], seed: str) -> str:
+    """A variant picked by weight, deterministically from `seed` (so the first pick is reproducible too)."""
+    total = sum(max(weight, 0.0) for _, weight in variants)
+    if not variants:
+        raise ValueError("no variants to choose from")
+    if total <= 0:
+        return variants[0][0]
+    point = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big") / 2**64 * total
+    for key, weight in variants:
+        point -= max(weight, 0.0)
+        if point < 0:
+            return key
+    return variants[-1][0]
+
+
+class DbNodeContext:
+    """`NodeContext` for one node on one path, inside the run's transaction."""
+
+    def __init__(self, scope: RunScope, node_id: str, attempt: int) -> None:
+        self._scope = scope
+        self._node_id = node_id
+        self._attempt = attempt
+
+    @property
+    def tenant_id(self) -> uuid.UUID:
+        """The instance's tenant."""
+        return self._scope.tenant_id
+
+    @property
+    def flow_id(self) -> uuid.UUID:
+        """The instance's flow."""
+        return self._scope.flow_id
+
+    @property
+    def instance_id(self) -> uuid.UUID:
+        """The instance."""
+        return self._scope.instance_id
+
+    @property
+    def participant_id(self) -> str:
+        """Who travels through the flow."""
+        return self._scope.participant_id
+
+    @property
+    def node_id(self) -> str:
+        """The graph id of the node being run."""
+        return self._node_id
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first try of this node on this path, 2 for its first retry, ..."""
+        return self._attempt
+
+    @property
+    def now(self) -> datetime:
+        """The run's clock (timezone-aware UTC)."""
+        return self._scope.now
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        """The instance context."""
+        return self._scope.context
+
+    def lookup(self, path: str) -> tuple[bool, Any]:
+        """`(found, value)` of a dotted path in the context."""
+        return lookup_path(self._scope.context, path)
+
+    async def create_delivery(self, channel: str, template_id: str | None, payload: Mapping[str, Any]) -> str:
+        """A pending delivery in this run's transaction; its key is `<instance>:<node>:a<attempt>:v<visit>`."""
+        scope = self._scope
+        delivery_id, key = await store.insert_delivery(
+            scope.conn,
+            tenant_id=scope.tenant_id,
+            instance_id=scope.instance_id,
+            node_id=self._node_id,
+            participant_id=scope.participant_id,
+            channel=channel,
+            template_id=template_id,
+            payload=payload,
+            key_prefix=f"{scope.instance_id}:{self._node_id}:a{self._attempt}",
+            now=scope.now,
+        )
+        if delivery_id is not None:
+            scope.delivery_ids.append(delivery_id)
+        return key
+
+    async def update_profile(self, fields: Mapping[str, Any]) -> None:
+        """Merge `fields` into the customer's attributes (and into `customer` in this run's context)."""
+        scope = self._scope
+        await store.merge_profile(scope.conn, scope.tenant_id, scope.participant_id, fields, scope.now)
+        customer = scope.context.setdefault("customer", {"external_id": scope.participant_id})
+        customer.setdefault("attributes", {}).update(fields)
+
+    async def add_tag(self, tag: str) -> None:
+        """Add `tag` to the customer's tags (and to `customer.tags` in this run's context)."""
+        scope = self._scope
+        await store.add_tag(scope.conn, scope.tenant_id, scope.participant_id, tag, scope.now)
+        tags = scope.context.setdefault("customer", {"external_id": scope.participant_id}).setdefault("tags", [])
+        if tag not in tags:
+            tags.append(tag)
+
+    async def record_conversion(self, name: str, revenue: Decimal | None, *, kind: str = "conversion") -> None:
+        """Record a conversion or a reached goal."""
+        scope = self._scope
+        await store.insert_conversion(
+            scope.conn,
+            tenant_id=scope.tenant_id,
+            instance_id=scope.instance_id,
+            flow_id=scope.flow_id,
+            participant_id=scope.participant_id,
+            name=name,
+            revenue=revenue,
+            kind=kind,
+            now=scope.now,
+        )
+
+    async def count_deliveries(self, channel: str, since: datetime) -> int:
+        """Deliveries on `channel` to this participant since `since` (all flows of the tenant)."""
+        scope = self._scope
+        return await store.count_deliveries(scope.conn, scope.tenant_id, scope.participant_id, channel, since)
+
+    async def sticky_variant(self, variants: Sequence[tuple[str, float]]) -> str:
+        """The participant's variant at this node of this flow, assigned once by weight."""
+        scope = self._scope
+        candidate = weighted_choice(variants, f"{scope.flow_id}:{self._node_id}:{scope.participant_id}")
+        return await store.sticky_variant(
+            scope.conn, scope.tenant_id, scope.flow_id, self._node_id, scope.participant_id, candidate
+        )
+
+    async def in_segment(self, segment_id: str) -> bool:
+        """Whether the participant's stored profile matches the segment (False for an unknown segment)."""
+        from kalcifer_common.segments import matches
+
+        scope = self._scope
+        segment = await store.segment_rules(scope.conn, scope.tenant_id, segment_id)
+        if segment is None:
+            return False
+        profile = await store.customer_profile(scope.conn, scope.tenant_id, scope.participant_id)
+        return matches(segment[1], segment[0], profile or {"external_id": scope.participant_id})
+
+    async def preference(self, channel: str) -> bool:
+        """True unless the customer's preferences say false for `channel`."""
+        scope = self._scope
+        preferences = await store.customer_preferences(scope.conn, scope.tenant_id, scope.participant_id)
+        return preferences.get(channel) is not False
+
+    def evaluate(self, expression: str, extra: Mapping[str, Any] | None = None) -> Any:
+        """Evaluate a CEL expression over the context (plus `extra`)."""
+        variables = dict(self._scope.context)
+        if extra:
+            variables.update(extra)
+        return evaluate_expression(expression, variables)
+
+    async def http_post(self, url: str, body: Mapping[str, Any], *, time_limit: timedelta) -> Mapping[str, Any]:
+        """POST JSON and return the JSON object answered."""
+        try:
+            async with httpx.AsyncClient(timeout=time_limit.total_seconds()) as client:
+                response = await client.post(url, json=dict(body))
+        except httpx.TimeoutException as error:
+            raise TimeoutError(f"{url} did not answer within {time_limit.total_seconds()}s") from error
+        except httpx.HTTPError as error:
+            raise ConnectionError(f"{url}: {error}") from error
+        if response.status_code >= 400:
+            raise ConnectionError(f"{url} answered HTTP {response.status_code}")
+        try:
+            answer = response.json()
+        except ValueError as error:
+            raise ValueError(f"{url} did not answer JSON") from error
+        if not isinstance(answer, Mapping):
+            raise ValueError(f"{url} answered JSON that is not an object")
+        return answer

@@ -1,0 +1,242 @@
+"""Routing stored events (SPEC 6.6): resume the participant's matching waits, start matching event_entry flows.
+
+Routing one event is one transaction that claims the event row (`routed_time`), runs every resume and start it
+causes, and stores its answer (`route_result`); a repeated RouteEvent for the same event replays that answer, and
+an event whose routing never committed (the engine died) is routed by recovery.
+
+Early events (an event that arrives just before the wait for it is armed): when a run arms a `wait_for_event`,
+then after that run commits the engine looks back over the participant's events of that type received since
+`event_lookback_seconds` before the node ran, and resumes the wait with the earliest one that passes its filter
+and has not already resumed a wait of the same instance. Checking after the commit closes the race: an event
+committed before the wait was visible is found by the lookback, an event committed after it finds the wait
+when routed; if both happen, the wait's pending check makes the second a no-op.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kalcifer_common.errors import NotFound
+from kalcifer_common.logging import get_logger
+from sqlalchemy import Table, Text, and_, cast, func, literal, select, update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from kalcifer_engine.runtime import store
+from kalcifer_engine.runtime.core import Runtime
+from kalcifer_engine.runtime.resumes import ResumeRequest, filter_passes, resume_in
+from kalcifer_engine.runtime.run import ArmedEventWait, Effects
+from kalcifer_engine.runtime.starts import StartRequest, start_instance
+
+_log = get_logger(__name__)
+
+EVENT_ENTRY = "event_entry"
+LOOKBACK_LIMIT = 20
+
+_events: Table = store.events
+_waits: Table = store.waits
+_flows: Table = store.flows
+_versions: Table = store.versions
+
+
+@dataclass(frozen=True)
+class EventToRoute:
+    """A stored event, parsed at the edge."""
+
+    tenant_id: uuid.UUID
+    event_id: uuid.UUID
+    participant_id: str
+    event_type: str
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class RouteResult:
+    """How many waiting instances the event resumed and how many it started, and which."""
+
+    resumed: int
+    started: int
+    instance_ids: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """As stored in `events.route_result`."""
+        return {"resumed": self.resumed, "started": self.started, "instance_ids": list(self.instance_ids)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RouteResult:
+        """From `events.route_result`."""
+        return cls(int(data.get("resumed", 0)), int(data.get("started", 0)), tuple(data.get("instance_ids", ())))
+
+
+async def route_event(rt: Runtime, event: EventToRoute) -> RouteResult:
+    """Route one stored event of the tenant (NOT_FOUND if there is no such event); idempotent per event id."""
+    effects = Effects()
+    async with rt.db.begin() as conn:
+        result = await _route_in(rt, conn, event, effects, now=rt.now())
+    await rt.after_commit(effects)
+    return result
+
+
+async def _route_in(
+    rt: Runtime, conn: AsyncConnection, event: EventToRoute, effects: Effects, *, now: datetime
+) -> RouteResult:
+    claimed = await conn.execute(
+        update(_events)
+        .where(_events.c.id == event.event_id, _events.c.tenant_id == event.tenant_id, _events.c.routed_time.is_(None))
+        .values(routed_time=now)
+        .returning(_events.c.id)
+    )
+    if claimed.first() is None:
+        stored = (
+            await conn.execute(
+                select(_events.c.route_result).where(
+                    _events.c.id == event.event_id, _events.c.tenant_id == event.tenant_id
+                )
+            )
+        ).first()
+        if stored is None:
+            raise NotFound("event", f"events/{event.event_id}")
+        return RouteResult.from_json(stored.route_result or {})
+    resumed: list[str] = []
+    waiting = await conn.execute(
+        select(_waits.c.id, _waits.c.instance_id)
+        .where(
+            _waits.c.tenant_id == event.tenant_id,
+            _waits.c.participant_id == event.participant_id,
+            _waits.c.event_type == event.event_type,
+            _waits.c.status == "pending",
+            _waits.c.kind == "event",
+        )
+        .order_by(_waits.c.instance_id, _waits.c.create_time, _waits.c.id)
+    )
+    for wait_id, instance_id in waiting.all():
+        outcome = await resume_in(
+            rt,
+            conn,
+            ResumeRequest(instance_id, wait_id, "event", dict(event.data), event_id=event.event_id),
+            effects,
+            now=now,
+        )
+        if outcome.applied and str(instance_id) not in resumed:
+            resumed.append(str(instance_id))
+    started = await _start_matching_flows(rt, conn, event, effects, now=now)
+    result = RouteResult(len(resumed), len(started), tuple(resumed + started))
+    await conn.execute(update(_events).where(_events.c.id == event.event_id).values(route_result=result.to_json()))
+    return result
+
+
+async def _start_matching_flows(
+    rt: Runtime, conn: AsyncConnection, event: EventToRoute, effects: Effects, *, now: datetime
+) -> list[str]:
+    """Start every active flow of the tenant with an event_entry for this event type whose filter passes."""
+    shape = {"nodes": [{"type": EVENT_ENTRY, "config": {"event_type": event.event_type}}]}
+    candidates = await conn.execute(
+        select(_flows.c.id, _flows.c.active_version_number)
+        .join(
+            _versions,
+            and_(_versions.c.flow_id == _flows.c.id, _versions.c.version_number == _flows.c.active_version_number),
+        )
+        .where(
+            _flows.c.tenant_id == event.tenant_id,
+            _flows.c.status == "active",
+            _versions.c.graph.op("@>")(func.cast(literal(shape, JSONB), JSONB)),
+        )
+        .order_by(_flows.c.id)
+    )
+    started: list[str] = []
+    payload = {"event": dict(event.data)}
+    for flow_id, version in candidates.all():
+        graph = await rt.graph(conn, flow_id, version)
+        entries = tuple(
+            node.id
+            for node in graph.nodes
+            if node.type == EVENT_ENTRY
+            and node.config.get("event_type") == event.event_type
+            and filter_passes(_filter_of(node.config), {}, payload["event"])
+        )
+        if not entries:
+            continue
+        instance_id = await start_instance(
+            rt,
+            conn,
+            StartRequest(
+                tenant_id=event.tenant_id,
+                flow_id=flow_id,
+                participant_id=event.participant_id,
+                context={},
+                entry_node_ids=entries,
+                event=payload["event"],
+            ),
+            effects,
+            now=now,
+            skip_if_in_flow=True,
+            graph=graph,
+        )
+        if instance_id is not None:
+            started.append(str(instance_id))
+    return started
+
+
+def _filter_of(config: Mapping[str, Any]) -> str | None:
+    value = config.get("filter")
+    return value if isinstance(value, str) and value else None
+
+
+async def route_events(rt: Runtime, events: Sequence[EventToRoute]) -> list[RouteResult]:
+    """Route a batch in order, one transaction per event (an event's effects are atomic with its routing)."""
+    return [await route_event(rt, event) for event in events]
+
+
+async def resume_from_recent_events(rt: Runtime, armed: Sequence[ArmedEventWait]) -> Effects:
+    """The lookback rule (module docstring): resume freshly armed event waits with events that came just before."""
+    effects = Effects()
+    for wait in armed:
+        candidates = await _recent_events(rt, wait)
+        for event_id, data in candidates:
+            async with rt.db.begin() as conn:
+                outcome = await resume_in(
+                    rt,
+                    conn,
+                    ResumeRequest(wait.instance_id, wait.wait_id, "event", data, event_id=event_id),
+                    effects,
+                    now=rt.now(),
+                )
+            if outcome.applied:
+                _log.info("event wait resumed by lookback", wait_id=str(wait.wait_id), event_id=str(event_id))
+            if outcome.reason != "filter_not_matched":
+                break
+    return effects
+
+
+async def _recent_events(rt: Runtime, wait: ArmedEventWait) -> list[tuple[uuid.UUID, dict[str, Any]]]:
+    consumed = (
+        select(literal(1))
+        .select_from(_waits)
+        .where(
+            _waits.c.instance_id == wait.instance_id,
+            _waits.c.branch_path["event_id"].astext == cast(_events.c.id, Text),
+        )
+        .exists()
+    )
+    query = (
+        select(_events.c.id, _events.c.data)
+        .where(
+            _events.c.tenant_id == wait.tenant_id,
+            _events.c.participant_id == wait.participant_id,
+            _events.c.event_type == wait.event_type,
+            _events.c.received_time >= wait.since,
+            ~consumed,
+            # The event that started (or was routed to) this instance is not a new one for its waits.
+            ~func.coalesce(_events.c.route_result["instance_ids"], func.cast(literal([], JSONB), JSONB)).op("?")(
+                str(wait.instance_id)
+            ),
+        )
+        .order_by(_events.c.received_time, _events.c.id)
+        .limit(LOOKBACK_LIMIT)
+    )
+    async with rt.db.connect() as conn:
+        return [(row.id, dict(row.data or {})) for row in await conn.execute(query)]

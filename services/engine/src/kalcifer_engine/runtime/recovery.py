@@ -1,0 +1,157 @@
+"""Crash recovery (SPEC 6.9): on start and every `recovery_interval_seconds`, finish what was interrupted.
+
+Runs are transactional, so a crash loses only uncommitted work and leaves the last committed state. What can be
+left behind is work nobody will redo on their own:
+- timers whose scheduler job was lost and that the scheduler's own sweep has not fired either: a pending wait
+  more than `recovery_overdue_seconds` past its fire time is fired here (the scheduler's sweep normally fires
+  it within its period; both firing is harmless, the wait row decides);
+- events stored by the API whose routing never committed (the engine died mid-route): routed here after
+  `recovery_event_seconds`;
+- instances committed as 'running' and untouched for `recovery_running_seconds` (not produced by normal runs,
+  which commit waiting/finished states, but possible after manual repair or an older engine): re-run from the
+  heads in `current_nodes` that have no pending wait.
+Every replica may run this loop: each piece is idempotent (wait ids, event claims, row locks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import Counter
+from datetime import timedelta
+from typing import Final
+
+from kalcifer_common.logging import get_logger
+from sqlalchemy import Table, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from kalcifer_engine.runtime import store
+from kalcifer_engine.runtime.core import Runtime
+from kalcifer_engine.runtime.events import EventToRoute, route_event
+from kalcifer_engine.runtime.resumes import ResumeRequest, resume_many
+from kalcifer_engine.runtime.run import Effects, InstanceRun
+
+_log = get_logger(__name__)
+
+BATCH: Final = 500
+
+_waits: Table = store.waits
+_instances: Table = store.instances
+_events: Table = store.events
+
+
+async def fire_overdue_waits(rt: Runtime) -> int:
+    """Fire pending timers long overdue (not of paused instances); returns how many were applied."""
+    cutoff = rt.now() - timedelta(seconds=rt.settings.recovery_overdue_seconds)
+    async with rt.db.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(_waits.c.id, _waits.c.instance_id, _waits.c.kind)
+                .join(_instances, _instances.c.id == _waits.c.instance_id)
+                .where(_waits.c.status == "pending", _waits.c.fire_time <= cutoff, _instances.c.status != "paused")
+                .order_by(_waits.c.fire_time)
+                .limit(BATCH)
+            )
+        ).all()
+    requests = [ResumeRequest(i, w, "timeout" if kind == "event" else "timer") for w, i, kind in rows]
+    outcomes = await resume_many(rt, requests)
+    return sum(1 for outcome in outcomes if outcome.applied)
+
+
+async def route_unrouted_events(rt: Runtime) -> int:
+    """Route events that were stored but never routed; returns how many."""
+    cutoff = rt.now() - timedelta(seconds=rt.settings.recovery_event_seconds)
+    async with rt.db.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(
+                    _events.c.id, _events.c.tenant_id, _events.c.participant_id, _events.c.event_type, _events.c.data
+                )
+                .where(_events.c.routed_time.is_(None), _events.c.received_time <= cutoff)
+                .order_by(_events.c.received_time)
+                .limit(BATCH)
+            )
+        ).all()
+    for row in rows:
+        await route_event(rt, EventToRoute(row.tenant_id, row.id, row.participant_id, row.event_type, row.data or {}))
+    return len(rows)
+
+
+async def rerun_stuck_instances(rt: Runtime) -> int:
+    """Re-run instances left 'running' from their committed state; returns how many."""
+    cutoff = rt.now() - timedelta(seconds=rt.settings.recovery_running_seconds)
+    async with rt.db.connect() as conn:
+        ids = [
+            row.id
+            for row in await conn.execute(
+                select(_instances.c.id)
+                .where(_instances.c.status == "running", _instances.c.update_time <= cutoff)
+                .limit(BATCH)
+            )
+        ]
+    done = 0
+    for instance_id in ids:
+        if await _rerun(rt, instance_id):
+            done += 1
+    return done
+
+
+async def _rerun(rt: Runtime, instance_id: uuid.UUID) -> bool:
+    effects = Effects()
+    async with rt.db.begin() as conn:
+        instance = await store.lock_instance(conn, instance_id)
+        if instance is None or instance.status != "running":
+            return False
+        waiting = Counter(w.node_id for w in await store.pending_waits(conn, instance_id))
+        heads: list[str] = []
+        for node_id in instance.current_nodes:
+            if waiting[node_id]:
+                waiting[node_id] -= 1
+            else:
+                heads.append(node_id)
+        graph = await rt.graph(conn, instance.flow_id, instance.version_number)
+        run = InstanceRun(conn, instance, graph, await rt.registry(instance.tenant_id), rt.settings, rt.now())
+        await run.run_heads(heads)
+        await run.finish()
+        effects.extend(run.effects)
+    await rt.after_commit(effects)
+    return True
+
+
+async def recover_once(rt: Runtime) -> dict[str, int]:
+    """One pass of every recovery; returns what each did."""
+    return {
+        "stuck_instances": await rerun_stuck_instances(rt),
+        "unrouted_events": await route_unrouted_events(rt),
+        "overdue_waits": await fire_overdue_waits(rt),
+    }
+
+
+class RecoveryLoop:
+    """Runs `recover_once` at start and then periodically, until stopped."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the loop in the running event loop."""
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        """Stop the loop (an in-flight pass is cancelled; its transactions roll back)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                done = await recover_once(self._rt)
+                if any(done.values()):
+                    _log.info("recovery pass", **done)
+            except (SQLAlchemyError, OSError) as error:
+                _log.warning("recovery pass failed; will retry", error=repr(error))
+            await asyncio.sleep(self._rt.settings.recovery_interval_seconds)

@@ -1,0 +1,353 @@
+"""One run of one instance: from a start or a resume to the point where every path waits or the instance ends.
+
+A run executes inside ONE database transaction that the caller opened and locked the instance row in (SPEC 6.3).
+Nodes run against `DbNodeContext`, whose effects join that transaction; the run buffers its execution steps and
+new wait rows and writes them, with the instance's status, current nodes and context, in three statements at the
+end. Whatever must reach the scheduler is collected in `Effects` and sent only after the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from kalcifer_common.logging import get_logger
+from kalcifer_common.settings import EngineSettings
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from kalcifer_engine.domain.graph import FlowGraph, GraphNode
+from kalcifer_engine.nodes.base import Branched, Completed, Failed, NodeCategory, NodeResult, NodeType, Waiting
+from kalcifer_engine.nodes.registry import NodeRegistry
+from kalcifer_engine.runtime import store
+from kalcifer_engine.runtime.db_context import DbNodeContext, RunScope
+from kalcifer_engine.runtime.walker import Walk, WalkOutcome
+
+_log = get_logger(__name__)
+
+EXIT_NODE_TYPE = "exit"
+RESULT_TYPES = (Completed, Branched, Waiting, Failed)
+
+
+@dataclass(frozen=True)
+class ArmedEventWait:
+    """An event wait a run armed: checked after commit for an event that arrived just before it (lookback)."""
+
+    tenant_id: uuid.UUID
+    instance_id: uuid.UUID
+    wait_id: uuid.UUID
+    participant_id: str
+    event_type: str
+    since: datetime
+
+
+@dataclass
+class Effects:
+    """What to do once the transaction has committed: arm and cancel timers, queue deliveries, look back."""
+
+    timers: list[tuple[uuid.UUID, uuid.UUID, datetime]] = field(default_factory=list)
+    cancelled_timers: list[uuid.UUID] = field(default_factory=list)
+    deliveries: list[uuid.UUID] = field(default_factory=list)
+    event_waits: list[ArmedEventWait] = field(default_factory=list)
+
+    def extend(self, other: Effects) -> None:
+        """Add another run's effects (several runs may share one commit)."""
+        self.timers += other.timers
+        self.cancelled_timers += other.cancelled_timers
+        self.deliveries += other.deliveries
+        self.event_waits += other.event_waits
+
+    def __bool__(self) -> bool:
+        return bool(self.timers or self.cancelled_timers or self.deliveries or self.event_waits)
+
+
+def plain_json(value: Mapping[str, Any]) -> dict[str, Any]:
+    """A node's output as plain JSON (dates, decimals and the like become strings), as it will be stored."""
+    loaded: dict[str, Any] = orjson.loads(orjson.dumps(dict(value), default=str))
+    return loaded
+
+
+def retry_delay(settings: EngineSettings, attempt: int) -> timedelta:
+    """Exponential backoff before retry number `attempt` (1 = first retry), capped."""
+    seconds = min(settings.retry_backoff_seconds * 2 ** (attempt - 1), settings.retry_backoff_max_seconds)
+    return timedelta(seconds=seconds)
+
+
+class InstanceRun:
+    """Runs nodes of one locked instance and writes the outcome; use once: `start`/`resume`, then `finish`."""
+
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        instance: store.InstanceRow,
+        graph: FlowGraph,
+        registry: NodeRegistry,
+        settings: EngineSettings,
+        now: datetime,
+    ) -> None:
+        self.instance = instance
+        self.graph = graph
+        self.registry = registry
+        self.settings = settings
+        self.now = now
+        self.scope = RunScope(
+            conn=conn,
+            tenant_id=instance.tenant_id,
+            flow_id=instance.flow_id,
+            instance_id=instance.id,
+            participant_id=instance.participant_id,
+            now=now,
+            context=instance.context,
+        )
+        self.walk = Walk(graph)
+        self.current_nodes = list(instance.current_nodes)
+        self.step_rows: list[dict[str, Any]] = []
+        self.wait_rows: list[dict[str, Any]] = []
+        self.effects = Effects()
+        self.steps_taken = 0
+        self.end_status: str | None = None
+        self.end_reason: str | None = None
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """The instance context as this run changes it."""
+        return self.scope.context
+
+    async def start(self, heads: list[str]) -> None:
+        """Run from the entry nodes."""
+        self.walk.ready.extend(heads)
+        await self._drain()
+
+    async def resume(self, wait: store.WaitRow, trigger: str, data: Mapping[str, Any]) -> None:
+        """Continue the path parked at `wait`: a retry re-executes its node, anything else resumes it."""
+        if wait.node_id in self.current_nodes:
+            self.current_nodes.remove(wait.node_id)
+        if trigger == "event":
+            self.context["event"] = dict(data)
+        retry_attempt = wait.meta.get("retry_attempt")
+        if isinstance(retry_attempt, int):
+            await self._run_node(wait.node_id, attempt=retry_attempt)
+        else:
+            attempt = wait.meta.get("attempt", 1)
+            await self._run_node(
+                wait.node_id, attempt=attempt if isinstance(attempt, int) else 1, resume=(trigger, data)
+            )
+        await self._drain()
+
+    async def run_heads(self, heads: list[str]) -> None:
+        """Run heads that were left without a wait (recovery of an interrupted multi-step state)."""
+        for head in heads:
+            if head in self.current_nodes:
+                self.current_nodes.remove(head)
+        await self.start(heads)
+
+    async def _drain(self) -> None:
+        while (node_id := self.walk.next_node()) is not None:
+            await self._run_node(node_id)
+
+    async def _run_node(
+        self, node_id: str, *, attempt: int = 1, resume: tuple[str, Mapping[str, Any]] | None = None
+    ) -> None:
+        self.steps_taken += 1
+        started = datetime.now(UTC)
+        node = self.graph.node(node_id)
+        if node is None:
+            self._record_step(
+                node_id, "", "failed", {}, None, f"node {node_id!r} is not in the graph", attempt, started
+            )
+            self._fail(node_id, f"node {node_id!r} is not in version {self.instance.version_number}")
+            return
+        node_type = self.registry.get(node.type)
+        step_input: dict[str, Any] = {"config": dict(node.config)}
+        if resume is not None:
+            step_input["trigger"] = resume[0]
+        if self.steps_taken > self.settings.max_steps_per_run:
+            result: NodeResult = Failed(f"the run exceeded {self.settings.max_steps_per_run} steps")
+        elif node_type is None:
+            result = Failed(f"unknown node type {node.type!r}")
+        else:
+            result = await self._call(node, node_type, attempt, resume)
+        self._apply(node, node_type, result, attempt, step_input, started)
+
+    async def _call(
+        self, node: GraphNode, node_type: NodeType, attempt: int, resume: tuple[str, Mapping[str, Any]] | None
+    ) -> NodeResult:
+        """Run the node's behaviour; anything it raises (but database errors) is a failed step."""
+        if node_type.category is NodeCategory.TRIGGER and resume is None:
+            # Triggers are matched by whoever started the instance (event, webhook, segment); reaching one is entry.
+            return Completed()
+        ctx = DbNodeContext(self.scope, node.id, attempt)
+        try:
+            if resume is None:
+                result = await node_type.execute(node.config, ctx)
+            else:
+                result = await node_type.resume(node.config, ctx, resume[0], resume[1])
+        except (asyncio.CancelledError, SQLAlchemyError):
+            raise  # the run cannot go on: the transaction rolls back and the work is retried
+        except NotImplementedError as error:
+            return Failed(str(error) or f"node type {node_type.key!r} is not implemented")
+        except Exception as error:  # noqa: BLE001 - a node's bug fails its step, never the engine
+            _log.warning("node raised", node_id=node.id, node_type=node.type, error=repr(error))
+            return Failed(f"{type(error).__name__}: {error}")
+        if not isinstance(result, RESULT_TYPES):
+            return Failed(f"node type {node_type.key!r} returned {type(result).__name__}, not a node result")
+        return result
+
+    def _apply(
+        self,
+        node: GraphNode,
+        node_type: NodeType | None,
+        result: NodeResult,
+        attempt: int,
+        step_input: dict[str, Any],
+        started: datetime,
+    ) -> None:
+        ends_instance = node_type is not None and node_type.category is NodeCategory.END
+        if isinstance(result, Completed | Branched):
+            output = plain_json(result.output)
+            if isinstance(result, Branched):
+                output = {"branch": result.key, **output}
+            self.context.setdefault("accumulated", {})[node.id] = output
+            self._record_step(node.id, node.type, "completed", step_input, output, None, attempt, started)
+            self.walk.advance(node.id, result, ends_instance=ends_instance)
+            if ends_instance:
+                self._end_by(node)
+        elif isinstance(result, Waiting):
+            self._record_step(
+                node.id, node.type, "waiting", step_input, plain_json(result.output), None, attempt, started
+            )
+            self._park(node.id, result, attempt)
+            self.walk.advance(node.id, result)
+        else:
+            self._record_step(node.id, node.type, "failed", step_input, None, result.reason, attempt, started)
+            retries = node_type.retries if node_type is not None else 0
+            if result.retryable and attempt <= retries:
+                fire_time = self.now + retry_delay(self.settings, attempt)
+                retry = Waiting(kind="timer", fire_time=fire_time)
+                self._park(node.id, retry, attempt, extra={"retry_attempt": attempt + 1, "last_error": result.reason})
+                self.walk.advance(node.id, retry)
+            else:
+                self.walk.advance(node.id, result)
+                self._fail(node.id, f"node {node.id!r} ({node.type}) failed: {result.reason}")
+
+    def _record_step(
+        self,
+        node_id: str,
+        node_type: str,
+        status: str,
+        step_input: dict[str, Any],
+        output: dict[str, Any] | None,
+        error: str | None,
+        attempt: int,
+        started: datetime,
+    ) -> None:
+        self.step_rows.append(
+            {
+                "id": uuid.uuid4(),
+                "tenant_id": self.instance.tenant_id,
+                "instance_id": self.instance.id,
+                "node_id": node_id,
+                "node_type": node_type,
+                "version_number": self.instance.version_number,
+                "status": status,
+                "input": step_input,
+                "output": output,
+                "error": error,
+                "attempt": attempt,
+                "start_time": started,
+                "end_time": None if status == "waiting" else datetime.now(UTC),
+            }
+        )
+
+    def _park(self, node_id: str, waiting: Waiting, attempt: int, *, extra: dict[str, Any] | None = None) -> None:
+        wait_id = uuid.uuid4()
+        meta: dict[str, Any] = {"attempt": attempt, "reached_time": self.now.isoformat(), **(extra or {})}
+        if waiting.timeout_branch:
+            meta["timeout_branch"] = waiting.timeout_branch
+        self.wait_rows.append(
+            {
+                "id": wait_id,
+                "tenant_id": self.instance.tenant_id,
+                "instance_id": self.instance.id,
+                "node_id": node_id,
+                "kind": waiting.kind,
+                "status": "pending",
+                "fire_time": waiting.fire_time,
+                "event_type": waiting.event_type,
+                "event_filter": waiting.event_filter,
+                "participant_id": self.instance.participant_id,
+                "branch_path": meta,
+                "create_time": self.now,
+            }
+        )
+        self.current_nodes.append(node_id)
+        if waiting.fire_time is not None:
+            self.effects.timers.append((self.instance.id, wait_id, waiting.fire_time))
+        if waiting.kind == "event" and waiting.event_type:
+            since = self.now - timedelta(seconds=self.settings.event_lookback_seconds)
+            self.effects.event_waits.append(
+                ArmedEventWait(
+                    self.instance.tenant_id,
+                    self.instance.id,
+                    wait_id,
+                    self.instance.participant_id,
+                    waiting.event_type,
+                    since,
+                )
+            )
+
+    def _end_by(self, node: GraphNode) -> None:
+        if node.type == EXIT_NODE_TYPE:
+            reason = node.config.get("reason")
+            self.end_status, self.end_reason = "exited", reason if isinstance(reason, str) and reason else "exit"
+        else:
+            self.end_status, self.end_reason = "completed", None
+
+    def _fail(self, node_id: str, reason: str) -> None:
+        if self.walk.outcome is None:
+            self.walk.outcome = WalkOutcome.FAILED
+            self.walk.ended_by = node_id
+            self.walk.ready.clear()
+        self.end_status, self.end_reason = "failed", reason
+
+    async def finish(self) -> str:
+        """Write the run (steps, waits, instance row) into the transaction; returns the instance's new status."""
+        conn = self.scope.conn
+        if self.end_status is not None:
+            # The instance is over: waits of other paths (earlier runs) and of this run are void.
+            self.effects.cancelled_timers += await store.cancel_pending_waits(conn, self.instance.id, self.now)
+            new_wait_ids = {row["id"] for row in self.wait_rows}
+            self.effects.timers = [t for t in self.effects.timers if t[1] not in new_wait_ids]
+            self.effects.event_waits = []
+            self.wait_rows = []
+            for row in self.step_rows:
+                if row["status"] == "waiting":
+                    row["status"], row["end_time"] = "cancelled", self.now
+            self.current_nodes = []
+            status, reason = self.end_status, self.end_reason
+        elif self.current_nodes:
+            held = self.instance.flow_status == "paused" or self.instance.status == "paused"
+            status, reason = ("paused" if held else "waiting"), None
+        else:
+            status, reason = "completed", None
+        self.effects.deliveries += self.scope.delivery_ids
+        await store.insert_steps(conn, self.step_rows)
+        await store.insert_waits(conn, self.wait_rows)
+        finished = status in ("completed", "failed", "exited")
+        await store.save_instance(
+            conn,
+            self.instance.id,
+            status=status,
+            current_nodes=self.current_nodes,
+            context=self.context,
+            exit_reason=reason,
+            now=self.now,
+            finished=finished,
+        )
+        self.instance.status = status
+        return status

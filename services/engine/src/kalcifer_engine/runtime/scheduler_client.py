@@ -1,0 +1,124 @@
+"""Best-effort, batched calls to `SchedulerService` after a run commits: arm timers, cancel them, queue sends.
+
+The wait and delivery rows are the truth (SPEC 6.5): these calls only make timers fire on time and sends go out
+at once. So they never block or fail a run: requests queue in memory (bounded), a background task sends them in
+batches of up to 1000 per RPC, and a failure is logged and dropped; the scheduler's sweeps catch up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from kalcifer.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
+from kalcifer_common.logging import get_logger
+from kalcifer_common.rpc.clients import internal_channel
+
+_log = get_logger(__name__)
+
+BATCH_LIMIT = 1000
+QUEUE_LIMIT = 100_000
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+class SchedulerClient:
+    """Queues scheduler requests and sends them in batches from one background task."""
+
+    def __init__(self, address: str, *, token: str, timeout_seconds: float) -> None:
+        self._address = address
+        self._token = token
+        self._timeout = timeout_seconds
+        self._arm: list[scheduler_pb2.ScheduleResumeRequest] = []
+        self._cancel: list[str] = []
+        self._deliveries: list[str] = []
+        self._wake = asyncio.Event()
+        self._channel: grpc.aio.Channel | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def arm(self, timers: Iterable[tuple[uuid.UUID, uuid.UUID, datetime]]) -> None:
+        """Ask for timers (instance id, wait id, fire time)."""
+        self._arm += [
+            scheduler_pb2.ScheduleResumeRequest(instance_id=str(i), wait_id=str(w), fire_time=_timestamp(t))
+            for i, w, t in timers
+        ]
+        self._kick()
+
+    def cancel(self, wait_ids: Iterable[uuid.UUID]) -> None:
+        """Ask to drop the timers of waits that were resolved another way (an event, a cancel)."""
+        self._cancel += [str(w) for w in wait_ids]
+        self._kick()
+
+    def enqueue_deliveries(self, delivery_ids: Iterable[uuid.UUID]) -> None:
+        """Ask to send committed deliveries now."""
+        self._deliveries += [str(d) for d in delivery_ids]
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._closed:
+            return
+        pending = len(self._arm) + len(self._cancel) + len(self._deliveries)
+        if pending > QUEUE_LIMIT:
+            # Memory is bounded; the sweeps will find these rows.
+            _log.warning("scheduler queue full, dropping requests", dropped=pending)
+            self._arm, self._cancel, self._deliveries = [], [], []
+            return
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._send_forever())
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Send everything queued now (tests and shutdown)."""
+        await self._send_once()
+
+    async def close(self) -> None:
+        """Send what is queued, then stop the task and the channel."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._send_once()
+        if self._channel is not None:
+            await self._channel.close(None)
+
+    async def _send_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(0.002)  # let the runs of the same moment join the batch
+            await self._send_once()
+
+    async def _send_once(self) -> None:
+        if self._channel is None:
+            self._channel = internal_channel(self._address, token=self._token, timeout_seconds=self._timeout)
+        stub = scheduler_pb2_grpc.SchedulerServiceStub(self._channel)
+        while self._arm or self._cancel or self._deliveries:
+            arm, self._arm = self._arm[:BATCH_LIMIT], self._arm[BATCH_LIMIT:]
+            cancel, self._cancel = self._cancel[:BATCH_LIMIT], self._cancel[BATCH_LIMIT:]
+            deliveries, self._deliveries = self._deliveries[:BATCH_LIMIT], self._deliveries[BATCH_LIMIT:]
+            try:
+                if arm:
+                    await stub.ScheduleResumes(scheduler_pb2.ScheduleResumesRequest(resumes=arm))
+                if cancel:
+                    await stub.CancelResumes(scheduler_pb2.CancelResumesRequest(wait_ids=cancel))
+                if deliveries:
+                    await stub.EnqueueDeliveries(scheduler_pb2.EnqueueDeliveriesRequest(delivery_ids=deliveries))
+            except grpc.aio.AioRpcError as error:
+                _log.info(
+                    "scheduler call failed; its sweep will catch up",
+                    code=error.code().name,
+                    timers=len(arm),
+                    cancels=len(cancel),
+                    deliveries=len(deliveries),
+                )

@@ -1,0 +1,126 @@
+"""Starting instances (SPEC 5 entry, 6.1 context, 6.3 re-entry): StartInstance and event-started flows."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kalcifer_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from kalcifer_engine.domain.graph import FlowGraph
+from kalcifer_engine.runtime import store
+from kalcifer_engine.runtime.core import Runtime
+from kalcifer_engine.runtime.run import Effects, InstanceRun
+
+ALREADY_IN_FLOW = "ALREADY_IN_FLOW"
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """What starting an instance needs, already parsed at the edge."""
+
+    tenant_id: uuid.UUID
+    flow_id: uuid.UUID
+    participant_id: str
+    context: Mapping[str, Any]
+    entry_node_ids: tuple[str, ...] = ()  # empty = every trigger node
+    event: Mapping[str, Any] | None = None
+
+
+def initial_context(request: StartRequest, instance_id: uuid.UUID, customer: dict[str, Any] | None) -> dict[str, Any]:
+    """SPEC 6.1: trigger context at the root, `customer`, `event`, `accumulated` and the `_` identity keys."""
+    context: dict[str, Any] = dict(request.context)
+    if customer is not None:
+        context["customer"] = customer
+    if request.event is not None:
+        context["event"] = dict(request.event)
+    context.setdefault("accumulated", {})
+    context["_participant_id"] = request.participant_id
+    context["_flow_id"] = str(request.flow_id)
+    context["_tenant_id"] = str(request.tenant_id)
+    context["_instance_id"] = str(instance_id)
+    return context
+
+
+async def start_instance(
+    rt: Runtime,
+    conn: AsyncConnection,
+    request: StartRequest,
+    effects: Effects,
+    *,
+    now: datetime,
+    skip_if_in_flow: bool = False,
+    graph: FlowGraph | None = None,
+) -> uuid.UUID | None:
+    """Create the instance and run it to its first waits or its end, inside the caller's transaction.
+
+    Raises NOT_FOUND (flow), FAILED_PRECONDITION (FLOW_NOT_ACTIVE, NO_ACTIVE_VERSION), INVALID_ARGUMENT (entry
+    node), ALREADY_EXISTS ALREADY_IN_FLOW; with `skip_if_in_flow` the last is None instead (event entries).
+    """
+    flow = await store.flow_for_start(conn, request.tenant_id, request.flow_id, request.participant_id)
+    if flow is None:
+        raise NotFound("flow", f"flows/{request.flow_id}")
+    if flow.status != "active":
+        raise FailedPrecondition("FLOW_NOT_ACTIVE", f"flow {request.flow_id} is {flow.status}, not active")
+    if flow.active_version_number is None:
+        raise FailedPrecondition("NO_ACTIVE_VERSION", f"flow {request.flow_id} has no active version")
+    version = flow.active_version_number
+    if graph is None:
+        graph = await rt.graph(conn, request.flow_id, version)
+    registry = await rt.registry(request.tenant_id)
+    triggers = [node.id for node in graph.trigger_nodes(registry)]
+    for entry in request.entry_node_ids:
+        if entry not in triggers:
+            raise InvalidArgument.single("entry_node_id", f"{entry!r} is not a trigger node of version {version}")
+    heads = list(request.entry_node_ids) or triggers
+    if flow.re_entry == "never" and await store.has_any_instance(
+        conn, request.tenant_id, request.flow_id, request.participant_id
+    ):
+        if skip_if_in_flow:
+            return None
+        raise _already_in_flow(request)
+    instance_id = uuid.uuid4()
+    context = initial_context(request, instance_id, flow.customer)
+    inserted = await store.insert_instance(
+        conn,
+        instance_id=instance_id,
+        tenant_id=request.tenant_id,
+        flow_id=request.flow_id,
+        version_number=version,
+        participant_id=request.participant_id,
+        exclusive=flow.re_entry != "always",
+        context=context,
+        now=now,
+    )
+    if not inserted:
+        if skip_if_in_flow:
+            return None
+        raise _already_in_flow(request)
+    instance = store.InstanceRow(
+        id=instance_id,
+        tenant_id=request.tenant_id,
+        flow_id=request.flow_id,
+        version_number=version,
+        participant_id=request.participant_id,
+        status="running",
+        current_nodes=[],
+        context=context,
+        flow_status=flow.status,
+    )
+    run = InstanceRun(conn, instance, graph, registry, rt.settings, now)
+    await run.start(heads)
+    await run.finish()
+    effects.extend(run.effects)
+    return instance_id
+
+
+def _already_in_flow(request: StartRequest) -> AlreadyExists:
+    return AlreadyExists(
+        f"participant {request.participant_id!r} is already in flow {request.flow_id}",
+        reason=ALREADY_IN_FLOW,
+        metadata={"flow_id": str(request.flow_id), "participant_id": request.participant_id},
+    )

@@ -1,0 +1,579 @@
+"""Every SQL statement of the engine's hot paths, as SQLAlchemy Core on one `AsyncConnection` (SPEC 9).
+
+No ORM identity map: a run reads the instance row once (locked), writes its steps and waits in one multi-row
+INSERT each and updates the instance once, all inside the caller's transaction. Statements here never commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from typing import cast as typed
+
+from kalcifer_common.db.models import (
+    LIVE_INSTANCE_STATUSES,
+    AbAssignment,
+    Conversion,
+    Customer,
+    Delivery,
+    Event,
+    ExecutionStep,
+    Flow,
+    FlowInstance,
+    FlowVersion,
+    Segment,
+    Wait,
+)
+from sqlalchemy import ColumnElement, Table, Text, and_, any_, case, cast, func, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+instances = typed(Table, FlowInstance.__table__)
+steps = typed(Table, ExecutionStep.__table__)
+waits = typed(Table, Wait.__table__)
+flows = typed(Table, Flow.__table__)
+versions = typed(Table, FlowVersion.__table__)
+events = typed(Table, Event.__table__)
+customers = typed(Table, Customer.__table__)
+deliveries = typed(Table, Delivery.__table__)
+conversions = typed(Table, Conversion.__table__)
+ab_assignments = typed(Table, AbAssignment.__table__)
+segments = typed(Table, Segment.__table__)
+
+_LIVE = list(LIVE_INSTANCE_STATUSES)
+
+
+def _with_meta(meta: dict[str, Any]) -> ColumnElement[Any]:
+    """`branch_path || meta`: the wait's metadata with `meta`'s keys merged in."""
+    current = func.coalesce(waits.c.branch_path, cast(literal({}, JSONB), JSONB))
+    return current.op("||", return_type=JSONB)(cast(literal(meta, JSONB), JSONB))
+
+
+@dataclass
+class InstanceRow:
+    """The locked instance row a run starts from, with its flow's status."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    flow_id: uuid.UUID
+    version_number: int
+    participant_id: str
+    status: str
+    current_nodes: list[str]
+    context: dict[str, Any]
+    flow_status: str
+    exit_reason: str | None = None
+    enter_time: datetime | None = None
+    end_time: datetime | None = None
+
+    @property
+    def live(self) -> bool:
+        """Running, waiting or paused (terminal states never change)."""
+        return self.status in LIVE_INSTANCE_STATUSES
+
+
+@dataclass
+class WaitRow:
+    """A wait row as a resume sees it."""
+
+    id: uuid.UUID
+    instance_id: uuid.UUID
+    node_id: str
+    kind: str
+    status: str
+    fire_time: datetime | None
+    event_type: str | None
+    event_filter: str | None
+    meta: dict[str, Any]
+
+
+_INSTANCE_COLUMNS = (
+    instances.c.id,
+    instances.c.tenant_id,
+    instances.c.flow_id,
+    instances.c.version_number,
+    instances.c.participant_id,
+    instances.c.status,
+    instances.c.current_nodes,
+    instances.c.context,
+    instances.c.exit_reason,
+    instances.c.enter_time,
+    instances.c.end_time,
+    flows.c.status.label("flow_status"),
+)
+_WAIT_COLUMNS = (
+    waits.c.id,
+    waits.c.instance_id,
+    waits.c.node_id,
+    waits.c.kind,
+    waits.c.status,
+    waits.c.fire_time,
+    waits.c.event_type,
+    waits.c.event_filter,
+    waits.c.branch_path,
+)
+
+
+def _instance(row: Any) -> InstanceRow:
+    return InstanceRow(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        flow_id=row.flow_id,
+        version_number=row.version_number,
+        participant_id=row.participant_id,
+        status=row.status,
+        current_nodes=list(row.current_nodes or []),
+        context=dict(row.context or {}),
+        flow_status=row.flow_status,
+        exit_reason=row.exit_reason,
+        enter_time=row.enter_time,
+        end_time=row.end_time,
+    )
+
+
+def _wait(row: Any) -> WaitRow:
+    return WaitRow(
+        id=row.id,
+        instance_id=row.instance_id,
+        node_id=row.node_id,
+        kind=row.kind,
+        status=row.status,
+        fire_time=row.fire_time,
+        event_type=row.event_type,
+        event_filter=row.event_filter,
+        meta=dict(row.branch_path or {}),
+    )
+
+
+async def lock_instance(
+    conn: AsyncConnection, instance_id: uuid.UUID, *, tenant_id: uuid.UUID | None = None
+) -> InstanceRow | None:
+    """The instance row, locked until the transaction ends: the one serialization point of every run."""
+    query = (
+        select(*_INSTANCE_COLUMNS)
+        .join(flows, flows.c.id == instances.c.flow_id)
+        .where(instances.c.id == instance_id)
+        .with_for_update(of=instances)
+    )
+    if tenant_id is not None:
+        query = query.where(instances.c.tenant_id == tenant_id)
+    row = (await conn.execute(query)).first()
+    return None if row is None else _instance(row)
+
+
+async def read_instance(conn: AsyncConnection, instance_id: uuid.UUID) -> InstanceRow | None:
+    """The instance row without a lock (for answers after a commit)."""
+    query = (
+        select(*_INSTANCE_COLUMNS).join(flows, flows.c.id == instances.c.flow_id).where(instances.c.id == instance_id)
+    )
+    row = (await conn.execute(query)).first()
+    return None if row is None else _instance(row)
+
+
+@dataclass
+class FlowForStart:
+    """What StartInstance needs about the flow, and the participant's profile if they have one."""
+
+    status: str
+    active_version_number: int | None
+    re_entry: str
+    customer: dict[str, Any] | None
+
+
+async def flow_for_start(
+    conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, participant_id: str
+) -> FlowForStart | None:
+    """The flow (scoped to the tenant) and the participant's customer profile, in one round trip."""
+    profile = (
+        select(
+            func.jsonb_build_object(
+                "external_id",
+                customers.c.external_id,
+                "attributes",
+                customers.c.attributes,
+                "tags",
+                func.to_jsonb(customers.c.tags),
+                "preferences",
+                customers.c.preferences,
+                "timezone",
+                customers.c.timezone,
+                "email",
+                customers.c.email,
+                "phone",
+                customers.c.phone,
+            )
+        )
+        .where(customers.c.tenant_id == tenant_id, customers.c.external_id == participant_id)
+        .scalar_subquery()
+    )
+    query = select(flows.c.status, flows.c.active_version_number, flows.c.re_entry, profile.label("customer")).where(
+        flows.c.id == flow_id, flows.c.tenant_id == tenant_id
+    )
+    row = (await conn.execute(query)).first()
+    if row is None:
+        return None
+    customer = {k: v for k, v in row.customer.items() if v is not None} if row.customer else None
+    return FlowForStart(row.status, row.active_version_number, row.re_entry, customer)
+
+
+async def load_graph(conn: AsyncConnection, flow_id: uuid.UUID, version_number: int) -> dict[str, Any] | None:
+    """The stored graph of one version."""
+    query = select(versions.c.graph).where(versions.c.flow_id == flow_id, versions.c.version_number == version_number)
+    graph: dict[str, Any] | None = (await conn.execute(query)).scalar_one_or_none()
+    return graph
+
+
+async def has_any_instance(conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, participant: str) -> bool:
+    """Whether the participant ever entered the flow (re-entry policy `never`)."""
+    query = select(literal(1)).where(
+        instances.c.tenant_id == tenant_id, instances.c.flow_id == flow_id, instances.c.participant_id == participant
+    )
+    return (await conn.execute(query.limit(1))).first() is not None
+
+
+async def insert_instance(
+    conn: AsyncConnection,
+    *,
+    instance_id: uuid.UUID,
+    tenant_id: uuid.UUID,
+    flow_id: uuid.UUID,
+    version_number: int,
+    participant_id: str,
+    exclusive: bool,
+    context: dict[str, Any],
+    now: datetime,
+) -> bool:
+    """Insert a running instance; False when the participant already has a live exclusive one (unique index).
+
+    `ON CONFLICT DO NOTHING` on the partial unique index waits for a concurrent insert to commit or roll back,
+    so twenty racing starts give one instance and nineteen Falses, with no aborted transaction to clean up.
+    """
+    statement = (
+        insert(instances)
+        .values(
+            id=instance_id,
+            tenant_id=tenant_id,
+            flow_id=flow_id,
+            version_number=version_number,
+            participant_id=participant_id,
+            status="running",
+            exclusive=exclusive,
+            context=context,
+            current_nodes=[],
+            run_revision=0,
+            enter_time=now,
+            update_time=now,
+        )
+        .on_conflict_do_nothing(
+            index_elements=["tenant_id", "flow_id", "participant_id"],
+            index_where=and_(instances.c.exclusive, instances.c.status.in_(_LIVE)),
+        )
+        .returning(instances.c.id)
+    )
+    return (await conn.execute(statement)).first() is not None
+
+
+async def save_instance(
+    conn: AsyncConnection,
+    instance_id: uuid.UUID,
+    *,
+    status: str,
+    current_nodes: list[str],
+    context: dict[str, Any],
+    exit_reason: str | None,
+    now: datetime,
+    finished: bool,
+) -> None:
+    """Write a run's outcome to the instance row (and bump its run revision)."""
+    await conn.execute(
+        update(instances)
+        .where(instances.c.id == instance_id)
+        .values(
+            status=status,
+            current_nodes=current_nodes,
+            context=context,
+            exit_reason=exit_reason,
+            end_time=now if finished else None,
+            run_revision=instances.c.run_revision + 1,
+            lease_until=None,
+            update_time=now,
+        )
+    )
+
+
+async def insert_steps(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """A run's execution steps, in the order they ran (the identity `seq` follows the VALUES order)."""
+    if rows:
+        await conn.execute(insert(steps), list(rows))
+
+
+async def insert_waits(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """A run's new wait rows."""
+    if rows:
+        await conn.execute(insert(waits), list(rows))
+
+
+async def fire_wait(
+    conn: AsyncConnection,
+    wait_id: uuid.UUID,
+    instance_id: uuid.UUID,
+    *,
+    by_event: bool,
+    now: datetime,
+    meta: dict[str, Any],
+) -> WaitRow | None:
+    """Mark a pending wait fired when this resume may fire it (an event for an event wait; a due timer).
+
+    None when the wait is not pending, belongs to another instance, is of the other kind, or is not yet due;
+    `explain_unfired` says which.
+    """
+    due = waits.c.kind == "event" if by_event else waits.c.fire_time <= now
+    statement = (
+        update(waits)
+        .where(waits.c.id == wait_id, waits.c.instance_id == instance_id, waits.c.status == "pending", due)
+        .values(status="fired", resolved_time=now, branch_path=_with_meta(meta))
+        .returning(*_WAIT_COLUMNS)
+    )
+    row = (await conn.execute(statement)).first()
+    return None if row is None else _wait(row)
+
+
+async def get_wait(conn: AsyncConnection, wait_id: uuid.UUID) -> WaitRow | None:
+    """One wait row, whatever its status."""
+    row = (await conn.execute(select(*_WAIT_COLUMNS).where(waits.c.id == wait_id))).first()
+    return None if row is None else _wait(row)
+
+
+async def merge_wait_meta(conn: AsyncConnection, wait_id: uuid.UUID, meta: dict[str, Any]) -> None:
+    """Merge keys into a wait's metadata (e.g. an event held while the flow is paused)."""
+    await conn.execute(update(waits).where(waits.c.id == wait_id).values(branch_path=_with_meta(meta)))
+
+
+async def cancel_pending_waits(conn: AsyncConnection, instance_id: uuid.UUID, now: datetime) -> list[uuid.UUID]:
+    """Cancel every pending wait of an instance; returns the ids of those that had a timer."""
+    statement = (
+        update(waits)
+        .where(waits.c.instance_id == instance_id, waits.c.status == "pending")
+        .values(status="cancelled", resolved_time=now)
+        .returning(waits.c.id, waits.c.fire_time)
+    )
+    return [row.id for row in await conn.execute(statement) if row.fire_time is not None]
+
+
+async def pending_waits(conn: AsyncConnection, instance_id: uuid.UUID) -> list[WaitRow]:
+    """The pending waits of an instance."""
+    query = select(*_WAIT_COLUMNS).where(waits.c.instance_id == instance_id, waits.c.status == "pending")
+    return [_wait(row) for row in await conn.execute(query.order_by(waits.c.create_time, waits.c.id))]
+
+
+async def insert_delivery(
+    conn: AsyncConnection,
+    *,
+    tenant_id: uuid.UUID,
+    instance_id: uuid.UUID,
+    node_id: str,
+    participant_id: str,
+    channel: str,
+    template_id: str | None,
+    payload: Mapping[str, Any],
+    key_prefix: str,
+    now: datetime,
+) -> tuple[uuid.UUID | None, str]:
+    """A pending delivery whose idempotency key is `key_prefix` + the node's visit number in this instance.
+
+    The visit number (how many deliveries this node already made for this instance, plus one) tells apart two
+    arrivals at the same node (a join), while a re-run of the same step after a crash sees the same committed
+    count and so the same key: `ON CONFLICT DO NOTHING` then makes no second delivery.
+    """
+    visit = (
+        select(func.count())
+        .select_from(deliveries)
+        .where(deliveries.c.instance_id == instance_id, deliveries.c.node_id == node_id)
+        .scalar_subquery()
+        + 1
+    )
+    key_expr = literal(f"{key_prefix}:v") + cast(visit, Text)
+    source = select(
+        literal(uuid.uuid4(), type_=deliveries.c.id.type).label("id"),
+        literal(tenant_id, type_=deliveries.c.tenant_id.type),
+        literal(instance_id, type_=deliveries.c.instance_id.type),
+        literal(node_id),
+        literal(participant_id),
+        literal(channel),
+        literal(template_id, type_=deliveries.c.template_id.type),
+        cast(literal(dict(payload), JSONB), JSONB),
+        key_expr,
+        literal(now, type_=deliveries.c.create_time.type),
+        literal(now, type_=deliveries.c.update_time.type),
+    )
+    statement = (
+        insert(deliveries)
+        .from_select(
+            [
+                "id",
+                "tenant_id",
+                "instance_id",
+                "node_id",
+                "participant_id",
+                "channel",
+                "template_id",
+                "payload",
+                "idempotency_key",
+                "create_time",
+                "update_time",
+            ],
+            source,
+        )
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(deliveries.c.id, deliveries.c.idempotency_key)
+    )
+    row = (await conn.execute(statement)).first()
+    if row is None:
+        return None, key_prefix
+    return row.id, row.idempotency_key
+
+
+async def count_deliveries(
+    conn: AsyncConnection, tenant_id: uuid.UUID, participant_id: str, channel: str, since: datetime
+) -> int:
+    """Deliveries to a participant on a channel ("any" = all channels) created at or after `since`."""
+    query = (
+        select(func.count())
+        .select_from(deliveries)
+        .where(
+            deliveries.c.tenant_id == tenant_id,
+            deliveries.c.participant_id == participant_id,
+            deliveries.c.create_time >= since,
+        )
+    )
+    if channel != "any":
+        query = query.where(deliveries.c.channel == channel)
+    return int((await conn.execute(query)).scalar_one())
+
+
+async def merge_profile(
+    conn: AsyncConnection, tenant_id: uuid.UUID, participant_id: str, fields: Mapping[str, Any], now: datetime
+) -> None:
+    """Merge `fields` into the customer's attributes, creating the customer if needed."""
+    values = dict(fields)
+    statement = insert(customers).values(
+        tenant_id=tenant_id, external_id=participant_id, attributes=values, create_time=now, update_time=now
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=["tenant_id", "external_id"],
+        set_={"attributes": customers.c.attributes.op("||")(statement.excluded.attributes), "update_time": now},
+    )
+    await conn.execute(statement)
+
+
+async def add_tag(conn: AsyncConnection, tenant_id: uuid.UUID, participant_id: str, tag: str, now: datetime) -> None:
+    """Add a tag to the customer's tags (once), creating the customer if needed."""
+    statement = insert(customers).values(
+        tenant_id=tenant_id, external_id=participant_id, tags=[tag], create_time=now, update_time=now
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=["tenant_id", "external_id"],
+        set_={
+            "tags": case(
+                (literal(tag) == any_(customers.c.tags), customers.c.tags),
+                else_=func.array_append(customers.c.tags, tag),
+            ),
+            "update_time": now,
+        },
+    )
+    await conn.execute(statement)
+
+
+async def customer_preferences(conn: AsyncConnection, tenant_id: uuid.UUID, participant_id: str) -> dict[str, Any]:
+    """The customer's preferences ({} without a profile)."""
+    query = select(customers.c.preferences).where(
+        customers.c.tenant_id == tenant_id, customers.c.external_id == participant_id
+    )
+    found: dict[str, Any] | None = (await conn.execute(query)).scalar_one_or_none()
+    return dict(found or {})
+
+
+async def insert_conversion(
+    conn: AsyncConnection,
+    *,
+    tenant_id: uuid.UUID,
+    instance_id: uuid.UUID,
+    flow_id: uuid.UUID,
+    participant_id: str,
+    name: str,
+    revenue: Decimal | None,
+    kind: str,
+    now: datetime,
+) -> None:
+    """Record a conversion or a reached goal."""
+    await conn.execute(
+        insert(conversions).values(
+            tenant_id=tenant_id,
+            instance_id=instance_id,
+            flow_id=flow_id,
+            participant_id=participant_id,
+            name=name,
+            revenue=revenue,
+            kind=kind,
+            create_time=now,
+        )
+    )
+
+
+async def sticky_variant(
+    conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, node_id: str, participant_id: str, candidate: str
+) -> str:
+    """The participant's recorded variant at this node, recording `candidate` when there is none yet."""
+    statement = insert(ab_assignments).values(
+        tenant_id=tenant_id, flow_id=flow_id, node_id=node_id, participant_id=participant_id, variant_key=candidate
+    )
+    # DO UPDATE (to itself) rather than DO NOTHING so RETURNING gives the existing row's variant too.
+    upsert = statement.on_conflict_do_update(
+        index_elements=["tenant_id", "flow_id", "node_id", "participant_id"],
+        set_={"variant_key": ab_assignments.c.variant_key},
+    ).returning(ab_assignments.c.variant_key)
+    return str((await conn.execute(upsert)).scalar_one())
+
+
+async def segment_rules(conn: AsyncConnection, tenant_id: uuid.UUID, segment_id: str) -> tuple[str, list[Any]] | None:
+    """(match, rules) of the tenant's segment named by id or by name."""
+    condition = segments.c.name == segment_id
+    with contextlib.suppress(ValueError):
+        condition = or_(segments.c.id == uuid.UUID(segment_id), condition)
+    row = (
+        await conn.execute(
+            select(segments.c.match, segments.c.rules).where(segments.c.tenant_id == tenant_id, condition)
+        )
+    ).first()
+    return None if row is None else (row.match, list(row.rules or []))
+
+
+async def customer_profile(conn: AsyncConnection, tenant_id: uuid.UUID, participant_id: str) -> dict[str, Any] | None:
+    """The customer profile as flows see it at `customer`, or None."""
+    query = select(
+        customers.c.external_id,
+        customers.c.attributes,
+        customers.c.tags,
+        customers.c.preferences,
+        customers.c.timezone,
+        customers.c.email,
+        customers.c.phone,
+    ).where(customers.c.tenant_id == tenant_id, customers.c.external_id == participant_id)
+    row = (await conn.execute(query)).first()
+    if row is None:
+        return None
+    profile = {
+        "external_id": row.external_id,
+        "attributes": dict(row.attributes or {}),
+        "tags": list(row.tags or []),
+        "preferences": dict(row.preferences or {}),
+    }
+    for key in ("timezone", "email", "phone"):
+        if getattr(row, key):
+            profile[key] = getattr(row, key)
+    return profile
