@@ -12,7 +12,7 @@ from kalcifer_common.db.models import Customer
 from kalcifer_common.errors import NotFound
 from kalcifer_common.pagination import PageCursor
 from sqlalchemy import delete, select, tuple_
-from sqlalchemy.dialects.postgresql import array, insert
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kalcifer_api.domain.customers import (
@@ -119,7 +119,7 @@ class CustomerRepository(IdempotentRepository):
             .limit(limit + 1)
         )
         if tag:
-            query = query.where(Customer.tags.contains(array([tag])))
+            query = query.where(Customer.tags.contains([tag]))
         if after is not None:
             position: Any = tuple_(datetime.fromisoformat(after.sort_key), uuid.UUID(after.last_id))
             query = query.where(tuple_(Customer.create_time, Customer.id) > position)

@@ -1,0 +1,260 @@
+"""A journey's marketing settings (SPEC 7) and their validation, one rule per setting.
+
+Settings are stored as plain JSON on the journey row and read by the engine and the scheduler, so what is
+accepted here is exactly what they can act on: a cron they can schedule, durations they can parse, CEL filters
+that compile, IANA timezones. Every violation names its field inside the `Journey` message
+(`frequency_cap.time_window`, `goals[1].name`, `quiet_hours.timezone`), all of them at once.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import cel
+from kalcifer_common.durations import DurationError, parse_duration
+from kalcifer_common.errors import FieldViolation
+
+from kalcifer_api.domain.marketing_common import timezone_problem
+
+RE_ENTRY_POLICIES: Final = ("after_exit", "never", "always")
+CAP_CHANNELS: Final = ("email", "sms", "push", "whatsapp", "in_app")
+MAX_GOALS: Final = 50
+MAX_EXIT_CRITERIA: Final = 50
+MAX_FILTER_LENGTH: Final = 4000
+MAX_EVENT_TYPE_LENGTH: Final = 200
+MAX_GOAL_NAME_LENGTH: Final = 200
+_CLOCK: Final = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+_EVENT_TYPE: Final = re.compile(r"[A-Za-z0-9_.:\-/]+")
+_CEL_ERROR: Final = re.compile(r"ERROR: <input>:(\d+):(\d+): (.*)")
+
+
+@dataclass(frozen=True, slots=True)
+class MarketingSettings:
+    """What makes a flow a campaign. Unset optional settings are None (or empty lists)."""
+
+    audience_segment_id: uuid.UUID | None = None
+    entry_schedule: dict[str, Any] | None = None  # {"cron", "timezone"}
+    goals: list[dict[str, Any]] = field(default_factory=list)  # [{"name", "event_type", "filter"}]
+    exit_criteria: list[dict[str, Any]] = field(default_factory=list)  # [{"event_type", "filter"}]
+    frequency_cap: dict[str, Any] | None = None  # {"max_messages", "time_window", "channel"}
+    quiet_hours: dict[str, Any] | None = None  # {"start", "end", "timezone"}
+    re_entry: str = "after_exit"
+
+
+# --- cron ------------------------------------------------------------------------------------------------------
+
+_MONTHS: Final = {
+    name: index
+    for index, name in enumerate(
+        ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), start=1
+    )
+}
+_WEEKDAYS: Final = {name: index for index, name in enumerate(("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"))}
+# (name, lowest, highest, names) of the five fields; day of week accepts 7 for Sunday, as cron does.
+_NO_NAMES: Final[dict[str, int]] = {}
+_CRON_FIELDS: Final[tuple[tuple[str, int, int, dict[str, int]], ...]] = (
+    ("minute", 0, 59, _NO_NAMES),
+    ("hour", 0, 23, _NO_NAMES),
+    ("day of month", 1, 31, _NO_NAMES),
+    ("month", 1, 12, _MONTHS),
+    ("day of week", 0, 7, _WEEKDAYS),
+)
+
+
+def _cron_number(text: str, low: int, high: int, names: dict[str, int], label: str) -> int:
+    value = names.get(text.upper()) if names else None
+    if value is None:
+        if not text.isdigit():
+            raise ValueError(f"{label} {text!r} is not a number")
+        value = int(text)
+    if not low <= value <= high:
+        raise ValueError(f"{label} {value} is out of range {low}-{high}")
+    return value
+
+
+def _check_cron_field(text: str, low: int, high: int, names: dict[str, int], label: str) -> None:
+    for item in text.split(","):
+        span, _, step = item.partition("/")
+        if step and (not step.isdigit() or int(step) == 0):
+            raise ValueError(f"{label} step {step!r} must be a positive number")
+        if span == "*":
+            continue
+        first, dash, last = span.partition("-")
+        start = _cron_number(first, low, high, names, label)
+        if dash and start > _cron_number(last, low, high, names, label):
+            raise ValueError(f"{label} range {span!r} runs backwards")
+
+
+def cron_problem(expression: str) -> str | None:
+    """Why `expression` is not a five-field cron ("0 9 * * 1"), or None when it is one.
+
+    Fields: minute, hour, day of month, month (1-12 or JAN-DEC), day of week (0-7 or SUN-SAT); each a list of
+    `*`, `N`, `N-M`, optionally `/step`.
+    """
+    fields = expression.split()
+    if len(fields) != len(_CRON_FIELDS):
+        return f"{expression!r} must have 5 fields (minute hour day-of-month month day-of-week), not {len(fields)}"
+    try:
+        for text, (label, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+            _check_cron_field(text, low, high, names, label)
+    except ValueError as error:
+        return f"{expression!r} is not a cron expression: {error}"
+    return None
+
+
+# --- one validator per setting ---------------------------------------------------------------------------------
+
+
+def filter_problem(expression: str) -> str | None:
+    """Why a CEL filter does not compile (in one line), or None; empty filters are fine."""
+    if not expression:
+        return None
+    if len(expression) > MAX_FILTER_LENGTH:
+        return f"must be at most {MAX_FILTER_LENGTH} characters"
+    try:
+        cel.compile(expression)
+    except ValueError as error:  # UnicodeEncodeError (lone surrogates) is one too
+        found = _CEL_ERROR.search(str(error))
+        if found is None:
+            return f"{expression!r} is not a valid CEL expression"
+        line, column, reason = found.groups()
+        # The parser lists every token it would have accepted; what it found, and where, is what helps.
+        return f"{expression!r} is not a valid CEL expression ({reason.split(' expecting ', 1)[0]} at {line}:{column})"
+    return None
+
+
+def _event_type_problem(event_type: str) -> str | None:
+    if not event_type:
+        return "is required"
+    if len(event_type) > MAX_EVENT_TYPE_LENGTH:
+        return f"must be at most {MAX_EVENT_TYPE_LENGTH} characters"
+    if not _EVENT_TYPE.fullmatch(event_type):
+        return f"{event_type!r} may only hold letters, digits and _ . : - /"
+    return None
+
+
+def entry_schedule_violations(schedule: dict[str, Any] | None, path: str = "entry_schedule") -> list[FieldViolation]:
+    """The cron must parse; the timezone, when given, must be an IANA zone."""
+    if schedule is None:
+        return []
+    violations: list[FieldViolation] = []
+    cron = str(schedule.get("cron", ""))
+    problem = cron_problem(cron) if cron else "is required"
+    if problem:
+        violations.append(FieldViolation(f"{path}.cron", problem))
+    timezone = str(schedule.get("timezone", ""))
+    if timezone and (problem := timezone_problem(timezone)):
+        violations.append(FieldViolation(f"{path}.timezone", problem))
+    return violations
+
+
+def goal_violations(goals: Sequence[dict[str, Any]], path: str = "goals") -> list[FieldViolation]:
+    """Each goal: a name unique in the journey, an event type, a filter that compiles."""
+    if len(goals) > MAX_GOALS:
+        return [FieldViolation(path, f"must hold at most {MAX_GOALS} goals")]
+    violations: list[FieldViolation] = []
+    seen: set[str] = set()
+    for index, goal in enumerate(goals):
+        where = f"{path}[{index}]"
+        name = str(goal.get("name", ""))
+        if not name.strip():
+            violations.append(FieldViolation(f"{where}.name", "is required"))
+        elif len(name) > MAX_GOAL_NAME_LENGTH:
+            violations.append(FieldViolation(f"{where}.name", f"must be at most {MAX_GOAL_NAME_LENGTH} characters"))
+        elif name in seen:
+            violations.append(FieldViolation(f"{where}.name", f"{name!r} is already the name of another goal"))
+        seen.add(name)
+        if problem := _event_type_problem(str(goal.get("event_type", ""))):
+            violations.append(FieldViolation(f"{where}.event_type", problem))
+        if problem := filter_problem(str(goal.get("filter", ""))):
+            violations.append(FieldViolation(f"{where}.filter", problem))
+    return violations
+
+
+def exit_criteria_violations(criteria: Sequence[dict[str, Any]], path: str = "exit_criteria") -> list[FieldViolation]:
+    """Each exit criterion: an event type and a filter that compiles."""
+    if len(criteria) > MAX_EXIT_CRITERIA:
+        return [FieldViolation(path, f"must hold at most {MAX_EXIT_CRITERIA} exit criteria")]
+    violations: list[FieldViolation] = []
+    for index, criterion in enumerate(criteria):
+        where = f"{path}[{index}]"
+        if problem := _event_type_problem(str(criterion.get("event_type", ""))):
+            violations.append(FieldViolation(f"{where}.event_type", problem))
+        if problem := filter_problem(str(criterion.get("filter", ""))):
+            violations.append(FieldViolation(f"{where}.filter", problem))
+    return violations
+
+
+def frequency_cap_violations(cap: dict[str, Any] | None, path: str = "frequency_cap") -> list[FieldViolation]:
+    """max_messages >= 1, time_window a duration ("1d"), channel empty or a messaging channel."""
+    if cap is None:
+        return []
+    violations: list[FieldViolation] = []
+    max_messages = cap.get("max_messages", 0)
+    if not isinstance(max_messages, int) or isinstance(max_messages, bool) or max_messages < 1:
+        violations.append(FieldViolation(f"{path}.max_messages", "must be 1 or more"))
+    window = str(cap.get("time_window", ""))
+    if not window:
+        violations.append(FieldViolation(f"{path}.time_window", "is required (a duration such as '1d' or '12h')"))
+    else:
+        try:
+            if parse_duration(window).total_seconds() <= 0:
+                violations.append(FieldViolation(f"{path}.time_window", "must be longer than zero"))
+        except DurationError as error:
+            violations.append(FieldViolation(f"{path}.time_window", str(error)))
+    channel = str(cap.get("channel", ""))
+    if channel and channel not in CAP_CHANNELS:
+        violations.append(
+            FieldViolation(f"{path}.channel", f"{channel!r} is not a channel (one of {', '.join(CAP_CHANNELS)})")
+        )
+    return violations
+
+
+def quiet_hours_violations(quiet: dict[str, Any] | None, path: str = "quiet_hours") -> list[FieldViolation]:
+    """start and end as "HH:MM" (24-hour), different from each other; timezone empty or an IANA zone."""
+    if quiet is None:
+        return []
+    violations: list[FieldViolation] = []
+    for key in ("start", "end"):
+        value = str(quiet.get(key, ""))
+        if not value:
+            violations.append(FieldViolation(f"{path}.{key}", "is required (a local time such as '22:00')"))
+        elif not _CLOCK.fullmatch(value):
+            violations.append(FieldViolation(f"{path}.{key}", f"{value!r} is not a 24-hour time 'HH:MM'"))
+    if not violations and quiet.get("start") == quiet.get("end"):
+        violations.append(FieldViolation(f"{path}.end", "must differ from start (the window would be empty)"))
+    timezone = str(quiet.get("timezone", ""))
+    if timezone and (problem := timezone_problem(timezone)):
+        violations.append(FieldViolation(f"{path}.timezone", problem))
+    return violations
+
+
+def re_entry_violations(re_entry: str, path: str = "re_entry") -> list[FieldViolation]:
+    """One of the policies of `ReEntryPolicy`."""
+    if re_entry not in RE_ENTRY_POLICIES:
+        return [FieldViolation(path, f"{re_entry!r} is not a re-entry policy")]
+    return []
+
+
+SETTING_VALIDATORS: Final[dict[str, Callable[[Any], list[FieldViolation]]]] = {
+    "entry_schedule": entry_schedule_violations,
+    "goals": goal_violations,
+    "exit_criteria": exit_criteria_violations,
+    "frequency_cap": frequency_cap_violations,
+    "quiet_hours": quiet_hours_violations,
+    "re_entry": re_entry_violations,
+}
+
+
+def settings_violations(settings: MarketingSettings, fields: frozenset[str] | None = None) -> list[FieldViolation]:
+    """Every problem of the settings being written (all of them by default). The audience segment's existence is
+    checked against the database by the repository; here only its shape matters, and the wire mapper parsed it."""
+    violations: list[FieldViolation] = []
+    for name, validate in SETTING_VALIDATORS.items():
+        if fields is None or name in fields:
+            violations += validate(getattr(settings, name))
+    return violations

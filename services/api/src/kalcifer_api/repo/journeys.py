@@ -1,0 +1,245 @@
+"""Journeys in PostgreSQL, always within the calling tenant; lifecycle moves drive the wrapped flow in the same
+transaction (through `kalcifer_api.flow_lifecycle`), so a journey and its flow never disagree after a commit."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+from kalcifer_common.db.models import Flow, Journey, Segment
+from kalcifer_common.errors import FailedPrecondition, InvalidArgument, NotFound
+from kalcifer_common.pagination import PageCursor
+from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from kalcifer_api import flow_lifecycle
+from kalcifer_api.domain.journeys import (
+    FLOW_NOT_ACTIVE,
+    JourneyDraft,
+    JourneyRecord,
+    Transition,
+    require_draft,
+    require_transition,
+)
+from kalcifer_api.domain.marketing_common import check_etag
+from kalcifer_api.domain.marketing_settings import MarketingSettings
+from kalcifer_api.engine_client import EngineClient
+from kalcifer_api.repo.marketing_base import IdempotentRepository, Reply
+
+_Response = TypeVar("_Response", bound=Message)
+
+# Journey fields that are columns of their own, and the settings stored as JSON columns of the same name.
+_SETTING_COLUMNS = ("entry_schedule", "goals", "exit_criteria", "frequency_cap", "quiet_hours", "re_entry")
+
+
+def journey_record(row: Journey) -> JourneyRecord:
+    """Row -> domain."""
+    return JourneyRecord(
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        flow_id=row.flow_id,
+        status=row.status,
+        settings=MarketingSettings(
+            audience_segment_id=row.audience_segment_id,
+            entry_schedule=row.entry_schedule,
+            goals=list(row.goals or []),
+            exit_criteria=list(row.exit_criteria or []),
+            frequency_cap=row.frequency_cap,
+            quiet_hours=row.quiet_hours,
+            re_entry=row.re_entry,
+        ),
+        revision=row.revision,
+        create_time=row.create_time,
+        update_time=row.update_time,
+    )
+
+
+class JourneyRepository(IdempotentRepository):
+    """The calling tenant's journeys."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], engine: EngineClient) -> None:
+        super().__init__(sessions)
+        self._engine = engine
+
+    async def _require_flow(self, session: AsyncSession, flow_id: uuid.UUID) -> None:
+        found = await session.scalar(select(Flow.id).where(Flow.tenant_id == self.tenant_id, Flow.id == flow_id))
+        if found is None:
+            raise NotFound("flow", str(flow_id))
+
+    async def _require_segment(self, session: AsyncSession, segment_id: uuid.UUID | None) -> None:
+        if segment_id is None:
+            return
+        # FOR SHARE: a concurrent DeleteSegment waits for this transaction and then sees the journey using it.
+        found = await session.scalar(
+            select(Segment.id)
+            .where(Segment.tenant_id == self.tenant_id, Segment.id == segment_id)
+            .with_for_update(read=True)
+        )
+        if found is None:
+            raise NotFound("segment", str(segment_id))
+
+    async def _locked(self, session: AsyncSession, journey_id: uuid.UUID) -> Journey:
+        row = await session.scalar(
+            select(Journey)
+            .where(Journey.tenant_id == self.tenant_id, Journey.id == journey_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        if row is None:
+            raise NotFound("journey", str(journey_id))
+        return row
+
+    async def create(self, draft: JourneyDraft, reply: Reply[JourneyRecord, _Response]) -> _Response:
+        """A DRAFT journey around an existing flow of the tenant (NOT_FOUND for a missing flow or segment)."""
+        flow_id = draft.flow_id
+        if flow_id is None:
+            raise InvalidArgument.single("flow_id", "is required")
+
+        async def work(session: AsyncSession) -> JourneyRecord:
+            await self._require_flow(session, flow_id)
+            await self._require_segment(session, draft.settings.audience_segment_id)
+            settings = draft.settings
+            row = Journey(
+                id=uuid.uuid4(),
+                tenant_id=self.tenant_id,
+                flow_id=flow_id,
+                name=draft.name,
+                description=draft.description,
+                audience_segment_id=settings.audience_segment_id,
+                **{column: getattr(settings, column) for column in _SETTING_COLUMNS},
+            )
+            session.add(row)
+            await session.flush()
+            return journey_record(row)
+
+        return await self._mutate(reply, work)
+
+    async def get(self, journey_id: uuid.UUID) -> JourneyRecord:
+        """One journey, or NOT_FOUND."""
+        async with self._sessions() as session:
+            row = await session.scalar(
+                select(Journey).where(Journey.tenant_id == self.tenant_id, Journey.id == journey_id)
+            )
+        if row is None:
+            raise NotFound("journey", str(journey_id))
+        return journey_record(row)
+
+    async def list_page(self, *, status: str, limit: int, after: PageCursor | None) -> list[JourneyRecord]:
+        """Journeys newest first, optionally of one status; `limit + 1` of them at most."""
+        query = (
+            select(Journey)
+            .where(Journey.tenant_id == self.tenant_id)
+            .order_by(Journey.create_time.desc(), Journey.id.desc())
+            .limit(limit + 1)
+        )
+        if status:
+            query = query.where(Journey.status == status)
+        if after is not None:
+            position: Any = tuple_(datetime.fromisoformat(after.sort_key), uuid.UUID(after.last_id))
+            query = query.where(tuple_(Journey.create_time, Journey.id) < position)
+        async with self._sessions() as session:
+            return [journey_record(row) for row in (await session.scalars(query)).all()]
+
+    async def update(
+        self,
+        journey_id: uuid.UUID,
+        draft: JourneyDraft,
+        fields: frozenset[str],
+        etag: str,
+        reply: Reply[JourneyRecord, _Response],
+    ) -> _Response:
+        """Replace `fields` of a DRAFT journey (ABORTED on a stale etag, JOURNEY_NOT_DRAFT once launched)."""
+
+        async def work(session: AsyncSession) -> JourneyRecord:
+            row = await self._locked(session, journey_id)
+            check_etag(etag, row.revision, resource_type="journey", resource_name=str(journey_id))
+            require_draft(row.id, row.status, "update")
+            if "flow_id" in fields and draft.flow_id is not None:
+                await self._require_flow(session, draft.flow_id)
+                row.flow_id = draft.flow_id
+            if "audience_segment_id" in fields:
+                await self._require_segment(session, draft.settings.audience_segment_id)
+                row.audience_segment_id = draft.settings.audience_segment_id
+            if "name" in fields:
+                row.name = draft.name
+            if "description" in fields:
+                row.description = draft.description
+            for column in _SETTING_COLUMNS:
+                if column in fields:
+                    setattr(row, column, getattr(draft.settings, column))
+            # Always an UPDATE, even when nothing changed: the revision (etag) and update_time move on every write.
+            row.update_time = func.now()
+            await session.flush()
+            await session.refresh(row)
+            return journey_record(row)
+
+        return await self._mutate(reply, work)
+
+    async def delete(self, journey_id: uuid.UUID, etag: str, reply: Reply[None, _Response]) -> _Response:
+        """Delete a DRAFT journey; its flow is kept."""
+
+        async def work(session: AsyncSession) -> None:
+            row = await self._locked(session, journey_id)
+            check_etag(etag, row.revision, resource_type="journey", resource_name=str(journey_id))
+            require_draft(row.id, row.status, "delete")
+            await session.execute(delete(Journey).where(Journey.tenant_id == self.tenant_id, Journey.id == row.id))
+
+        return await self._mutate(reply, work)
+
+    async def move(
+        self, journey_id: uuid.UUID, transition: Transition, reply: Reply[JourneyRecord, _Response]
+    ) -> _Response:
+        """Apply a lifecycle transition to the journey and its flow in one transaction.
+
+        The journey row is locked first, then the flow row (always in that order, so two journeys on one flow
+        cannot deadlock). The flow follows where it can: launching activates a DRAFT flow (publishing its newest
+        draft version; an ACTIVE flow is used as is; a PAUSED or ARCHIVED one is FLOW_NOT_ACTIVE) and gives it the
+        journey's re-entry policy; pausing pauses an ACTIVE flow; resuming resumes a PAUSED flow (an ARCHIVED one
+        is FLOW_NOT_ACTIVE); archiving archives a flow that is not archived yet.
+        """
+        resumed_flow: list[uuid.UUID] = []
+
+        async def work(session: AsyncSession) -> JourneyRecord:
+            row = await self._locked(session, journey_id)
+            require_transition(row.id, row.status, transition)
+            flow = await flow_lifecycle.lock_flow(session, self.tenant_id, row.flow_id)
+            if transition is Transition.LAUNCH:
+                await self._launch_flow(session, flow, row.re_entry)
+            elif transition is Transition.PAUSE and flow.status == "active":
+                await flow_lifecycle.pause_flow(session, self.tenant_id, flow.id)
+            elif transition is Transition.RESUME:
+                if flow.status == "archived":
+                    raise _flow_not_active(flow, "resume")
+                if flow.status == "paused":
+                    await flow_lifecycle.resume_flow(session, self.tenant_id, flow.id)
+                    resumed_flow.append(flow.id)
+            elif transition is Transition.ARCHIVE and flow.status in ("active", "paused"):
+                await flow_lifecycle.archive_flow(session, self.tenant_id, flow.id)
+            row.status = transition.target
+            await session.flush()
+            await session.refresh(row)
+            return journey_record(row)
+
+        response = await self._mutate(reply, work)
+        for flow_id in resumed_flow:
+            await flow_lifecycle.release_held_resumes(self._engine, self.tenant_id, flow_id)
+        return response
+
+    async def _launch_flow(self, session: AsyncSession, flow: Flow, re_entry: str) -> None:
+        if flow.status == "draft":
+            await flow_lifecycle.activate_flow(session, self.tenant_id, flow.id, self._engine)
+        elif flow.status != "active":
+            raise _flow_not_active(flow, "launch")
+        # The journey's re-entry policy is what the engine enforces when participants enter the flow.
+        await session.execute(update(Flow).where(Flow.id == flow.id).values(re_entry=re_entry))
+
+
+def _flow_not_active(flow: Flow, action: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        FLOW_NOT_ACTIVE,
+        f"cannot {action} the journey: its flow {flow.id} is {flow.status.upper()}",
+        metadata={"flow_id": str(flow.id), "status": flow.status.upper()},
+    )

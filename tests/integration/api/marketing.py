@@ -1,0 +1,125 @@
+"""Shared set-up of the marketing-layer API tests (journeys, customers, segments) on the real `suite`."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from kalcifer.v1 import (
+    customer_pb2_grpc,
+    journey_pb2_grpc,
+    segment_pb2_grpc,
+    tenant_pb2,
+    tenant_pb2_grpc,
+)
+from kalcifer_common.db.models import Flow, FlowVersion
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.support.processes import Suite
+from tests.support.rpc import bearer
+
+# event_entry -> send_email -> exit: valid for the engine's ValidateGraph.
+VALID_GRAPH: dict[str, Any] = {
+    "nodes": [
+        {"id": "entry", "type": "event_entry", "config": {"event_type": "signup"}},
+        {"id": "mail", "type": "send_email", "config": {"template_id": "welcome"}},
+        {"id": "done", "type": "exit", "config": {}},
+    ],
+    "edges": [
+        {"id": "entry-mail", "source": "entry", "target": "mail"},
+        {"id": "mail-done", "source": "mail", "target": "done"},
+    ],
+}
+# A send_email node with nothing before it and a dangling edge: the engine refuses it.
+BROKEN_GRAPH: dict[str, Any] = {
+    "nodes": [{"id": "mail", "type": "send_email", "config": {}}],
+    "edges": [{"id": "mail-nowhere", "source": "mail", "target": "nowhere"}],
+}
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A tenant made through TenantService, with its raw API key."""
+
+    id: uuid.UUID
+    key: str
+
+    @property
+    def auth(self) -> tuple[tuple[str, str]]:
+        """Call metadata carrying the key."""
+        return bearer(self.key)
+
+
+@dataclass(frozen=True)
+class Stubs:
+    """The stubs of the three marketing services on one channel."""
+
+    journeys: journey_pb2_grpc.JourneyServiceStub
+    customers: customer_pb2_grpc.CustomerServiceStub
+    segments: segment_pb2_grpc.SegmentServiceStub
+
+
+def new_tenant(suite: Suite, name: str = "marketing") -> Tenant:
+    """A fresh tenant (so tests never see each other's rows)."""
+    with grpc.insecure_channel(suite.address("api")) as channel:
+        created = tenant_pb2_grpc.TenantServiceStub(channel).CreateTenant(
+            tenant_pb2.CreateTenantRequest(name=name), metadata=bearer(suite.admin_token)
+        )
+    return Tenant(uuid.UUID(created.tenant.id), created.raw_key)
+
+
+def open_stubs(suite: Suite) -> Iterator[Stubs]:
+    """Stubs on a channel to the suite's API, closed afterwards (for a fixture to yield from)."""
+    with grpc.insecure_channel(suite.address("api")) as channel:
+        yield Stubs(
+            journeys=journey_pb2_grpc.JourneyServiceStub(channel),
+            customers=customer_pb2_grpc.CustomerServiceStub(channel),
+            segments=segment_pb2_grpc.SegmentServiceStub(channel),
+        )
+
+
+async def seed_flow(
+    sessions: async_sessionmaker[AsyncSession],
+    tenant_id: uuid.UUID,
+    *,
+    status: str = "draft",
+    graph: dict[str, Any] | None = None,
+    with_draft_version: bool = True,
+) -> uuid.UUID:
+    """A flow of the tenant written straight to the database (FlowService is another helper's), with a DRAFT
+    version 1 holding `graph` (the valid one by default); an active or paused flow gets an ACTIVE version 1."""
+    flow_id = uuid.uuid4()
+    async with sessions.begin() as session:
+        published = status in ("active", "paused", "archived")
+        session.add(
+            Flow(
+                id=flow_id,
+                tenant_id=tenant_id,
+                name="journey flow",
+                status=status,
+                active_version_number=1 if published else None,
+            )
+        )
+        await session.flush()
+        if with_draft_version or published:
+            session.add(
+                FlowVersion(
+                    tenant_id=tenant_id,
+                    flow_id=flow_id,
+                    version_number=1,
+                    status="active" if published else "draft",
+                    graph=VALID_GRAPH if graph is None else graph,
+                )
+            )
+    return flow_id
+
+
+async def flow_status(sessions: async_sessionmaker[AsyncSession], flow_id: uuid.UUID) -> str:
+    """The flow's status as stored."""
+    async with sessions() as session:
+        flow = await session.get(Flow, flow_id)
+        assert flow is not None
+        return flow.status
