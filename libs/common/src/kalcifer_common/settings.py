@@ -87,3 +87,39 @@ class SchedulerSettings(CommonSettings):
 
     scheduler_port: int = Field(default=4520, ge=0, le=65535, description="Port of the scheduler gRPC service.")
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL; only the scheduler uses it.")
+    redis_key_prefix: str = Field(default="kalcifer", description="Prefix of the scheduler's own Redis keys.")
+    delayed_resume_concurrency: int = Field(default=20, ge=1, le=1000, description="Jobs of delayed_resume at once.")
+    flow_triggers_concurrency: int = Field(default=10, ge=1, le=1000, description="Jobs of flow_triggers at once.")
+    maintenance_concurrency: int = Field(default=5, ge=1, le=1000, description="Jobs of maintenance at once.")
+    deliveries_concurrency: int = Field(default=10, ge=1, le=1000, description="Jobs of deliveries at once.")
+    arq_poll_seconds: float = Field(
+        default=0.05, gt=0, le=5, description="How often each arq worker polls its queue (bounds timer lateness)."
+    )
+    timer_bucket_seconds: float = Field(
+        default=0.05, gt=0, le=10, description="Timers due within one bucket fire together (one arq job per bucket)."
+    )
+    fire_batch_size: int = Field(default=500, ge=1, le=1000, description="Resumes per EngineService.ResumeInstances.")
+    sweep_interval_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="Period of the overdue-wait sweep (bounds the delay after a Redis loss)."
+    )
+    sweep_batch_size: int = Field(default=1000, ge=1, le=10000, description="Overdue waits claimed per sweep query.")
+    timer_horizon_seconds: float = Field(
+        default=60.0, ge=0, description="Waits due within this horizon are armed in Redis from PostgreSQL."
+    )
+    claim_lease_seconds: float = Field(
+        default=60.0, gt=0, description="How long a claimed wait or delivery is held before another replica retries."
+    )
+    resume_retry_seconds: float = Field(
+        default=30.0, gt=0, description="How long a resume is retried while the engine is UNAVAILABLE."
+    )
+    delivery_sweep_interval_seconds: float = Field(default=2.0, gt=0, description="Period of the pending-send sweep.")
+    delivery_max_attempts: int = Field(default=5, ge=1, le=100, description="Send attempts before a delivery fails.")
+    delivery_backoff_seconds: float = Field(default=5.0, gt=0, description="First retry delay of a failed send.")
+    instance_retention_seconds: float = Field(
+        default=30 * 86400.0, gt=0, description="Finished instances (and their steps) are pruned after this."
+    )
+    stuck_running_seconds: float = Field(
+        default=300.0, gt=0, description="A running instance whose lease expired this long ago counts as stuck."
+    )
+    health_interval_seconds: float = Field(default=2.0, gt=0, description="How often Redis and the engine are probed.")
+    stats_interval_seconds: float = Field(default=10.0, gt=0, description="How often counters are logged.")

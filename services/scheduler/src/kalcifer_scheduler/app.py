@@ -1,22 +1,115 @@
-"""Composition root of `kalcifer-scheduler`: settings -> Redis -> servicers -> server."""
+"""Composition root of `kalcifer-scheduler`: settings -> database, Redis, engine client -> timers, deliveries,
+maintenance -> arq workers and background loops -> gRPC server."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import httpx
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from kalcifer.engine.v1 import engine_pb2_grpc
 from kalcifer.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
+from kalcifer_common.db.session import create_engine
+from kalcifer_common.logging import get_logger
 from kalcifer_common.rpc.auth import AuthInterceptor, AuthPolicy
-from kalcifer_common.rpc.server import GrpcServer, binding
-from kalcifer_common.service import serve_until_signal
+from kalcifer_common.rpc.clients import internal_channel
+from kalcifer_common.rpc.server import GrpcServer, binding, wait_for_shutdown_signal
+from kalcifer_common.service import wait_for_database
 from kalcifer_common.settings import SchedulerSettings
-from redis.asyncio import Redis
+
+from kalcifer_scheduler.deliveries.providers import LogProvider, WebhookProvider
+from kalcifer_scheduler.deliveries.queue import DeliveryQueue
+from kalcifer_scheduler.deliveries.sender import DeliverySender
+from kalcifer_scheduler.engine_resumes import ResumeSender
+from kalcifer_scheduler.entries import ScheduledEntries
+from kalcifer_scheduler.grpc.servicer import SchedulerServicer
+from kalcifer_scheduler.health import HealthMonitor
+from kalcifer_scheduler.keys import RedisKeys
+from kalcifer_scheduler.maintenance import Maintenance
+from kalcifer_scheduler.runtime import SchedulerRuntime, sweep_grace_seconds
+from kalcifer_scheduler.stats import SchedulerStats
+from kalcifer_scheduler.timers.claims import WaitClaims
+from kalcifer_scheduler.timers.firing import TimerFirer
+from kalcifer_scheduler.timers.store import TimerStore
+from kalcifer_scheduler.timers.sweep import WaitSweeper
+from kalcifer_scheduler.workers import build_workers, run_supervised
+
+_log = get_logger(__name__)
+
+_WEBHOOK_TIMEOUT_SECONDS = 10.0
+
+
+async def build_runtime(settings: SchedulerSettings, redis: ArqRedis) -> SchedulerRuntime:
+    """Wire the scheduler's collaborators (the database must answer; the engine may come later)."""
+    db = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    await wait_for_database(db)
+    engine_channel = internal_channel(
+        settings.engine_addr, token=settings.kalcifer_internal_token, timeout_seconds=settings.rpc_timeout_seconds
+    )
+    engine_stub: engine_pb2_grpc.EngineServiceAsyncStub = engine_pb2_grpc.EngineServiceStub(engine_channel)
+    keys = RedisKeys(settings.redis_key_prefix)
+    stats = SchedulerStats()
+    store = TimerStore(
+        redis, keys, bucket_seconds=settings.timer_bucket_seconds, horizon_seconds=settings.timer_horizon_seconds
+    )
+    claims = WaitClaims(db, lease_seconds=settings.claim_lease_seconds)
+    sender = ResumeSender(
+        engine_stub, deadline_seconds=settings.rpc_timeout_seconds, retry_seconds=settings.resume_retry_seconds
+    )
+    firer = TimerFirer(claims=claims, store=store, sender=sender, stats=stats, batch_size=settings.fire_batch_size)
+    http = httpx.AsyncClient(timeout=_WEBHOOK_TIMEOUT_SECONDS)
+    return SchedulerRuntime(
+        settings=settings,
+        db=db,
+        redis=redis,
+        engine_channel=engine_channel,
+        http=http,
+        stats=stats,
+        timers=store,
+        firer=firer,
+        sweeper=WaitSweeper(
+            redis=redis,
+            keys=keys,
+            claims=claims,
+            store=store,
+            firer=firer,
+            interval_seconds=settings.sweep_interval_seconds,
+            grace_seconds=sweep_grace_seconds(settings),
+            batch_size=settings.sweep_batch_size,
+            horizon_seconds=settings.timer_horizon_seconds,
+        ),
+        deliveries=DeliveryQueue(
+            redis,
+            db,
+            lease_seconds=settings.claim_lease_seconds,
+            interval_seconds=settings.delivery_sweep_interval_seconds,
+        ),
+        delivery_sender=DeliverySender(
+            db,
+            providers={"log": LogProvider(), "webhook": WebhookProvider(http)},
+            stats=stats,
+            lease_seconds=settings.claim_lease_seconds,
+            max_attempts=settings.delivery_max_attempts,
+            backoff_seconds=settings.delivery_backoff_seconds,
+        ),
+        maintenance=Maintenance(
+            db, retention_seconds=settings.instance_retention_seconds, stuck_seconds=settings.stuck_running_seconds
+        ),
+        entries=ScheduledEntries(db, engine_stub),
+    )
 
 
 async def serve(settings: SchedulerSettings) -> None:
     """Run the scheduler until SIGTERM/SIGINT."""
     if not settings.kalcifer_internal_token:
         raise SystemExit("KALCIFER_INTERNAL_TOKEN must be set: the scheduler accepts only internal callers")
-    redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    redis = await create_pool(RedisSettings.from_dsn(settings.redis_url))
     await redis.ping()
-    scheduler_binding = binding(scheduler_pb2, scheduler_pb2_grpc, "SchedulerService")
+    runtime = await build_runtime(settings, redis)
+    servicer = SchedulerServicer(timers=runtime.timers, deliveries=runtime.deliveries, stats=runtime.stats)
+    scheduler_binding = binding(scheduler_pb2, scheduler_pb2_grpc, "SchedulerService", servicer)
     server = GrpcServer(
         name="scheduler",
         bindings=[scheduler_binding],
@@ -29,4 +122,40 @@ async def serve(settings: SchedulerSettings) -> None:
         ],
         grace_seconds=settings.shutdown_grace_seconds,
     )
-    await serve_until_signal(server, cleanup=[redis.aclose])
+    workers = build_workers(runtime)
+    monitor = HealthMonitor(
+        server=server,
+        redis=redis,
+        engine_channel=runtime.engine_channel,
+        stats=runtime.stats,
+        interval_seconds=settings.health_interval_seconds,
+        stats_interval_seconds=settings.stats_interval_seconds,
+    )
+    loops: dict[str, Callable[[], Awaitable[None]]] = {
+        "sweep": runtime.sweeper.run,
+        "delivery-sweep": runtime.deliveries.run,
+        "health": monitor.run,
+        **{f"arq-{worker.queue_name}": worker.async_run for worker in workers},
+    }
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await server.start()
+        tasks = [asyncio.create_task(run_supervised(name, start), name=name) for name, start in loops.items()]
+        await wait_for_shutdown_signal()
+    finally:
+        await server.stop()
+        for worker in workers:
+            worker.allow_pick_jobs = False
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for worker in workers:
+            with contextlib.suppress(Exception):
+                await worker.close()
+        await runtime.http.aclose()
+        await runtime.engine_channel.close(grace=None)
+        await redis.aclose()
+        await runtime.db.dispose()
+        _log.info("scheduler stopped", **{"fired": runtime.stats.fired, "failed": runtime.stats.failed})

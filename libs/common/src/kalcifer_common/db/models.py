@@ -338,6 +338,8 @@ class Wait(Base):
     branch_path: Mapped[Any] = _optional_json()
     create_time: Mapped[datetime] = _created()
     resolved_time: Mapped[datetime | None] = _optional_time()
+    # The scheduler replica firing this wait holds it until then (a lease; see the scheduler's timers/claims.py).
+    claim_until: Mapped[datetime | None] = _optional_time()
 
 
 class Event(Base):

@@ -1,0 +1,91 @@
+"""Maintenance, run by an arq cron job on the `maintenance` queue (unique across replicas).
+
+- Finished instances (and, by cascade, their steps and waits) are deleted after the retention, in small batches.
+- Expired idempotency records are deleted.
+- Instances stuck `running` past their lease are only counted and logged: the engine exposes no recovery RPC, and
+  its own start-up and periodic recovery (SPEC 6.9) reruns them from their last committed state. Resuming them
+  through ResumeInstances would be wrong: they wait for no wait row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kalcifer_common.logging import get_logger
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+_log = get_logger(__name__)
+
+_BATCH = 1000
+_MAX_BATCHES = 50
+
+_PRUNE_INSTANCES = text(
+    """
+    DELETE FROM flow_instances WHERE id IN (
+        SELECT id FROM flow_instances
+        WHERE status IN ('completed', 'failed', 'exited') AND end_time < now() - make_interval(secs => :retention)
+        LIMIT :batch
+    )
+    """
+)
+
+_EXPIRE_IDEMPOTENCY = text(
+    """
+    DELETE FROM idempotency_records WHERE ctid IN (
+        SELECT ctid FROM idempotency_records WHERE expire_time < now() LIMIT :batch
+    )
+    """
+)
+
+_STUCK = text(
+    """
+    SELECT count(*) FROM flow_instances
+    WHERE status = 'running' AND lease_until < now() - make_interval(secs => :stuck)
+    """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceReport:
+    """What one maintenance pass did."""
+
+    pruned_instances: int
+    expired_idempotency_records: int
+    stuck_running: int
+
+
+class Maintenance:
+    """One maintenance pass over the database."""
+
+    def __init__(self, db: AsyncEngine, *, retention_seconds: float, stuck_seconds: float) -> None:
+        self._db = db
+        self._retention = retention_seconds
+        self._stuck = stuck_seconds
+
+    async def run_once(self) -> MaintenanceReport:
+        """Prune, expire, count; each batch is its own short transaction."""
+        pruned = await self._delete_in_batches(_PRUNE_INSTANCES, {"retention": self._retention})
+        expired = await self._delete_in_batches(_EXPIRE_IDEMPOTENCY, {})
+        async with self._db.connect() as connection:
+            stuck = int((await connection.execute(_STUCK, {"stuck": self._stuck})).scalar_one())
+        report = MaintenanceReport(pruned, expired, stuck)
+        if stuck:
+            _log.warning("instances stuck running; left to the engine's recovery", stuck_running=stuck)
+        _log.info(
+            "maintenance done",
+            pruned_instances=pruned,
+            expired_idempotency_records=expired,
+            stuck_running=stuck,
+        )
+        return report
+
+    async def _delete_in_batches(self, statement: object, params: dict[str, float]) -> int:
+        total = 0
+        for _ in range(_MAX_BATCHES):
+            async with self._db.begin() as connection:
+                deleted = (await connection.execute(statement, params | {"batch": _BATCH})).rowcount  # type: ignore[call-overload]
+            total += deleted
+            if deleted < _BATCH:
+                break
+        return total

@@ -1,0 +1,50 @@
+"""Everything the scheduler's jobs, loops and RPCs share, built once by the composition root.
+
+arq hands jobs one context dict; ours carries this typed object under `runtime` (see workers.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+import httpx
+from arq.connections import ArqRedis
+from kalcifer_common.settings import SchedulerSettings
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from kalcifer_scheduler.deliveries.queue import DeliveryQueue
+from kalcifer_scheduler.deliveries.sender import DeliverySender
+from kalcifer_scheduler.entries import ScheduledEntries
+from kalcifer_scheduler.maintenance import Maintenance
+from kalcifer_scheduler.stats import SchedulerStats
+from kalcifer_scheduler.timers.firing import TimerFirer
+from kalcifer_scheduler.timers.store import TimerStore
+from kalcifer_scheduler.timers.sweep import WaitSweeper
+
+
+@dataclass
+class SchedulerRuntime:
+    """The scheduler's collaborators."""
+
+    settings: SchedulerSettings
+    db: AsyncEngine
+    redis: ArqRedis
+    engine_channel: grpc.aio.Channel
+    http: httpx.AsyncClient
+    stats: SchedulerStats
+    timers: TimerStore
+    firer: TimerFirer
+    sweeper: WaitSweeper
+    deliveries: DeliveryQueue
+    delivery_sender: DeliverySender
+    maintenance: Maintenance
+    # Scheduled entries (flow_triggers); None until their collaborators exist.
+    entries: ScheduledEntries | None = None
+
+
+def sweep_grace_seconds(settings: SchedulerSettings) -> float:
+    """How overdue a wait must be before the sweep takes it from the Redis path: a few buckets and polls."""
+    return min(
+        settings.sweep_interval_seconds, max(0.2, 4 * settings.timer_bucket_seconds + 2 * settings.arq_poll_seconds)
+    )

@@ -1,0 +1,153 @@
+"""The PostgreSQL side of timers: claiming due wait rows so that exactly one replica fires each one.
+
+The wait row is the truth. A claim sets `waits.claim_until` (a lease) in one statement that skips rows another
+replica has locked or claimed, so the bucket jobs and the sweeps of any number of replicas never hand the same
+wait to the engine twice; a claim whose replica died expires and the sweep takes the wait again. Waits of
+paused instances are never claimed: the engine applies them itself on ResumeFlow (SPEC 6.8).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Uuid, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+# Which EngineService trigger a due wait fires with: a timer elapsed, or a wait_for_event gave up waiting.
+TRIGGER_OF_KIND = {"timer": "timer", "event": "timeout"}
+
+_ID_ARRAY = ARRAY(Uuid())
+
+_CLAIM_BY_IDS = text(
+    """
+    WITH due AS (
+        SELECT w.id FROM waits w JOIN flow_instances i ON i.id = w.instance_id
+        WHERE w.id = ANY(:ids) AND w.fire_time <= now() AND w.status = 'pending' AND w.fire_time IS NOT NULL
+            AND (w.claim_until IS NULL OR w.claim_until < now())
+            AND i.status <> 'paused'
+        FOR UPDATE OF w SKIP LOCKED
+    )
+    UPDATE waits w SET claim_until = now() + make_interval(secs => :lease)
+    FROM due WHERE w.id = due.id
+    RETURNING w.id, w.instance_id, w.kind, w.fire_time
+    """
+).bindparams(bindparam("ids", type_=_ID_ARRAY))
+
+_NOT_YET_DUE = text(
+    "SELECT id, fire_time FROM waits WHERE id = ANY(:ids) AND status = 'pending' AND fire_time > now()"
+).bindparams(bindparam("ids", type_=_ID_ARRAY))
+
+# Ordered by fire time on ix_waits_pending_fire_time and bounded, so a sweep costs the same at a million waits.
+_CLAIM_OVERDUE = text(
+    """
+    WITH due AS (
+        SELECT w.id FROM waits w JOIN flow_instances i ON i.id = w.instance_id
+        WHERE w.fire_time <= now() - make_interval(secs => :grace) AND w.status = 'pending' AND w.fire_time IS NOT NULL
+            AND (w.claim_until IS NULL OR w.claim_until < now())
+            AND i.status <> 'paused'
+        ORDER BY w.fire_time
+        LIMIT :limit
+        FOR UPDATE OF w SKIP LOCKED
+    )
+    UPDATE waits w SET claim_until = now() + make_interval(secs => :lease)
+    FROM due WHERE w.id = due.id
+    RETURNING w.id, w.instance_id, w.kind, w.fire_time
+    """
+)
+
+_RELEASE = text("UPDATE waits SET claim_until = NULL WHERE id = ANY(:ids) AND status = 'pending'").bindparams(
+    bindparam("ids", type_=_ID_ARRAY)
+)
+
+_WITHIN_HORIZON = text(
+    """
+    SELECT id, fire_time FROM waits
+    WHERE status = 'pending' AND fire_time IS NOT NULL AND fire_time > :after AND fire_time <= :until
+    ORDER BY fire_time
+    LIMIT :limit
+    """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DueWait:
+    """A claimed wait, ready to resume."""
+
+    wait_id: str
+    instance_id: str
+    kind: str
+    fire_time: datetime
+
+    @property
+    def trigger(self) -> str:
+        """The EngineService trigger: "timer", or "timeout" for a wait_for_event's deadline."""
+        return TRIGGER_OF_KIND.get(self.kind, "timer")
+
+
+@dataclass(frozen=True, slots=True)
+class PendingWait:
+    """A pending wait's id and fire time (for arming)."""
+
+    wait_id: str
+    fire_time: datetime
+
+
+class WaitClaims:
+    """Claims, releases and reads wait rows for the timer paths."""
+
+    def __init__(self, db: AsyncEngine, *, lease_seconds: float) -> None:
+        self._db = db
+        self._lease = lease_seconds
+
+    async def claim(self, wait_ids: Sequence[str]) -> tuple[list[DueWait], list[PendingWait]]:
+        """Claim the given waits that are due now; also return those that are pending but not due yet."""
+        ids = _uuids(wait_ids)
+        if not ids:
+            return [], []
+        async with self._db.begin() as connection:
+            rows = (await connection.execute(_CLAIM_BY_IDS, {"ids": ids, "lease": self._lease})).all()
+            not_due: Sequence[Any] = []
+            if len(rows) < len(ids):
+                not_due = (await connection.execute(_NOT_YET_DUE, {"ids": ids})).all()
+        return _due(rows), [PendingWait(str(row.id), row.fire_time) for row in not_due]
+
+    async def claim_overdue(self, *, limit: int, grace_seconds: float) -> list[DueWait]:
+        """Claim up to `limit` waits overdue by more than `grace_seconds`, earliest first."""
+        async with self._db.begin() as connection:
+            rows = (
+                await connection.execute(_CLAIM_OVERDUE, {"limit": limit, "grace": grace_seconds, "lease": self._lease})
+            ).all()
+        return _due(rows)
+
+    async def release(self, wait_ids: Sequence[str]) -> None:
+        """Drop the claims of waits that could not be fired, so the next sweep retries them."""
+        if wait_ids:
+            async with self._db.begin() as connection:
+                await connection.execute(_RELEASE, {"ids": _uuids(wait_ids)})
+
+    async def pending_between(self, after: datetime, until: datetime, *, limit: int) -> list[PendingWait]:
+        """Pending waits with a fire time in (after, until], earliest first, at most `limit`."""
+        async with self._db.connect() as connection:
+            rows = (await connection.execute(_WITHIN_HORIZON, {"after": after, "until": until, "limit": limit})).all()
+        return [PendingWait(str(row.id), row.fire_time) for row in rows]
+
+
+def _due(rows: Sequence[object]) -> list[DueWait]:
+    waits = [DueWait(str(r.id), str(r.instance_id), r.kind, r.fire_time) for r in rows]  # type: ignore[attr-defined]
+    waits.sort(key=lambda wait: wait.fire_time)
+    return waits
+
+
+def _uuids(values: Sequence[str]) -> list[uuid.UUID]:
+    parsed = []
+    for value in values:
+        try:
+            parsed.append(uuid.UUID(value))
+        except ValueError:
+            continue  # not a wait id of ours (e.g. a stray member): nothing to claim
+    return parsed

@@ -1,0 +1,298 @@
+"""What the scheduler tests share: an EngineService that records resumes, scheduler processes, wait rows.
+
+`RecordingEngine` is a real grpc.aio server at the scheduler's service edge, standing in for the engine until its
+ResumeInstances lands: like the engine it applies a resume at most once per wait (a conditional UPDATE of the
+wait row) and answers a duplicate with applied=false, and it records when each resume arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from kalcifer.engine.v1 import engine_pb2, engine_pb2_grpc
+from kalcifer.scheduler.v1 import scheduler_pb2_grpc
+from sqlalchemy import Uuid, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.support.processes import BIN, free_port, wait_serving
+
+_MARK_FIRED = text(
+    "UPDATE waits SET status = 'fired', resolved_time = now() WHERE id = ANY(:ids) AND status = 'pending' RETURNING id"
+).bindparams(bindparam("ids", type_=ARRAY(Uuid())))
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One resume the engine received."""
+
+    wait_id: str
+    instance_id: str
+    trigger: str
+    at: float
+    applied: bool
+
+
+class _EngineServicer(engine_pb2_grpc.EngineServiceServicer):
+    def __init__(self, owner: RecordingEngine) -> None:
+        self._owner = owner
+
+    async def ResumeInstances(
+        self, request: engine_pb2.ResumeInstancesRequest, context: Any
+    ) -> engine_pb2.ResumeInstancesResponse:
+        return await self._owner.resume(request)
+
+
+@dataclass
+class RecordingEngine:
+    """An EngineService on a free port that applies resumes once per wait and records every arrival."""
+
+    db: AsyncEngine
+    port: int = field(default_factory=free_port)
+    arrivals: list[Arrival] = field(default_factory=list)
+    calls: int = 0
+    _server: grpc.aio.Server | None = None
+
+    @property
+    def address(self) -> str:
+        """host:port for ENGINE_ADDR."""
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        """Serve (with the health service reporting SERVING)."""
+        server = grpc.aio.server()
+        engine_pb2_grpc.add_EngineServiceServicer_to_server(_EngineServicer(self), server)  # type: ignore[abstract]
+        health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        await health.set("", health_pb2.HealthCheckResponse.SERVING)
+        server.add_insecure_port(self.address)
+        await server.start()
+        self._server = server
+
+    async def stop(self) -> None:
+        """Stop serving at once."""
+        if self._server is not None:
+            await self._server.stop(None)
+            self._server = None
+
+    async def resume(self, request: engine_pb2.ResumeInstancesRequest) -> engine_pb2.ResumeInstancesResponse:
+        """Apply each resume whose wait is still pending; a duplicate answers wait_not_found."""
+        at = time.time()
+        self.calls += 1
+        ids = [uuid.UUID(item.wait_id) for item in request.resumes]
+        async with self.db.begin() as connection:
+            applied = {str(row.id) for row in await connection.execute(_MARK_FIRED, {"ids": ids})}
+        results = []
+        for item in request.resumes:
+            ok = item.wait_id in applied
+            self.arrivals.append(Arrival(item.wait_id, item.instance_id, item.trigger, at, ok))
+            results.append(engine_pb2.ResumeInstanceResponse(applied=ok, reason="" if ok else "wait_not_found"))
+        return engine_pb2.ResumeInstancesResponse(results=results)
+
+    def applied_for(self, wait_ids: Sequence[str]) -> dict[str, list[Arrival]]:
+        """The applied arrivals of each wait id."""
+        wanted = set(wait_ids)
+        by_wait: dict[str, list[Arrival]] = {wait_id: [] for wait_id in wanted}
+        for arrival in self.arrivals:
+            if arrival.wait_id in wanted and arrival.applied:
+                by_wait[arrival.wait_id].append(arrival)
+        return by_wait
+
+    def received(self, wait_ids: Sequence[str]) -> dict[str, list[Arrival]]:
+        """Every arrival (applied or not) of each wait id."""
+        wanted = set(wait_ids)
+        by_wait: dict[str, list[Arrival]] = {wait_id: [] for wait_id in wanted}
+        for arrival in self.arrivals:
+            if arrival.wait_id in wanted:
+                by_wait[arrival.wait_id].append(arrival)
+        return by_wait
+
+
+@dataclass
+class SchedulerProcess:
+    """One `kalcifer-scheduler` process on a free port."""
+
+    env: dict[str, str]
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """host:port of its gRPC server."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> SchedulerProcess:
+        """Start it and wait until it serves."""
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(BIN / "kalcifer-scheduler")],
+                env={**self.env, "SCHEDULER_PORT": str(self.port)},
+                stdout=log,
+                stderr=log,
+            )
+        wait_serving(self.address, process=self.process, timeout=30)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Signal and reap it."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.process = None
+
+    def log(self) -> str:
+        """What it logged."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def scheduler_env(database_url: str, redis_url: str, engine_address: str, token: str, **extra: str) -> dict[str, str]:
+    """The environment of a scheduler under test: short leases and retries, so crash tests stay fast."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "ENGINE_ADDR": engine_address,
+        "KALCIFER_INTERNAL_TOKEN": token,
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        "SHUTDOWN_GRACE_SECONDS": "2",
+        "SWEEP_INTERVAL_SECONDS": "1",
+        "CLAIM_LEASE_SECONDS": "4",
+        "RESUME_RETRY_SECONDS": "2",
+        "RPC_TIMEOUT_SECONDS": "3",
+        "HEALTH_INTERVAL_SECONDS": "0.5",
+        "STATS_INTERVAL_SECONDS": "2",
+        "DELIVERY_SWEEP_INTERVAL_SECONDS": "0.5",
+        "DELIVERY_BACKOFF_SECONDS": "0.2",
+        **extra,
+    }
+
+
+def new_token() -> str:
+    """A fresh internal token."""
+    return secrets.token_urlsafe(16)
+
+
+def scheduler_stub(channel: grpc.aio.Channel) -> scheduler_pb2_grpc.SchedulerServiceAsyncStub:
+    """An async SchedulerService stub."""
+    stub: scheduler_pb2_grpc.SchedulerServiceAsyncStub = scheduler_pb2_grpc.SchedulerServiceStub(channel)
+    return stub
+
+
+@dataclass
+class Seeder:
+    """Writes the rows a timer needs: a tenant, a flow, one waiting instance per wait, the wait rows."""
+
+    db: AsyncEngine
+    tenant_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    flow_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+    async def setup(self) -> None:
+        """Create the tenant and its flow."""
+        async with self.db.begin() as connection:
+            await connection.execute(
+                text("INSERT INTO tenants (id, name) VALUES (:id, 'scheduler tests')"), {"id": self.tenant_id}
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO flows (id, tenant_id, name, status, active_version_number)"
+                    " VALUES (:id, :tenant, 'timers', 'active', 1)"
+                ),
+                {"id": self.flow_id, "tenant": self.tenant_id},
+            )
+
+    async def waits(
+        self, fire_times: Sequence[datetime], *, kind: str = "timer", instance_status: str = "waiting"
+    ) -> list[tuple[str, str]]:
+        """One waiting instance and one pending wait per fire time; returns (instance id, wait id) pairs."""
+        rows = [(uuid.uuid4(), uuid.uuid4(), moment) for moment in fire_times]
+        async with self.db.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO flow_instances (id, tenant_id, flow_id, version_number, participant_id, status)"
+                    " VALUES (:id, :tenant, :flow, 1, :participant, :status)"
+                ),
+                [
+                    {
+                        "id": instance,
+                        "tenant": self.tenant_id,
+                        "flow": self.flow_id,
+                        "participant": f"p-{instance}",
+                        "status": instance_status,
+                    }
+                    for instance, _, _ in rows
+                ],
+            )
+            await connection.execute(
+                text(
+                    """
+                    INSERT INTO waits (id, tenant_id, instance_id, node_id, kind, fire_time, event_type, participant_id)
+                    VALUES (:id, :tenant, :instance, 'wait_1', :kind, :fire, :event_type, :participant)
+                    """
+                ),
+                [
+                    {
+                        "id": wait,
+                        "tenant": self.tenant_id,
+                        "instance": instance,
+                        "kind": kind,
+                        "fire": moment,
+                        "event_type": "email_opened" if kind == "event" else None,
+                        "participant": f"p-{instance}",
+                    }
+                    for instance, wait, moment in rows
+                ],
+            )
+        return [(str(instance), str(wait)) for instance, wait, _ in rows]
+
+
+async def eventually(predicate: Any, *, within: float, interval: float = 0.05) -> bool:
+    """Poll `predicate()` until true or `within` seconds pass; returns its last value."""
+    deadline = time.monotonic() + within
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(interval)
+
+
+def utc_now() -> datetime:
+    """The current time, tz-aware UTC."""
+    return datetime.now(UTC)
+
+
+def violations_of(error: grpc.aio.AioRpcError) -> dict[str, str]:
+    """The BadRequest field violations an aio error carries (field -> description)."""
+    from google.rpc import error_details_pb2, status_pb2
+
+    metadata: Any = error.trailing_metadata() or ()
+    for key, value in metadata:
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(value)
+            for packed in status.details:
+                bad_request = error_details_pb2.BadRequest()
+                if packed.Unpack(bad_request):
+                    return {v.field: v.description for v in bad_request.field_violations}
+    return {}

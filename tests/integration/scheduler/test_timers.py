@@ -1,0 +1,222 @@
+"""Timers end to end on real Redis and PostgreSQL: on time, never early, never twice, never lost."""
+
+from __future__ import annotations
+
+import statistics
+from datetime import timedelta
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2
+from kalcifer.scheduler.v1 import scheduler_pb2
+from redis.asyncio import Redis
+
+from tests.integration.scheduler.support import (
+    RecordingEngine,
+    SchedulerProcess,
+    Seeder,
+    eventually,
+    scheduler_stub,
+    utc_now,
+    violations_of,
+)
+from tests.support.processes import health_status
+from tests.support.rpc import bearer
+
+SWEEP_SECONDS = 1.0
+
+
+def _timestamp(moment: object) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)  # type: ignore[arg-type]
+    return stamp
+
+
+async def _schedule(channel: grpc.aio.Channel, token: str, pairs: list[tuple[str, str]], fire_times: list) -> int:  # type: ignore[type-arg]
+    stub = scheduler_stub(channel)
+    request = scheduler_pb2.ScheduleResumesRequest(
+        resumes=[
+            scheduler_pb2.ScheduleResumeRequest(instance_id=instance, wait_id=wait, fire_time=_timestamp(moment))
+            for (instance, wait), moment in zip(pairs, fire_times, strict=True)
+        ]
+    )
+    response = await stub.ScheduleResumes(request, metadata=bearer(token))
+    return response.scheduled
+
+
+async def test_a_two_second_wait_fires_after_two_seconds_and_within_the_sweep_period(
+    channel: grpc.aio.Channel, token: str, engine: RecordingEngine, seeder: Seeder
+) -> None:
+    fire = utc_now() + timedelta(seconds=2)
+    pairs = await seeder.waits([fire])
+    stub = scheduler_stub(channel)
+    instance, wait = pairs[0]
+    first = await stub.ScheduleResume(
+        scheduler_pb2.ScheduleResumeRequest(instance_id=instance, wait_id=wait, fire_time=_timestamp(fire)),
+        metadata=bearer(token),
+    )
+    again = await stub.ScheduleResume(
+        scheduler_pb2.ScheduleResumeRequest(instance_id=instance, wait_id=wait, fire_time=_timestamp(fire)),
+        metadata=bearer(token),
+    )
+    assert (first.scheduled, again.scheduled) == (True, False)
+
+    assert await eventually(lambda: engine.applied_for([wait])[wait], within=6)
+    arrival = engine.applied_for([wait])[wait][0]
+    lateness = arrival.at - fire.timestamp()
+    assert 0 <= lateness <= SWEEP_SECONDS, lateness
+    assert arrival.trigger == "timer"
+    assert arrival.instance_id == instance
+
+
+async def test_wait_until_in_the_past_fires_at_once(
+    channel: grpc.aio.Channel, token: str, engine: RecordingEngine, seeder: Seeder
+) -> None:
+    fire = utc_now() - timedelta(hours=3)
+    pairs = await seeder.waits([fire])
+    await _schedule(channel, token, pairs, [fire])
+    scheduled_at = utc_now().timestamp()
+    wait = pairs[0][1]
+
+    assert await eventually(lambda: engine.applied_for([wait])[wait], within=3)
+    assert engine.applied_for([wait])[wait][0].at - scheduled_at < 0.5
+
+
+async def test_a_cancelled_timer_never_resumes(
+    channel: grpc.aio.Channel, token: str, engine: RecordingEngine, seeder: Seeder, sched_db: object
+) -> None:
+    fire = utc_now() + timedelta(seconds=0.5)
+    pairs = await seeder.waits([fire], kind="event")
+    await _schedule(channel, token, pairs, [fire])
+    wait = pairs[0][1]
+    # What the engine does when the awaited event arrives first: resolve the wait row, then cancel the timer.
+    from sqlalchemy import text
+
+    async with sched_db.begin() as connection:  # type: ignore[attr-defined]
+        await connection.execute(
+            text("UPDATE waits SET status = 'cancelled', resolved_time = now() WHERE id = :id"), {"id": wait}
+        )
+    response = await scheduler_stub(channel).CancelResume(
+        scheduler_pb2.CancelResumeRequest(wait_id=wait), metadata=bearer(token)
+    )
+    assert response.cancelled is True
+
+    # Past its fire time, a sweep and then some: nothing reached the engine.
+    assert not await eventually(lambda: engine.received([wait])[wait], within=0.5 + 2 * SWEEP_SECONDS + 0.5)
+
+
+async def test_an_event_wait_that_times_out_resumes_with_the_timeout_trigger(
+    channel: grpc.aio.Channel, token: str, engine: RecordingEngine, seeder: Seeder
+) -> None:
+    fire = utc_now() + timedelta(seconds=0.3)
+    pairs = await seeder.waits([fire], kind="event")
+    await _schedule(channel, token, pairs, [fire])
+    wait = pairs[0][1]
+
+    assert await eventually(lambda: engine.applied_for([wait])[wait], within=3)
+    assert engine.applied_for([wait])[wait][0].trigger == "timeout"
+
+
+async def test_a_wait_nobody_armed_fires_from_its_row(
+    engine: RecordingEngine, seeder: Seeder, scheduler: object
+) -> None:
+    # The engine committed the wait but its ScheduleResume never arrived: the horizon arming or the sweep fires it.
+    fire = utc_now() + timedelta(seconds=1.5)
+    wait = (await seeder.waits([fire]))[0][1]
+
+    assert await eventually(lambda: engine.applied_for([wait])[wait], within=6)
+    lateness = engine.applied_for([wait])[wait][0].at - fire.timestamp()
+    assert 0 <= lateness <= 2 * SWEEP_SECONDS, lateness
+
+
+async def test_waits_of_paused_instances_are_held(
+    channel: grpc.aio.Channel, token: str, engine: RecordingEngine, seeder: Seeder
+) -> None:
+    fire = utc_now() + timedelta(seconds=0.2)
+    pairs = await seeder.waits([fire], instance_status="paused")
+    await _schedule(channel, token, pairs, [fire])
+    wait = pairs[0][1]
+
+    assert not await eventually(lambda: engine.received([wait])[wait], within=0.2 + 2 * SWEEP_SECONDS)
+
+
+async def test_a_thousand_timers_due_within_one_second_all_fire_none_early(
+    channel: grpc.aio.Channel, token: str, engine: RecordingEngine, seeder: Seeder
+) -> None:
+    start = utc_now() + timedelta(seconds=1.5)
+    fire_times = [start + timedelta(milliseconds=i) for i in range(1000)]
+    pairs = await seeder.waits(fire_times)
+    assert await _schedule(channel, token, pairs, fire_times) == 1000
+    waits = [wait for _, wait in pairs]
+
+    assert await eventually(lambda: all(engine.applied_for(waits).values()), within=10)
+    applied = engine.applied_for(waits)
+    assert all(len(arrivals) == 1 for arrivals in applied.values())
+    lateness = sorted(
+        arrivals[0].at - moment.timestamp()
+        for (_, wait), moment in zip(pairs, fire_times, strict=True)
+        for arrivals in [applied[wait]]
+    )
+    assert lateness[0] >= 0, f"fired {-lateness[0]:.3f}s early"
+    p50, p99 = statistics.median(lateness), lateness[int(0.99 * len(lateness))]
+    print(
+        f"\n1,000 timers in 1 s: lateness min {lateness[0]:.3f}s p50 {p50:.3f}s p99 {p99:.3f}s max {lateness[-1]:.3f}s"
+    )
+    assert p99 < SWEEP_SECONDS
+
+
+async def test_after_a_redis_flushall_all_100_waits_resume_exactly_once(
+    channel: grpc.aio.Channel, token: str, engine: RecordingEngine, seeder: Seeder, sched_redis_url: str
+) -> None:
+    fire_times = [utc_now() + timedelta(seconds=1.5) for _ in range(100)]
+    pairs = await seeder.waits(fire_times)
+    await _schedule(channel, token, pairs, fire_times)
+    redis = Redis.from_url(sched_redis_url)
+    try:
+        await redis.flushdb()  # the test's own db: FLUSHALL would also empty other test runs' dbs
+        assert await redis.zcard("kalcifer:timers") == 0
+    finally:
+        await redis.aclose()
+    waits = [wait for _, wait in pairs]
+
+    assert await eventually(lambda: all(engine.applied_for(waits).values()), within=1.5 + 2 * SWEEP_SECONDS + 1)
+    assert all(len(arrivals) == 1 for arrivals in engine.applied_for(waits).values())
+    assert all(len(arrivals) == 1 for arrivals in engine.received(waits).values())
+
+
+async def test_bad_requests_are_invalid_argument_and_strangers_unauthenticated(
+    channel: grpc.aio.Channel, token: str
+) -> None:
+    stub = scheduler_stub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as malformed:
+        await stub.ScheduleResume(
+            scheduler_pb2.ScheduleResumeRequest(instance_id="nope", wait_id=""), metadata=bearer(token)
+        )
+    assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(violations_of(malformed.value)) == {"instance_id", "wait_id", "fire_time"}
+
+    with pytest.raises(grpc.aio.AioRpcError) as empty:
+        await stub.CancelResumes(scheduler_pb2.CancelResumesRequest(), metadata=bearer(token))
+    assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(violations_of(empty.value)) == {"wait_ids"}
+
+    with pytest.raises(grpc.aio.AioRpcError) as stranger:
+        await stub.CancelResume(scheduler_pb2.CancelResumeRequest(wait_id="x"), metadata=bearer("wrong"))
+    assert stranger.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_health_is_not_serving_while_the_engine_is_down(
+    engine: RecordingEngine, scheduler: SchedulerProcess
+) -> None:
+    await engine.stop()
+    try:
+        down = await eventually(
+            lambda: health_status(scheduler.address) == health_pb2.HealthCheckResponse.NOT_SERVING, within=6
+        )
+        assert down
+    finally:
+        await engine.start()
+    assert await eventually(
+        lambda: health_status(scheduler.address) == health_pb2.HealthCheckResponse.SERVING, within=6
+    )
