@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.worker import Worker
 from kalcifer.engine.v1 import engine_pb2_grpc
 from kalcifer.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from kalcifer_common.db.session import create_engine
@@ -101,6 +102,16 @@ async def build_runtime(settings: SchedulerSettings, redis: ArqRedis) -> Schedul
     )
 
 
+async def _drain(workers: list[Worker], grace_seconds: float) -> None:
+    """Stop picking jobs and let the running ones (timer batches in flight) finish within the grace period; what
+    is cut off stays claimed in PostgreSQL and is fired by a sweep once its lease passes."""
+    for worker in workers:
+        worker.allow_pick_jobs = False
+    running = [task for worker in workers for task in worker.tasks.values() if not task.done()]
+    if running:
+        await asyncio.wait(running, timeout=grace_seconds)
+
+
 async def serve(settings: SchedulerSettings) -> None:
     """Run the scheduler until SIGTERM/SIGINT."""
     if not settings.kalcifer_internal_token:
@@ -144,8 +155,7 @@ async def serve(settings: SchedulerSettings) -> None:
         await wait_for_shutdown_signal()
     finally:
         await server.stop()
-        for worker in workers:
-            worker.allow_pick_jobs = False
+        await _drain(workers, settings.shutdown_grace_seconds)
         for task in tasks:
             task.cancel()
         for task in tasks:
