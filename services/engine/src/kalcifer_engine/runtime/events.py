@@ -22,7 +22,7 @@ from typing import Any
 
 from kalcifer_common.errors import NotFound
 from kalcifer_common.logging import get_logger
-from sqlalchemy import Table, Text, and_, cast, func, literal, select, update
+from sqlalchemy import Boolean, Table, Text, and_, cast, func, literal, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -231,9 +231,9 @@ async def _recent_events(rt: Runtime, wait: ArmedEventWait) -> list[tuple[uuid.U
             _events.c.received_time >= wait.since,
             ~consumed,
             # The event that started (or was routed to) this instance is not a new one for its waits.
-            ~func.coalesce(_events.c.route_result["instance_ids"], func.cast(literal([], JSONB), JSONB)).op("?")(
-                str(wait.instance_id)
-            ),
+            ~func.coalesce(_events.c.route_result["instance_ids"], func.cast(literal([], JSONB), JSONB)).op(
+                "?", return_type=Boolean
+            )(str(wait.instance_id)),
         )
         .order_by(_events.c.received_time, _events.c.id)
         .limit(LOOKBACK_LIMIT)

@@ -29,7 +29,7 @@ from kalcifer_common.db.models import (
     Segment,
     Wait,
 )
-from sqlalchemy import ColumnElement, Table, Text, and_, any_, case, cast, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Table, Text, any_, case, cast, func, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -271,7 +271,8 @@ async def insert_instance(
         )
         .on_conflict_do_nothing(
             index_elements=["tenant_id", "flow_id", "participant_id"],
-            index_where=and_(instances.c.exclusive, instances.c.status.in_(_LIVE)),
+            # Literal, so PostgreSQL can match it to the partial index's predicate (bound parameters cannot be).
+            index_where=text(f"exclusive AND status IN ({', '.join(repr(s) for s in _LIVE)})"),
         )
         .returning(instances.c.id)
     )

@@ -1,0 +1,405 @@
+"""Instance execution on real PostgreSQL through the in-process runtime: runs, waits, resumes, events, lifecycle."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from kalcifer_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from kalcifer_engine.runtime import events, lifecycle, migration, resumes, starts
+from kalcifer_engine.runtime.core import Runtime
+from kalcifer_engine.runtime.run import Effects
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.integration.engine.support import add_version, create_flow, create_tenant, graph, make_runtime
+
+TRIGGER = ("start", "event_entry", {"event_type": "go"})
+
+
+@pytest.fixture
+async def rt(db_engine: AsyncEngine, database_url: str) -> AsyncIterator[Runtime]:
+    runtime = make_runtime(db_engine, database_url, event_lookback_seconds=5.0)
+    yield runtime
+    await runtime.scheduler.close()
+
+
+async def start(rt: Runtime, tenant: uuid.UUID, flow: uuid.UUID, participant: str = "p1", **kw: Any) -> uuid.UUID:
+    effects = Effects()
+    async with rt.db.begin() as conn:
+        instance_id = await starts.start_instance(
+            rt, conn, starts.StartRequest(tenant, flow, participant, kw.pop("context", {}), **kw), effects, now=rt.now()
+        )
+    await rt.after_commit(effects)
+    assert instance_id is not None
+    return instance_id
+
+
+async def instance(db: AsyncEngine, instance_id: uuid.UUID) -> Any:
+    async with db.connect() as conn:
+        return (await conn.execute(text("SELECT * FROM flow_instances WHERE id = :i"), {"i": instance_id})).one()
+
+
+async def step_statuses(db: AsyncEngine, instance_id: uuid.UUID) -> list[tuple[str, str]]:
+    async with db.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT node_id, status FROM execution_steps WHERE instance_id = :i ORDER BY seq"), {"i": instance_id}
+        )
+        return [(r.node_id, r.status) for r in rows]
+
+
+async def pending_waits(db: AsyncEngine, instance_id: uuid.UUID) -> list[Any]:
+    async with db.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT * FROM waits WHERE instance_id = :i AND status = 'pending' ORDER BY create_time"),
+            {"i": instance_id},
+        )
+        return list(rows)
+
+
+async def make_due(db: AsyncEngine, wait_id: uuid.UUID) -> None:
+    async with db.begin() as conn:
+        await conn.execute(
+            text("UPDATE waits SET fire_time = now() - interval '1 second' WHERE id = :w"), {"w": wait_id}
+        )
+
+
+async def test_start_waits_then_resume_completes_with_steps_and_context(rt: Runtime, db_engine: AsyncEngine) -> None:
+    tenant = await create_tenant(db_engine)
+    flow = await create_flow(
+        db_engine,
+        tenant,
+        graph([TRIGGER, ("w", "t_pause", {"seconds": 60}), ("s", "t_send", {})], [("start", "w"), ("w", "s")]),
+    )
+    instance_id = await start(rt, tenant, flow, context={"plan": "pro"})
+    row = await instance(db_engine, instance_id)
+    assert (row.status, row.current_nodes) == ("waiting", ["w"])
+    assert row.context["plan"] == "pro"
+    assert row.context["_instance_id"] == str(instance_id)
+    assert row.context["_participant_id"] == "p1"
+    assert row.context["_tenant_id"] == str(tenant)
+    [wait] = await pending_waits(db_engine, instance_id)
+    early = await resumes.resume_one(rt, resumes.ResumeRequest(instance_id, wait.id, "timer"))
+    assert early == resumes.ResumeOutcome(False, resumes.NOT_DUE)
+    await make_due(db_engine, wait.id)
+    assert (await resumes.resume_one(rt, resumes.ResumeRequest(instance_id, wait.id, "timer"))).applied
+    row = await instance(db_engine, instance_id)
+    assert (row.status, row.current_nodes) == ("completed", [])
+    assert row.end_time is not None
+    assert row.context["accumulated"]["w"] == {"resumed_by": "timer"}
+    assert await step_statuses(db_engine, instance_id) == [
+        ("start", "completed"),
+        ("w", "waiting"),
+        ("w", "completed"),
+        ("s", "completed"),
+    ]
+    async with db_engine.connect() as conn:
+        keys = (
+            (
+                await conn.execute(
+                    text("SELECT idempotency_key FROM deliveries WHERE instance_id = :i"), {"i": instance_id}
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert keys == [f"{instance_id}:s:a1:v1"]
+
+
+async def test_duplicate_and_stale_resumes_change_nothing(rt: Runtime, db_engine: AsyncEngine) -> None:
+    tenant = await create_tenant(db_engine)
+    flow = await create_flow(
+        db_engine,
+        tenant,
+        graph([TRIGGER, ("w", "t_pause", {"seconds": -1}), ("s", "t_send", {})], [("start", "w"), ("w", "s")]),
+    )
+    instance_id = await start(rt, tenant, flow)
+    [wait] = await pending_waits(db_engine, instance_id)
+    request = resumes.ResumeRequest(instance_id, wait.id, "timer")
+    outcomes = await resumes.resume_many(rt, [request, request, request])
+    assert [o.applied for o in outcomes] == [True, False, False]
+    assert {o.reason for o in outcomes[1:]} == {resumes.INSTANCE_FINISHED}
+    again = await resumes.resume_one(rt, request)
+    assert again == resumes.ResumeOutcome(False, resumes.INSTANCE_FINISHED)
+    stale = await resumes.resume_one(rt, resumes.ResumeRequest(instance_id, uuid.uuid4(), "timer"))
+    assert not stale.applied
+    assert len(await step_statuses(db_engine, instance_id)) == 4
+    async with db_engine.connect() as conn:
+        assert (
+            await conn.execute(text("SELECT count(*) FROM deliveries WHERE instance_id = :i"), {"i": instance_id})
+        ).scalar_one() == 1
+
+
+async def test_fan_out_waits_on_several_paths_and_an_end_node_cancels_the_rest(
+    rt: Runtime, db_engine: AsyncEngine
+) -> None:
+    tenant = await create_tenant(db_engine)
+    g = graph(
+        [TRIGGER, ("w1", "t_pause", {"seconds": 600}), ("w2", "t_pause", {"seconds": -1}), ("end", "t_end", {})],
+        [("start", "w1"), ("start", "w2"), ("w2", "end")],
+    )
+    flow = await create_flow(db_engine, tenant, g)
+    instance_id = await start(rt, tenant, flow)
+    assert sorted((await instance(db_engine, instance_id)).current_nodes) == ["w1", "w2"]
+    waits = {w.node_id: w for w in await pending_waits(db_engine, instance_id)}
+    assert (await resumes.resume_one(rt, resumes.ResumeRequest(instance_id, waits["w2"].id, "timer"))).applied
+    row = await instance(db_engine, instance_id)
+    assert (row.status, row.current_nodes) == ("completed", [])
+    assert await pending_waits(db_engine, instance_id) == []
+    late = await resumes.resume_one(rt, resumes.ResumeRequest(instance_id, waits["w1"].id, "timer"))
+    assert late == resumes.ResumeOutcome(False, resumes.INSTANCE_FINISHED)
+
+
+async def test_already_in_flow_and_re_entry_policies(rt: Runtime, db_engine: AsyncEngine) -> None:
+    tenant = await create_tenant(db_engine)
+    waiting = graph([TRIGGER, ("w", "t_pause", {"seconds": 600})], [("start", "w")])
+    flow = await create_flow(db_engine, tenant, waiting)
+    first = await start(rt, tenant, flow)
+    with pytest.raises(AlreadyExists) as refused:
+        await start(rt, tenant, flow)
+    assert refused.value.reason == "ALREADY_IN_FLOW"
+    await lifecycle.cancel_instance(rt, tenant, first, "")
+    await start(rt, tenant, flow)  # after_exit: may enter again once finished
+    always = await create_flow(db_engine, tenant, waiting, re_entry="always")
+    assert await start(rt, tenant, always) != await start(rt, tenant, always)
+    never = await create_flow(db_engine, tenant, graph([TRIGGER], []), re_entry="never")
+    await start(rt, tenant, never)
+    with pytest.raises(AlreadyExists):
+        await start(rt, tenant, never)
+
+
+async def test_start_refuses_inactive_flows_unknown_flows_and_bad_entries(rt: Runtime, db_engine: AsyncEngine) -> None:
+    tenant = await create_tenant(db_engine)
+    paused = await create_flow(db_engine, tenant, graph([TRIGGER], []), status="paused")
+    with pytest.raises(FailedPrecondition) as not_active:
+        await start(rt, tenant, paused)
+    assert not_active.value.reason == "FLOW_NOT_ACTIVE"
+    with pytest.raises(NotFound):
+        await start(rt, await create_tenant(db_engine), paused)
+    flow = await create_flow(db_engine, tenant, graph([TRIGGER, ("w", "t_pause", {})], [("start", "w")]))
+    with pytest.raises(InvalidArgument):
+        await start(rt, tenant, flow, entry_node_ids=("w",))
+
+
+async def test_failures_unknown_types_retries_and_crashing_nodes(rt: Runtime, db_engine: AsyncEngine) -> None:
+    tenant = await create_tenant(db_engine)
+    unknown = await create_flow(db_engine, tenant, graph([TRIGGER, ("x", "no_such_type", {})], [("start", "x")]))
+    row = await instance(db_engine, await start(rt, tenant, unknown))
+    assert row.status == "failed"
+    assert "unknown node type 'no_such_type'" in row.exit_reason
+    crash = await create_flow(db_engine, tenant, graph([TRIGGER, ("c", "t_crash", {})], [("start", "c")]))
+    crashed = await start(rt, tenant, crash)
+    assert (await instance(db_engine, crashed)).exit_reason == "node 'c' (t_crash) failed: RuntimeError: kaboom"
+    assert (await step_statuses(db_engine, crashed))[-1] == ("c", "failed")
+    flaky = await create_flow(
+        db_engine, tenant, graph([TRIGGER, ("f", "t_flaky", {"succeed_at": 2})], [("start", "f")])
+    )
+    retried = await start(rt, tenant, flaky)
+    assert (await instance(db_engine, retried)).status == "waiting"
+    [retry] = await pending_waits(db_engine, retried)
+    await make_due(db_engine, retry.id)
+    assert (await resumes.resume_one(rt, resumes.ResumeRequest(retried, retry.id, "timer"))).applied
+    row = await instance(db_engine, retried)
+    assert row.status == "completed"
+    assert row.context["accumulated"]["f"] == {"attempt": 2}
+    hopeless = await create_flow(db_engine, tenant, graph([TRIGGER, ("f", "t_flaky", {})], [("start", "f")]))
+    gave_up = await start(rt, tenant, hopeless)
+    [retry] = await pending_waits(db_engine, gave_up)
+    await make_due(db_engine, retry.id)
+    await resumes.resume_one(rt, resumes.ResumeRequest(gave_up, retry.id, "timer"))
+    assert (await instance(db_engine, gave_up)).status == "failed"
+
+
+async def store_event(
+    db: AsyncEngine, tenant: uuid.UUID, participant: str, event_type: str, data: dict[str, Any]
+) -> uuid.UUID:
+    async with db.begin() as conn:
+        event_id: uuid.UUID = (
+            await conn.execute(
+                text(
+                    "INSERT INTO events (tenant_id, participant_id, event_type, data) "
+                    "VALUES (:t, :p, :e, CAST(:d AS jsonb)) RETURNING id"
+                ),
+                {"t": tenant, "p": participant, "e": event_type, "d": __import__("json").dumps(data)},
+            )
+        ).scalar_one()
+    return event_id
+
+
+async def route(
+    rt: Runtime, tenant: uuid.UUID, event_id: uuid.UUID, participant: str, event_type: str, data: dict[str, Any]
+) -> events.RouteResult:
+    return await events.route_event(rt, events.EventToRoute(tenant, event_id, participant, event_type, data))
+
+
+async def test_event_resumes_matching_wait_cancels_timeout_and_starts_event_flows(
+    rt: Runtime, db_engine: AsyncEngine
+) -> None:
+    tenant = await create_tenant(db_engine)
+    g = graph(
+        [
+            TRIGGER,
+            ("a", "t_await", {"event_type": "paid", "filter": "event.amount > 10"}),
+            ("yes", "t_send", {}),
+            ("no", "t_end", {}),
+        ],
+        [("start", "a"), ("a", "yes", "event_received"), ("a", "no", "timed_out")],
+    )
+    flow = await create_flow(db_engine, tenant, g)
+    instance_id = await start(rt, tenant, flow, participant="buyer")
+    [wait] = await pending_waits(db_engine, instance_id)
+    small = await store_event(db_engine, tenant, "buyer", "paid", {"amount": 5})
+    assert (await route(rt, tenant, small, "buyer", "paid", {"amount": 5})).resumed == 0
+    other_tenant = await create_tenant(db_engine)
+    foreign = await store_event(db_engine, other_tenant, "buyer", "paid", {"amount": 50})
+    assert (await route(rt, other_tenant, foreign, "buyer", "paid", {"amount": 50})).resumed == 0
+    big = await store_event(db_engine, tenant, "buyer", "paid", {"amount": 50})
+    result = await route(rt, tenant, big, "buyer", "paid", {"amount": 50})
+    assert (result.resumed, result.instance_ids) == (1, (str(instance_id),))
+    assert await route(rt, tenant, big, "buyer", "paid", {"amount": 50}) == result  # idempotent per event id
+    row = await instance(db_engine, instance_id)
+    assert row.status == "completed"
+    assert row.context["event"] == {"amount": 50}
+    assert row.context["accumulated"]["a"]["branch"] == "event_received"
+    late_timeout = await resumes.resume_one(rt, resumes.ResumeRequest(instance_id, wait.id, "timeout"))
+    assert late_timeout == resumes.ResumeOutcome(False, resumes.INSTANCE_FINISHED)
+    starter = await create_flow(
+        db_engine,
+        tenant,
+        graph(
+            [
+                ("go", "event_entry", {"event_type": "signup", "filter": "event.plan == 'pro'"}),
+                ("w", "t_pause", {"seconds": 60}),
+            ],
+            [("go", "w")],
+        ),
+    )
+    basic = await store_event(db_engine, tenant, "newbie", "signup", {"plan": "free"})
+    assert (await route(rt, tenant, basic, "newbie", "signup", {"plan": "free"})).started == 0
+    pro = await store_event(db_engine, tenant, "newbie", "signup", {"plan": "pro"})
+    started = await route(rt, tenant, pro, "newbie", "signup", {"plan": "pro"})
+    assert started.started == 1
+    row = await instance(db_engine, uuid.UUID(started.instance_ids[0]))
+    assert row.flow_id == starter
+    assert row.context["event"] == {"plan": "pro"}
+    assert row.status == "waiting"
+    with pytest.raises(NotFound):
+        await route(rt, tenant, uuid.uuid4(), "newbie", "signup", {})
+
+
+async def test_timeout_takes_the_timed_out_branch(rt: Runtime, db_engine: AsyncEngine) -> None:
+    tenant = await create_tenant(db_engine)
+    g = graph(
+        [
+            TRIGGER,
+            ("a", "t_await", {"event_type": "paid", "timeout": -1}),
+            ("yes", "t_send", {}),
+            ("no", "t_pause", {"seconds": 600}),
+        ],
+        [("start", "a"), ("a", "yes", "event_received"), ("a", "no", "timed_out")],
+    )
+    instance_id = await start(rt, tenant, await create_flow(db_engine, tenant, g))
+    [wait] = await pending_waits(db_engine, instance_id)
+    assert (await resumes.resume_one(rt, resumes.ResumeRequest(instance_id, wait.id, "timer"))).applied
+    row = await instance(db_engine, instance_id)
+    assert row.current_nodes == ["no"]
+    assert row.context["accumulated"]["a"]["branch"] == "timed_out"
+
+
+async def test_event_that_arrives_just_before_its_wait_is_armed_still_resumes_it(
+    rt: Runtime, db_engine: AsyncEngine
+) -> None:
+    tenant = await create_tenant(db_engine)
+    g = graph(
+        [TRIGGER, ("a", "t_await", {"event_type": "opened"}), ("yes", "t_send", {})],
+        [("start", "a"), ("a", "yes", "event_received")],
+    )
+    flow = await create_flow(db_engine, tenant, g)
+    # The event is stored and routed while the participant's wait does not exist yet: routing finds nothing.
+    early = await store_event(db_engine, tenant, "quick", "opened", {"n": 1})
+    assert (await route(rt, tenant, early, "quick", "opened", {"n": 1})).resumed == 0
+    instance_id = await start(rt, tenant, flow, participant="quick")
+    row = await instance(db_engine, instance_id)
+    assert row.status == "completed"
+    assert row.context["event"] == {"n": 1}
+    # Outside the lookback window an old event does not count.
+    await rt.after_commit(Effects())
+    async with db_engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE events SET received_time = now() - interval '1 minute' WHERE participant_id = 'slow'")
+        )
+    old = await store_event(db_engine, tenant, "slow", "opened", {})
+    async with db_engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE events SET received_time = now() - interval '1 minute' WHERE id = :e"), {"e": old}
+        )
+    assert (await instance(db_engine, await start(rt, tenant, flow, participant="slow"))).status == "waiting"
+
+
+async def test_cancel_pause_resume_and_exit_flow_instances(rt: Runtime, db_engine: AsyncEngine) -> None:
+    tenant = await create_tenant(db_engine)
+    flow = await create_flow(
+        db_engine,
+        tenant,
+        graph([TRIGGER, ("w", "t_pause", {"seconds": 600}), ("s", "t_send", {})], [("start", "w"), ("w", "s")]),
+    )
+    a = await start(rt, tenant, flow, participant="a")
+    b = await start(rt, tenant, flow, participant="b")
+    with pytest.raises(NotFound):
+        await lifecycle.cancel_instance(rt, await create_tenant(db_engine), a, "")
+    cancelled = await lifecycle.cancel_instance(rt, tenant, a, "operator said so")
+    assert (cancelled.status, cancelled.exit_reason) == ("exited", "operator said so")
+    assert await pending_waits(db_engine, a) == []
+    with pytest.raises(FailedPrecondition) as finished:
+        await lifecycle.cancel_instance(rt, tenant, a, "")
+    assert finished.value.reason == "INSTANCE_FINISHED"
+    async with db_engine.begin() as conn:
+        await conn.execute(text("UPDATE flows SET status = 'paused' WHERE id = :f"), {"f": flow})
+    assert await lifecycle.pause_flow_instances(rt, tenant, flow) == 1
+    [wait] = await pending_waits(db_engine, b)
+    await make_due(db_engine, wait.id)
+    held = await resumes.resume_one(rt, resumes.ResumeRequest(b, wait.id, "timer"))
+    assert held == resumes.ResumeOutcome(False, resumes.HELD_FLOW_PAUSED)
+    assert (await instance(db_engine, b)).status == "paused"
+    async with db_engine.begin() as conn:
+        await conn.execute(text("UPDATE flows SET status = 'active' WHERE id = :f"), {"f": flow})
+    assert await lifecycle.resume_flow_instances(rt, tenant, flow) == lifecycle.FlowResumed(resumed=1, applied=1)
+    assert (await instance(db_engine, b)).status == "completed"
+    c = await start(rt, tenant, flow, participant="c")
+    assert await lifecycle.exit_flow_instances(rt, tenant, flow, "") == 1
+    row = await instance(db_engine, c)
+    assert (row.status, row.exit_reason) == ("exited", "flow_archived")
+
+
+async def test_migrate_all_moves_exits_and_rearms(rt: Runtime, db_engine: AsyncEngine) -> None:
+    tenant = await create_tenant(db_engine)
+    v1 = graph([TRIGGER, ("w", "t_pause", {"seconds": 600}), ("gone", "t_pause", {"seconds": 600})], [("start", "w")])
+    flow = await create_flow(db_engine, tenant, v1)
+    moved = await start(rt, tenant, flow, participant="stay", entry_node_ids=("start",))
+    async with db_engine.begin() as conn:
+        await conn.execute(text("UPDATE flow_instances SET current_nodes = '[\"gone\"]' WHERE id = :i"), {"i": moved})
+        await conn.execute(text("UPDATE waits SET node_id = 'gone' WHERE instance_id = :i"), {"i": moved})
+    kept = await start(rt, tenant, flow, participant="move")
+    [old_wait] = await pending_waits(db_engine, kept)
+    v2 = graph([TRIGGER, ("w", "t_pause", {"seconds": 7200})], [("start", "w")])
+    async with db_engine.begin() as conn:
+        await conn.execute(text("UPDATE flow_versions SET status = 'superseded' WHERE flow_id = :f"), {"f": flow})
+        await add_version(conn, tenant, flow, 2, v2, status="active")
+        await conn.execute(text("UPDATE flows SET active_version_number = 2 WHERE id = :f"), {"f": flow})
+    only_new = await migration.migrate_instances(
+        rt, tenant, flow, from_version=0, to_version=2, strategy="new_entries_only"
+    )
+    assert (only_new.migrated, only_new.skipped) == (0, 2)
+    report = await migration.migrate_instances(rt, tenant, flow, from_version=0, to_version=2, strategy="migrate_all")
+    assert (report.migrated, report.exited, report.failures) == (1, 1, [])
+    gone = await instance(db_engine, moved)
+    assert (gone.status, gone.exit_reason) == ("exited", "node_removed_in_new_version")
+    row = await instance(db_engine, kept)
+    assert row.version_number == 2
+    [new_wait] = await pending_waits(db_engine, kept)
+    assert new_wait.id == old_wait.id
+    assert (new_wait.fire_time - old_wait.fire_time).total_seconds() == pytest.approx(6600, abs=1)
+    with pytest.raises(FailedPrecondition):
+        await migration.migrate_instances(rt, tenant, flow, from_version=2, to_version=2, strategy="migrate_all")
