@@ -240,6 +240,9 @@ class FlowInstance(Base):
         Index("ix_flow_instances_tenant_id_flow_id_status", "tenant_id", "flow_id", "status"),
         # ListInstances by participant; event routing to a participant's instances.
         Index("ix_flow_instances_tenant_id_participant_id", "tenant_id", "participant_id"),
+        # ListInstances newest first (keyset on enter_time, id), for the tenant and for one flow.
+        Index("ix_flow_instances_tenant_id_enter_time_id", "tenant_id", "enter_time", "id"),
+        Index("ix_flow_instances_tenant_id_flow_id_enter_time_id", "tenant_id", "flow_id", "enter_time", "id"),
         # Crash recovery: running instances whose lease expired were interrupted mid-run.
         Index("ix_flow_instances_status_lease_until", "status", "lease_until"),
     )
