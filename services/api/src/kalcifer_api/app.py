@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from kalcifer_api.engine_client import EngineClient
 from kalcifer_api.grpc.customers import CustomerServicer
 from kalcifer_api.grpc.events import EventServicer
+from kalcifer_api.grpc.flows import FlowServicer
 from kalcifer_api.grpc.instances import InstanceServicer
 from kalcifer_api.grpc.journeys import JourneyServicer
 from kalcifer_api.grpc.node_types import NodeTypeServicer
@@ -42,6 +43,7 @@ from kalcifer_api.grpc.tenants import TenantServicer
 from kalcifer_api.grpc.triggers import TriggerServicer
 from kalcifer_api.repo.customers import CustomerRepository
 from kalcifer_api.repo.events import EventRepository
+from kalcifer_api.repo.flows import FlowRepository
 from kalcifer_api.repo.instances import InstanceRepository
 from kalcifer_api.repo.journeys import JourneyRepository
 from kalcifer_api.repo.node_types import NodeTypeCalls
@@ -55,7 +57,7 @@ def tenant_scoped_bindings(
 ) -> list[ServiceBinding]:
     """The services a tenant calls with its API key (implemented ones replace their placeholder)."""
     return [
-        binding(flow_pb2, flow_pb2_grpc, "FlowService"),
+        binding(flow_pb2, flow_pb2_grpc, "FlowService", FlowServicer(FlowRepository(sessions), engine_client)),
         binding(
             journey_pb2,
             journey_pb2_grpc,

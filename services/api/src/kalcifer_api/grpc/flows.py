@@ -1,0 +1,362 @@
+"""`kalcifer.v1.FlowService`: flows, their versions and their lifecycle, for the calling tenant.
+
+Graphs are validated by the engine (`EngineService.ValidateGraph`, which knows the node registry, the tenant's
+webhook types included) inside the transaction that stores or publishes them, so what is validated is exactly
+what becomes a version or goes live. Every mutating call runs in one transaction with `request_id` replay.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from google.protobuf import empty_pb2
+from kalcifer.engine.v1 import engine_pb2
+from kalcifer.v1 import flow_pb2, flow_pb2_grpc
+from kalcifer_common.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from kalcifer_common.ids import parse_id
+from kalcifer_common.pagination import PageCursor, decode_page_token, encode_page_token, page_size_of, time_key
+from kalcifer_common.rpc.auth import current_tenant_id
+from kalcifer_common.rpc.errors import map_errors
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kalcifer_api import flow_lifecycle
+from kalcifer_api.domain.flows import (
+    MAX_CHANGELOG_LENGTH,
+    MAX_DESCRIPTION_LENGTH,
+    SAME_VERSION,
+    VERSION_NOT_PUBLISHABLE,
+    FlowRecord,
+    name_violations,
+    require_published_flow,
+    require_version_number,
+    text_violations,
+    update_fields,
+)
+from kalcifer_api.engine_client import EngineClient
+from kalcifer_api.grpc.flows_convert import (
+    flow_to_proto,
+    re_entry_of,
+    status_filter_of,
+    version_to_proto,
+)
+from kalcifer_api.grpc.flows_graph import graph_to_json
+from kalcifer_api.repo.flows import (
+    FlowRepository,
+    create_flow_in,
+    create_version_in,
+    delete_flow_in,
+    live_instances_elsewhere_in,
+    read_flow_in,
+    update_flow_in,
+    version_in,
+)
+from kalcifer_api.repo.marketing_base import Reply
+
+_STRATEGIES = (flow_pb2.MIGRATION_STRATEGY_NEW_ENTRIES_ONLY, flow_pb2.MIGRATION_STRATEGY_MIGRATE_ALL)
+
+
+def _raise_if(violations: list[FieldViolation]) -> None:
+    if violations:
+        raise InvalidArgument(violations)
+
+
+def _flow_reply(method: str, request: Any) -> Reply[FlowRecord, flow_pb2.Flow]:
+    return Reply(method=method, request=request, response_type=flow_pb2.Flow, present=flow_to_proto)
+
+
+@map_errors
+class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
+    """Every FlowService RPC; tenant scoping is in `FlowRepository`, graph rules in the engine."""
+
+    def __init__(self, flows: FlowRepository, engine: EngineClient) -> None:
+        self._flows = flows
+        self._engine = engine
+
+    async def _require_valid(self, tenant_id: uuid.UUID, graph: dict[str, Any]) -> None:
+        await flow_lifecycle.require_valid_graph(self._engine, tenant_id, graph)
+
+    # -- flows -----------------------------------------------------------------------------------------------------
+
+    async def CreateFlow(self, request: flow_pb2.CreateFlowRequest, context: Any) -> flow_pb2.Flow:
+        flow = request.flow
+        _raise_if(
+            name_violations(flow.name, "flow.name")
+            + text_violations(flow.description, "flow.description", MAX_DESCRIPTION_LENGTH)
+        )
+        re_entry = re_entry_of(flow.re_entry, "flow.re_entry")
+        graph = graph_to_json(request.graph) if request.HasField("graph") else None
+
+        async def work(session: AsyncSession, tenant_id: uuid.UUID) -> FlowRecord:
+            if graph is not None:
+                await self._require_valid(tenant_id, graph)
+            return await create_flow_in(
+                session,
+                tenant_id,
+                name=flow.name.strip(),
+                description=flow.description,
+                re_entry=re_entry,
+                graph=graph,
+            )
+
+        return await self._flows.write(_flow_reply("CreateFlow", request), work)
+
+    async def GetFlow(self, request: flow_pb2.GetFlowRequest, context: Any) -> flow_pb2.Flow:
+        return flow_to_proto(await self._flows.get_flow(parse_id(request.id, "id")))
+
+    async def ListFlows(self, request: flow_pb2.ListFlowsRequest, context: Any) -> flow_pb2.ListFlowsResponse:
+        status = status_filter_of(request.status)
+        limit = page_size_of(request.page_size)
+        query = {"list": "flows", "status": status or ""}
+        rows = await self._flows.list_flows(
+            status=status, limit=limit, after=decode_page_token(request.page_token, query=query)
+        )
+        token = ""
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            token = encode_page_token(PageCursor(time_key(last.create_time), str(last.id)), query=query)
+        return flow_pb2.ListFlowsResponse(flows=[flow_to_proto(f) for f in rows[:limit]], next_page_token=token)
+
+    async def UpdateFlow(self, request: flow_pb2.UpdateFlowRequest, context: Any) -> flow_pb2.Flow:
+        flow = request.flow
+        flow_id = parse_id(flow.id, "flow.id")
+        fields = update_fields(list(request.update_mask.paths))
+        values: dict[str, str] = {}
+        violations: list[FieldViolation] = []
+        if "name" in fields:
+            violations += name_violations(flow.name, "flow.name")
+            values["name"] = flow.name.strip()
+        if "description" in fields:
+            violations += text_violations(flow.description, "flow.description", MAX_DESCRIPTION_LENGTH)
+            values["description"] = flow.description
+        _raise_if(violations)
+        if "re_entry" in fields:
+            values["re_entry"] = re_entry_of(flow.re_entry, "flow.re_entry")
+
+        async def work(session: AsyncSession, tenant_id: uuid.UUID) -> FlowRecord:
+            return await update_flow_in(session, tenant_id, flow_id, flow.etag, values)
+
+        return await self._flows.write(_flow_reply("UpdateFlow", request), work)
+
+    async def DeleteFlow(self, request: flow_pb2.DeleteFlowRequest, context: Any) -> empty_pb2.Empty:
+        flow_id = parse_id(request.id, "id")
+
+        async def work(session: AsyncSession, tenant_id: uuid.UUID) -> None:
+            await delete_flow_in(session, tenant_id, flow_id, request.etag)
+
+        reply: Reply[None, empty_pb2.Empty] = Reply(
+            method="DeleteFlow", request=request, response_type=empty_pb2.Empty, present=lambda _: empty_pb2.Empty()
+        )
+        return await self._flows.write(reply, work)
+
+    # -- versions --------------------------------------------------------------------------------------------------
+
+    async def CreateFlowVersion(self, request: flow_pb2.CreateFlowVersionRequest, context: Any) -> flow_pb2.FlowVersion:
+        flow_id = parse_id(request.flow_id, "flow_id")
+        violations = text_violations(request.changelog, "changelog", MAX_CHANGELOG_LENGTH)
+        if not request.HasField("graph"):
+            violations.append(FieldViolation("graph", "is required"))
+        _raise_if(violations)
+        graph = graph_to_json(request.graph)
+
+        async def work(session: AsyncSession, tenant_id: uuid.UUID) -> Any:
+            return await create_version_in(
+                session,
+                tenant_id,
+                flow_id,
+                graph=graph,
+                changelog=request.changelog,
+                validate=lambda: self._require_valid(tenant_id, graph),
+            )
+
+        reply: Reply[Any, flow_pb2.FlowVersion] = Reply(
+            method="CreateFlowVersion",
+            request=request,
+            response_type=flow_pb2.FlowVersion,
+            present=version_to_proto,
+        )
+        return await self._flows.write(reply, work)
+
+    async def GetFlowVersion(self, request: flow_pb2.GetFlowVersionRequest, context: Any) -> flow_pb2.FlowVersion:
+        flow_id = parse_id(request.flow_id, "flow_id")
+        number = require_version_number(request.version_number)
+        return version_to_proto(await self._flows.get_version(flow_id, number))
+
+    async def ListFlowVersions(
+        self, request: flow_pb2.ListFlowVersionsRequest, context: Any
+    ) -> flow_pb2.ListFlowVersionsResponse:
+        flow_id = parse_id(request.flow_id, "flow_id")
+        limit = page_size_of(request.page_size)
+        query = {"list": "flow_versions", "flow_id": str(flow_id)}
+        cursor = decode_page_token(request.page_token, query=query)
+        after: int | None = None
+        if cursor is not None:
+            if not cursor.sort_key.isdigit():
+                raise InvalidArgument.single("page_token", "is not a token this API issued")
+            after = int(cursor.sort_key)
+        rows = await self._flows.list_versions(flow_id, limit=limit, after=after)
+        token = ""
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            token = encode_page_token(PageCursor(str(last.version_number), str(flow_id)), query=query)
+        return flow_pb2.ListFlowVersionsResponse(
+            versions=[version_to_proto(v) for v in rows[:limit]], next_page_token=token
+        )
+
+    async def ValidateFlowGraph(
+        self, request: flow_pb2.ValidateFlowGraphRequest, context: Any
+    ) -> flow_pb2.ValidateFlowGraphResponse:
+        answer = await self._engine.stub.ValidateGraph(
+            engine_pb2.ValidateGraphRequest(graph=request.graph, tenant_id=str(current_tenant_id()))
+        )
+        return flow_pb2.ValidateFlowGraphResponse(valid=answer.valid, violations=answer.violations)
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+
+    async def ActivateFlow(self, request: flow_pb2.ActivateFlowRequest, context: Any) -> flow_pb2.Flow:
+        flow_id = parse_id(request.id, "id")
+
+        async def work(session: AsyncSession, tenant_id: uuid.UUID) -> FlowRecord:
+            await flow_lifecycle.activate_flow(session, tenant_id, flow_id, self._engine)
+            return await read_flow_in(session, tenant_id, flow_id)
+
+        return await self._flows.write(_flow_reply("ActivateFlow", request), work)
+
+    async def PauseFlow(self, request: flow_pb2.PauseFlowRequest, context: Any) -> flow_pb2.Flow:
+        flow_id = parse_id(request.id, "id")
+
+        async def work(session: AsyncSession, tenant_id: uuid.UUID) -> FlowRecord:
+            await flow_lifecycle.pause_flow(session, tenant_id, flow_id)
+            return await read_flow_in(session, tenant_id, flow_id)
+
+        return await self._flows.write(_flow_reply("PauseFlow", request), work)
+
+    async def ResumeFlow(self, request: flow_pb2.ResumeFlowRequest, context: Any) -> flow_pb2.Flow:
+        flow_id = parse_id(request.id, "id")
+
+        async def work(session: AsyncSession, tenant_id: uuid.UUID) -> FlowRecord:
+            await flow_lifecycle.resume_flow(session, tenant_id, flow_id)
+            return await read_flow_in(session, tenant_id, flow_id)
+
+        answer = await self._flows.write(_flow_reply("ResumeFlow", request), work)
+        await flow_lifecycle.release_held_resumes(self._engine, current_tenant_id(), flow_id)
+        return answer
+
+    async def ArchiveFlow(self, request: flow_pb2.ArchiveFlowRequest, context: Any) -> flow_pb2.Flow:
+        flow_id = parse_id(request.id, "id")
+
+        async def work(session: AsyncSession, tenant_id: uuid.UUID) -> FlowRecord:
+            await flow_lifecycle.archive_flow(session, tenant_id, flow_id)
+            return await read_flow_in(session, tenant_id, flow_id)
+
+        return await self._flows.write(_flow_reply("ArchiveFlow", request), work)
+
+    # -- versions going live ---------------------------------------------------------------------------------------
+
+    async def _publish(
+        self, session: AsyncSession, tenant_id: uuid.UUID, flow_id: uuid.UUID, number: int, *, rollback: bool
+    ) -> FlowRecord:
+        """Make version `number` the active one: a DRAFT version (migrate) or a formerly active one (rollback)."""
+        flow = await flow_lifecycle.lock_flow(session, tenant_id, flow_id)
+        require_published_flow(flow.status, flow.id)
+        version = await version_in(session, tenant_id, flow_id, number)
+        if flow.active_version_number == number:
+            raise FailedPrecondition(
+                SAME_VERSION,
+                f"version {number} is already the active version of flow {flow_id}",
+                metadata={"flow_id": str(flow_id), "version_number": str(number)},
+            )
+        publishable = version.status != "draft" if rollback else version.status == "draft"
+        if not publishable:
+            what = "was never published; publish it with MigrateFlowVersion" if rollback else "is not a DRAFT"
+            raise FailedPrecondition(
+                VERSION_NOT_PUBLISHABLE,
+                f"version {number} of flow {flow_id} {what}",
+                metadata={"flow_id": str(flow_id), "version_number": str(number), "status": version.status.upper()},
+            )
+        await self._require_valid(tenant_id, version.graph)
+        await flow_lifecycle.publish_version(session, flow, version)
+        return await read_flow_in(session, tenant_id, flow_id)
+
+    async def MigrateFlowVersion(
+        self, request: flow_pb2.MigrateFlowVersionRequest, context: Any
+    ) -> flow_pb2.MigrateFlowVersionResponse:
+        """Publish the DRAFT version; with MIGRATE_ALL, then ask the engine to move the live instances.
+
+        The engine moves instances in its own transactions and must see the new active version, so the publish
+        commits first. With a `request_id`, a retry after a failed engine call skips the (already done) publish
+        and calls the engine again; the final answer is remembered once the engine has given it.
+        """
+        flow_id = parse_id(request.flow_id, "flow_id")
+        number = require_version_number(request.version_number)
+        if request.strategy not in _STRATEGIES:
+            raise InvalidArgument.single("strategy", "must be MIGRATION_STRATEGY_NEW_ENTRIES_ONLY or _MIGRATE_ALL")
+        response_type = flow_pb2.MigrateFlowVersionResponse
+
+        if request.strategy == flow_pb2.MIGRATION_STRATEGY_NEW_ENTRIES_ONLY:
+
+            async def publish_only(session: AsyncSession, tenant_id: uuid.UUID) -> int:
+                await self._publish(session, tenant_id, flow_id, number, rollback=False)
+                return await live_instances_elsewhere_in(session, tenant_id, flow_id, number)
+
+            reply: Reply[int, flow_pb2.MigrateFlowVersionResponse] = Reply(
+                method="MigrateFlowVersion",
+                request=request,
+                response_type=response_type,
+                present=lambda skipped: response_type(skipped=skipped),
+            )
+            return await self._flows.write(reply, publish_only)
+
+        async def publish(session: AsyncSession, tenant_id: uuid.UUID) -> FlowRecord:
+            return await self._publish(session, tenant_id, flow_id, number, rollback=False)
+
+        await self._flows.write(_flow_reply("MigrateFlowVersion.publish", request), publish)
+
+        async def migrate(session: AsyncSession, tenant_id: uuid.UUID) -> engine_pb2.MigrateInstancesResponse:
+            answer: engine_pb2.MigrateInstancesResponse = await self._engine.stub.MigrateInstances(
+                engine_pb2.MigrateInstancesRequest(
+                    tenant_id=str(tenant_id),
+                    flow_id=str(flow_id),
+                    to_version_number=number,
+                    strategy=request.strategy,
+                )
+            )
+            return answer
+
+        migrated: Reply[engine_pb2.MigrateInstancesResponse, flow_pb2.MigrateFlowVersionResponse] = Reply(
+            method="MigrateFlowVersion",
+            request=request,
+            response_type=response_type,
+            present=lambda a: response_type(
+                migrated=a.migrated, exited=a.exited, skipped=a.skipped, failures=a.failures
+            ),
+        )
+        return await self._flows.write(migrated, migrate)
+
+    async def RollbackFlowVersion(self, request: flow_pb2.RollbackFlowVersionRequest, context: Any) -> flow_pb2.Flow:
+        flow_id = parse_id(request.flow_id, "flow_id")
+        number = require_version_number(request.version_number)
+
+        async def work(session: AsyncSession, tenant_id: uuid.UUID) -> FlowRecord:
+            return await self._publish(session, tenant_id, flow_id, number, rollback=True)
+
+        return await self._flows.write(_flow_reply("RollbackFlowVersion", request), work)
+
+    async def GetMigrationStatus(
+        self, request: flow_pb2.GetMigrationStatusRequest, context: Any
+    ) -> flow_pb2.GetMigrationStatusResponse:
+        flow_id = parse_id(request.flow_id, "flow_id")
+        active, counts = await self._flows.migration_status(flow_id)
+        return flow_pb2.GetMigrationStatusResponse(
+            active_version_number=active,
+            versions=[
+                flow_pb2.VersionInstanceCount(
+                    version_number=c.version_number,
+                    running=c.running,
+                    waiting=c.waiting,
+                    paused=c.paused,
+                    total_live=c.total_live,
+                )
+                for c in counts
+            ],
+        )

@@ -1,0 +1,284 @@
+"""Flows and flow versions in PostgreSQL, always scoped to the calling tenant.
+
+Reads open their own session. Writes run through `write`: one transaction, with `request_id` replay, in which
+the servicer's work calls the `*_in` steps below (and `kalcifer_api.flow_lifecycle`) on the same session. Every
+step that changes a flow locks its row first (`lock_flow`), so two writers of one flow serialize.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+from kalcifer_common.db.models import Flow, FlowInstance, FlowVersion, Journey
+from kalcifer_common.errors import FailedPrecondition, NotFound
+from kalcifer_common.pagination import PageCursor
+from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kalcifer_api.domain.flows import (
+    FLOW_IN_USE,
+    FlowRecord,
+    FlowVersionRecord,
+    VersionCount,
+    check_etag,
+    require_draft,
+)
+from kalcifer_api.flow_lifecycle import INVALID_TRANSITION, lock_flow
+from kalcifer_api.repo.marketing_base import IdempotentRepository, Reply
+
+_Result = TypeVar("_Result")
+_Response = TypeVar("_Response", bound=Message)
+
+LIVE_STATUSES = ("running", "waiting", "paused")
+
+
+def _latest_version() -> Any:
+    return (
+        select(func.coalesce(func.max(FlowVersion.version_number), 0))
+        .where(FlowVersion.flow_id == Flow.id)
+        .correlate(Flow)
+        .scalar_subquery()
+    )
+
+
+def _flow_record(row: Flow, latest: int) -> FlowRecord:
+    return FlowRecord(
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        status=row.status,
+        active_version_number=row.active_version_number or 0,
+        latest_version_number=latest,
+        re_entry=row.re_entry,
+        revision=row.revision,
+        create_time=row.create_time,
+        update_time=row.update_time,
+    )
+
+
+def _version_record(row: FlowVersion) -> FlowVersionRecord:
+    return FlowVersionRecord(
+        flow_id=row.flow_id,
+        version_number=row.version_number,
+        status=row.status,
+        graph=row.graph,
+        changelog=row.changelog,
+        create_time=row.create_time,
+        publish_time=row.publish_time,
+    )
+
+
+def _position(cursor: PageCursor) -> Any:
+    return tuple_(datetime.fromisoformat(cursor.sort_key), uuid.UUID(cursor.last_id))
+
+
+async def read_flow_in(session: AsyncSession, tenant_id: uuid.UUID, flow_id: uuid.UUID) -> FlowRecord:
+    """The flow as it stands in this transaction (after its writes); NOT_FOUND when absent or foreign."""
+    found = (
+        await session.execute(
+            select(Flow, _latest_version())
+            .where(Flow.id == flow_id, Flow.tenant_id == tenant_id)
+            .execution_options(populate_existing=True)
+        )
+    ).first()
+    if found is None:
+        raise NotFound("flow", str(flow_id))
+    return _flow_record(found[0], found[1])
+
+
+async def create_flow_in(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    *,
+    name: str,
+    description: str,
+    re_entry: str,
+    graph: dict[str, Any] | None,
+) -> FlowRecord:
+    """A DRAFT flow; with `graph` (already validated) also its DRAFT version 1."""
+    flow = Flow(id=uuid.uuid4(), tenant_id=tenant_id, name=name, description=description, re_entry=re_entry)
+    session.add(flow)
+    await session.flush()
+    if graph is not None:
+        session.add(FlowVersion(tenant_id=tenant_id, flow_id=flow.id, version_number=1, graph=graph))
+        await session.flush()
+    return await read_flow_in(session, tenant_id, flow.id)
+
+
+async def update_flow_in(
+    session: AsyncSession, tenant_id: uuid.UUID, flow_id: uuid.UUID, etag: str, values: dict[str, str]
+) -> FlowRecord:
+    """Change a DRAFT flow's fields. ABORTED on a stale etag, FLOW_NOT_DRAFT otherwise."""
+    flow = await lock_flow(session, tenant_id, flow_id)
+    check_etag(etag, flow.revision, flow.id)
+    require_draft(flow.status, flow.id, "update")
+    await session.execute(update(Flow).where(Flow.id == flow.id).values(**values))
+    return await read_flow_in(session, tenant_id, flow_id)
+
+
+async def delete_flow_in(session: AsyncSession, tenant_id: uuid.UUID, flow_id: uuid.UUID, etag: str) -> None:
+    """Delete a DRAFT flow and its versions. A journey built on it must be deleted first (FLOW_IN_USE)."""
+    flow = await lock_flow(session, tenant_id, flow_id)
+    check_etag(etag, flow.revision, flow.id)
+    require_draft(flow.status, flow.id, "delete")
+    journey = await session.scalar(
+        select(Journey.id).where(Journey.tenant_id == tenant_id, Journey.flow_id == flow.id).limit(1)
+    )
+    if journey is not None:
+        raise FailedPrecondition(
+            FLOW_IN_USE,
+            f"flow {flow.id} is used by journey {journey}; delete the journey first",
+            metadata={"flow_id": str(flow.id), "journey_id": str(journey)},
+        )
+    await session.execute(delete(Flow).where(Flow.id == flow.id))
+
+
+async def create_version_in(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    flow_id: uuid.UUID,
+    *,
+    graph: dict[str, Any],
+    changelog: str,
+    validate: Callable[[], Awaitable[None]],
+) -> FlowVersionRecord:
+    """DRAFT version N+1 with `graph`, once `validate()` passed; refused for an ARCHIVED flow."""
+    flow = await lock_flow(session, tenant_id, flow_id)
+    if flow.status == "archived":
+        raise FailedPrecondition(
+            INVALID_TRANSITION,
+            f"flow {flow.id} is ARCHIVED; it takes no new versions",
+            metadata={"flow_id": str(flow.id), "status": "ARCHIVED"},
+        )
+    await validate()
+    latest = await session.scalar(
+        select(func.coalesce(func.max(FlowVersion.version_number), 0)).where(FlowVersion.flow_id == flow.id)
+    )
+    row = FlowVersion(
+        tenant_id=tenant_id, flow_id=flow.id, version_number=int(latest or 0) + 1, graph=graph, changelog=changelog
+    )
+    session.add(row)
+    await session.flush()
+    await session.refresh(row)
+    # The flow's latest_version_number changed: bump its revision so cached etags see it.
+    await session.execute(update(Flow).where(Flow.id == flow.id).values(update_time=func.now()))
+    return _version_record(row)
+
+
+async def version_in(
+    session: AsyncSession, tenant_id: uuid.UUID, flow_id: uuid.UUID, version_number: int
+) -> FlowVersion:
+    """One version of the tenant's flow; NOT_FOUND when it does not exist."""
+    row = await session.scalar(
+        select(FlowVersion).where(
+            FlowVersion.tenant_id == tenant_id,
+            FlowVersion.flow_id == flow_id,
+            FlowVersion.version_number == version_number,
+        )
+    )
+    if row is None:
+        raise NotFound("flow version", f"{flow_id}/versions/{version_number}")
+    return row
+
+
+async def live_instances_elsewhere_in(
+    session: AsyncSession, tenant_id: uuid.UUID, flow_id: uuid.UUID, version_number: int
+) -> int:
+    """Live instances of the flow that are not on `version_number`."""
+    count = await session.scalar(
+        select(func.count())
+        .select_from(FlowInstance)
+        .where(
+            FlowInstance.tenant_id == tenant_id,
+            FlowInstance.flow_id == flow_id,
+            FlowInstance.status.in_(LIVE_STATUSES),
+            FlowInstance.version_number != version_number,
+        )
+    )
+    return int(count or 0)
+
+
+class FlowRepository(IdempotentRepository):
+    """The calling tenant's flows and versions."""
+
+    async def write(
+        self,
+        reply: Reply[_Result, _Response],
+        work: Callable[[AsyncSession, uuid.UUID], Awaitable[_Result]],
+    ) -> _Response:
+        """Run `work(session, tenant_id)` in one transaction with `request_id` replay (see `IdempotentRepository`)."""
+        tenant_id = self.tenant_id
+
+        async def scoped(session: AsyncSession) -> _Result:
+            return await work(session, tenant_id)
+
+        return await self._mutate(reply, scoped)
+
+    async def get_flow(self, flow_id: uuid.UUID) -> FlowRecord:
+        """One flow, or NOT_FOUND."""
+        async with self._sessions() as session:
+            return await read_flow_in(session, self.tenant_id, flow_id)
+
+    async def list_flows(self, *, status: str | None, limit: int, after: PageCursor | None) -> list[FlowRecord]:
+        """Flows newest first, keyset-paginated; up to `limit + 1` rows so the caller knows if more exist."""
+        query = (
+            select(Flow, _latest_version())
+            .where(Flow.tenant_id == self.tenant_id)
+            .order_by(Flow.create_time.desc(), Flow.id.desc())
+            .limit(limit + 1)
+        )
+        if status is not None:
+            query = query.where(Flow.status == status)
+        if after is not None:
+            query = query.where(tuple_(Flow.create_time, Flow.id) < _position(after))
+        async with self._sessions() as session:
+            return [_flow_record(row, latest) for row, latest in (await session.execute(query)).all()]
+
+    async def get_version(self, flow_id: uuid.UUID, version_number: int) -> FlowVersionRecord:
+        """One version; NOT_FOUND for an unknown flow or version."""
+        async with self._sessions() as session:
+            await read_flow_in(session, self.tenant_id, flow_id)
+            return _version_record(await version_in(session, self.tenant_id, flow_id, version_number))
+
+    async def list_versions(self, flow_id: uuid.UUID, *, limit: int, after: int | None) -> list[FlowVersionRecord]:
+        """Versions newest first (by number); up to `limit + 1` rows. NOT_FOUND for an unknown flow."""
+        query = (
+            select(FlowVersion)
+            .where(FlowVersion.tenant_id == self.tenant_id, FlowVersion.flow_id == flow_id)
+            .order_by(FlowVersion.version_number.desc())
+            .limit(limit + 1)
+        )
+        if after is not None:
+            query = query.where(FlowVersion.version_number < after)
+        async with self._sessions() as session:
+            await read_flow_in(session, self.tenant_id, flow_id)
+            return [_version_record(row) for row in (await session.scalars(query)).all()]
+
+    async def migration_status(self, flow_id: uuid.UUID) -> tuple[int, list[VersionCount]]:
+        """The active version number and live instances per version (the active one always listed)."""
+        async with self._sessions() as session:
+            flow = await read_flow_in(session, self.tenant_id, flow_id)
+            rows = (
+                await session.execute(
+                    select(FlowInstance.version_number, FlowInstance.status, func.count())
+                    .where(
+                        FlowInstance.tenant_id == self.tenant_id,
+                        FlowInstance.flow_id == flow_id,
+                        FlowInstance.status.in_(LIVE_STATUSES),
+                    )
+                    .group_by(FlowInstance.version_number, FlowInstance.status)
+                )
+            ).all()
+        counts: dict[int, dict[str, int]] = {}
+        for number, status, count in rows:
+            counts.setdefault(number, {})[status] = int(count)
+        if flow.active_version_number:
+            counts.setdefault(flow.active_version_number, {})
+        return flow.active_version_number, [
+            VersionCount(number, by.get("running", 0), by.get("waiting", 0), by.get("paused", 0))
+            for number, by in sorted(counts.items())
+        ]
