@@ -11,18 +11,20 @@ from kalcifer_common.settings import EngineSettings
 
 from kalcifer_engine.deps import EngineDeps
 from kalcifer_engine.grpc.servicer import EngineServicer
-from kalcifer_engine.nodes.registry import builtin_registry
+from kalcifer_engine.nodes.registry import NodeRegistry, builtin_registry
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.recovery import RecoveryLoop
 
 
-async def serve(settings: EngineSettings) -> None:
-    """Run the engine until SIGTERM/SIGINT."""
+async def serve(settings: EngineSettings, *, builtins: NodeRegistry | None = None) -> None:
+    """Run the engine until SIGTERM/SIGINT; `builtins` replaces the built-in registry (test node types)."""
     if not settings.kalcifer_internal_token:
         raise SystemExit("KALCIFER_INTERNAL_TOKEN must be set: the engine accepts only internal callers")
     engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
     await wait_for_database(engine)
-    deps = EngineDeps(settings=settings, db=engine, sessions=create_sessionmaker(engine), registry=builtin_registry())
+    deps = EngineDeps(
+        settings=settings, db=engine, sessions=create_sessionmaker(engine), registry=builtins or builtin_registry()
+    )
     servicer = EngineServicer(deps)
     engine_binding = binding(engine_pb2, engine_pb2_grpc, "EngineService", servicer)
     server = GrpcServer(

@@ -1,0 +1,181 @@
+"""EngineService runtime RPCs through gRPC (in-process server on a free port): statuses, details, races."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from kalcifer.engine.v1 import engine_pb2, engine_pb2_grpc
+from kalcifer.v1 import flow_pb2, instance_pb2
+from kalcifer_common.rpc.clients import internal_channel
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.integration.engine.support import (
+    INTERNAL_TOKEN,
+    create_flow,
+    create_tenant,
+    engine_server,
+    graph,
+    make_runtime,
+)
+
+WAITING_GRAPH = graph(
+    [("start", "event_entry", {"event_type": "go"}), ("w", "t_pause", {"seconds": 600})], [("start", "w")]
+)
+
+
+@pytest.fixture
+async def stub(db_engine: AsyncEngine, database_url: str) -> AsyncIterator[engine_pb2_grpc.EngineServiceAsyncStub]:
+    runtime = make_runtime(db_engine, database_url)
+    async with engine_server(runtime) as address:
+        channel = internal_channel(address, token=INTERNAL_TOKEN, timeout_seconds=30)
+        typed: engine_pb2_grpc.EngineServiceAsyncStub = engine_pb2_grpc.EngineServiceStub(channel)
+        yield typed
+        await channel.close(None)
+    await runtime.scheduler.close()
+
+
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert isinstance(status, status_pb2.Status)
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info
+    raise AssertionError("no ErrorInfo")
+
+
+def violations(error: grpc.aio.AioRpcError) -> set[str]:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    for detail in status.details:
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            return {v.field for v in bad.field_violations}
+    raise AssertionError("no BadRequest")
+
+
+async def test_twenty_racing_starts_make_one_instance(
+    stub: engine_pb2_grpc.EngineServiceAsyncStub, db_engine: AsyncEngine
+) -> None:
+    tenant = await create_tenant(db_engine)
+    flow = await create_flow(db_engine, tenant, WAITING_GRAPH)
+    request = engine_pb2.StartInstanceRequest(tenant_id=str(tenant), flow_id=str(flow), participant_id="racer")
+    results = await asyncio.gather(*(stub.StartInstance(request) for _ in range(20)), return_exceptions=True)
+    started = [r for r in results if isinstance(r, engine_pb2.StartInstanceResponse)]
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(started) == 1
+    assert len(refused) == 19
+    assert {e.code() for e in refused} == {grpc.StatusCode.ALREADY_EXISTS}
+    assert {error_info(e).reason for e in refused} == {"ALREADY_IN_FLOW"}
+    async with db_engine.connect() as conn:
+        count = await conn.execute(text("SELECT count(*) FROM flow_instances WHERE flow_id = :f"), {"f": flow})
+        assert count.scalar_one() == 1
+
+
+async def test_request_id_replays_the_first_start(
+    stub: engine_pb2_grpc.EngineServiceAsyncStub, db_engine: AsyncEngine
+) -> None:
+    tenant = await create_tenant(db_engine)
+    flow = await create_flow(db_engine, tenant, WAITING_GRAPH)
+    context = struct_pb2.Struct()
+    context.update({"source": "crm"})
+    request = engine_pb2.StartInstanceRequest(
+        tenant_id=str(tenant), flow_id=str(flow), participant_id="idem", context=context, request_id="r-1"
+    )
+    first, second = await stub.StartInstance(request), await stub.StartInstance(request)
+    assert first.instance_id == second.instance_id
+
+
+async def test_start_errors_carry_precise_statuses(
+    stub: engine_pb2_grpc.EngineServiceAsyncStub, db_engine: AsyncEngine
+) -> None:
+    tenant = await create_tenant(db_engine)
+    draft = await create_flow(db_engine, tenant, WAITING_GRAPH, status="paused")
+    with pytest.raises(grpc.aio.AioRpcError) as not_active:
+        await stub.StartInstance(
+            engine_pb2.StartInstanceRequest(tenant_id=str(tenant), flow_id=str(draft), participant_id="x")
+        )
+    assert not_active.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_info(not_active.value).reason == "FLOW_NOT_ACTIVE"
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await stub.StartInstance(
+            engine_pb2.StartInstanceRequest(tenant_id=str(tenant), flow_id=str(uuid.uuid4()), participant_id="x")
+        )
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await stub.StartInstance(engine_pb2.StartInstanceRequest(tenant_id="nope", flow_id="", participant_id=""))
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(bad.value) == {"tenant_id", "flow_id", "participant_id"}
+
+
+async def test_resume_cancel_and_batch_through_grpc(
+    stub: engine_pb2_grpc.EngineServiceAsyncStub, db_engine: AsyncEngine
+) -> None:
+    tenant = await create_tenant(db_engine)
+    flow = await create_flow(db_engine, tenant, WAITING_GRAPH)
+    started = await stub.StartInstance(
+        engine_pb2.StartInstanceRequest(tenant_id=str(tenant), flow_id=str(flow), participant_id="r")
+    )
+    async with db_engine.connect() as conn:
+        wait_id = (
+            await conn.execute(text("SELECT id FROM waits WHERE instance_id = :i"), {"i": started.instance_id})
+        ).scalar_one()
+    not_due = await stub.ResumeInstance(
+        engine_pb2.ResumeInstanceRequest(instance_id=started.instance_id, wait_id=str(wait_id), trigger="timer")
+    )
+    assert (not_due.applied, not_due.reason) == (False, "not_due")
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await stub.ResumeInstances(
+            engine_pb2.ResumeInstancesRequest(
+                resumes=[engine_pb2.ResumeInstanceRequest(instance_id="x", wait_id=str(wait_id), trigger="poke")]
+            )
+        )
+    assert violations(bad.value) == {"resumes[0].instance_id", "resumes[0].trigger"}
+    with pytest.raises(grpc.aio.AioRpcError) as other_tenant:
+        await stub.CancelInstance(
+            engine_pb2.CancelInstanceRequest(tenant_id=str(uuid.uuid4()), instance_id=started.instance_id)
+        )
+    assert other_tenant.value.code() == grpc.StatusCode.NOT_FOUND
+    cancelled = await stub.CancelInstance(
+        engine_pb2.CancelInstanceRequest(tenant_id=str(tenant), instance_id=started.instance_id)
+    )
+    assert cancelled.instance.status == instance_pb2.INSTANCE_STATUS_EXITED
+    assert cancelled.instance.exit_reason == "cancelled"
+    assert cancelled.instance.HasField("end_time")
+    with pytest.raises(grpc.aio.AioRpcError) as finished:
+        await stub.CancelInstance(
+            engine_pb2.CancelInstanceRequest(tenant_id=str(tenant), instance_id=started.instance_id)
+        )
+    assert error_info(finished.value).reason == "INSTANCE_FINISHED"
+    stale = await stub.ResumeInstances(
+        engine_pb2.ResumeInstancesRequest(
+            resumes=[
+                engine_pb2.ResumeInstanceRequest(instance_id=started.instance_id, wait_id=str(wait_id), trigger="timer")
+            ]
+        )
+    )
+    assert [(r.applied, r.reason) for r in stale.results] == [(False, "instance_finished")]
+    with pytest.raises(grpc.aio.AioRpcError) as unspecified:
+        await stub.MigrateInstances(
+            engine_pb2.MigrateInstancesRequest(tenant_id=str(tenant), flow_id=str(flow), to_version_number=2)
+        )
+    assert violations(unspecified.value) == {"strategy"}
+    with pytest.raises(grpc.aio.AioRpcError) as same:
+        await stub.MigrateInstances(
+            engine_pb2.MigrateInstancesRequest(
+                tenant_id=str(tenant),
+                flow_id=str(flow),
+                to_version_number=1,
+                from_version_number=1,
+                strategy=flow_pb2.MIGRATION_STRATEGY_MIGRATE_ALL,
+            )
+        )
+    assert error_info(same.value).reason == "SAME_VERSION"
