@@ -1,0 +1,193 @@
+"""The deliveries queue on real PostgreSQL and Redis: sent once, retried with backoff, never sent twice."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import grpc
+import pytest
+from kalcifer.scheduler.v1 import scheduler_pb2
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.integration.scheduler.support import SchedulerProcess, Seeder, eventually, scheduler_stub, utc_now
+from tests.support.rpc import bearer
+
+
+class _Webhook:
+    """A local HTTP endpoint that answers the statuses it is given, then 200, and records every request."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.statuses: list[int] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                owner.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                status = owner.statuses.pop(0) if owner.statuses else 200
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def webhook() -> Iterator[_Webhook]:
+    """The tenant's webhook endpoint."""
+    hook = _Webhook()
+    yield hook
+    hook.server.shutdown()
+    hook.server.server_close()
+
+
+async def _delivery(db: AsyncEngine, tenant: uuid.UUID, channel: str = "email", **columns: Any) -> tuple[str, str]:
+    delivery_id, key = uuid.uuid4(), f"idem-{uuid.uuid4()}"
+    values = {"status": "pending", "attempts": 0, "send_after": None} | columns
+    async with db.begin() as connection:
+        await connection.execute(
+            text(
+                """
+                INSERT INTO deliveries (id, tenant_id, node_id, participant_id, channel, template_id, payload,
+                    status, idempotency_key, attempts, send_after, update_time)
+                VALUES (:id, :tenant, 'send_1', 'p-1', :channel, 'welcome', '{"subject": "hi"}', :status, :key,
+                    :attempts, :send_after, coalesce(:update_time, now()))
+                """
+            ),
+            {"id": delivery_id, "tenant": tenant, "channel": channel, "key": key, "update_time": None} | values,
+        )
+    return str(delivery_id), key
+
+
+async def _row(db: AsyncEngine, delivery_id: str) -> Any:
+    async with db.connect() as connection:
+        return (await connection.execute(text("SELECT * FROM deliveries WHERE id = :id"), {"id": delivery_id})).one()
+
+
+async def _status_is(db: AsyncEngine, delivery_id: str, status: str, within: float) -> bool:
+    state: dict[str, str] = {}
+
+    async def poll() -> None:
+        state["status"] = (await _row(db, delivery_id)).status
+
+    deadline = utc_now() + timedelta(seconds=within)
+    while utc_now() < deadline:
+        await poll()
+        if state["status"] == status:
+            return True
+        await eventually(lambda: False, within=0.1)
+    return False
+
+
+async def test_a_pending_delivery_is_sent_once_through_the_log_provider(
+    channel: grpc.aio.Channel, token: str, sched_db: AsyncEngine, seeder: Seeder, scheduler: SchedulerProcess
+) -> None:
+    delivery_id, key = await _delivery(sched_db, seeder.tenant_id)
+    stub = scheduler_stub(channel)
+    request = scheduler_pb2.EnqueueDeliveriesRequest(delivery_ids=[delivery_id])
+    assert (await stub.EnqueueDeliveries(request, metadata=bearer(token))).enqueued == 1
+
+    assert await _status_is(sched_db, delivery_id, "sent", within=5)
+    await stub.EnqueueDeliveries(request, metadata=bearer(token))  # a late duplicate request
+    await eventually(lambda: False, within=1.5)  # and a delivery sweep or two
+    row = await _row(sched_db, delivery_id)
+    assert (row.status, row.attempts, row.provider) == ("sent", 1, "log")
+    assert row.provider_message_id.startswith("log-")
+    assert row.sent_time is not None
+    sent_lines = [line for line in scheduler.log().splitlines() if "delivery sent" in line and key in line]
+    assert len(sent_lines) == 1
+
+
+async def test_the_sweep_sends_deliveries_nobody_enqueued_and_waits_for_send_after(
+    sched_db: AsyncEngine, seeder: Seeder, scheduler: SchedulerProcess
+) -> None:
+    now_id, _ = await _delivery(sched_db, seeder.tenant_id, channel="sms")
+    later_id, _ = await _delivery(
+        sched_db, seeder.tenant_id, channel="sms", send_after=utc_now() + timedelta(seconds=2)
+    )
+
+    assert await _status_is(sched_db, now_id, "sent", within=4)
+    assert (await _row(sched_db, later_id)).status == "pending"
+    assert await _status_is(sched_db, later_id, "sent", within=5)
+    assert (await _row(sched_db, later_id)).sent_time >= (await _row(sched_db, later_id)).send_after
+
+
+async def test_a_webhook_send_is_retried_with_backoff_and_carries_key_and_signature(
+    sched_db: AsyncEngine, seeder: Seeder, scheduler: SchedulerProcess, webhook: _Webhook
+) -> None:
+    async with sched_db.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO provider_configs (tenant_id, channel, provider, settings)"
+                " VALUES (:tenant, 'webhook', 'webhook', CAST(:settings AS jsonb))"
+            ),
+            {"tenant": seeder.tenant_id, "settings": json.dumps({"url": webhook.url, "secret": "s3cret"})},
+        )
+    webhook.statuses = [500, 503]
+    delivery_id, key = await _delivery(sched_db, seeder.tenant_id, channel="webhook")
+
+    assert await _status_is(sched_db, delivery_id, "sent", within=8)
+    row = await _row(sched_db, delivery_id)
+    assert (row.attempts, row.provider, row.last_error) == (3, "webhook", None)
+    mine = [(headers, body) for headers, body in webhook.requests if json.loads(body)["delivery_id"] == delivery_id]
+    assert len(mine) == 3
+    assert {headers["idempotency-key"] for headers, _ in mine} == {key}
+    for headers, body in mine:
+        expected = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+        assert headers["x-kalcifer-signature"] == f"sha256={expected}"
+
+
+async def test_a_webhook_that_keeps_failing_marks_the_delivery_failed(
+    sched_db: AsyncEngine, seeder: Seeder, scheduler: SchedulerProcess, webhook: _Webhook
+) -> None:
+    webhook.statuses = [400]  # final: a retry cannot help
+    delivery_id, _ = await _delivery(sched_db, seeder.tenant_id, channel="webhook")
+
+    assert await _status_is(sched_db, delivery_id, "failed", within=5)
+    row = await _row(sched_db, delivery_id)
+    assert row.attempts == 1
+    assert "400" in row.last_error
+
+
+async def test_a_delivery_left_sending_by_a_crash_is_resent_with_the_same_key(
+    sched_db: AsyncEngine, seeder: Seeder, scheduler: SchedulerProcess
+) -> None:
+    # A worker claimed it an hour ago and died between the send and the mark.
+    delivery_id, key = await _delivery(
+        sched_db,
+        seeder.tenant_id,
+        channel="push",
+        status="sending",
+        attempts=1,
+        update_time=utc_now() - timedelta(hours=1),
+    )
+
+    assert await _status_is(sched_db, delivery_id, "sent", within=5)
+    assert (await _row(sched_db, delivery_id)).attempts == 2
+    resent = [line for line in scheduler.log().splitlines() if "delivery sent" in line and key in line]
+    assert len(resent) == 1
+    assert json.loads(resent[0])["idempotency_key"] == key
+
+
+async def test_a_delivery_being_sent_right_now_is_not_taken_again(
+    sched_db: AsyncEngine, seeder: Seeder, scheduler: SchedulerProcess
+) -> None:
+    delivery_id, _ = await _delivery(sched_db, seeder.tenant_id, channel="in_app", status="sending", attempts=1)
+
+    await eventually(lambda: False, within=1.5)
+    row = await _row(sched_db, delivery_id)
+    assert (row.status, row.attempts) == ("sending", 1)
