@@ -27,6 +27,7 @@ from kalcifer.engine.v1 import engine_pb2, engine_pb2_grpc
 from kalcifer.scheduler.v1 import scheduler_pb2_grpc
 from sqlalchemy import Uuid, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support.processes import BIN, free_port, wait_serving
@@ -34,6 +35,12 @@ from tests.support.processes import BIN, free_port, wait_serving
 _MARK_FIRED = text(
     "UPDATE waits SET status = 'fired', resolved_time = now() WHERE id = ANY(:ids) AND status = 'pending' RETURNING id"
 ).bindparams(bindparam("ids", type_=ARRAY(Uuid())))
+
+
+_START = text(
+    "INSERT INTO flow_instances (id, tenant_id, flow_id, version_number, participant_id, status)"
+    " VALUES (:id, :tenant, :flow, 1, :participant, 'waiting')"
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,11 @@ class _EngineServicer(engine_pb2_grpc.EngineServiceServicer):
     ) -> engine_pb2.ResumeInstancesResponse:
         return await self._owner.resume(request)
 
+    async def StartInstance(
+        self, request: engine_pb2.StartInstanceRequest, context: Any
+    ) -> engine_pb2.StartInstanceResponse:
+        return await self._owner.start_instance(request, context)
+
 
 @dataclass
 class RecordingEngine:
@@ -65,6 +77,7 @@ class RecordingEngine:
     port: int = field(default_factory=free_port)
     arrivals: list[Arrival] = field(default_factory=list)
     calls: int = 0
+    starts: list[engine_pb2.StartInstanceRequest] = field(default_factory=list)
     _server: grpc.aio.Server | None = None
 
     @property
@@ -102,6 +115,27 @@ class RecordingEngine:
             self.arrivals.append(Arrival(item.wait_id, item.instance_id, item.trigger, at, ok))
             results.append(engine_pb2.ResumeInstanceResponse(applied=ok, reason="" if ok else "wait_not_found"))
         return engine_pb2.ResumeInstancesResponse(results=results)
+
+    async def start_instance(
+        self, request: engine_pb2.StartInstanceRequest, context: Any
+    ) -> engine_pb2.StartInstanceResponse:
+        """Insert a live instance, as the engine would before its first wait; a live one is ALREADY_EXISTS."""
+        self.starts.append(request)
+        instance_id = uuid.uuid4()
+        try:
+            async with self.db.begin() as connection:
+                await connection.execute(
+                    _START,
+                    {
+                        "id": instance_id,
+                        "tenant": uuid.UUID(request.tenant_id),
+                        "flow": uuid.UUID(request.flow_id),
+                        "participant": request.participant_id,
+                    },
+                )
+        except IntegrityError:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_IN_FLOW")
+        return engine_pb2.StartInstanceResponse(instance_id=str(instance_id))
 
     def applied_for(self, wait_ids: Sequence[str]) -> dict[str, list[Arrival]]:
         """The applied arrivals of each wait id."""

@@ -1,0 +1,140 @@
+"""Maintenance and scheduled entries, run in-process against the real database (and the recording engine)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import grpc
+from kalcifer.engine.v1 import engine_pb2_grpc
+from kalcifer_scheduler.entries import ScheduledEntries
+from kalcifer_scheduler.maintenance import Maintenance
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.integration.scheduler.support import RecordingEngine, Seeder, utc_now
+
+
+async def _instance(db: AsyncEngine, seeder: Seeder, status: str, end_time: Any, participant: str) -> uuid.UUID:
+    instance_id = uuid.uuid4()
+    async with db.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO flow_instances (id, tenant_id, flow_id, version_number, participant_id, status, end_time)"
+                " VALUES (:id, :tenant, :flow, 1, :participant, :status, :end)"
+            ),
+            {
+                "id": instance_id,
+                "tenant": seeder.tenant_id,
+                "flow": seeder.flow_id,
+                "participant": participant,
+                "status": status,
+                "end": end_time,
+            },
+        )
+        await connection.execute(
+            text(
+                "INSERT INTO execution_steps (tenant_id, instance_id, node_id, node_type, version_number, status)"
+                " VALUES (:tenant, :id, 'n1', 'exit', 1, 'completed')"
+            ),
+            {"tenant": seeder.tenant_id, "id": instance_id},
+        )
+    return instance_id
+
+
+async def _exists(db: AsyncEngine, table: str, column: str, value: Any) -> bool:
+    async with db.connect() as connection:
+        found = await connection.execute(text(f"SELECT 1 FROM {table} WHERE {column} = :v"), {"v": value})
+        return found.first() is not None
+
+
+async def test_maintenance_prunes_old_finished_instances_and_expired_idempotency_records(
+    sched_db: AsyncEngine, seeder: Seeder
+) -> None:
+    old = utc_now() - timedelta(days=3)
+    pruned = await _instance(sched_db, seeder, "completed", old, f"m-{uuid.uuid4()}")
+    recent = await _instance(sched_db, seeder, "exited", utc_now(), f"m-{uuid.uuid4()}")
+    live = await _instance(sched_db, seeder, "waiting", None, f"m-{uuid.uuid4()}")
+    async with sched_db.begin() as connection:
+        for request_id, expires in (
+            ("expired", utc_now() - timedelta(minutes=1)),
+            ("fresh", utc_now() + timedelta(days=1)),
+        ):
+            await connection.execute(
+                text(
+                    "INSERT INTO idempotency_records (scope, method, request_id, request_hash, response, expire_time)"
+                    " VALUES ('admin', 'M', :rid, :hash, '\\x00', :expires)"
+                ),
+                {"rid": request_id, "hash": "0" * 64, "expires": expires},
+            )
+
+    report = await Maintenance(sched_db, retention_seconds=86400, stuck_seconds=300).run_once()
+
+    assert report.pruned_instances >= 1
+    assert report.expired_idempotency_records >= 1
+    assert not await _exists(sched_db, "flow_instances", "id", pruned)
+    assert not await _exists(sched_db, "execution_steps", "instance_id", pruned)
+    assert await _exists(sched_db, "flow_instances", "id", recent)
+    assert await _exists(sched_db, "flow_instances", "id", live)
+    assert not await _exists(sched_db, "idempotency_records", "request_id", "expired")
+    assert await _exists(sched_db, "idempotency_records", "request_id", "fresh")
+
+
+async def test_segment_entry_starts_members_who_are_not_in_yet_once(
+    sched_db: AsyncEngine, engine: RecordingEngine
+) -> None:
+    tenant, flow, segment = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    graph = {
+        "nodes": [
+            {"id": "entry", "type": "segment_entry", "config": {"segment_id": str(segment)}},
+            {"id": "done", "type": "exit", "config": {}},
+        ],
+        "edges": [{"source": "entry", "target": "done"}],
+    }
+    async with sched_db.begin() as connection:
+        await connection.execute(text("INSERT INTO tenants (id, name) VALUES (:id, 'entries')"), {"id": tenant})
+        await connection.execute(
+            text(
+                "INSERT INTO flows (id, tenant_id, name, status, active_version_number)"
+                " VALUES (:id, :tenant, 'gold welcome', 'active', 1)"
+            ),
+            {"id": flow, "tenant": tenant},
+        )
+        await connection.execute(
+            text(
+                "INSERT INTO flow_versions (tenant_id, flow_id, version_number, status, graph)"
+                " VALUES (:tenant, :flow, 1, 'active', CAST(:graph AS jsonb))"
+            ),
+            {"tenant": tenant, "flow": flow, "graph": json.dumps(graph)},
+        )
+        await connection.execute(
+            text(
+                "INSERT INTO segments (id, tenant_id, name, match, rules)"
+                " VALUES (:id, :tenant, 'gold', 'all', CAST(:rules AS jsonb))"
+            ),
+            {
+                "id": segment,
+                "tenant": tenant,
+                "rules": json.dumps([{"field": "attributes.tier", "operator": "eq", "value": "gold"}]),
+            },
+        )
+        for external_id, tier in (("ann", "gold"), ("bob", "silver"), ("cy", "gold")):
+            await connection.execute(
+                text(
+                    "INSERT INTO customers (tenant_id, external_id, attributes)"
+                    " VALUES (:tenant, :external, CAST(:attributes AS jsonb))"
+                ),
+                {"tenant": tenant, "external": external_id, "attributes": json.dumps({"tier": tier})},
+            )
+    async with grpc.aio.insecure_channel(engine.address) as channel:
+        entries = ScheduledEntries(sched_db, engine_pb2_grpc.EngineServiceStub(channel))
+        first = await entries.run_once()
+        second = await entries.run_once()
+
+    assert (first, second) == (2, 0)
+    mine = [start for start in engine.starts if start.flow_id == str(flow)]
+    assert sorted(start.participant_id for start in mine) == ["ann", "cy"]
+    assert {start.entry_node_id for start in mine} == {"entry"}
+    assert all(start.request_id.endswith(":0") for start in mine)
