@@ -193,7 +193,6 @@ def test_a_draft_needs_a_name_and_a_flow() -> None:
     ],
 )
 def test_illegal_moves_are_refused_with_their_reason(status: str, transition: Transition, reason: str) -> None:
-    import uuid
 
     with pytest.raises(FailedPrecondition) as raised:
         require_transition(uuid.uuid4(), status, transition)
@@ -211,6 +210,5 @@ def test_illegal_moves_are_refused_with_their_reason(status: str, transition: Tr
     ],
 )
 def test_legal_moves_pass(status: str, transition: Transition) -> None:
-    import uuid
 
     require_transition(uuid.uuid4(), status, transition)
