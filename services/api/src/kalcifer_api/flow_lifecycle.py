@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 import grpc
 from kalcifer.engine.v1 import engine_pb2
+from kalcifer.v1 import flow_pb2
 from kalcifer_common.db.models import Flow, FlowInstance, FlowVersion, Wait
 from kalcifer_common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from kalcifer_common.logging import get_logger
@@ -62,6 +63,13 @@ def _refuse(flow: Flow, action: str, allowed: str) -> FailedPrecondition:
     )
 
 
+def _naming_the_node(violation: flow_pb2.GraphViolation) -> str:
+    """The description, led by the node's id when it does not name it already (field paths only index nodes)."""
+    if violation.node_id and violation.node_id not in violation.description:
+        return f"node {violation.node_id!r}: {violation.description}"
+    return violation.description
+
+
 async def require_valid_graph(engine: EngineClient, tenant_id: uuid.UUID, graph_json: dict[str, object]) -> None:
     """INVALID_ARGUMENT naming every violation the engine finds in `graph_json` (one field violation each)."""
     answer = await engine.stub.ValidateGraph(
@@ -69,7 +77,7 @@ async def require_valid_graph(engine: EngineClient, tenant_id: uuid.UUID, graph_
     )
     if not answer.valid:
         raise InvalidArgument(
-            [FieldViolation(v.field, v.description) for v in answer.violations],
+            [FieldViolation(v.field, _naming_the_node(v)) for v in answer.violations],
             message=f"the graph has {len(answer.violations)} violation(s): "
             + "; ".join(f"{v.field}: {v.description}" for v in answer.violations[:5]),
         )
