@@ -100,6 +100,14 @@ def test_upsert_rejects_bad_fields_naming_each(
         assert set(found) == violations
 
 
+def test_non_finite_attribute_numbers_are_field_violations(stubs: Stubs, tenant: Tenant) -> None:
+    error = rpc_error(
+        lambda: _upsert(stubs, tenant, external_id="nan", attributes=dict_to_struct({"score": float("nan")}))
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(field_violations(error)) == {"attributes.score"}
+
+
 def test_get_needs_an_existing_external_id(stubs: Stubs, tenant: Tenant) -> None:
     empty = rpc_error(lambda: stubs.customers.GetCustomer(C.GetCustomerRequest(), metadata=tenant.auth))
     assert empty.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -127,6 +128,21 @@ def test_names_are_unique_per_tenant(suite: Suite, stubs: Stubs, tenant: Tenant)
     error = rpc_error(lambda: _create(stubs, tenant, name="dup"))
     assert error.code() == grpc.StatusCode.ALREADY_EXISTS
     assert _create(stubs, new_tenant(suite, "other"), name="dup").name == "dup"
+
+
+def test_racing_creates_of_one_name_make_one_segment(stubs: Stubs, tenant: Tenant) -> None:
+    def attempt(_: int) -> grpc.StatusCode:
+        try:
+            _create(stubs, tenant, name="raced")
+        except grpc.RpcError as error:
+            code: grpc.StatusCode = error.code()
+            return code
+        return grpc.StatusCode.OK
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        codes = list(pool.map(attempt, range(6)))
+    assert codes.count(grpc.StatusCode.OK) == 1
+    assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.ALREADY_EXISTS}
 
 
 def test_get_and_delete_need_a_valid_existing_id(stubs: Stubs, tenant: Tenant) -> None:

@@ -184,3 +184,24 @@ def test_segment_definitions_need_name_match_and_rules() -> None:
     assert checked.name == "ok"
     too_many = [{"field": "tags", "operator": "contains", "value": "x"}] * 101
     assert [v.field for v in rule_violations(too_many)] == ["rules"]
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_numbers_are_refused_where_json_cannot_store_them(number: float) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        validated_patch(
+            external_id="u",
+            attributes={"ok": 1, "deep": {"list": [1, number]}},
+            tags=[],
+            preferences={},
+            timezone="",
+            email="",
+            phone="",
+        )
+    assert [v.field for v in raised.value.violations] == ["attributes.deep.list[1]"]
+    assert {v.field for v in rule_violations([{"field": "attributes.n", "operator": "gt", "value": number}])} == {
+        "rules[0].value"
+    }
+    assert {v.field for v in rule_violations([{"field": "tags", "operator": "in", "value": ["a", number]}])} == {
+        "rules[0].value"
+    }

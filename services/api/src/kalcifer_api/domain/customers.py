@@ -16,7 +16,7 @@ from typing import Any, Final
 import orjson
 from kalcifer_common.errors import FieldViolation, InvalidArgument
 
-from kalcifer_api.domain.marketing_common import timezone_problem
+from kalcifer_api.domain.marketing_common import non_finite_path, timezone_problem
 
 MAX_EXTERNAL_ID_LENGTH: Final = 255
 MAX_TAG_LENGTH: Final = 100
@@ -163,6 +163,8 @@ def validated_patch(
     violations = external_id_violations(external_id)
     if len(orjson.dumps(attributes)) > MAX_ATTRIBUTES_BYTES:
         violations.append(FieldViolation("attributes", f"must be at most {MAX_ATTRIBUTES_BYTES} bytes as JSON"))
+    if bad_number := non_finite_path(attributes, "attributes"):
+        violations.append(FieldViolation(bad_number, "must be a finite number (JSON has no NaN or infinity)"))
     violations += tag_violations(tags)
     violations += channel_violations(preferences, "preferences")
     for path, value, problem_of in (

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kalcifer_common.errors import EtagMismatch, FieldViolation, InvalidArgument
@@ -48,3 +50,22 @@ def masked_fields(paths: Sequence[str], mutable: Iterable[str], *, field: str = 
     if violations:
         raise InvalidArgument(violations)
     return frozenset(paths)
+
+
+def non_finite_path(value: Any, path: str) -> str | None:
+    """The path of the first NaN or infinite number inside a JSON value, or None.
+
+    `google.protobuf.Value` carries doubles, so NaN and infinities arrive on the wire, but JSON (and PostgreSQL's
+    jsonb) has no spelling for them: they are refused up front instead of failing at storage time.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if found := non_finite_path(item, f"{path}.{key}"):
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if found := non_finite_path(item, f"{path}[{index}]"):
+                return found
+    return None

@@ -16,6 +16,7 @@ from kalcifer_common.errors import FieldViolation, InvalidArgument
 from kalcifer_common.segments import LIST_OPERATORS, MAPPING_FIELDS, MATCHES, OPERATORS, SCALAR_FIELDS
 
 from kalcifer_api.domain.customers import PREFERENCE_CHANNELS
+from kalcifer_api.domain.marketing_common import non_finite_path
 
 MAX_NAME_LENGTH: Final = 200
 MAX_DESCRIPTION_LENGTH: Final = 2000
@@ -121,6 +122,12 @@ def _value_problem(operator: str, value: Any) -> str | None:
     return None
 
 
+def _finite_problem(value: Any) -> str | None:
+    if non_finite_path(value, "value"):
+        return "must hold only finite numbers (JSON has no NaN or infinity)"
+    return None
+
+
 def rule_violations(rules: Sequence[Mapping[str, Any]], path: str = "rules") -> list[FieldViolation]:
     """Every problem of every rule: unknown field or operator, operand of the wrong shape for its operator."""
     if not rules:
@@ -139,7 +146,11 @@ def rule_violations(rules: Sequence[Mapping[str, Any]], path: str = "rules") -> 
             violations.append(FieldViolation(f"{where}.operator", f"{described} (one of {', '.join(OPERATORS)})"))
             continue
         # A rule without a "value" key had no operand on the wire (unlike an explicit JSON null).
-        problem = _value_problem(operator, rule["value"]) if "value" in rule else "is required"
+        problem = (
+            (_value_problem(operator, rule["value"]) or _finite_problem(rule["value"]))
+            if "value" in rule
+            else "is required"
+        )
         if problem:
             violations.append(FieldViolation(f"{where}.value", problem))
     return violations

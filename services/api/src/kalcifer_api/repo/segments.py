@@ -11,6 +11,7 @@ from kalcifer_common.db.models import Journey, Segment
 from kalcifer_common.errors import AlreadyExists, FailedPrecondition, NotFound
 from kalcifer_common.pagination import PageCursor
 from sqlalchemy import delete, exists, func, select, tuple_
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kalcifer_api.domain.marketing_common import check_etag
@@ -34,6 +35,16 @@ def segment_record(row: Segment) -> SegmentRecord:
         create_time=row.create_time,
         update_time=row.update_time,
     )
+
+
+async def _flush_unique_name(session: AsyncSession, name: str) -> None:
+    """Flush; a concurrent writer that took the name between our check and our write is ALREADY_EXISTS too."""
+    try:
+        await session.flush()
+    except IntegrityError as error:
+        if "uq_segments_tenant_id_name" in str(error.orig):
+            raise AlreadyExists(f"a segment named {name!r} already exists") from None
+        raise
 
 
 class SegmentRepository(IdempotentRepository):
@@ -69,7 +80,7 @@ class SegmentRepository(IdempotentRepository):
                 rules=definition.rules,
             )
             session.add(row)
-            await session.flush()
+            await _flush_unique_name(session, definition.name)
             return segment_record(row)
 
         return await self._mutate(reply, work)
@@ -117,7 +128,7 @@ class SegmentRepository(IdempotentRepository):
                 setattr(row, name, getattr(definition, name))
             # Always an UPDATE, even when nothing changed: the revision (etag) and update_time move on every write.
             row.update_time = func.now()
-            await session.flush()
+            await _flush_unique_name(session, row.name)
             await session.refresh(row)
             return segment_record(row)
 
