@@ -1,0 +1,313 @@
+"""The key timer guarantees with the real engine process: instances wait, the scheduler resumes them on time,
+once, through a Redis flush; an event cancels an event wait's timeout for good.
+
+The engine runs as `python -m tests.integration.engine.engine_process` (the real composition root with the engine
+tests' node types added) because the built-in wait nodes cannot execute yet: `t_pause` waits like `wait` /
+`wait_until` (a negative `seconds` is a moment already past) and `t_await` like `wait_for_event`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+from kalcifer.engine.v1 import engine_pb2, engine_pb2_grpc
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.integration.scheduler.support import SchedulerProcess, new_token, scheduler_env
+from tests.support.databases import REPO_ROOT
+from tests.support.processes import free_port, wait_serving
+from tests.support.rpc import bearer
+
+SWEEP_SECONDS = 1.0
+
+
+@pytest.fixture(scope="module")
+def real_token() -> str:
+    """The internal token shared by the engine and the scheduler."""
+    return new_token()
+
+
+@pytest.fixture(scope="module")
+def ports() -> dict[str, int]:
+    """Ports of the engine and the scheduler, chosen before either starts (each needs the other's)."""
+    return {"engine": free_port(), "scheduler": free_port()}
+
+
+@pytest.fixture(scope="module")
+def engine_process(
+    sched_database_url: str, real_token: str, ports: dict[str, int], logs: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The real `kalcifer-engine`, arming its timers on the scheduler below."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": sched_database_url,
+        "KALCIFER_INTERNAL_TOKEN": real_token,
+        "ENGINE_PORT": str(ports["engine"]),
+        "SCHEDULER_ADDR": f"127.0.0.1:{ports['scheduler']}",
+        "LOG_FORMAT": "json",
+        "RPC_TIMEOUT_SECONDS": "3",
+    }
+    with (logs / "engine.log").open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.engine.engine_process"],
+            env=env,
+            stdout=log,
+            stderr=log,
+            cwd=REPO_ROOT,
+        )
+    try:
+        wait_serving(f"127.0.0.1:{ports['engine']}", process=process, timeout=30)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+@pytest.fixture(scope="module")
+def real_scheduler(
+    engine_process: subprocess.Popen[bytes],
+    sched_database_url: str,
+    sched_redis_url: str,
+    real_token: str,
+    ports: dict[str, int],
+    logs: Path,
+) -> Iterator[SchedulerProcess]:
+    """The scheduler, resuming into the real engine."""
+    env = scheduler_env(sched_database_url, sched_redis_url, f"127.0.0.1:{ports['engine']}", real_token)
+    process = SchedulerProcess(env, logs / "scheduler-real.log", port=ports["scheduler"]).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+async def engine_stub(
+    real_scheduler: SchedulerProcess, ports: dict[str, int]
+) -> AsyncIterator[engine_pb2_grpc.EngineServiceAsyncStub]:
+    """An EngineService client."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{ports['engine']}") as channel:
+        stub: engine_pb2_grpc.EngineServiceAsyncStub = engine_pb2_grpc.EngineServiceStub(channel)
+        yield stub
+
+
+@pytest.fixture(scope="module")
+async def tenant(sched_db: AsyncEngine) -> uuid.UUID:
+    """A tenant of this module."""
+    async with sched_db.begin() as connection:
+        tenant_id: uuid.UUID = (
+            await connection.execute(text("INSERT INTO tenants (name) VALUES ('timers') RETURNING id"))
+        ).scalar_one()
+    return tenant_id
+
+
+async def _flow(db: AsyncEngine, tenant: uuid.UUID, nodes: list[dict[str, Any]], edges: list[dict[str, str]]) -> str:
+    async with db.begin() as connection:
+        flow_id = (
+            await connection.execute(
+                text(
+                    "INSERT INTO flows (tenant_id, name, status, active_version_number)"
+                    " VALUES (:t, 'timers', 'active', 1) RETURNING id"
+                ),
+                {"t": tenant},
+            )
+        ).scalar_one()
+        await connection.execute(
+            text(
+                "INSERT INTO flow_versions (tenant_id, flow_id, version_number, status, graph)"
+                " VALUES (:t, :f, 1, 'active', CAST(:g AS jsonb))"
+            ),
+            {"t": tenant, "f": flow_id, "g": json.dumps({"nodes": nodes, "edges": edges})},
+        )
+    return str(flow_id)
+
+
+def _node(node_id: str, node_type: str, **config: Any) -> dict[str, Any]:
+    return {"id": node_id, "type": node_type, "config": config}
+
+
+async def _start(
+    stub: engine_pb2_grpc.EngineServiceAsyncStub, token: str, tenant: uuid.UUID, flow: str, count: int
+) -> list[str]:
+    async def one(i: int) -> str:
+        response = await stub.StartInstance(
+            engine_pb2.StartInstanceRequest(
+                tenant_id=str(tenant), flow_id=flow, participant_id=f"p-{i}-{uuid.uuid4()}"
+            ),
+            metadata=bearer(token),
+        )
+        return response.instance_id
+
+    return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+async def _rows(db: AsyncEngine, sql: str, **params: Any) -> list[Any]:
+    async with db.connect() as connection:
+        return list((await connection.execute(text(sql), params)).all())
+
+
+async def _all_completed(db: AsyncEngine, instance_ids: list[str], within: float) -> bool:
+    ids = [uuid.UUID(i) for i in instance_ids]
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        rows = await _rows(
+            db, "SELECT count(*) AS n FROM flow_instances WHERE id = ANY(:ids) AND status = 'completed'", ids=ids
+        )
+        if rows[0].n == len(ids):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def test_a_two_second_wait_resumes_the_instance_within_the_sweep_period(
+    engine_stub: engine_pb2_grpc.EngineServiceAsyncStub, real_token: str, tenant: uuid.UUID, sched_db: AsyncEngine
+) -> None:
+    flow = await _flow(
+        sched_db,
+        tenant,
+        [
+            _node("entry", "event_entry", event_type="signup"),
+            _node("pause", "t_pause", seconds=2),
+            _node("done", "t_end"),
+        ],
+        [{"source": "entry", "target": "pause"}, {"source": "pause", "target": "done"}],
+    )
+    [instance] = await _start(engine_stub, real_token, tenant, flow, 1)
+
+    assert await _all_completed(sched_db, [instance], within=2 + SWEEP_SECONDS + 3)
+    [wait] = await _rows(
+        sched_db,
+        "SELECT fire_time, resolved_time, create_time, status FROM waits WHERE instance_id = :i",
+        i=uuid.UUID(instance),
+    )
+    assert wait.status == "fired"
+    assert (wait.fire_time - wait.create_time).total_seconds() == pytest.approx(2, abs=0.01)
+    lateness = (wait.resolved_time - wait.fire_time).total_seconds()
+    assert 0 <= lateness <= SWEEP_SECONDS, lateness
+
+
+async def test_wait_until_in_the_past_resumes_at_once(
+    engine_stub: engine_pb2_grpc.EngineServiceAsyncStub, real_token: str, tenant: uuid.UUID, sched_db: AsyncEngine
+) -> None:
+    flow = await _flow(
+        sched_db,
+        tenant,
+        [
+            _node("entry", "event_entry", event_type="signup"),
+            _node("until", "t_pause", seconds=-86400),
+            _node("done", "t_end"),
+        ],
+        [{"source": "entry", "target": "until"}, {"source": "until", "target": "done"}],
+    )
+    started = time.monotonic()
+    [instance] = await _start(engine_stub, real_token, tenant, flow, 1)
+
+    assert await _all_completed(sched_db, [instance], within=3)
+    assert time.monotonic() - started < 1.0
+
+
+async def test_after_a_flush_100_waiting_instances_each_resume_exactly_once(
+    engine_stub: engine_pb2_grpc.EngineServiceAsyncStub,
+    real_token: str,
+    tenant: uuid.UUID,
+    sched_db: AsyncEngine,
+    sched_redis_url: str,
+) -> None:
+    flow = await _flow(
+        sched_db,
+        tenant,
+        [
+            _node("entry", "event_entry", event_type="signup"),
+            _node("pause", "t_pause", seconds=2),
+            _node("done", "t_end"),
+        ],
+        [{"source": "entry", "target": "pause"}, {"source": "pause", "target": "done"}],
+    )
+    instances = await _start(engine_stub, real_token, tenant, flow, 100)
+    redis = Redis.from_url(sched_redis_url)
+    try:
+        await asyncio.sleep(0.3)  # the engine's ScheduleResumes has landed
+        await redis.flushdb()  # this module's own db (FLUSHALL would empty other runs' dbs too)
+    finally:
+        await redis.aclose()
+
+    assert await _all_completed(sched_db, instances, within=2 + 2 * SWEEP_SECONDS + 5)
+    ids = [uuid.UUID(i) for i in instances]
+    steps = await _rows(
+        sched_db,
+        "SELECT instance_id, count(*) AS n FROM execution_steps WHERE instance_id = ANY(:ids) AND node_id = 'done'"
+        " GROUP BY instance_id",
+        ids=ids,
+    )
+    assert len(steps) == 100
+    assert all(step.n == 1 for step in steps)
+    waits = await _rows(
+        sched_db, "SELECT status, fire_time, resolved_time FROM waits WHERE instance_id = ANY(:ids)", ids=ids
+    )
+    assert len(waits) == 100
+    assert all(w.status == "fired" and w.resolved_time >= w.fire_time for w in waits)
+
+
+async def test_an_event_cancels_the_timeout_and_the_timeout_never_resumes(
+    engine_stub: engine_pb2_grpc.EngineServiceAsyncStub, real_token: str, tenant: uuid.UUID, sched_db: AsyncEngine
+) -> None:
+    flow = await _flow(
+        sched_db,
+        tenant,
+        [
+            _node("entry", "event_entry", event_type="signup"),
+            _node("opened", "t_await", event_type="email_opened", timeout=1),
+            _node("yes", "t_end"),
+            _node("no", "t_end"),
+        ],
+        [
+            {"source": "entry", "target": "opened"},
+            {"source": "opened", "target": "yes", "branch": "event_received"},
+            {"source": "opened", "target": "no", "branch": "timed_out"},
+        ],
+    )
+    [instance] = await _start(engine_stub, real_token, tenant, flow, 1)
+    [row] = await _rows(sched_db, "SELECT participant_id FROM flow_instances WHERE id = :i", i=uuid.UUID(instance))
+    async with sched_db.begin() as connection:
+        event_id = (
+            await connection.execute(
+                text(
+                    "INSERT INTO events (tenant_id, participant_id, event_type) VALUES (:t, :p, 'email_opened')"
+                    " RETURNING id"
+                ),
+                {"t": tenant, "p": row.participant_id},
+            )
+        ).scalar_one()
+    routed = await engine_stub.RouteEvent(
+        engine_pb2.RouteEventRequest(
+            tenant_id=str(tenant),
+            event_id=str(event_id),
+            participant_id=row.participant_id,
+            event_type="email_opened",
+            data=struct_pb2.Struct(),
+        ),
+        metadata=bearer(real_token),
+    )
+    assert routed.resumed == 1
+
+    await asyncio.sleep(1 + 2 * SWEEP_SECONDS + 0.5)  # past the timeout, and two sweeps
+    ran = [
+        r.node_id
+        for r in await _rows(
+            sched_db, "SELECT node_id FROM execution_steps WHERE instance_id = :i ORDER BY seq", i=uuid.UUID(instance)
+        )
+    ]
+    assert "yes" in ran
+    assert "no" not in ran
