@@ -159,6 +159,8 @@ def test_list_rejects_negative_page_size_and_foreign_tokens(stubs: Stubs, tenant
     )
     assert foreign.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert set(field_violations(foreign)) == {"page_token"}
+    bad_tag = rpc_error(lambda: stubs.customers.ListCustomers(C.ListCustomersRequest(tag=" a"), metadata=tenant.auth))
+    assert set(field_violations(bad_tag)) == {"tag"}
     forged = rpc_error(
         lambda: stubs.customers.ListCustomers(C.ListCustomersRequest(page_token="garbage!"), metadata=tenant.auth)
     )

@@ -83,23 +83,29 @@ def validated_external_id(value: str, path: str = "external_id") -> str:
     return value
 
 
+def tag_problem(tag: str) -> str | None:
+    """Why `tag` is not a tag (1 to 100 characters, no surrounding whitespace, no control characters), or None."""
+    if not tag.strip():
+        return "must not be empty"
+    if len(tag) > MAX_TAG_LENGTH:
+        return f"must be at most {MAX_TAG_LENGTH} characters"
+    if tag != tag.strip():
+        return f"{tag!r} must not start or end with whitespace"
+    if _CONTROL.search(tag):
+        return "must not contain control characters"
+    return None
+
+
 def tag_violations(tags: Iterable[str], path: str = "tags") -> list[FieldViolation]:
-    """Each tag: 1 to 100 characters, no surrounding whitespace, no control characters."""
-    violations: list[FieldViolation] = []
+    """Every bad tag of a list, named by index (`tags[1]`)."""
     listed = list(tags)
     if len(listed) > MAX_TAGS:
         return [FieldViolation(path, f"must hold at most {MAX_TAGS} tags")]
-    for index, tag in enumerate(listed):
-        where = f"{path}[{index}]"
-        if not tag.strip():
-            violations.append(FieldViolation(where, "must not be empty"))
-        elif len(tag) > MAX_TAG_LENGTH:
-            violations.append(FieldViolation(where, f"must be at most {MAX_TAG_LENGTH} characters"))
-        elif tag != tag.strip():
-            violations.append(FieldViolation(where, f"{tag!r} must not start or end with whitespace"))
-        elif _CONTROL.search(tag):
-            violations.append(FieldViolation(where, "must not contain control characters"))
-    return violations
+    return [
+        FieldViolation(f"{path}[{index}]", problem)
+        for index, tag in enumerate(listed)
+        if (problem := tag_problem(tag)) is not None
+    ]
 
 
 def validated_tags(tags: Iterable[str], path: str = "tags", *, required: bool = True) -> list[str]:

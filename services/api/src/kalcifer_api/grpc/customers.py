@@ -6,12 +6,14 @@ from typing import Any
 
 from google.protobuf.empty_pb2 import Empty
 from kalcifer.v1 import customer_pb2, customer_pb2_grpc
+from kalcifer_common.errors import InvalidArgument
 from kalcifer_common.pagination import PageCursor, decode_page_token, encode_page_token, page_size_of, time_key
 from kalcifer_common.rpc.errors import map_errors
 from kalcifer_common.structs import dict_to_struct, struct_to_dict
 
 from kalcifer_api.domain.customers import (
     CustomerRecord,
+    tag_problem,
     validated_channels,
     validated_external_id,
     validated_patch,
@@ -71,8 +73,8 @@ class CustomerServicer(customer_pb2_grpc.CustomerServiceServicer):
         self, request: customer_pb2.ListCustomersRequest, context: Any
     ) -> customer_pb2.ListCustomersResponse:
         limit = page_size_of(request.page_size)
-        if request.tag:
-            validated_tags([request.tag], "tag")
+        if request.tag and (problem := tag_problem(request.tag)):
+            raise InvalidArgument.single("tag", problem)
         query = {"list": "customers", "tag": request.tag}
         rows = await self._customers.list_page(
             tag=request.tag, limit=limit, after=decode_page_token(request.page_token, query=query)
