@@ -71,7 +71,7 @@ async def test_twenty_racing_starts_make_one_instance(
     results = await asyncio.gather(*(stub.StartInstance(request) for _ in range(20)), return_exceptions=True)
     started = [r for r in results if isinstance(r, engine_pb2.StartInstanceResponse)]
     refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
-    assert len(started) == 1
+    assert len(started) == 1, [(e.code(), e.details()) for e in refused][:3]
     assert len(refused) == 19
     assert {e.code() for e in refused} == {grpc.StatusCode.ALREADY_EXISTS}
     assert {error_info(e).reason for e in refused} == {"ALREADY_IN_FLOW"}

@@ -102,27 +102,18 @@ async def _route_in(
             raise NotFound("event", f"events/{event.event_id}")
         return RouteResult.from_json(stored.route_result or {})
     resumed: list[str] = []
-    waiting = await conn.execute(
-        select(_waits.c.id, _waits.c.instance_id)
-        .where(
-            _waits.c.tenant_id == event.tenant_id,
-            _waits.c.participant_id == event.participant_id,
-            _waits.c.event_type == event.event_type,
-            _waits.c.status == "pending",
-            _waits.c.kind == "event",
-        )
-        .order_by(_waits.c.instance_id, _waits.c.create_time, _waits.c.id)
-    )
-    for wait_id, instance_id in waiting.all():
+    waiting = await store.pending_event_waits(conn, event.tenant_id, event.participant_id, event.event_type)
+    for wait in waiting:
         outcome = await resume_in(
             rt,
             conn,
-            ResumeRequest(instance_id, wait_id, "event", dict(event.data), event_id=event.event_id),
+            ResumeRequest(wait.instance_id, wait.id, "event", dict(event.data), event_id=event.event_id),
             effects,
             now=now,
+            known_wait=wait,
         )
-        if outcome.applied and str(instance_id) not in resumed:
-            resumed.append(str(instance_id))
+        if outcome.applied and str(wait.instance_id) not in resumed:
+            resumed.append(str(wait.instance_id))
     started = await _start_matching_flows(rt, conn, event, effects, now=now)
     result = RouteResult(len(resumed), len(started), tuple(resumed + started))
     await conn.execute(update(_events).where(_events.c.id == event.event_id).values(route_result=result.to_json()))

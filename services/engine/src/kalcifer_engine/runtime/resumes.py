@@ -74,9 +74,19 @@ def filter_passes(expression: str | None, context: Mapping[str, Any], event: Map
 
 
 async def resume_in(
-    rt: Runtime, conn: AsyncConnection, request: ResumeRequest, effects: Effects, *, now: datetime
+    rt: Runtime,
+    conn: AsyncConnection,
+    request: ResumeRequest,
+    effects: Effects,
+    *,
+    now: datetime,
+    known_wait: store.WaitRow | None = None,
 ) -> ResumeOutcome:
-    """Apply one resume inside the caller's transaction (locks the instance row)."""
+    """Apply one resume inside the caller's transaction (locks the instance row).
+
+    `known_wait`: the wait row as the caller just read it (event routing), saving a read; its pending state is
+    still re-checked under the lock by the conditional update that fires it.
+    """
     instance = await store.lock_instance(conn, request.instance_id)
     if instance is None:
         return _ignored(request, WAIT_NOT_FOUND)
@@ -88,7 +98,7 @@ async def resume_in(
     if request.event_id is not None:
         meta["event_id"] = str(request.event_id)
     if by_event or held:
-        wait = await store.get_wait(conn, request.wait_id)
+        wait = known_wait if known_wait is not None else await store.get_wait(conn, request.wait_id)
         if wait is None or wait.instance_id != instance.id or wait.status != "pending":
             return _ignored(request, WAIT_NOT_FOUND)
         if by_event and wait.kind != "event":

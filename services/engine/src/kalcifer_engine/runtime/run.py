@@ -336,18 +336,17 @@ class InstanceRun:
         else:
             status, reason = "completed", None
         self.effects.deliveries += self.scope.delivery_ids
-        await store.insert_steps(conn, self.step_rows)
-        await store.insert_waits(conn, self.wait_rows)
-        finished = status in ("completed", "failed", "exited")
-        await store.save_instance(
+        await store.write_run(
             conn,
             self.instance.id,
+            steps=self.step_rows,
+            new_waits=self.wait_rows,
             status=status,
             current_nodes=self.current_nodes,
             context=self.context,
             exit_reason=reason,
             now=self.now,
-            finished=finished,
+            finished=status in ("completed", "failed", "exited"),
         )
         self.instance.status = status
         return status

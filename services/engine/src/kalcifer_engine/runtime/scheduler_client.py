@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
@@ -23,6 +24,7 @@ _log = get_logger(__name__)
 
 BATCH_LIMIT = 1000
 QUEUE_LIMIT = 100_000
+QUIET_SECONDS = 1.0
 
 
 def _timestamp(moment: datetime) -> Timestamp:
@@ -45,6 +47,9 @@ class SchedulerClient:
         self._channel: grpc.aio.Channel | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        # After a failed call the scheduler is left alone for a moment: requests made meanwhile are dropped (the
+        # sweeps find their rows) instead of costing every run a failing RPC.
+        self._quiet_until = 0.0
 
     def arm(self, timers: Iterable[tuple[uuid.UUID, uuid.UUID, datetime]]) -> None:
         """Ask for timers (instance id, wait id, fire time)."""
@@ -66,6 +71,9 @@ class SchedulerClient:
 
     def _kick(self) -> None:
         if self._closed:
+            return
+        if time.monotonic() < self._quiet_until:
+            self._arm, self._cancel, self._deliveries = [], [], []
             return
         pending = len(self._arm) + len(self._cancel) + len(self._deliveries)
         if pending > QUEUE_LIMIT:
@@ -115,8 +123,10 @@ class SchedulerClient:
                 if deliveries:
                     await stub.EnqueueDeliveries(scheduler_pb2.EnqueueDeliveriesRequest(delivery_ids=deliveries))
             except grpc.aio.AioRpcError as error:
+                self._quiet_until = time.monotonic() + QUIET_SECONDS
+                self._arm, self._cancel, self._deliveries = [], [], []
                 _log.info(
-                    "scheduler call failed; its sweep will catch up",
+                    "scheduler call failed; its sweep will catch up (requests dropped for a second)",
                     code=error.code().name,
                     timers=len(arm),
                     cancels=len(cancel),

@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 from typing import cast as typed
 
+import orjson
 from kalcifer_common.db.models import (
     LIVE_INSTANCE_STATUSES,
     AbAssignment,
@@ -307,16 +308,77 @@ async def save_instance(
     )
 
 
-async def insert_steps(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """A run's execution steps, in the order they ran (the identity `seq` follows the VALUES order)."""
-    if rows:
-        await conn.execute(insert(steps), list(rows))
+_STEP_COLUMNS = (
+    "id uuid, tenant_id uuid, instance_id uuid, node_id text, node_type text, version_number int, status text, "
+    "input jsonb, output jsonb, error text, attempt int, start_time timestamptz, end_time timestamptz"
+)
+_WAIT_ROW_COLUMNS = (
+    "id uuid, tenant_id uuid, instance_id uuid, node_id text, kind text, status text, fire_time timestamptz, "
+    "event_type text, event_filter text, participant_id text, branch_path jsonb, create_time timestamptz"
+)
 
 
-async def insert_waits(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """A run's new wait rows."""
-    if rows:
-        await conn.execute(insert(waits), list(rows))
+def _names(columns: str) -> str:
+    return ", ".join(column.split()[0] for column in columns.split(", "))
+
+
+# One statement, one round trip: the run's steps (in the order they ran, so `seq` follows it), its new waits and
+# the instance row. Data-modifying CTEs always run, whether or not the outer statement reads them.
+_WRITE_RUN = text(  # the f-string only splices the constant column lists above
+    f"""
+    WITH new_steps AS (
+        INSERT INTO execution_steps ({_names(_STEP_COLUMNS)})
+        SELECT {_names(_STEP_COLUMNS)}
+        FROM jsonb_to_recordset(CAST(:steps AS jsonb)) AS s({_STEP_COLUMNS}, ord int)
+        ORDER BY ord
+        RETURNING 1
+    ), new_waits AS (
+        INSERT INTO waits ({_names(_WAIT_ROW_COLUMNS)})
+        SELECT {_names(_WAIT_ROW_COLUMNS)} FROM jsonb_to_recordset(CAST(:waits AS jsonb)) AS w({_WAIT_ROW_COLUMNS})
+        RETURNING 1
+    )
+    UPDATE flow_instances
+    SET status = :status, current_nodes = CAST(:current_nodes AS jsonb), context = CAST(:context AS jsonb),
+        exit_reason = :exit_reason, end_time = :end_time, run_revision = run_revision + 1, lease_until = NULL,
+        update_time = :now
+    WHERE id = :instance_id
+    """  # noqa: S608
+)
+
+
+def _json_text(value: Any) -> str:
+    # asyncpg hands back its own UUID type, which orjson does not know; str() is its canonical form.
+    return orjson.dumps(value, default=str).decode()
+
+
+async def write_run(
+    conn: AsyncConnection,
+    instance_id: uuid.UUID,
+    *,
+    steps: Sequence[Mapping[str, Any]],
+    new_waits: Sequence[Mapping[str, Any]],
+    status: str,
+    current_nodes: list[str],
+    context: dict[str, Any],
+    exit_reason: str | None,
+    now: datetime,
+    finished: bool,
+) -> None:
+    """Write a run's steps, new waits and the instance's new state in one statement."""
+    await conn.execute(
+        _WRITE_RUN,
+        {
+            "steps": _json_text([{**step, "ord": n} for n, step in enumerate(steps)]),
+            "waits": _json_text(list(new_waits)),
+            "status": status,
+            "current_nodes": _json_text(current_nodes),
+            "context": _json_text(context),
+            "exit_reason": exit_reason,
+            "end_time": now if finished else None,
+            "now": now,
+            "instance_id": instance_id,
+        },
+    )
 
 
 async def fire_wait(
@@ -348,6 +410,24 @@ async def get_wait(conn: AsyncConnection, wait_id: uuid.UUID) -> WaitRow | None:
     """One wait row, whatever its status."""
     row = (await conn.execute(select(*_WAIT_COLUMNS).where(waits.c.id == wait_id))).first()
     return None if row is None else _wait(row)
+
+
+async def pending_event_waits(
+    conn: AsyncConnection, tenant_id: uuid.UUID, participant_id: str, event_type: str
+) -> list[WaitRow]:
+    """The participant's pending waits for `event_type`, in instance order (the lock order of every batch)."""
+    query = (
+        select(*_WAIT_COLUMNS)
+        .where(
+            waits.c.tenant_id == tenant_id,
+            waits.c.participant_id == participant_id,
+            waits.c.event_type == event_type,
+            waits.c.status == "pending",
+            waits.c.kind == "event",
+        )
+        .order_by(waits.c.instance_id, waits.c.create_time, waits.c.id)
+    )
+    return [_wait(row) for row in await conn.execute(query)]
 
 
 async def merge_wait_meta(conn: AsyncConnection, wait_id: uuid.UUID, meta: dict[str, Any]) -> None:
