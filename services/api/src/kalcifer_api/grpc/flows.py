@@ -13,22 +13,19 @@ from typing import Any
 from google.protobuf import empty_pb2
 from kalcifer.engine.v1 import engine_pb2
 from kalcifer.v1 import flow_pb2, flow_pb2_grpc
-from kalcifer_common.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from kalcifer_common.errors import FieldViolation, InvalidArgument
 from kalcifer_common.ids import parse_id
 from kalcifer_common.pagination import PageCursor, decode_page_token, encode_page_token, page_size_of, time_key
 from kalcifer_common.rpc.auth import current_tenant_id
 from kalcifer_common.rpc.errors import map_errors
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from kalcifer_api import flow_lifecycle
 from kalcifer_api.domain.flows import (
     MAX_CHANGELOG_LENGTH,
     MAX_DESCRIPTION_LENGTH,
-    SAME_VERSION,
-    VERSION_NOT_PUBLISHABLE,
     FlowRecord,
+    FlowVersionRecord,
     name_violations,
-    require_published_flow,
     require_version_number,
     text_violations,
     update_fields,
@@ -41,16 +38,7 @@ from kalcifer_api.grpc.flows_convert import (
     version_to_proto,
 )
 from kalcifer_api.grpc.flows_graph import graph_to_json
-from kalcifer_api.repo.flows import (
-    FlowRepository,
-    create_flow_in,
-    create_version_in,
-    delete_flow_in,
-    live_instances_elsewhere_in,
-    read_flow_in,
-    update_flow_in,
-    version_in,
-)
+from kalcifer_api.repo.flows import FlowRepository, FlowTransaction
 from kalcifer_api.repo.marketing_base import Reply
 
 _STRATEGIES = (flow_pb2.MIGRATION_STRATEGY_NEW_ENTRIES_ONLY, flow_pb2.MIGRATION_STRATEGY_MIGRATE_ALL)
@@ -87,16 +75,13 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
         re_entry = re_entry_of(flow.re_entry, "flow.re_entry")
         graph = graph_to_json(request.graph) if request.HasField("graph") else None
 
-        async def work(session: AsyncSession, tenant_id: uuid.UUID) -> FlowRecord:
-            if graph is not None:
-                await self._require_valid(tenant_id, graph)
-            return await create_flow_in(
-                session,
-                tenant_id,
+        async def work(tx: FlowTransaction) -> FlowRecord:
+            return await tx.create_flow(
                 name=flow.name.strip(),
                 description=flow.description,
                 re_entry=re_entry,
                 graph=graph,
+                validate=self._require_valid,
             )
 
         return await self._flows.write(_flow_reply("CreateFlow", request), work)
@@ -133,16 +118,16 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
         if "re_entry" in fields:
             values["re_entry"] = re_entry_of(flow.re_entry, "flow.re_entry")
 
-        async def work(session: AsyncSession, tenant_id: uuid.UUID) -> FlowRecord:
-            return await update_flow_in(session, tenant_id, flow_id, flow.etag, values)
+        async def work(tx: FlowTransaction) -> FlowRecord:
+            return await tx.update_flow(flow_id, flow.etag, values)
 
         return await self._flows.write(_flow_reply("UpdateFlow", request), work)
 
     async def DeleteFlow(self, request: flow_pb2.DeleteFlowRequest, context: Any) -> empty_pb2.Empty:
         flow_id = parse_id(request.id, "id")
 
-        async def work(session: AsyncSession, tenant_id: uuid.UUID) -> None:
-            await delete_flow_in(session, tenant_id, flow_id, request.etag)
+        async def work(tx: FlowTransaction) -> None:
+            await tx.delete_flow(flow_id, request.etag)
 
         reply: Reply[None, empty_pb2.Empty] = Reply(
             method="DeleteFlow", request=request, response_type=empty_pb2.Empty, present=lambda _: empty_pb2.Empty()
@@ -159,17 +144,12 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
         _raise_if(violations)
         graph = graph_to_json(request.graph)
 
-        async def work(session: AsyncSession, tenant_id: uuid.UUID) -> Any:
-            return await create_version_in(
-                session,
-                tenant_id,
-                flow_id,
-                graph=graph,
-                changelog=request.changelog,
-                validate=lambda: self._require_valid(tenant_id, graph),
+        async def work(tx: FlowTransaction) -> FlowVersionRecord:
+            return await tx.create_version(
+                flow_id, graph=graph, changelog=request.changelog, validate=self._require_valid
             )
 
-        reply: Reply[Any, flow_pb2.FlowVersion] = Reply(
+        reply: Reply[FlowVersionRecord, flow_pb2.FlowVersion] = Reply(
             method="CreateFlowVersion",
             request=request,
             response_type=flow_pb2.FlowVersion,
@@ -216,27 +196,24 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
     async def ActivateFlow(self, request: flow_pb2.ActivateFlowRequest, context: Any) -> flow_pb2.Flow:
         flow_id = parse_id(request.id, "id")
 
-        async def work(session: AsyncSession, tenant_id: uuid.UUID) -> FlowRecord:
-            await flow_lifecycle.activate_flow(session, tenant_id, flow_id, self._engine)
-            return await read_flow_in(session, tenant_id, flow_id)
+        async def work(tx: FlowTransaction) -> FlowRecord:
+            return await tx.activate(flow_id, self._engine)
 
         return await self._flows.write(_flow_reply("ActivateFlow", request), work)
 
     async def PauseFlow(self, request: flow_pb2.PauseFlowRequest, context: Any) -> flow_pb2.Flow:
         flow_id = parse_id(request.id, "id")
 
-        async def work(session: AsyncSession, tenant_id: uuid.UUID) -> FlowRecord:
-            await flow_lifecycle.pause_flow(session, tenant_id, flow_id)
-            return await read_flow_in(session, tenant_id, flow_id)
+        async def work(tx: FlowTransaction) -> FlowRecord:
+            return await tx.pause(flow_id)
 
         return await self._flows.write(_flow_reply("PauseFlow", request), work)
 
     async def ResumeFlow(self, request: flow_pb2.ResumeFlowRequest, context: Any) -> flow_pb2.Flow:
         flow_id = parse_id(request.id, "id")
 
-        async def work(session: AsyncSession, tenant_id: uuid.UUID) -> FlowRecord:
-            await flow_lifecycle.resume_flow(session, tenant_id, flow_id)
-            return await read_flow_in(session, tenant_id, flow_id)
+        async def work(tx: FlowTransaction) -> FlowRecord:
+            return await tx.resume(flow_id)
 
         answer = await self._flows.write(_flow_reply("ResumeFlow", request), work)
         await flow_lifecycle.release_held_resumes(self._engine, current_tenant_id(), flow_id)
@@ -245,38 +222,12 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
     async def ArchiveFlow(self, request: flow_pb2.ArchiveFlowRequest, context: Any) -> flow_pb2.Flow:
         flow_id = parse_id(request.id, "id")
 
-        async def work(session: AsyncSession, tenant_id: uuid.UUID) -> FlowRecord:
-            await flow_lifecycle.archive_flow(session, tenant_id, flow_id)
-            return await read_flow_in(session, tenant_id, flow_id)
+        async def work(tx: FlowTransaction) -> FlowRecord:
+            return await tx.archive(flow_id)
 
         return await self._flows.write(_flow_reply("ArchiveFlow", request), work)
 
     # -- versions going live ---------------------------------------------------------------------------------------
-
-    async def _publish(
-        self, session: AsyncSession, tenant_id: uuid.UUID, flow_id: uuid.UUID, number: int, *, rollback: bool
-    ) -> FlowRecord:
-        """Make version `number` the active one: a DRAFT version (migrate) or a formerly active one (rollback)."""
-        flow = await flow_lifecycle.lock_flow(session, tenant_id, flow_id)
-        require_published_flow(flow.status, flow.id)
-        version = await version_in(session, tenant_id, flow_id, number)
-        if flow.active_version_number == number:
-            raise FailedPrecondition(
-                SAME_VERSION,
-                f"version {number} is already the active version of flow {flow_id}",
-                metadata={"flow_id": str(flow_id), "version_number": str(number)},
-            )
-        publishable = version.status != "draft" if rollback else version.status == "draft"
-        if not publishable:
-            what = "was never published; publish it with MigrateFlowVersion" if rollback else "is not a DRAFT"
-            raise FailedPrecondition(
-                VERSION_NOT_PUBLISHABLE,
-                f"version {number} of flow {flow_id} {what}",
-                metadata={"flow_id": str(flow_id), "version_number": str(number), "status": version.status.upper()},
-            )
-        await self._require_valid(tenant_id, version.graph)
-        await flow_lifecycle.publish_version(session, flow, version)
-        return await read_flow_in(session, tenant_id, flow_id)
 
     async def MigrateFlowVersion(
         self, request: flow_pb2.MigrateFlowVersionRequest, context: Any
@@ -295,9 +246,9 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
 
         if request.strategy == flow_pb2.MIGRATION_STRATEGY_NEW_ENTRIES_ONLY:
 
-            async def publish_only(session: AsyncSession, tenant_id: uuid.UUID) -> int:
-                await self._publish(session, tenant_id, flow_id, number, rollback=False)
-                return await live_instances_elsewhere_in(session, tenant_id, flow_id, number)
+            async def publish_only(tx: FlowTransaction) -> int:
+                await tx.publish(flow_id, number, rollback=False, validate=self._require_valid)
+                return await tx.live_instances_elsewhere(flow_id, number)
 
             reply: Reply[int, flow_pb2.MigrateFlowVersionResponse] = Reply(
                 method="MigrateFlowVersion",
@@ -307,15 +258,15 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
             )
             return await self._flows.write(reply, publish_only)
 
-        async def publish(session: AsyncSession, tenant_id: uuid.UUID) -> FlowRecord:
-            return await self._publish(session, tenant_id, flow_id, number, rollback=False)
+        async def publish(tx: FlowTransaction) -> FlowRecord:
+            return await tx.publish(flow_id, number, rollback=False, validate=self._require_valid)
 
         await self._flows.write(_flow_reply("MigrateFlowVersion.publish", request), publish)
 
-        async def migrate(session: AsyncSession, tenant_id: uuid.UUID) -> engine_pb2.MigrateInstancesResponse:
+        async def migrate(tx: FlowTransaction) -> engine_pb2.MigrateInstancesResponse:
             answer: engine_pb2.MigrateInstancesResponse = await self._engine.stub.MigrateInstances(
                 engine_pb2.MigrateInstancesRequest(
-                    tenant_id=str(tenant_id),
+                    tenant_id=str(tx.tenant_id),
                     flow_id=str(flow_id),
                     to_version_number=number,
                     strategy=request.strategy,
@@ -337,8 +288,8 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
         flow_id = parse_id(request.flow_id, "flow_id")
         number = require_version_number(request.version_number)
 
-        async def work(session: AsyncSession, tenant_id: uuid.UUID) -> FlowRecord:
-            return await self._publish(session, tenant_id, flow_id, number, rollback=True)
+        async def work(tx: FlowTransaction) -> FlowRecord:
+            return await tx.publish(flow_id, number, rollback=True, validate=self._require_valid)
 
         return await self._flows.write(_flow_reply("RollbackFlowVersion", request), work)
 

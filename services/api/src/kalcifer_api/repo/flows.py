@@ -1,8 +1,9 @@
 """Flows and flow versions in PostgreSQL, always scoped to the calling tenant.
 
-Reads open their own session. Writes run through `write`: one transaction, with `request_id` replay, in which
-the servicer's work calls the `*_in` steps below (and `kalcifer_api.flow_lifecycle`) on the same session. Every
-step that changes a flow locks its row first (`lock_flow`), so two writers of one flow serialize.
+Reads open their own session. Writes run through `FlowRepository.write`: one transaction, with `request_id`
+replay, handed to the servicer's work as a `FlowTransaction` (the steps below and `kalcifer_api.flow_lifecycle`
+on that transaction's session), so the servicer composes steps without ever seeing SQL. Every step that changes
+a flow locks its row first (`lock_flow`), so two writers of one flow serialize.
 """
 
 from __future__ import annotations
@@ -19,18 +20,25 @@ from kalcifer_common.pagination import PageCursor
 from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kalcifer_api import flow_lifecycle
 from kalcifer_api.domain.flows import (
     FLOW_IN_USE,
+    SAME_VERSION,
+    VERSION_NOT_PUBLISHABLE,
     FlowRecord,
     FlowVersionRecord,
     VersionCount,
     check_etag,
     require_draft,
+    require_published_flow,
 )
+from kalcifer_api.engine_client import EngineClient
 from kalcifer_api.flow_lifecycle import INVALID_TRANSITION, lock_flow
 from kalcifer_api.repo.marketing_base import IdempotentRepository, Reply
 
 _Result = TypeVar("_Result")
+# Checks a graph for a tenant (the engine's ValidateGraph); raises INVALID_ARGUMENT with the violations.
+GraphCheck = Callable[[uuid.UUID, dict[str, Any]], Awaitable[None]]
 _Response = TypeVar("_Response", bound=Message)
 
 LIVE_STATUSES = ("running", "waiting", "paused")
@@ -144,7 +152,7 @@ async def create_version_in(
     *,
     graph: dict[str, Any],
     changelog: str,
-    validate: Callable[[], Awaitable[None]],
+    validate: GraphCheck,
 ) -> FlowVersionRecord:
     """DRAFT version N+1 with `graph`, once `validate()` passed; refused for an ARCHIVED flow."""
     flow = await lock_flow(session, tenant_id, flow_id)
@@ -154,7 +162,7 @@ async def create_version_in(
             f"flow {flow.id} is ARCHIVED; it takes no new versions",
             metadata={"flow_id": str(flow.id), "status": "ARCHIVED"},
         )
-    await validate()
+    await validate(tenant_id, graph)
     latest = await session.scalar(
         select(func.coalesce(func.max(FlowVersion.version_number), 0)).where(FlowVersion.flow_id == flow.id)
     )
@@ -202,19 +210,126 @@ async def live_instances_elsewhere_in(
     return int(count or 0)
 
 
+async def publish_in(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    flow_id: uuid.UUID,
+    version_number: int,
+    *,
+    rollback: bool,
+    validate: GraphCheck,
+) -> FlowRecord:
+    """Make a version the active one: a DRAFT version (MigrateFlowVersion) or a formerly active one (rollback).
+
+    FLOW_NOT_ACTIVE unless the flow is ACTIVE or PAUSED; NOT_FOUND for an unknown version; SAME_VERSION when it is
+    already active; VERSION_NOT_PUBLISHABLE when it is not a draft (or, for a rollback, was never published). The
+    graph is validated again: a tenant's webhook type it uses may have been deleted since.
+    """
+    flow = await lock_flow(session, tenant_id, flow_id)
+    require_published_flow(flow.status, flow.id)
+    version = await version_in(session, tenant_id, flow_id, version_number)
+    if flow.active_version_number == version_number:
+        raise FailedPrecondition(
+            SAME_VERSION,
+            f"version {version_number} is already the active version of flow {flow_id}",
+            metadata={"flow_id": str(flow_id), "version_number": str(version_number)},
+        )
+    publishable = version.status != "draft" if rollback else version.status == "draft"
+    if not publishable:
+        what = "was never published; publish it with MigrateFlowVersion" if rollback else "is not a DRAFT"
+        raise FailedPrecondition(
+            VERSION_NOT_PUBLISHABLE,
+            f"version {version_number} of flow {flow_id} {what}",
+            metadata={
+                "flow_id": str(flow_id),
+                "version_number": str(version_number),
+                "status": version.status.upper(),
+            },
+        )
+    await validate(tenant_id, version.graph)
+    await flow_lifecycle.publish_version(session, flow, version)
+    return await read_flow_in(session, tenant_id, flow_id)
+
+
+class FlowTransaction:
+    """The steps of one write transaction on the calling tenant's flows; each returns the domain result."""
+
+    def __init__(self, session: AsyncSession, tenant_id: uuid.UUID) -> None:
+        self._session = session
+        self.tenant_id = tenant_id
+
+    async def create_flow(
+        self, *, name: str, description: str, re_entry: str, graph: dict[str, Any] | None, validate: GraphCheck
+    ) -> FlowRecord:
+        """A DRAFT flow; a given graph is validated and becomes DRAFT version 1."""
+        if graph is not None:
+            await validate(self.tenant_id, graph)
+        return await create_flow_in(
+            self._session, self.tenant_id, name=name, description=description, re_entry=re_entry, graph=graph
+        )
+
+    async def update_flow(self, flow_id: uuid.UUID, etag: str, values: dict[str, str]) -> FlowRecord:
+        """See `update_flow_in`."""
+        return await update_flow_in(self._session, self.tenant_id, flow_id, etag, values)
+
+    async def delete_flow(self, flow_id: uuid.UUID, etag: str) -> None:
+        """See `delete_flow_in`."""
+        await delete_flow_in(self._session, self.tenant_id, flow_id, etag)
+
+    async def create_version(
+        self, flow_id: uuid.UUID, *, graph: dict[str, Any], changelog: str, validate: GraphCheck
+    ) -> FlowVersionRecord:
+        """See `create_version_in`."""
+        return await create_version_in(
+            self._session, self.tenant_id, flow_id, graph=graph, changelog=changelog, validate=validate
+        )
+
+    async def activate(self, flow_id: uuid.UUID, engine: EngineClient) -> FlowRecord:
+        """DRAFT -> ACTIVE (`flow_lifecycle.activate_flow`)."""
+        await flow_lifecycle.activate_flow(self._session, self.tenant_id, flow_id, engine)
+        return await read_flow_in(self._session, self.tenant_id, flow_id)
+
+    async def pause(self, flow_id: uuid.UUID) -> FlowRecord:
+        """ACTIVE -> PAUSED (`flow_lifecycle.pause_flow`)."""
+        await flow_lifecycle.pause_flow(self._session, self.tenant_id, flow_id)
+        return await read_flow_in(self._session, self.tenant_id, flow_id)
+
+    async def resume(self, flow_id: uuid.UUID) -> FlowRecord:
+        """PAUSED -> ACTIVE (`flow_lifecycle.resume_flow`); the caller releases held resumes after the commit."""
+        await flow_lifecycle.resume_flow(self._session, self.tenant_id, flow_id)
+        return await read_flow_in(self._session, self.tenant_id, flow_id)
+
+    async def archive(self, flow_id: uuid.UUID) -> FlowRecord:
+        """ACTIVE or PAUSED -> ARCHIVED (`flow_lifecycle.archive_flow`)."""
+        await flow_lifecycle.archive_flow(self._session, self.tenant_id, flow_id)
+        return await read_flow_in(self._session, self.tenant_id, flow_id)
+
+    async def publish(
+        self, flow_id: uuid.UUID, version_number: int, *, rollback: bool, validate: GraphCheck
+    ) -> FlowRecord:
+        """See `publish_in`."""
+        return await publish_in(
+            self._session, self.tenant_id, flow_id, version_number, rollback=rollback, validate=validate
+        )
+
+    async def live_instances_elsewhere(self, flow_id: uuid.UUID, version_number: int) -> int:
+        """Live instances of the flow on versions other than `version_number`."""
+        return await live_instances_elsewhere_in(self._session, self.tenant_id, flow_id, version_number)
+
+
 class FlowRepository(IdempotentRepository):
     """The calling tenant's flows and versions."""
 
     async def write(
         self,
         reply: Reply[_Result, _Response],
-        work: Callable[[AsyncSession, uuid.UUID], Awaitable[_Result]],
+        work: Callable[[FlowTransaction], Awaitable[_Result]],
     ) -> _Response:
-        """Run `work(session, tenant_id)` in one transaction with `request_id` replay (see `IdempotentRepository`)."""
+        """Run `work` in one transaction with `request_id` replay (see `IdempotentRepository`)."""
         tenant_id = self.tenant_id
 
         async def scoped(session: AsyncSession) -> _Result:
-            return await work(session, tenant_id)
+            return await work(FlowTransaction(session, tenant_id))
 
         return await self._mutate(reply, scoped)
 
