@@ -1,35 +1,30 @@
-"""flow_lifecycle steps on the real database, with a stand-in engine that answers ValidateGraph."""
+"""flow_lifecycle steps on the real database, validated by the real engine process, as JourneyService uses them."""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
-from typing import Any, cast
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
-from kalcifer.engine.v1 import engine_pb2
-from kalcifer.v1 import flow_pb2
 from kalcifer_api import flow_lifecycle
 from kalcifer_api.engine_client import EngineClient
 from kalcifer_common.db.models import Flow, FlowInstance, FlowVersion, Tenant, Wait
 from kalcifer_common.errors import FailedPrecondition, InvalidArgument, NotFound
+from kalcifer_common.settings import ApiSettings
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-
-@dataclass
-class _Stub:
-    violations: list[flow_pb2.GraphViolation] = field(default_factory=list)
-    seen: list[engine_pb2.ValidateGraphRequest] = field(default_factory=list)
-
-    async def ValidateGraph(self, request: engine_pb2.ValidateGraphRequest) -> engine_pb2.ValidateGraphResponse:
-        self.seen.append(request)
-        return engine_pb2.ValidateGraphResponse(valid=not self.violations, violations=self.violations)
+from tests.support.processes import Suite
 
 
-@dataclass
-class _Engine:
-    stub: _Stub = field(default_factory=_Stub)
+@pytest.fixture
+async def engine(suite: Suite) -> AsyncIterator[EngineClient]:
+    client = EngineClient(
+        ApiSettings(engine_addr=suite.address("engine"), kalcifer_internal_token=suite.internal_token)
+    )
+    yield client
+    await client.close()
 
 
 GRAPH: dict[str, Any] = {
@@ -38,8 +33,18 @@ GRAPH: dict[str, Any] = {
 }
 
 
+BROKEN: dict[str, Any] = {
+    "nodes": [{"id": "start", "type": "event_entry", "config": {"event_type": "signup"}}, {"id": "x", "type": "nope"}],
+    "edges": [{"source": "start", "target": "x"}],
+}
+
+
 async def _flow(
-    sessions: async_sessionmaker[AsyncSession], *, status: str = "draft", versions: tuple[str, ...] = ("draft",)
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    status: str = "draft",
+    versions: tuple[str, ...] = ("draft",),
+    graph: dict[str, Any] = GRAPH,
 ) -> tuple[uuid.UUID, uuid.UUID]:
     async with sessions.begin() as session:
         tenant = Tenant(id=uuid.uuid4(), name="lifecycle")
@@ -51,7 +56,7 @@ async def _flow(
         for number, version_status in enumerate(versions, start=1):
             session.add(
                 FlowVersion(
-                    tenant_id=tenant.id, flow_id=flow.id, version_number=number, status=version_status, graph=GRAPH
+                    tenant_id=tenant.id, flow_id=flow.id, version_number=number, status=version_status, graph=graph
                 )
             )
         return tenant.id, flow.id
@@ -84,11 +89,12 @@ async def _instance(
         return instance.id
 
 
-async def test_activate_publishes_the_newest_draft(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def test_activate_publishes_the_newest_draft(
+    sessions: async_sessionmaker[AsyncSession], engine: EngineClient
+) -> None:
     tenant_id, flow_id = await _flow(sessions, versions=("draft", "draft"))
-    engine = _Engine()
     async with sessions.begin() as session:
-        await flow_lifecycle.activate_flow(session, tenant_id, flow_id, cast(EngineClient, engine))
+        await flow_lifecycle.activate_flow(session, tenant_id, flow_id, engine)
     async with sessions() as session:
         flow = await session.get_one(Flow, flow_id)
         rows = await session.execute(
@@ -96,19 +102,17 @@ async def test_activate_publishes_the_newest_draft(sessions: async_sessionmaker[
         )
         statuses = {number: status for number, status in rows}
     assert (flow.status, flow.active_version_number, statuses) == ("active", 2, {1: "draft", 2: "active"})
-    assert engine.stub.seen[0].tenant_id == str(tenant_id)
-    assert engine.stub.seen[0].graph.nodes[0].config["event_type"] == "signup"
 
 
 async def test_activate_refuses_an_invalid_graph_and_changes_nothing(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: async_sessionmaker[AsyncSession], engine: EngineClient
 ) -> None:
-    tenant_id, flow_id = await _flow(sessions)
-    engine = _Engine(_Stub([flow_pb2.GraphViolation(field="nodes[0].config.event_type", description="bad")]))
+    tenant_id, flow_id = await _flow(sessions, graph=BROKEN)
     with pytest.raises(InvalidArgument) as raised:
         async with sessions.begin() as session:
-            await flow_lifecycle.activate_flow(session, tenant_id, flow_id, cast(EngineClient, engine))
-    assert [v.field for v in raised.value.violations] == ["nodes[0].config.event_type"]
+            await flow_lifecycle.activate_flow(session, tenant_id, flow_id, engine)
+    assert [v.field for v in raised.value.violations] == ["nodes[1].type"]
+    assert raised.value.violations[0].description == 'node "x" has unknown type "nope"'
     async with sessions() as session:
         assert (await session.get_one(Flow, flow_id)).status == "draft"
 
@@ -118,12 +122,16 @@ async def test_activate_refuses_an_invalid_graph_and_changes_nothing(
     [("draft", (), "NO_DRAFT_VERSION"), ("active", ("active",), "INVALID_TRANSITION")],
 )
 async def test_activate_preconditions(
-    sessions: async_sessionmaker[AsyncSession], status: str, versions: tuple[str, ...], reason: str
+    sessions: async_sessionmaker[AsyncSession],
+    engine: EngineClient,
+    status: str,
+    versions: tuple[str, ...],
+    reason: str,
 ) -> None:
     tenant_id, flow_id = await _flow(sessions, status=status, versions=versions)
     with pytest.raises(FailedPrecondition) as raised:
         async with sessions.begin() as session:
-            await flow_lifecycle.activate_flow(session, tenant_id, flow_id, cast(EngineClient, _Engine()))
+            await flow_lifecycle.activate_flow(session, tenant_id, flow_id, engine)
     assert raised.value.reason == reason
 
 

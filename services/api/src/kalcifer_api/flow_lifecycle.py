@@ -14,6 +14,7 @@ pending waits. After a resume commits, the caller asks the engine to apply the r
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 
@@ -65,8 +66,9 @@ def _refuse(flow: Flow, action: str, allowed: str) -> FailedPrecondition:
 
 def _naming_the_node(violation: flow_pb2.GraphViolation) -> str:
     """The description, led by the node's id when it does not name it already (field paths only index nodes)."""
-    if violation.node_id and violation.node_id not in violation.description:
-        return f"node {violation.node_id!r}: {violation.description}"
+    quoted = json.dumps(violation.node_id)  # how the engine quotes ids in its descriptions
+    if violation.node_id and quoted not in violation.description:
+        return f"node {quoted}: {violation.description}"
     return violation.description
 
 
