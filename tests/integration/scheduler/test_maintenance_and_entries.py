@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -138,3 +138,60 @@ async def test_segment_entry_starts_members_who_are_not_in_yet_once(
     assert sorted(start.participant_id for start in mine) == ["ann", "cy"]
     assert {start.entry_node_id for start in mine} == {"entry"}
     assert all(start.request_id.endswith(":0") for start in mine)
+
+
+async def test_a_scheduled_journey_enters_its_audience_at_its_cron_minute_only(
+    sched_db: AsyncEngine, engine: RecordingEngine
+) -> None:
+    tenant, flow, segment = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    journeys = {"monday_nine_paris": uuid.uuid4(), "never_now": uuid.uuid4()}
+    graph = {"nodes": [{"id": "go", "type": "event_entry", "config": {"event_type": "x"}}], "edges": []}
+    async with sched_db.begin() as connection:
+        await connection.execute(text("INSERT INTO tenants (id, name) VALUES (:id, 'journeys')"), {"id": tenant})
+        await connection.execute(
+            text(
+                "INSERT INTO flows (id, tenant_id, name, status, active_version_number)"
+                " VALUES (:id, :t, 'j', 'active', 1)"
+            ),
+            {"id": flow, "t": tenant},
+        )
+        await connection.execute(
+            text(
+                "INSERT INTO flow_versions (tenant_id, flow_id, version_number, status, graph)"
+                " VALUES (:t, :f, 1, 'active', CAST(:g AS jsonb))"
+            ),
+            {"t": tenant, "f": flow, "g": json.dumps(graph)},
+        )
+        await connection.execute(
+            text("INSERT INTO segments (id, tenant_id, name, match, rules) VALUES (:id, :t, 'all', 'all', '[]')"),
+            {"id": segment, "t": tenant},
+        )
+        for external_id in ("dee", "eve"):
+            await connection.execute(
+                text("INSERT INTO customers (tenant_id, external_id) VALUES (:t, :e)"), {"t": tenant, "e": external_id}
+            )
+        for name, schedule in (
+            ("monday_nine_paris", {"cron": "0 9 * * 1", "timezone": "Europe/Paris"}),
+            ("never_now", {"cron": "0 3 1 1 *", "timezone": ""}),
+        ):
+            await connection.execute(
+                text(
+                    "INSERT INTO journeys (id, tenant_id, flow_id, name, status, audience_segment_id, entry_schedule)"
+                    " VALUES (:id, :t, :f, :n, 'active', :s, CAST(:e AS jsonb))"
+                ),
+                {"id": journeys[name], "t": tenant, "f": flow, "n": name, "s": segment, "e": json.dumps(schedule)},
+            )
+    monday_nine_paris = datetime(2026, 11, 30, 8, 0, 37, tzinfo=UTC)
+    async with grpc.aio.insecure_channel(engine.address) as channel:
+        entries = ScheduledEntries(sched_db, engine_pb2_grpc.EngineServiceStub(channel))
+        too_early = await entries.run_once(monday_nine_paris - timedelta(minutes=5))
+        on_time = await entries.run_once(monday_nine_paris)
+        again = await entries.run_once(monday_nine_paris + timedelta(seconds=20))
+
+    assert (too_early, on_time, again) == (0, 2, 0)
+    mine = [start for start in engine.starts if start.flow_id == str(flow)]
+    assert sorted(start.participant_id for start in mine) == ["dee", "eve"]
+    assert {start.request_id.rsplit(":", 1)[0] for start in mine} == {
+        f"journey:{journeys['monday_nine_paris']}:2026-11-30T08:00Z"
+    }
+    assert {start.entry_node_id for start in mine} == {""}

@@ -1,18 +1,24 @@
-"""Scheduled entries on the `flow_triggers` queue: segment members enter the flows that start on their segment.
+"""Scheduled entries on the `flow_triggers` queue: segment members enter flows and journeys.
 
-Every run (an arq cron job, unique across replicas) looks at each active flow whose active version has a
-`segment_entry` trigger, evaluates the segment's rules (`kalcifer_common.segments`, the one implementation the
-API and engine use too) over the tenant's customers, and starts an instance through `EngineService.StartInstance`
-for each member who is not in the flow: not live in it, or, when the flow's re-entry policy is `never`, never
-entered at all. The StartInstance request id names the flow, the node, the participant and how many instances
-they had, so two replicas or a retried run start the same entry once. The engine's unique live-instance index
-stays the final guard (ALREADY_EXISTS is taken as "already in").
+Every run (an arq cron job each minute, unique across replicas):
+- each active flow whose active version has a `segment_entry` trigger: the segment's members who are not in the
+  flow start at that trigger;
+- each active journey with an entry schedule and an audience whose cron matched this minute or the previous one
+  (in the schedule's timezone): the audience's members who are not in the journey's flow start it.
+
+Membership is `kalcifer_common.segments` (the one implementation the API and engine use too). "Not in" is: no
+live instance, or, when the re-entry policy is `never`, no instance ever. Each StartInstance carries a request id
+naming the entry (flow and node and how many instances the participant had, or journey and schedule slot) and the
+participant, so two replicas, a retried run or a slot seen twice start one instance. The engine's unique
+live-instance index stays the final guard (ALREADY_EXISTS is taken as "already in").
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import grpc
 from kalcifer.engine.v1 import engine_pb2, engine_pb2_grpc
@@ -20,6 +26,8 @@ from kalcifer_common import segments
 from kalcifer_common.logging import get_logger
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from kalcifer_scheduler.cron_schedule import CronSchedule
 
 _log = get_logger(__name__)
 
@@ -53,13 +61,33 @@ _CANDIDATES = text(
 )
 
 
+_SCHEDULED_JOURNEYS = text(
+    """
+    SELECT j.id, j.tenant_id, j.flow_id, j.re_entry, j.audience_segment_id, j.entry_schedule
+    FROM journeys j JOIN flows f ON f.id = j.flow_id
+    WHERE j.status = 'active' AND f.status = 'active'
+      AND j.entry_schedule IS NOT NULL AND j.audience_segment_id IS NOT NULL
+    """
+)
+
+
 @dataclass(frozen=True, slots=True)
 class _EntryPoint:
+    """Where members of a segment enter: a flow (at one trigger node, or all when empty) under a re-entry policy."""
+
     tenant_id: uuid.UUID
     flow_id: uuid.UUID
     re_entry: str
     node_id: str
     segment_id: str
+    # Request ids are `<key>:<participant>`, plus `:<instances they had>` when the key has no slot in it.
+    key: str
+    per_generation: bool
+
+    def request_id(self, participant_id: str, entered: int) -> str:
+        """The StartInstance request id of this participant's entry here."""
+        base = f"{self.key}:{participant_id}"
+        return f"{base}:{entered}" if self.per_generation else base
 
 
 class ScheduledEntries:
@@ -69,10 +97,11 @@ class ScheduledEntries:
         self._db = db
         self._engine = engine
 
-    async def run_once(self) -> int:
-        """One pass over every segment_entry flow; returns how many instances were started."""
+    async def run_once(self, now: datetime | None = None) -> int:
+        """One pass over every segment_entry flow and scheduled journey; returns how many instances started."""
         started = 0
-        for entry in await self._entry_points():
+        points = await self._entry_points() + await self._journey_points(now or datetime.now(UTC))
+        for entry in points:
             if started >= _MAX_STARTS_PER_RUN:
                 break
             started += await self._enter(entry, _MAX_STARTS_PER_RUN - started)
@@ -88,8 +117,46 @@ class ScheduledEntries:
             for node in (row.graph or {}).get("nodes", []):
                 config = node.get("config") or {}
                 if node.get("type") == "segment_entry" and isinstance(config.get("segment_id"), str):
+                    node_id = str(node.get("id"))
                     points.append(
-                        _EntryPoint(row.tenant_id, row.flow_id, row.re_entry, str(node.get("id")), config["segment_id"])
+                        _EntryPoint(
+                            row.tenant_id,
+                            row.flow_id,
+                            row.re_entry,
+                            node_id,
+                            config["segment_id"],
+                            key=f"segment_entry:{row.flow_id}:{node_id}",
+                            per_generation=True,
+                        )
+                    )
+        return points
+
+    async def _journey_points(self, now: datetime) -> list[_EntryPoint]:
+        """Journeys whose schedule matched this minute or the one before (a run that came late still counts)."""
+        async with self._db.connect() as connection:
+            rows = (await connection.execute(_SCHEDULED_JOURNEYS)).all()
+        this_minute = now.astimezone(UTC).replace(second=0, microsecond=0)
+        points = []
+        for row in rows:
+            schedule = row.entry_schedule or {}
+            try:
+                cron = CronSchedule.parse(str(schedule.get("cron", "")))
+                zone = ZoneInfo(str(schedule.get("timezone") or "UTC"))
+            except (ValueError, ZoneInfoNotFoundError) as error:
+                _log.warning("journey entry schedule unusable", journey_id=str(row.id), error=str(error))
+                continue
+            for slot in (this_minute - timedelta(minutes=1), this_minute):
+                if cron.matches(slot.astimezone(zone)):
+                    points.append(
+                        _EntryPoint(
+                            row.tenant_id,
+                            row.flow_id,
+                            row.re_entry,
+                            "",
+                            str(row.audience_segment_id),
+                            key=f"journey:{row.id}:{slot.strftime('%Y-%m-%dT%H:%MZ')}",
+                            per_generation=False,
+                        )
                     )
         return points
 
@@ -113,7 +180,9 @@ class ScheduledEntries:
                     )
                 ).all()
             for row in rows:
-                if row.live or (entry.re_entry == "never" and row.entered):
+                # A scheduled journey that allows re-entry "always" enters members again while they are still in.
+                concurrent = entry.re_entry == "always" and not entry.per_generation
+                if (row.live and not concurrent) or (entry.re_entry == "never" and row.entered):
                     continue
                 profile = segments.customer_profile(
                     external_id=row.external_id,
@@ -141,7 +210,7 @@ class ScheduledEntries:
             flow_id=str(entry.flow_id),
             participant_id=participant_id,
             entry_node_id=entry.node_id,
-            request_id=f"segment_entry:{entry.flow_id}:{entry.node_id}:{participant_id}:{entered}",
+            request_id=entry.request_id(participant_id, entered),
         )
         try:
             await self._engine.StartInstance(request)
