@@ -742,3 +742,40 @@ def test_request_id_replays_the_first_answer(flows: flow_pb2_grpc.FlowServiceStu
     assert code_of(lambda: flows.ArchiveFlow(flow_pb2.ArchiveFlowRequest(id=first.id), metadata=tenant.auth)) == (
         FAILED_PRECONDITION
     )
+
+
+def _graph_without_pause() -> flow_pb2.FlowGraph:
+    return flow_pb2.FlowGraph(
+        nodes=[node("signup", "event_entry", event_type="signup"), node("hold", "wait", duration="2h")],
+        edges=[edge("signup", "hold")],
+    )
+
+
+async def test_migrate_all_moves_live_instances_and_exits_those_whose_node_is_gone(
+    flows: flow_pb2_grpc.FlowServiceStub, tenant: Tenant, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Two instances wait at "pause": v2 keeps that node unchanged (they move), v3 drops it (they exit with
+    node_removed_in_new_version), and GetMigrationStatus follows them."""
+    flow = flow_in(flows, tenant, _A)
+    ann, bob = await _instances(sessions, tenant, flow.id, [(1, "waiting"), (1, "waiting")])
+
+    def live() -> list[tuple[int, int]]:
+        status = flows.GetMigrationStatus(flow_pb2.GetMigrationStatusRequest(flow_id=flow.id), metadata=tenant.auth)
+        return [(v.version_number, v.total_live) for v in status.versions]
+
+    assert live() == [(1, 2)]
+    _add_version(flows, tenant, flow.id, "v2")
+    moved = _migrate(flows, tenant, flow.id, 2, ALL)
+    assert (moved.migrated, moved.exited, list(moved.failures)) == (2, 0, [])
+    assert live() == [(2, 2)]
+    flows.CreateFlowVersion(
+        flow_pb2.CreateFlowVersionRequest(flow_id=flow.id, graph=_graph_without_pause()), metadata=tenant.auth
+    )
+    dropped = _migrate(flows, tenant, flow.id, 3, ALL)
+    assert (dropped.migrated, dropped.exited) == (0, 2)
+    assert live() == [(3, 0)]
+    async with sessions() as session:
+        reasons = set(
+            (await session.scalars(select(FlowInstance.exit_reason).where(FlowInstance.id.in_((ann, bob))))).all()
+        )
+    assert reasons == {"node_removed_in_new_version"}
