@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.integration.scheduler.support import SchedulerProcess, new_token, scheduler_env
+from tests.integration.scheduler.support import SchedulerProcess, new_token, scheduler_env, utc_now
 from tests.support.databases import REPO_ROOT
 from tests.support.processes import free_port, wait_serving
 from tests.support.rpc import bearer
@@ -311,3 +312,39 @@ async def test_an_event_cancels_the_timeout_and_the_timeout_never_resumes(
     ]
     assert "yes" in ran
     assert "no" not in ran
+
+
+async def test_a_scheduler_killed_as_timers_fall_due_resumes_every_instance_after_restart(
+    engine_stub: engine_pb2_grpc.EngineServiceAsyncStub,
+    real_token: str,
+    tenant: uuid.UUID,
+    sched_db: AsyncEngine,
+    real_scheduler: SchedulerProcess,
+) -> None:
+    flow = await _flow(
+        sched_db,
+        tenant,
+        [
+            _node("entry", "event_entry", event_type="signup"),
+            _node("pause", "t_pause", seconds=2),
+            _node("done", "t_end"),
+        ],
+        [{"source": "entry", "target": "pause"}, {"source": "pause", "target": "done"}],
+    )
+    instances = await _start(engine_stub, real_token, tenant, flow, 300)
+    ids = [uuid.UUID(i) for i in instances]
+    [first] = await _rows(sched_db, "SELECT min(fire_time) AS at FROM waits WHERE instance_id = ANY(:ids)", ids=ids)
+    await asyncio.sleep(max(0.0, (first.at - utc_now()).total_seconds()) + 0.05)
+    real_scheduler.stop(signal.SIGKILL)  # some timers claimed or in flight, most not fired yet
+    await asyncio.sleep(1.0)
+    real_scheduler.start()
+
+    assert await _all_completed(sched_db, instances, within=4 + 2 * SWEEP_SECONDS + 5)
+    steps = await _rows(
+        sched_db,
+        "SELECT count(*) AS n FROM execution_steps WHERE instance_id = ANY(:ids) AND node_id = 'done'",
+        ids=ids,
+    )
+    assert steps[0].n == 300
+    waits = await _rows(sched_db, "SELECT fire_time, resolved_time FROM waits WHERE instance_id = ANY(:ids)", ids=ids)
+    assert all(w.resolved_time >= w.fire_time for w in waits)
