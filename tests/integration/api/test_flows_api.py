@@ -294,7 +294,7 @@ def test_update_with_mask_and_etag(flows: flow_pb2_grpc.FlowServiceStub, tenant:
 def test_delete_a_draft_with_its_versions(flows: flow_pb2_grpc.FlowServiceStub, tenant: Tenant) -> None:
     flow = create(flows, tenant, valid_graph())
     expect(
-        lambda: flows.DeleteFlow(flow_pb2.DeleteFlowRequest(id=flow.id, etag='W/"999"'), metadata=tenant.auth),
+        lambda: flows.DeleteFlow(flow_pb2.DeleteFlowRequest(id=flow.id, etag='"999"'), metadata=tenant.auth),
         grpc.StatusCode.ABORTED,
     )
     flows.DeleteFlow(flow_pb2.DeleteFlowRequest(id=flow.id, etag=flow.etag), metadata=tenant.auth)

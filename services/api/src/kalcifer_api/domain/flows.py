@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from kalcifer_common.errors import EtagMismatch, FailedPrecondition, FieldViolation, InvalidArgument
+from kalcifer_common.errors import FailedPrecondition, FieldViolation, InvalidArgument
+
+from kalcifer_api.domain.marketing_common import check_etag as check_resource_etag
+from kalcifer_api.domain.marketing_common import etag_of
 
 MAX_NAME_LENGTH: Final = 200
 MAX_DESCRIPTION_LENGTH: Final = 2000
@@ -73,15 +76,9 @@ class VersionCount:
         return self.running + self.waiting + self.paused
 
 
-def etag_of(revision: int) -> str:
-    """The etag of a flow at `revision` (opaque to clients)."""
-    return f'W/"{revision}"'
-
-
 def check_etag(given: str, revision: int, flow_id: uuid.UUID) -> None:
-    """ABORTED when a non-empty etag does not match the flow's current one."""
-    if given and given != etag_of(revision):
-        raise EtagMismatch("flow", str(flow_id))
+    """ABORTED when a non-empty etag does not match the flow's current one (same etag form as every resource)."""
+    check_resource_etag(given, revision, resource_type="flow", resource_name=str(flow_id))
 
 
 def require_draft(status: str, flow_id: uuid.UUID, action: str) -> None:
