@@ -6,7 +6,8 @@ runtime, not one node's behaviour) serves a scratch database. We measure, throug
   trigger and the wait node, write the steps, the wait row and the instance, commit;
 - event-to-resume: `RouteEvent` of a stored event to a participant whose instance waits for it, i.e. claim the
   event, lock the instance, fire the wait, run `wait_for_event -> send` (a delivery), commit.
-Each as throughput (32 calls in flight) and median latency (one at a time), next to the raw baseline: asyncpg
+Each as throughput (32 calls in flight) and median latency (one at a time); event-to-resume also in RouteEvents
+batches of 100 (4 in flight). All next to the raw baseline: asyncpg
 `INSERT` + `COMMIT` of one small row per transaction, with the same concurrency and one at a time.
 """
 
@@ -34,6 +35,7 @@ TOKEN = "bench-internal-token"
 CONCURRENCY = 32
 THROUGHPUT_CALLS = 1000
 LATENCY_CALLS = 200
+BATCH = 100
 START_GRAPH = {
     "nodes": [
         {"id": "start", "type": "event_entry", "config": {"event_type": "go"}},
@@ -178,6 +180,33 @@ async def run(env: BenchEnv) -> list[Comparison]:
 
         resume_rate, _ = await _timed([route(p) for p in participants[:THROUGHPUT_CALLS]], CONCURRENCY)
         _, resume_latencies = await _timed([route(p) for p in participants[THROUGHPUT_CALLS:]], 1)
+
+        # The same path in batches (RouteEvents of BATCH events, several per commit), as IngestEvents sends them.
+        batched = [f"x{n}" for n in range(THROUGHPUT_CALLS)]
+        await _timed([start(resume_flow, p) for p in batched], CONCURRENCY)
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch(
+                "INSERT INTO events (tenant_id, participant_id, event_type, data) "
+                "SELECT $1, p, 'ping', '{}'::jsonb FROM unnest($2::text[]) AS p RETURNING id, participant_id",
+                tenant,
+                batched,
+            )
+        finally:
+            await conn.close()
+        requests = [
+            engine_pb2.RouteEventRequest(
+                tenant_id=str(tenant), event_id=str(r["id"]), participant_id=r["participant_id"], event_type="ping"
+            )
+            for r in rows
+        ]
+
+        def route_batch(chunk: list[engine_pb2.RouteEventRequest]) -> Callable[[], Awaitable[object]]:
+            return lambda: stub.RouteEvents(engine_pb2.RouteEventsRequest(events=chunk))
+
+        chunks = [requests[n : n + BATCH] for n in range(0, len(requests), BATCH)]
+        batch_calls, _ = await _timed([route_batch(chunk) for chunk in chunks], 4)
+        batch_rate = batch_calls * BATCH
     finally:
         await channel.close(None)
         process.terminate()
@@ -194,6 +223,9 @@ async def run(env: BenchEnv) -> list[Comparison]:
             higher_is_better=False,
         ),
         Comparison("engine: event-to-resume throughput", "runs/s", resume_rate, raw_rate, f"{baseline} tx/s"),
+        Comparison(
+            f"engine: event-to-resume batched ({BATCH}/call)", "runs/s", batch_rate, raw_rate, f"{baseline} tx/s"
+        ),
         Comparison(
             "engine: event-to-resume median latency",
             "ms",

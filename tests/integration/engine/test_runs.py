@@ -403,3 +403,28 @@ async def test_migrate_all_moves_exits_and_rearms(rt: Runtime, db_engine: AsyncE
     assert (new_wait.fire_time - old_wait.fire_time).total_seconds() == pytest.approx(6600, abs=1)
     with pytest.raises(FailedPrecondition):
         await migration.migrate_instances(rt, tenant, flow, from_version=2, to_version=2, strategy="migrate_all")
+
+
+async def test_a_batch_of_events_routes_in_order_and_a_missing_event_answers_zeros(
+    rt: Runtime, db_engine: AsyncEngine
+) -> None:
+    tenant = await create_tenant(db_engine)
+    g = graph(
+        [TRIGGER, ("a", "t_await", {"event_type": "tick"}), ("s", "t_send", {})],
+        [("start", "a"), ("a", "s", "event_received")],
+    )
+    flow = await create_flow(db_engine, tenant, g)
+    waiting = [await start(rt, tenant, flow, participant=f"b{n}") for n in range(3)]
+    batch = [
+        events.EventToRoute(
+            tenant, await store_event(db_engine, tenant, f"b{n}", "tick", {"n": n}), f"b{n}", "tick", {"n": n}
+        )
+        for n in range(3)
+    ]
+    batch.insert(1, events.EventToRoute(tenant, uuid.uuid4(), "b9", "tick", {}))
+    results = await events.route_events(rt, batch)
+    assert [r.resumed for r in results] == [1, 0, 1, 1]
+    assert [r.instance_ids for r in results] == [(str(waiting[0]),), (), (str(waiting[1]),), (str(waiting[2]),)]
+    for n, instance_id in enumerate(waiting):
+        row = await instance(db_engine, instance_id)
+        assert (row.status, row.context["event"]) == ("completed", {"n": n})
