@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from kalcifer.scheduler.v1 import scheduler_pb2
+from sqlalchemy import Uuid, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from tests.integration.scheduler.support import (
     RecordingEngine,
@@ -36,6 +39,24 @@ async def _schedule(address: str, token: str, pairs: list[tuple[str, str]], fire
             await stub.ScheduleResumes(scheduler_pb2.ScheduleResumesRequest(resumes=resumes), metadata=bearer(token))
 
 
+async def _diagnose(engine: RecordingEngine, waits: list[str]) -> str:
+    """What the waits that never fired look like in PostgreSQL (for the failure message)."""
+    missing = [wait for wait, arrivals in engine.applied_for(waits).items() if not arrivals]
+    async with engine.db.connect() as connection:
+        rows = (
+            await connection.execute(
+                text("SELECT status, claim_until, fire_time, now() AS now FROM waits WHERE id = ANY(:ids)").bindparams(
+                    bindparam("ids", type_=ARRAY(Uuid()))
+                ),
+                {"ids": [uuid.UUID(wait) for wait in missing[:5]]},
+            )
+        ).all()
+        locks = (
+            await connection.execute(text("SELECT count(*) FROM pg_locks WHERE relation = 'waits'::regclass"))
+        ).scalar()
+    return f"{len(missing)} never fired; e.g. {rows}; locks on waits: {locks}"
+
+
 async def test_a_scheduler_killed_mid_firing_fires_every_due_timer_after_restart(
     env: dict[str, str], logs: Path, token: str, engine: RecordingEngine, seeder: Seeder
 ) -> None:
@@ -52,7 +73,8 @@ async def test_a_scheduler_killed_mid_firing_fires_every_due_timer_after_restart
         await asyncio.sleep(1.0)
         scheduler.start()
         # Claims of the killed process expire after the lease (4 s here), then a sweep takes them.
-        assert await eventually(lambda: all(engine.applied_for(waits).values()), within=4 + 2 + 3)
+        fired_all = await eventually(lambda: all(engine.applied_for(waits).values()), within=4 + 2 + 3)
+        assert fired_all, await _diagnose(engine, waits)
     finally:
         scheduler.stop()
     applied = engine.applied_for(waits)

@@ -23,6 +23,7 @@ _log = get_logger(__name__)
 
 SEND_JOB = "send_delivery"
 _SWEEP_LIMIT = 1000
+_SWEEP_TIMEOUT_SECONDS = 60.0
 
 # Due pending deliveries, and `sending` ones whose worker vanished (lease passed), oldest first.
 _DUE = text(
@@ -82,9 +83,12 @@ class DeliveryQueue:
         """Sweep forever on the configured period."""
         while True:
             try:
-                enqueued = await self.sweep()
+                async with asyncio.timeout(_SWEEP_TIMEOUT_SECONDS):
+                    enqueued = await self.sweep()
                 if enqueued:
                     _log.info("swept pending deliveries", enqueued=enqueued)
+            except TimeoutError:
+                _log.error("delivery sweep timed out", timeout_seconds=_SWEEP_TIMEOUT_SECONDS)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - keep sweeping whatever one pass hit

@@ -24,6 +24,8 @@ _log = get_logger(__name__)
 
 # Claim queries one sweep runs at most before sleeping again.
 _MAX_SWEEP_BATCHES = 20
+# A tick that hangs on a dependency is abandoned (and logged) rather than silently stalling the net.
+_TICK_TIMEOUT_SECONDS = 120.0
 # Wait rows read per horizon step.
 _HORIZON_READ_LIMIT = 10_000
 
@@ -58,7 +60,10 @@ class WaitSweeper:
         """Tick forever; a failing tick is logged and the next one tries again."""
         while True:
             try:
-                await self.tick()
+                async with asyncio.timeout(_TICK_TIMEOUT_SECONDS):
+                    await self.tick()
+            except TimeoutError:
+                _log.error("sweep tick timed out", timeout_seconds=_TICK_TIMEOUT_SECONDS)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the net must keep running whatever one tick hit
