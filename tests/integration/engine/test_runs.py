@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from kalcifer_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from kalcifer_engine.runtime import events, lifecycle, migration, resumes, starts
+from kalcifer_engine.runtime import events, lifecycle, migration, resumes, starts, store
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.run import Effects
 from sqlalchemy import text
@@ -428,3 +428,24 @@ async def test_a_batch_of_events_routes_in_order_and_a_missing_event_answers_zer
     for n, instance_id in enumerate(waiting):
         row = await instance(db_engine, instance_id)
         assert (row.status, row.context["event"]) == ("completed", {"n": n})
+
+
+async def test_a_run_holds_the_instance_row_lock_until_it_commits(rt: Runtime, db_engine: AsyncEngine) -> None:
+    tenant = await create_tenant(db_engine)
+    flow = await create_flow(db_engine, tenant, graph([TRIGGER, ("w", "t_pause", {"seconds": -1})], [("start", "w")]))
+    instance_id = await start(rt, tenant, flow)
+    [wait] = await pending_waits(db_engine, instance_id)
+    async with db_engine.begin() as conn:
+        locked = await store.lock_instance(conn, instance_id)
+        assert locked is not None
+        fired = await store.fire_wait(conn, wait.id, instance_id, by_event=False, now=rt.now(), meta={})
+        assert fired is not None
+        async with db_engine.connect() as other:
+            grabbed = await other.execute(
+                text("SELECT id FROM flow_instances WHERE id = :i FOR UPDATE SKIP LOCKED"), {"i": instance_id}
+            )
+            assert grabbed.first() is None  # still locked by the open run
+            seen = await other.execute(text("SELECT status FROM waits WHERE id = :w"), {"w": wait.id})
+            assert seen.scalar_one() == "pending"  # the fire is not visible before the commit
+        await conn.rollback()
+    assert [w.id for w in await pending_waits(db_engine, instance_id)] == [wait.id]
