@@ -103,7 +103,14 @@ class RecordingEngine:
             self._server = None
 
     async def resume(self, request: engine_pb2.ResumeInstancesRequest) -> engine_pb2.ResumeInstancesResponse:
-        """Apply each resume whose wait is still pending; a duplicate answers wait_not_found."""
+        """Apply each resume whose wait is still pending; a duplicate answers wait_not_found.
+
+        Shielded: when the calling scheduler dies mid-call, gRPC cancels the handler, but what was applied must
+        still be recorded (a real engine's commit does not depend on the caller staying alive either).
+        """
+        return await asyncio.shield(self._apply(request))
+
+    async def _apply(self, request: engine_pb2.ResumeInstancesRequest) -> engine_pb2.ResumeInstancesResponse:
         at = time.time()
         self.calls += 1
         ids = [uuid.UUID(item.wait_id) for item in request.resumes]
