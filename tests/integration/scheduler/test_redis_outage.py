@@ -88,7 +88,11 @@ async def test_timers_fire_through_a_redis_outage_and_a_restart_that_comes_back_
     assert await eventually(lambda: all(engine.applied_for(waits).values()), within=1.5 + 2 * SWEEP_SECONDS + 2)
     # ...and the ones the engine could not even arm (ScheduleResume is UNAVAILABLE meanwhile).
     unarmed_times = [utc_now() + timedelta(seconds=0.5) for _ in range(20)]
-    unarmed = [wait for _, wait in await seeder.waits(unarmed_times)]
+    unarmed_pairs = await seeder.waits(unarmed_times)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _schedule(address, token, unarmed_pairs, unarmed_times)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    unarmed = [wait for _, wait in unarmed_pairs]
     assert await eventually(lambda: all(engine.applied_for(unarmed).values()), within=0.5 + 2 * SWEEP_SECONDS + 2)
     for wait, moment in zip(unarmed, unarmed_times, strict=True):
         assert engine.applied_for([wait])[wait][0].at >= moment.timestamp()

@@ -36,9 +36,9 @@ _DUE = text(
     """
 )
 
-_ATTEMPTS = text("SELECT id, attempts FROM deliveries WHERE id = ANY(:ids) AND status = 'pending'").bindparams(
-    bindparam("ids", type_=ARRAY(Uuid()))
-)
+_ATTEMPTS = text(
+    "SELECT id, attempts, send_after FROM deliveries WHERE id = ANY(:ids) AND status = 'pending'"
+).bindparams(bindparam("ids", type_=ARRAY(Uuid())))
 
 
 class DeliveryQueue:
@@ -51,12 +51,13 @@ class DeliveryQueue:
         self._interval = interval_seconds
 
     async def enqueue_pending(self, delivery_ids: Sequence[uuid.UUID]) -> int:
-        """Enqueue the named deliveries that are pending; returns how many jobs were enqueued now."""
+        """Enqueue the named deliveries that are pending (a deferred one for its `send_after`); returns how many
+        jobs were enqueued now."""
         async with self._db.connect() as connection:
             rows = (await connection.execute(_ATTEMPTS, {"ids": list(delivery_ids)})).all()
         enqueued = 0
         for row in rows:
-            enqueued += await self.enqueue(str(row.id), attempt=row.attempts)
+            enqueued += await self.enqueue(str(row.id), attempt=row.attempts, defer_until=row.send_after)
         return enqueued
 
     async def enqueue(self, delivery_id: str, *, attempt: int, defer_until: datetime | None = None) -> int:
