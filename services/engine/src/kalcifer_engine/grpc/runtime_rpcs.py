@@ -5,18 +5,22 @@ Thin: proto -> parsed request -> `runtime` operation -> proto. Struct <-> dict c
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import asyncpg
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from kalcifer.engine.v1 import engine_pb2
 from kalcifer.v1 import flow_pb2, instance_pb2
-from kalcifer_common.errors import FieldViolation, InvalidArgument
+from kalcifer_common.errors import FieldViolation, InvalidArgument, Unavailable
 from kalcifer_common.idempotency import run_once
 from kalcifer_common.ids import parse_id
 from kalcifer_common.structs import dict_to_struct, struct_to_dict
+from sqlalchemy.exc import DBAPIError
 
 from kalcifer_engine.deps import EngineDeps
 from kalcifer_engine.runtime import events, lifecycle, migration, resumes, starts, store
@@ -38,6 +42,44 @@ _STRATEGY = {
     flow_pb2.MIGRATION_STRATEGY_NEW_ENTRIES_ONLY: migration.NEW_ENTRIES_ONLY,
     flow_pb2.MIGRATION_STRATEGY_MIGRATE_ALL: migration.MIGRATE_ALL,
 }
+
+
+# SQLSTATEs of failures a retry can get past: serialization/deadlock, shutdown, connection trouble, too many
+# connections. Everything else a statement raises is a bug and stays INTERNAL.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "53300"})
+_R = TypeVar("_R")
+
+
+def _is_transient(error: BaseException) -> bool:
+    if isinstance(error, asyncpg.InterfaceError | asyncpg.PostgresConnectionError | ConnectionError | TimeoutError):
+        return True
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated:
+            return True
+        sqlstate = getattr(error.orig, "sqlstate", None)
+    else:
+        sqlstate = getattr(error, "sqlstate", None)
+    return isinstance(sqlstate, str) and (sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith("08"))
+
+
+def database_unavailable_is_retryable(
+    method: Callable[..., Awaitable[_R]],
+) -> Callable[..., Awaitable[_R]]:
+    """A database that is down, restarting or deadlocked answers UNAVAILABLE (callers retry), not INTERNAL.
+
+    Runs are transactional, so the failed call changed nothing and a retry is always safe.
+    """
+
+    @functools.wraps(method)
+    async def wrapper(*args: Any, **kwargs: Any) -> _R:
+        try:
+            return await method(*args, **kwargs)
+        except (DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
+            if _is_transient(error):
+                raise Unavailable(f"the database is unavailable right now ({type(error).__name__}); retry") from error
+            raise
+
+    return wrapper
 
 
 def _timestamp(moment: datetime | None) -> Timestamp | None:
@@ -138,6 +180,7 @@ class RuntimeRpcs:
             self.deps.runtime = existing
         return existing
 
+    @database_unavailable_is_retryable
     async def StartInstance(
         self, request: engine_pb2.StartInstanceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.StartInstanceResponse:
@@ -182,6 +225,7 @@ class RuntimeRpcs:
         await rt.after_commit(effects)
         return response
 
+    @database_unavailable_is_retryable
     async def ResumeInstance(
         self, request: engine_pb2.ResumeInstanceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.ResumeInstanceResponse:
@@ -189,6 +233,7 @@ class RuntimeRpcs:
         outcome = await resumes.resume_one(self.runtime, _resume_request(request))
         return engine_pb2.ResumeInstanceResponse(applied=outcome.applied, reason=outcome.reason)
 
+    @database_unavailable_is_retryable
     async def ResumeInstances(
         self, request: engine_pb2.ResumeInstancesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.ResumeInstancesResponse:
@@ -208,12 +253,14 @@ class RuntimeRpcs:
             results=[engine_pb2.ResumeInstanceResponse(applied=o.applied, reason=o.reason) for o in outcomes]
         )
 
+    @database_unavailable_is_retryable
     async def RouteEvent(
         self, request: engine_pb2.RouteEventRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.RouteEventResponse:
         """Route one stored event (idempotent per event_id)."""
         return _route_response(await events.route_event(self.runtime, _event(request)))
 
+    @database_unavailable_is_retryable
     async def RouteEvents(
         self, request: engine_pb2.RouteEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.RouteEventsResponse:
@@ -231,6 +278,7 @@ class RuntimeRpcs:
         results = await events.route_events(self.runtime, parsed)
         return engine_pb2.RouteEventsResponse(results=[_route_response(r) for r in results])
 
+    @database_unavailable_is_retryable
     async def CancelInstance(
         self, request: engine_pb2.CancelInstanceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.CancelInstanceResponse:
@@ -240,6 +288,7 @@ class RuntimeRpcs:
         instance = await lifecycle.cancel_instance(self.runtime, tenant_id, instance_id, request.reason)
         return engine_pb2.CancelInstanceResponse(instance=instance_to_proto(instance))
 
+    @database_unavailable_is_retryable
     async def PauseFlowInstances(
         self, request: engine_pb2.PauseFlowInstancesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.PauseFlowInstancesResponse:
@@ -250,6 +299,7 @@ class RuntimeRpcs:
             paused=await lifecycle.pause_flow_instances(self.runtime, tenant_id, flow_id)
         )
 
+    @database_unavailable_is_retryable
     async def ResumeFlowInstances(
         self, request: engine_pb2.ResumeFlowInstancesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.ResumeFlowInstancesResponse:
@@ -259,6 +309,7 @@ class RuntimeRpcs:
         result = await lifecycle.resume_flow_instances(self.runtime, tenant_id, flow_id)
         return engine_pb2.ResumeFlowInstancesResponse(resumed=result.resumed, applied=result.applied)
 
+    @database_unavailable_is_retryable
     async def ExitFlowInstances(
         self, request: engine_pb2.ExitFlowInstancesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.ExitFlowInstancesResponse:
@@ -268,6 +319,7 @@ class RuntimeRpcs:
         exited = await lifecycle.exit_flow_instances(self.runtime, tenant_id, flow_id, request.reason)
         return engine_pb2.ExitFlowInstancesResponse(exited=exited)
 
+    @database_unavailable_is_retryable
     async def MigrateInstances(
         self, request: engine_pb2.MigrateInstancesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.MigrateInstancesResponse:

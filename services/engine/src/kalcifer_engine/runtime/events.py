@@ -22,9 +22,8 @@ from typing import Any
 
 from kalcifer_common.errors import NotFound
 from kalcifer_common.logging import get_logger
-from sqlalchemy import Boolean, Table, Text, and_, cast, func, literal, select, update
+from sqlalchemy import Boolean, Table, Text, cast, func, literal, select
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.runtime import store
@@ -42,8 +41,6 @@ BATCH_COMMIT_SIZE = 50
 
 _events: Table = store.events
 _waits: Table = store.waits
-_flows: Table = store.flows
-_versions: Table = store.versions
 
 
 @dataclass(frozen=True)
@@ -87,23 +84,11 @@ async def route_event(rt: Runtime, event: EventToRoute) -> RouteResult:
 async def _route_in(
     rt: Runtime, conn: AsyncConnection, event: EventToRoute, effects: Effects, *, now: datetime
 ) -> RouteResult:
-    claimed = await conn.execute(
-        update(_events)
-        .where(_events.c.id == event.event_id, _events.c.tenant_id == event.tenant_id, _events.c.routed_time.is_(None))
-        .values(routed_time=now)
-        .returning(_events.c.id)
-    )
-    if claimed.first() is None:
-        stored = (
-            await conn.execute(
-                select(_events.c.route_result).where(
-                    _events.c.id == event.event_id, _events.c.tenant_id == event.tenant_id
-                )
-            )
-        ).first()
-        if stored is None:
+    if not await store.claim_event(conn, event.tenant_id, event.event_id, now):
+        stored, answer = await store.stored_route_result(conn, event.tenant_id, event.event_id)
+        if not stored:
             raise NotFound("event", f"events/{event.event_id}")
-        return RouteResult.from_json(stored.route_result or {})
+        return RouteResult.from_json(answer)
     resumed: list[str] = []
     waiting = await store.pending_event_waits(conn, event.tenant_id, event.participant_id, event.event_type)
     for wait in waiting:
@@ -119,7 +104,7 @@ async def _route_in(
             resumed.append(str(wait.instance_id))
     started = await _start_matching_flows(rt, conn, event, effects, now=now)
     result = RouteResult(len(resumed), len(started), tuple(resumed + started))
-    await conn.execute(update(_events).where(_events.c.id == event.event_id).values(route_result=result.to_json()))
+    await store.save_route_result(conn, event.event_id, result.to_json())
     return result
 
 
@@ -128,22 +113,10 @@ async def _start_matching_flows(
 ) -> list[str]:
     """Start every active flow of the tenant with an event_entry for this event type whose filter passes."""
     shape = {"nodes": [{"type": EVENT_ENTRY, "config": {"event_type": event.event_type}}]}
-    candidates = await conn.execute(
-        select(_flows.c.id, _flows.c.active_version_number)
-        .join(
-            _versions,
-            and_(_versions.c.flow_id == _flows.c.id, _versions.c.version_number == _flows.c.active_version_number),
-        )
-        .where(
-            _flows.c.tenant_id == event.tenant_id,
-            _flows.c.status == "active",
-            _versions.c.graph.op("@>")(func.cast(literal(shape, JSONB), JSONB)),
-        )
-        .order_by(_flows.c.id)
-    )
+    candidates = await store.flows_with_entry(conn, event.tenant_id, shape)
     started: list[str] = []
     payload = {"event": dict(event.data)}
-    for flow_id, version in candidates.all():
+    for flow_id, version in candidates:
         graph = await rt.graph(conn, flow_id, version)
         entries = tuple(
             node.id
@@ -195,7 +168,7 @@ async def route_events(rt: Runtime, events: Sequence[EventToRoute]) -> list[Rout
             async with rt.db.begin() as conn:
                 now = rt.now()
                 chunk_results = [await _route_or_zero(rt, conn, event, effects, now=now) for event in chunk]
-        except SQLAlchemyError as error:
+        except store.DATABASE_ERRORS as error:
             _log.warning("batched routing failed; routing one by one", error=repr(error), size=len(chunk))
             effects = Effects()
             chunk_results = []

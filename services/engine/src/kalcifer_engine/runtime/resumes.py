@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Any, Final
 
 from kalcifer_common.logging import get_logger
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.runtime import store
@@ -168,7 +167,7 @@ async def resume_many(rt: Runtime, requests: Sequence[ResumeRequest]) -> list[Re
             async with rt.db.begin() as conn:
                 now = rt.now()
                 results = [await resume_in(rt, conn, requests[i], effects, now=now) for i in chunk]
-        except SQLAlchemyError as error:
+        except store.DATABASE_ERRORS as error:
             _log.warning("batched resume failed; retrying one by one", error=repr(error), size=len(chunk))
             for i in chunk:
                 outcomes[i] = await resume_one(rt, requests[i])

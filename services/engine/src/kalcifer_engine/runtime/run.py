@@ -18,7 +18,6 @@ from typing import Any
 import orjson
 from kalcifer_common.logging import get_logger
 from kalcifer_common.settings import EngineSettings
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.domain.graph import FlowGraph, GraphNode
@@ -187,7 +186,9 @@ class InstanceRun:
                 result = await node_type.execute(node.config, ctx)
             else:
                 result = await node_type.resume(node.config, ctx, resume[0], resume[1])
-        except (asyncio.CancelledError, SQLAlchemyError):
+        except asyncio.CancelledError:
+            raise
+        except store.DATABASE_ERRORS:
             raise  # the run cannot go on: the transaction rolls back and the work is retried
         except NotImplementedError as error:
             return Failed(str(error) or f"node type {node_type.key!r} is not implemented")

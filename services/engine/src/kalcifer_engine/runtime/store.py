@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 from typing import cast as typed
 
+import asyncpg
 import orjson
 from kalcifer_common.db.models import (
     LIVE_INSTANCE_STATUSES,
@@ -30,8 +31,9 @@ from kalcifer_common.db.models import (
     Segment,
     Wait,
 )
-from sqlalchemy import ColumnElement, Table, Text, any_, case, cast, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Table, any_, case, cast, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 instances = typed(Table, FlowInstance.__table__)
@@ -47,6 +49,9 @@ ab_assignments = typed(Table, AbAssignment.__table__)
 segments = typed(Table, Segment.__table__)
 
 _LIVE = list(LIVE_INSTANCE_STATUSES)
+
+# What a failing statement raises: through SQLAlchemy, or straight from the driver (the hot-path statements).
+DATABASE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def _with_meta(meta: dict[str, Any]) -> ColumnElement[Any]:
@@ -120,7 +125,7 @@ _WAIT_COLUMNS = (
 )
 
 
-async def _driver(conn: AsyncConnection) -> Any:
+async def driver(conn: AsyncConnection) -> Any:
     """The asyncpg connection under `conn`, inside the same transaction.
 
     The statements every run executes (lock, fire, write) go straight to the driver with constant SQL: asyncpg
@@ -185,7 +190,7 @@ async def lock_instance(
     conn: AsyncConnection, instance_id: uuid.UUID, *, tenant_id: uuid.UUID | None = None
 ) -> InstanceRow | None:
     """The instance row, locked until the transaction ends: the one serialization point of every run."""
-    row = await (await _driver(conn)).fetchrow(_LOCK_INSTANCE, instance_id, tenant_id)
+    row = await (await driver(conn)).fetchrow(_LOCK_INSTANCE, instance_id, tenant_id)
     if row is None:
         return None
     return InstanceRow(
@@ -237,7 +242,7 @@ async def flow_for_start(
     conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, participant_id: str
 ) -> FlowForStart | None:
     """The flow (scoped to the tenant) and the participant's customer profile, in one round trip."""
-    row = await (await _driver(conn)).fetchrow(_FLOW_FOR_START, tenant_id, flow_id, participant_id)
+    row = await (await driver(conn)).fetchrow(_FLOW_FOR_START, tenant_id, flow_id, participant_id)
     if row is None:
         return None
     customer = row["customer"]
@@ -288,7 +293,7 @@ async def insert_instance(
     infer the index) waits for a concurrent insert to commit or roll back, so twenty racing starts give one
     instance and nineteen Falses, with no aborted transaction to clean up.
     """
-    inserted = await (await _driver(conn)).fetchval(
+    inserted = await (await driver(conn)).fetchval(
         _INSERT_INSTANCE,
         instance_id,
         tenant_id,
@@ -384,7 +389,7 @@ async def write_run(
     finished: bool,
 ) -> None:
     """Write a run's steps, new waits and the instance's new state in one statement."""
-    await (await _driver(conn)).execute(
+    await (await driver(conn)).execute(
         _WRITE_RUN,
         _json_text([{**step, "ord": n} for n, step in enumerate(steps)]),
         _json_text(list(new_waits)),
@@ -435,32 +440,70 @@ async def fire_wait(
 
     None when the wait is not pending, belongs to another instance, is of the other kind, or is not yet due.
     """
-    row = await (await _driver(conn)).fetchrow(_FIRE_WAIT, wait_id, instance_id, now, _json_text(meta), by_event)
+    row = await (await driver(conn)).fetchrow(_FIRE_WAIT, wait_id, instance_id, now, _json_text(meta), by_event)
     return None if row is None else _wait_record(row)
 
 
 async def get_wait(conn: AsyncConnection, wait_id: uuid.UUID) -> WaitRow | None:
     """One wait row, whatever its status."""
-    row = await (await _driver(conn)).fetchrow(_GET_WAIT, wait_id)
+    row = await (await driver(conn)).fetchrow(_GET_WAIT, wait_id)
     return None if row is None else _wait_record(row)
+
+
+_PENDING_EVENT_WAITS = f"""
+    SELECT {_WAIT_FIELDS} FROM waits
+    WHERE tenant_id = $1 AND participant_id = $2 AND event_type = $3 AND status = 'pending' AND kind = 'event'
+    ORDER BY instance_id, create_time, id
+"""  # noqa: S608 - constant column list
 
 
 async def pending_event_waits(
     conn: AsyncConnection, tenant_id: uuid.UUID, participant_id: str, event_type: str
 ) -> list[WaitRow]:
     """The participant's pending waits for `event_type`, in instance order (the lock order of every batch)."""
-    query = (
-        select(*_WAIT_COLUMNS)
-        .where(
-            waits.c.tenant_id == tenant_id,
-            waits.c.participant_id == participant_id,
-            waits.c.event_type == event_type,
-            waits.c.status == "pending",
-            waits.c.kind == "event",
-        )
-        .order_by(waits.c.instance_id, waits.c.create_time, waits.c.id)
-    )
-    return [_wait(row) for row in await conn.execute(query)]
+    rows = await (await driver(conn)).fetch(_PENDING_EVENT_WAITS, tenant_id, participant_id, event_type)
+    return [_wait_record(row) for row in rows]
+
+
+_CLAIM_EVENT = (
+    "UPDATE events SET routed_time = $3 WHERE id = $1 AND tenant_id = $2 AND routed_time IS NULL RETURNING id"
+)
+_ROUTE_RESULT = "SELECT route_result FROM events WHERE id = $1 AND tenant_id = $2"
+_SAVE_ROUTE_RESULT = "UPDATE events SET route_result = $2::jsonb WHERE id = $1"
+_ENTRY_FLOWS = """
+    SELECT f.id, f.active_version_number FROM flows f
+    JOIN flow_versions v ON v.flow_id = f.id AND v.version_number = f.active_version_number
+    WHERE f.tenant_id = $1 AND f.status = 'active' AND v.graph @> $2::jsonb
+    ORDER BY f.id
+"""
+
+
+async def claim_event(conn: AsyncConnection, tenant_id: uuid.UUID, event_id: uuid.UUID, now: datetime) -> bool:
+    """Mark a stored event routed (in this transaction); False when it is routed already or not stored."""
+    return await (await driver(conn)).fetchval(_CLAIM_EVENT, event_id, tenant_id, now) is not None
+
+
+async def stored_route_result(
+    conn: AsyncConnection, tenant_id: uuid.UUID, event_id: uuid.UUID
+) -> tuple[bool, dict[str, Any]]:
+    """(whether the event is stored, the answer its routing recorded)."""
+    row = await (await driver(conn)).fetchrow(_ROUTE_RESULT, event_id, tenant_id)
+    if row is None:
+        return False, {}
+    return True, dict(row["route_result"] or {})
+
+
+async def save_route_result(conn: AsyncConnection, event_id: uuid.UUID, result: Mapping[str, Any]) -> None:
+    """Record what routing the event did."""
+    await (await driver(conn)).execute(_SAVE_ROUTE_RESULT, event_id, _json_text(dict(result)))
+
+
+async def flows_with_entry(
+    conn: AsyncConnection, tenant_id: uuid.UUID, shape: Mapping[str, Any]
+) -> list[tuple[uuid.UUID, int]]:
+    """Active flows of the tenant whose active graph contains `shape` (JSONB containment), in id order."""
+    rows = await (await driver(conn)).fetch(_ENTRY_FLOWS, tenant_id, _json_text(dict(shape)))
+    return [(row["id"], row["active_version_number"]) for row in rows]
 
 
 async def merge_wait_meta(conn: AsyncConnection, wait_id: uuid.UUID, meta: dict[str, Any]) -> None:
@@ -485,6 +528,20 @@ async def pending_waits(conn: AsyncConnection, instance_id: uuid.UUID) -> list[W
     return [_wait(row) for row in await conn.execute(query.order_by(waits.c.create_time, waits.c.id))]
 
 
+_INSERT_DELIVERY = """
+    WITH k AS (
+        SELECT $9 || ':v' || (count(*) + 1)::text AS key FROM deliveries WHERE instance_id = $3 AND node_id = $4
+    ), ins AS (
+        INSERT INTO deliveries (id, tenant_id, instance_id, node_id, participant_id, channel, template_id, payload,
+                                idempotency_key, create_time, update_time)
+        SELECT $1, $2, $3, $4, $5, $6, $7, $8::jsonb, k.key, $10, $10 FROM k
+        ON CONFLICT (idempotency_key) DO NOTHING
+        RETURNING id
+    )
+    SELECT (SELECT id FROM ins) AS id, (SELECT key FROM k) AS key
+"""
+
+
 async def insert_delivery(
     conn: AsyncConnection,
     *,
@@ -498,58 +555,26 @@ async def insert_delivery(
     key_prefix: str,
     now: datetime,
 ) -> tuple[uuid.UUID | None, str]:
-    """A pending delivery whose idempotency key is `key_prefix` + the node's visit number in this instance.
+    """A pending delivery keyed `key_prefix:v<visit>`; returns (its id, or None if the key existed; the key).
 
     The visit number (how many deliveries this node already made for this instance, plus one) tells apart two
     arrivals at the same node (a join), while a re-run of the same step after a crash sees the same committed
     count and so the same key: `ON CONFLICT DO NOTHING` then makes no second delivery.
     """
-    visit = (
-        select(func.count())
-        .select_from(deliveries)
-        .where(deliveries.c.instance_id == instance_id, deliveries.c.node_id == node_id)
-        .scalar_subquery()
-        + 1
+    row = await (await driver(conn)).fetchrow(
+        _INSERT_DELIVERY,
+        uuid.uuid4(),
+        tenant_id,
+        instance_id,
+        node_id,
+        participant_id,
+        channel,
+        template_id,
+        _json_text(dict(payload)),
+        key_prefix,
+        now,
     )
-    key_expr = literal(f"{key_prefix}:v") + cast(visit, Text)
-    source = select(
-        literal(uuid.uuid4(), type_=deliveries.c.id.type).label("id"),
-        literal(tenant_id, type_=deliveries.c.tenant_id.type),
-        literal(instance_id, type_=deliveries.c.instance_id.type),
-        literal(node_id),
-        literal(participant_id),
-        literal(channel),
-        literal(template_id, type_=deliveries.c.template_id.type),
-        cast(literal(dict(payload), JSONB), JSONB),
-        key_expr,
-        literal(now, type_=deliveries.c.create_time.type),
-        literal(now, type_=deliveries.c.update_time.type),
-    )
-    statement = (
-        insert(deliveries)
-        .from_select(
-            [
-                "id",
-                "tenant_id",
-                "instance_id",
-                "node_id",
-                "participant_id",
-                "channel",
-                "template_id",
-                "payload",
-                "idempotency_key",
-                "create_time",
-                "update_time",
-            ],
-            source,
-        )
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(deliveries.c.id, deliveries.c.idempotency_key)
-    )
-    row = (await conn.execute(statement)).first()
-    if row is None:
-        return None, key_prefix
-    return row.id, row.idempotency_key
+    return row["id"], str(row["key"])
 
 
 async def count_deliveries(
