@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -55,16 +56,19 @@ def webhook() -> Iterator[_Webhook]:
     hook.server.server_close()
 
 
-async def _delivery(db: AsyncEngine, tenant: uuid.UUID, channel: str = "email", **columns: Any) -> tuple[str, str]:
+async def _delivery(
+    db: AsyncEngine, tenant: uuid.UUID, channel: str = "email", payload: dict[str, Any] | None = None, **columns: Any
+) -> tuple[str, str]:
     delivery_id, key = uuid.uuid4(), f"idem-{uuid.uuid4()}"
     values = {"status": "pending", "attempts": 0, "send_after": None} | columns
+    values["payload"] = json.dumps(payload or {"subject": "hi"})
     async with db.begin() as connection:
         await connection.execute(
             text(
                 """
                 INSERT INTO deliveries (id, tenant_id, node_id, participant_id, channel, template_id, payload,
                     status, idempotency_key, attempts, send_after, update_time)
-                VALUES (:id, :tenant, 'send_1', 'p-1', :channel, 'welcome', '{"subject": "hi"}', :status, :key,
+                VALUES (:id, :tenant, 'send_1', 'p-1', :channel, 'welcome', CAST(:payload AS jsonb), :status, :key,
                     :attempts, :send_after, coalesce(:update_time, now()))
                 """
             ),
@@ -191,3 +195,84 @@ async def test_a_delivery_being_sent_right_now_is_not_taken_again(
     await eventually(lambda: False, within=1.5)
     row = await _row(sched_db, delivery_id)
     assert (row.status, row.attempts) == ("sending", 1)
+
+
+class _SmtpServer:
+    """A minimal real SMTP server (asyncio streams): answers `data_codes` to DATA in turn (then 250), keeps mail."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        self.data_codes: list[int] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._session, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 test ESMTP\r\n")
+        while line := await reader.readline():
+            verb = line.split(b" ", 1)[0].strip().upper()
+            if verb in (b"EHLO", b"HELO"):
+                writer.write(b"250 test\r\n")
+            elif verb in (b"MAIL", b"RCPT", b"RSET", b"NOOP"):
+                writer.write(b"250 ok\r\n")
+            elif verb == b"DATA":
+                writer.write(b"354 go on\r\n")
+                await writer.drain()
+                body = await reader.readuntil(b"\r\n.\r\n")
+                code = self.data_codes.pop(0) if self.data_codes else 250
+                if code == 250:
+                    self.messages.append(body)
+                writer.write(f"{code} {'queued' if code == 250 else 'try later'}\r\n".encode())
+            elif verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                await writer.drain()
+                break
+            else:
+                writer.write(b"502 no\r\n")
+            await writer.drain()
+        writer.close()
+
+
+@pytest.fixture(scope="module")
+async def smtp() -> AsyncIterator[_SmtpServer]:
+    """The tenant's mail server."""
+    server = _SmtpServer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def test_an_email_goes_out_through_smtp_once_with_a_message_id_from_its_key(
+    sched_db: AsyncEngine, scheduler: SchedulerProcess, smtp: _SmtpServer
+) -> None:
+    tenant = uuid.uuid4()
+    async with sched_db.begin() as connection:
+        await connection.execute(text("INSERT INTO tenants (id, name) VALUES (:id, 'mail')"), {"id": tenant})
+        await connection.execute(
+            text(
+                "INSERT INTO provider_configs (tenant_id, channel, provider, settings)"
+                " VALUES (:tenant, 'email', 'smtp', CAST(:settings AS jsonb))"
+            ),
+            {"tenant": tenant, "settings": json.dumps({"host": "127.0.0.1", "port": smtp.port, "from": "k@x.test"})},
+        )
+    smtp.data_codes = [451]  # the first attempt is deferred by the server: retried
+    delivery_id, key = await _delivery(
+        sched_db, tenant, payload={"to": "ann@x.test", "subject": "Welcome", "text": "Hello Ann"}
+    )
+
+    assert await _status_is(sched_db, delivery_id, "sent", within=6)
+    row = await _row(sched_db, delivery_id)
+    assert (row.attempts, row.provider) == (2, "smtp")
+    [mail] = [m for m in smtp.messages if key.encode() in m]
+    assert b"Subject: Welcome" in mail
+    assert b"To: ann@x.test" in mail
+    assert b"Hello Ann" in mail
+    assert row.provider_message_id.encode() in mail  # Message-ID: derived from the idempotency key

@@ -20,7 +20,7 @@ from kalcifer_common.rpc.server import GrpcServer, binding, wait_for_shutdown_si
 from kalcifer_common.service import wait_for_database
 from kalcifer_common.settings import SchedulerSettings
 
-from kalcifer_scheduler.deliveries.providers import LogProvider, WebhookProvider
+from kalcifer_scheduler.deliveries.providers import LogProvider, SmtpProvider, WebhookProvider
 from kalcifer_scheduler.deliveries.queue import DeliveryQueue
 from kalcifer_scheduler.deliveries.sender import DeliverySender
 from kalcifer_scheduler.engine_resumes import ResumeSender
@@ -89,7 +89,7 @@ async def build_runtime(settings: SchedulerSettings, redis: ArqRedis) -> Schedul
         ),
         delivery_sender=DeliverySender(
             db,
-            providers={"log": LogProvider(), "webhook": WebhookProvider(http)},
+            providers={"log": LogProvider(), "webhook": WebhookProvider(http), "smtp": SmtpProvider()},
             stats=stats,
             lease_seconds=settings.claim_lease_seconds,
             max_attempts=settings.delivery_max_attempts,

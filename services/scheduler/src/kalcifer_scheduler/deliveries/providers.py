@@ -1,4 +1,4 @@
-"""Providers a delivery is sent through (SPEC 7): `log` (default) and `webhook`.
+"""Providers a delivery is sent through (SPEC 7): `log` (default), `webhook` and `smtp` (email).
 
 Every provider receives the delivery's idempotency key and must treat a second send with the same key as the
 first one (the webhook passes it as `Idempotency-Key`; the log line carries it): that is how a send repeated
@@ -7,10 +7,13 @@ after a crash between "sent" and "marked sent" stays one message.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import smtplib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.message import EmailMessage
 from typing import Any, Protocol
 
 import httpx
@@ -118,3 +121,57 @@ class WebhookProvider:
             raise SendError(f"webhook answered {response.status_code}", retryable=False)
         answered = response.headers.get("x-message-id", "")
         return answered or "webhook-" + hashlib.sha256(message.idempotency_key.encode()).hexdigest()[:24]
+
+
+class SmtpProvider:
+    """Sends an email delivery through the tenant's SMTP server.
+
+    Settings: `host`, `port` (25), `from` (required), `username`/`password` (optional), `starttls` (false),
+    `timeout_seconds` (10). Payload: `to` (else `email`), `subject` (else the template id), `text` and/or `html`,
+    `reply_to`. The Message-ID derives from the idempotency key (mail systems drop a repeated Message-ID), and
+    the key also travels as `X-Kalcifer-Idempotency-Key`. smtplib blocks, so the send runs in a worker thread.
+    """
+
+    name = "smtp"
+
+    async def send(self, message: Outgoing, settings: Mapping[str, Any]) -> str:
+        """One SMTP transaction; 4xx answers and network errors may be retried, 5xx answers are final."""
+        host, sender = settings.get("host"), settings.get("from")
+        if not isinstance(host, str) or not host or not isinstance(sender, str) or not sender:
+            raise SendError("smtp provider needs 'host' and 'from' settings", retryable=False)
+        payload = message.payload
+        recipient = payload.get("to") or payload.get("email")
+        if not isinstance(recipient, str) or "@" not in recipient:
+            raise SendError("email delivery has no 'to' address in its payload", retryable=False)
+        message_id = f"<{hashlib.sha256(message.idempotency_key.encode()).hexdigest()[:32]}@kalcifer>"
+        email = EmailMessage()
+        email["From"] = sender
+        email["To"] = recipient
+        email["Subject"] = str(payload.get("subject") or message.template_id or "")
+        email["Message-ID"] = message_id
+        email["X-Kalcifer-Idempotency-Key"] = message.idempotency_key
+        if payload.get("reply_to"):
+            email["Reply-To"] = str(payload["reply_to"])
+        email.set_content(str(payload.get("text") or ""))
+        if payload.get("html"):
+            email.add_alternative(str(payload["html"]), subtype="html")
+        try:
+            await asyncio.to_thread(_smtp_send, email, dict(settings), host)
+        except smtplib.SMTPResponseException as error:
+            raise SendError(f"smtp answered {error.smtp_code}", retryable=400 <= error.smtp_code < 500) from error
+        except smtplib.SMTPRecipientsRefused as error:
+            raise SendError(f"smtp refused the recipient: {error.recipients}", retryable=False) from error
+        except (smtplib.SMTPException, OSError) as error:
+            raise SendError(f"smtp unreachable: {error}", retryable=True) from error
+        return message_id
+
+
+def _smtp_send(email: EmailMessage, settings: dict[str, Any], host: str) -> None:
+    port = int(settings.get("port", 25))
+    timeout = float(settings.get("timeout_seconds", 10))
+    with smtplib.SMTP(host, port, timeout=timeout) as client:
+        if settings.get("starttls"):
+            client.starttls()
+        if settings.get("username"):
+            client.login(str(settings["username"]), str(settings.get("password", "")))
+        client.send_message(email)
