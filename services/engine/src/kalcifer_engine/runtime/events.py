@@ -22,8 +22,6 @@ from typing import Any
 
 from kalcifer_common.errors import NotFound
 from kalcifer_common.logging import get_logger
-from sqlalchemy import Boolean, Table, Text, cast, func, literal, select
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.runtime import store
@@ -38,9 +36,6 @@ EVENT_ENTRY = "event_entry"
 LOOKBACK_LIMIT = 20
 # Events routed per transaction in a RouteEvents batch.
 BATCH_COMMIT_SIZE = 50
-
-_events: Table = store.events
-_waits: Table = store.waits
 
 
 @dataclass(frozen=True)
@@ -214,31 +209,21 @@ async def resume_from_recent_events(rt: Runtime, armed: Sequence[ArmedEventWait]
     return effects
 
 
+_RECENT_EVENTS = f"""
+    SELECT e.id, e.data FROM events e
+    WHERE e.tenant_id = $1 AND e.participant_id = $2 AND e.event_type = $3 AND e.received_time >= $4
+      -- not an event that already resumed a wait of this instance
+      AND NOT EXISTS (SELECT 1 FROM waits w WHERE w.instance_id = $5 AND w.branch_path->>'event_id' = e.id::text)
+      -- nor the event that started (or was routed to) this instance
+      AND NOT coalesce(e.route_result->'instance_ids', '[]'::jsonb) ? $5::text
+    ORDER BY e.received_time, e.id
+    LIMIT {LOOKBACK_LIMIT}
+"""  # noqa: S608 - a constant limit
+
+
 async def _recent_events(rt: Runtime, wait: ArmedEventWait) -> list[tuple[uuid.UUID, dict[str, Any]]]:
-    consumed = (
-        select(literal(1))
-        .select_from(_waits)
-        .where(
-            _waits.c.instance_id == wait.instance_id,
-            _waits.c.branch_path["event_id"].astext == cast(_events.c.id, Text),
-        )
-        .exists()
-    )
-    query = (
-        select(_events.c.id, _events.c.data)
-        .where(
-            _events.c.tenant_id == wait.tenant_id,
-            _events.c.participant_id == wait.participant_id,
-            _events.c.event_type == wait.event_type,
-            _events.c.received_time >= wait.since,
-            ~consumed,
-            # The event that started (or was routed to) this instance is not a new one for its waits.
-            ~func.coalesce(_events.c.route_result["instance_ids"], func.cast(literal([], JSONB), JSONB)).op(
-                "?", return_type=Boolean
-            )(str(wait.instance_id)),
-        )
-        .order_by(_events.c.received_time, _events.c.id)
-        .limit(LOOKBACK_LIMIT)
-    )
     async with rt.db.connect() as conn:
-        return [(row.id, dict(row.data or {})) for row in await conn.execute(query)]
+        rows = await (await store.driver(conn)).fetch(
+            _RECENT_EVENTS, wait.tenant_id, wait.participant_id, wait.event_type, wait.since, wait.instance_id
+        )
+    return [(row["id"], dict(row["data"] or {})) for row in rows]

@@ -1,7 +1,9 @@
-"""Every SQL statement of the engine's hot paths, as SQLAlchemy Core on one `AsyncConnection` (SPEC 9).
+"""Every SQL statement of instance execution, on the caller's `AsyncConnection` and transaction (SPEC 9).
 
-No ORM identity map: a run reads the instance row once (locked), writes its steps and waits in one multi-row
-INSERT each and updates the instance once, all inside the caller's transaction. Statements here never commit.
+No ORM identity map. A run costs few round trips: it locks the instance row (one SELECT .. FOR UPDATE), fires
+its wait (one conditional UPDATE), and writes its steps, new waits and instance state in one statement
+(`write_run`). The statements every run executes are constant SQL sent to the asyncpg driver inside the same
+transaction (`driver`); the rarer ones are SQLAlchemy Core. Statements here never commit.
 """
 
 from __future__ import annotations
