@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import statistics
+import time
+import uuid
 from datetime import timedelta
 
 import grpc
@@ -220,3 +222,21 @@ async def test_health_is_not_serving_while_the_engine_is_down(
     assert await eventually(
         lambda: health_status(scheduler.address) == health_pb2.HealthCheckResponse.SERVING, within=6
     )
+
+
+async def test_a_batch_spread_over_many_buckets_arms_quickly_and_cancels_whole(
+    channel: grpc.aio.Channel, token: str
+) -> None:
+    start = utc_now() + timedelta(seconds=5)
+    pairs = [(str(uuid.uuid4()), str(uuid.uuid4())) for _ in range(1000)]
+    fire_times = [start + timedelta(milliseconds=50 * i) for i in range(1000)]  # 1,000 buckets over 50 s
+    began = time.monotonic()
+    scheduled = await _schedule(channel, token, pairs, fire_times)
+    took = time.monotonic() - began
+    cancelled = await scheduler_stub(channel).CancelResumes(
+        scheduler_pb2.CancelResumesRequest(wait_ids=[wait for _, wait in pairs]), metadata=bearer(token)
+    )
+
+    assert scheduled == 1000
+    assert cancelled.cancelled == 1000
+    assert took < 3.0, took

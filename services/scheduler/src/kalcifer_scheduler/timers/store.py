@@ -13,6 +13,7 @@ tz-aware UTC datetime.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -24,6 +25,8 @@ from arq.connections import ArqRedis
 from kalcifer_scheduler.keys import DELAYED_RESUME_QUEUE, RedisKeys, bucket_job_id
 
 FIRE_JOB = "fire_due_timers"
+# Bucket jobs enqueued at once (each takes one pooled connection for its WATCH/MULTI).
+_ENQUEUE_CONCURRENCY = 32
 
 # Pops up to ARGV[2] members scored <= ARGV[1], earliest first, atomically: two replicas never pop the same wait.
 _POP_DUE = """
@@ -95,15 +98,21 @@ class TimerStore:
         """Make sure a bucket job exists for each bucket end (enqueueing an existing id is a harmless no-op)."""
         at = now_ms()
         self._enqueued_buckets = {bucket for bucket in self._enqueued_buckets if bucket > at}
-        for bucket in sorted(set(buckets) - self._enqueued_buckets):
-            await self._redis.enqueue_job(
-                FIRE_JOB,
-                bucket,
-                _job_id=bucket_job_id(bucket),
-                _queue_name=DELAYED_RESUME_QUEUE,
-                _defer_until=datetime.fromtimestamp(bucket / 1000, UTC),
-            )
-            self._enqueued_buckets.add(bucket)
+        missing = sorted(set(buckets) - self._enqueued_buckets)
+        # Each enqueue is its own WATCH/MULTI round trip; a batch spread over many buckets sends them together.
+        for start in range(0, len(missing), _ENQUEUE_CONCURRENCY):
+            chunk = missing[start : start + _ENQUEUE_CONCURRENCY]
+            await asyncio.gather(*(self._enqueue_bucket(bucket) for bucket in chunk))
+            self._enqueued_buckets.update(chunk)
+
+    async def _enqueue_bucket(self, bucket: int) -> None:
+        await self._redis.enqueue_job(
+            FIRE_JOB,
+            bucket,
+            _job_id=bucket_job_id(bucket),
+            _queue_name=DELAYED_RESUME_QUEUE,
+            _defer_until=datetime.fromtimestamp(bucket / 1000, UTC),
+        )
 
     async def cancel(self, wait_ids: Sequence[str]) -> int:
         """Disarm timers; returns how many were armed."""
