@@ -449,3 +449,27 @@ async def test_a_run_holds_the_instance_row_lock_until_it_commits(rt: Runtime, d
             assert seen.scalar_one() == "pending"  # the fire is not visible before the commit
         await conn.rollback()
     assert [w.id for w in await pending_waits(db_engine, instance_id)] == [wait.id]
+
+
+async def test_an_event_for_a_paused_flow_is_held_and_applied_on_resume(rt: Runtime, db_engine: AsyncEngine) -> None:
+    tenant = await create_tenant(db_engine)
+    g = graph(
+        [TRIGGER, ("a", "t_await", {"event_type": "paid"}), ("yes", "t_send", {}), ("w", "t_pause", {"seconds": 600})],
+        [("start", "a"), ("a", "yes", "event_received"), ("start", "w")],
+    )
+    flow = await create_flow(db_engine, tenant, g)
+    instance_id = await start(rt, tenant, flow, participant="held")
+    async with db_engine.begin() as conn:
+        await conn.execute(text("UPDATE flows SET status = 'paused' WHERE id = :f"), {"f": flow})
+    # Not yet marked paused by PauseFlowInstances: the flow's status alone holds the resume.
+    paid = await store_event(db_engine, tenant, "held", "paid", {"amount": 3})
+    assert (await route(rt, tenant, paid, "held", "paid", {"amount": 3})).resumed == 0
+    assert sorted((await instance(db_engine, instance_id)).current_nodes) == ["a", "w"]
+    assert await lifecycle.pause_flow_instances(rt, tenant, flow) == 1
+    async with db_engine.begin() as conn:
+        await conn.execute(text("UPDATE flows SET status = 'active' WHERE id = :f"), {"f": flow})
+    assert await lifecycle.resume_flow_instances(rt, tenant, flow) == lifecycle.FlowResumed(resumed=1, applied=1)
+    row = await instance(db_engine, instance_id)
+    assert (row.status, row.current_nodes) == ("waiting", ["w"])
+    assert row.context["event"] == {"amount": 3}
+    assert row.context["accumulated"]["a"]["branch"] == "event_received"
