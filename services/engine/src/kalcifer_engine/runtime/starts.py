@@ -61,45 +61,36 @@ async def start_instance(
     Raises NOT_FOUND (flow), FAILED_PRECONDITION (FLOW_NOT_ACTIVE, NO_ACTIVE_VERSION), INVALID_ARGUMENT (entry
     node), ALREADY_EXISTS ALREADY_IN_FLOW; with `skip_if_in_flow` the last is None instead (event entries).
     """
-    flow = await store.flow_for_start(conn, request.tenant_id, request.flow_id, request.participant_id)
-    if flow is None:
+    instance_id = uuid.uuid4()
+    entry = await store.enter_flow(
+        conn,
+        tenant_id=request.tenant_id,
+        flow_id=request.flow_id,
+        participant_id=request.participant_id,
+        instance_id=instance_id,
+        context=initial_context(request, instance_id, None),
+        now=now,
+    )
+    if entry is None:
         raise NotFound("flow", f"flows/{request.flow_id}")
-    if flow.status != "active":
-        raise FailedPrecondition("FLOW_NOT_ACTIVE", f"flow {request.flow_id} is {flow.status}, not active")
-    if flow.active_version_number is None:
+    if entry.flow_status != "active":
+        raise FailedPrecondition("FLOW_NOT_ACTIVE", f"flow {request.flow_id} is {entry.flow_status}, not active")
+    if entry.version_number is None:
         raise FailedPrecondition("NO_ACTIVE_VERSION", f"flow {request.flow_id} has no active version")
-    version = flow.active_version_number
+    if entry.context is None:
+        if skip_if_in_flow:
+            return None
+        raise _already_in_flow(request)
+    version = entry.version_number
     if graph is None:
         graph = await rt.graph(conn, request.flow_id, version)
     registry = await rt.registry(request.tenant_id)
     triggers = [node.id for node in graph.trigger_nodes(registry)]
-    for entry in request.entry_node_ids:
-        if entry not in triggers:
-            raise InvalidArgument.single("entry_node_id", f"{entry!r} is not a trigger node of version {version}")
+    for entry_node in request.entry_node_ids:
+        if entry_node not in triggers:
+            # Raising rolls the caller's transaction back, the inserted instance with it.
+            raise InvalidArgument.single("entry_node_id", f"{entry_node!r} is not a trigger node of version {version}")
     heads = list(request.entry_node_ids) or triggers
-    if flow.re_entry == "never" and await store.has_any_instance(
-        conn, request.tenant_id, request.flow_id, request.participant_id
-    ):
-        if skip_if_in_flow:
-            return None
-        raise _already_in_flow(request)
-    instance_id = uuid.uuid4()
-    context = initial_context(request, instance_id, flow.customer)
-    inserted = await store.insert_instance(
-        conn,
-        instance_id=instance_id,
-        tenant_id=request.tenant_id,
-        flow_id=request.flow_id,
-        version_number=version,
-        participant_id=request.participant_id,
-        exclusive=flow.re_entry != "always",
-        context=context,
-        now=now,
-    )
-    if not inserted:
-        if skip_if_in_flow:
-            return None
-        raise _already_in_flow(request)
     instance = store.InstanceRow(
         id=instance_id,
         tenant_id=request.tenant_id,
@@ -108,8 +99,8 @@ async def start_instance(
         participant_id=request.participant_id,
         status="running",
         current_nodes=[],
-        context=context,
-        flow_status=flow.status,
+        context=dict(entry.context),
+        flow_status=entry.flow_status,
     )
     run = InstanceRun(conn, instance, graph, registry, rt.settings, now)
     await run.start(heads)

@@ -220,37 +220,6 @@ async def read_instance(conn: AsyncConnection, instance_id: uuid.UUID) -> Instan
     return None if row is None else _instance(row)
 
 
-@dataclass
-class FlowForStart:
-    """What StartInstance needs about the flow, and the participant's profile if they have one."""
-
-    status: str
-    active_version_number: int | None
-    re_entry: str
-    customer: dict[str, Any] | None
-
-
-_FLOW_FOR_START = """
-    SELECT f.status, f.active_version_number, f.re_entry,
-           (SELECT jsonb_strip_nulls(jsonb_build_object(
-                'external_id', c.external_id, 'attributes', c.attributes, 'tags', to_jsonb(c.tags),
-                'preferences', c.preferences, 'timezone', c.timezone, 'email', c.email, 'phone', c.phone))
-            FROM customers c WHERE c.tenant_id = $1 AND c.external_id = $3) AS customer
-    FROM flows f WHERE f.id = $2 AND f.tenant_id = $1
-"""
-
-
-async def flow_for_start(
-    conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, participant_id: str
-) -> FlowForStart | None:
-    """The flow (scoped to the tenant) and the participant's customer profile, in one round trip."""
-    row = await (await driver(conn)).fetchrow(_FLOW_FOR_START, tenant_id, flow_id, participant_id)
-    if row is None:
-        return None
-    customer = row["customer"]
-    return FlowForStart(row["status"], row["active_version_number"], row["re_entry"], customer or None)
-
-
 async def load_graph(conn: AsyncConnection, flow_id: uuid.UUID, version_number: int) -> dict[str, Any] | None:
     """The stored graph of one version."""
     query = select(versions.c.graph).where(versions.c.flow_id == flow_id, versions.c.version_number == version_number)
@@ -258,55 +227,69 @@ async def load_graph(conn: AsyncConnection, flow_id: uuid.UUID, version_number: 
     return graph
 
 
-async def has_any_instance(conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, participant: str) -> bool:
-    """Whether the participant ever entered the flow (re-entry policy `never`)."""
-    query = select(literal(1)).where(
-        instances.c.tenant_id == tenant_id, instances.c.flow_id == flow_id, instances.c.participant_id == participant
+_ENTER_FLOW = f"""
+    WITH f AS (
+        SELECT f.status, f.active_version_number, f.re_entry,
+               (SELECT jsonb_strip_nulls(jsonb_build_object(
+                    'external_id', c.external_id, 'attributes', c.attributes, 'tags', to_jsonb(c.tags),
+                    'preferences', c.preferences, 'timezone', c.timezone, 'email', c.email, 'phone', c.phone))
+                FROM customers c WHERE c.tenant_id = $1 AND c.external_id = $3) AS customer,
+               f.re_entry = 'never' AND EXISTS (
+                    SELECT 1 FROM flow_instances p
+                    WHERE p.tenant_id = $1 AND p.flow_id = $2 AND p.participant_id = $3) AS entered_before
+        FROM flows f WHERE f.id = $2 AND f.tenant_id = $1
+    ), ins AS (
+        INSERT INTO flow_instances (id, tenant_id, flow_id, version_number, participant_id, status, exclusive,
+                                    context, current_nodes, run_revision, enter_time, update_time)
+        SELECT $4, $1, $2, f.active_version_number, $3, 'running', f.re_entry <> 'always',
+               $5::jsonb || CASE WHEN f.customer IS NULL THEN '{{}}'::jsonb
+                                 ELSE jsonb_build_object('customer', f.customer) END,
+               '[]'::jsonb, 0, $6, $6
+        FROM f
+        WHERE f.status = 'active' AND f.active_version_number IS NOT NULL AND NOT f.entered_before
+        ON CONFLICT (tenant_id, flow_id, participant_id)
+            WHERE exclusive AND status IN ({", ".join(repr(s) for s in LIVE_INSTANCE_STATUSES)})
+        DO NOTHING
+        RETURNING context
     )
-    return (await conn.execute(query.limit(1))).first() is not None
-
-
-_INSERT_INSTANCE = f"""
-    INSERT INTO flow_instances (id, tenant_id, flow_id, version_number, participant_id, status, exclusive,
-                                context, current_nodes, run_revision, enter_time, update_time)
-    VALUES ($1, $2, $3, $4, $5, 'running', $6, $7::jsonb, '[]'::jsonb, 0, $8, $8)
-    ON CONFLICT (tenant_id, flow_id, participant_id)
-        WHERE exclusive AND status IN ({", ".join(repr(s) for s in LIVE_INSTANCE_STATUSES)})
-    DO NOTHING
-    RETURNING id
+    SELECT f.status, f.active_version_number, f.entered_before, (SELECT context FROM ins) AS context FROM f
 """  # noqa: S608 - the f-string splices a constant tuple
 
 
-async def insert_instance(
+@dataclass
+class Entry:
+    """What entering a flow found: the flow's state, and the new instance's context when it was inserted."""
+
+    flow_status: str
+    version_number: int | None
+    entered_before: bool
+    context: dict[str, Any] | None  # None: not inserted (see the other fields, else a live instance exists)
+
+
+async def enter_flow(
     conn: AsyncConnection,
     *,
-    instance_id: uuid.UUID,
     tenant_id: uuid.UUID,
     flow_id: uuid.UUID,
-    version_number: int,
     participant_id: str,
-    exclusive: bool,
+    instance_id: uuid.UUID,
     context: dict[str, Any],
     now: datetime,
-) -> bool:
-    """Insert a running instance; False when the participant already has a live exclusive one (unique index).
+) -> Entry | None:
+    """Insert a running instance if the flow admits the participant, in one round trip; None: no such flow.
 
-    `ON CONFLICT DO NOTHING` on the partial unique index (its predicate spelled out literally, so PostgreSQL can
-    infer the index) waits for a concurrent insert to commit or roll back, so twenty racing starts give one
-    instance and nineteen Falses, with no aborted transaction to clean up.
+    One statement reads the flow and the participant's profile (merged into `context` at `customer`), applies
+    the re-entry policy (`never`: no previous instance; `always`: a non-exclusive row) and inserts. `ON CONFLICT
+    DO NOTHING` on the partial unique index (its predicate spelled out literally, so PostgreSQL can infer the
+    index) waits for a concurrent insert to commit or roll back, so twenty racing starts give one instance and
+    nineteen answers without one, and no aborted transaction to clean up.
     """
-    inserted = await (await driver(conn)).fetchval(
-        _INSERT_INSTANCE,
-        instance_id,
-        tenant_id,
-        flow_id,
-        version_number,
-        participant_id,
-        exclusive,
-        _json_text(context),
-        now,
+    row = await (await driver(conn)).fetchrow(
+        _ENTER_FLOW, tenant_id, flow_id, participant_id, instance_id, _json_text(context), now
     )
-    return inserted is not None
+    if row is None:
+        return None
+    return Entry(row["status"], row["active_version_number"], bool(row["entered_before"]), row["context"])
 
 
 async def save_instance(
