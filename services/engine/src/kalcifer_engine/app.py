@@ -23,7 +23,10 @@ async def serve(settings: EngineSettings, *, builtins: NodeRegistry | None = Non
     engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
     await wait_for_database(engine)
     deps = EngineDeps(
-        settings=settings, db=engine, sessions=create_sessionmaker(engine), registry=builtins or builtin_registry()
+        settings=settings,
+        db=engine,
+        sessions=create_sessionmaker(engine),
+        registry=builtins if builtins is not None else builtin_registry(),
     )
     servicer = EngineServicer(deps)
     engine_binding = binding(engine_pb2, engine_pb2_grpc, "EngineService", servicer)

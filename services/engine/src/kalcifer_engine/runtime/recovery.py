@@ -24,7 +24,6 @@ from typing import Final
 
 from kalcifer_common.logging import get_logger
 from sqlalchemy import Table, select
-from sqlalchemy.exc import SQLAlchemyError
 
 from kalcifer_engine.runtime import store
 from kalcifer_engine.runtime.core import Runtime
@@ -152,6 +151,8 @@ class RecoveryLoop:
                 done = await recover_once(self._rt)
                 if any(done.values()):
                     _log.info("recovery pass", **done)
-            except (SQLAlchemyError, OSError) as error:
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - the loop must outlive one bad pass (database down, a bug)
                 _log.warning("recovery pass failed; will retry", error=repr(error))
             await asyncio.sleep(self._rt.settings.recovery_interval_seconds)
