@@ -93,10 +93,10 @@ class SchedulerSettings(CommonSettings):
     maintenance_concurrency: int = Field(default=5, ge=1, le=1000, description="Jobs of maintenance at once.")
     deliveries_concurrency: int = Field(default=10, ge=1, le=1000, description="Jobs of deliveries at once.")
     arq_poll_seconds: float = Field(
-        default=0.05, gt=0, le=5, description="How often each arq worker polls its queue (bounds timer lateness)."
+        default=0.025, gt=0, le=5, description="How often each arq worker polls its queue (bounds timer lateness)."
     )
     timer_bucket_seconds: float = Field(
-        default=0.05, gt=0, le=10, description="Timers due within one bucket fire together (one arq job per bucket)."
+        default=0.025, gt=0, le=10, description="Timers due within one bucket fire together (one arq job per bucket)."
     )
     fire_batch_size: int = Field(default=500, ge=1, le=1000, description="Resumes per EngineService.ResumeInstances.")
     sweep_interval_seconds: float = Field(
