@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -473,3 +474,38 @@ async def test_an_event_for_a_paused_flow_is_held_and_applied_on_resume(rt: Runt
     assert (row.status, row.current_nodes) == ("waiting", ["w"])
     assert row.context["event"] == {"amount": 3}
     assert row.context["accumulated"]["a"]["branch"] == "event_received"
+
+
+async def test_events_racing_the_arming_of_their_waits_are_never_lost_nor_applied_twice(
+    rt: Runtime, db_engine: AsyncEngine
+) -> None:
+    tenant = await create_tenant(db_engine)
+    g = graph(
+        [TRIGGER, ("a", "t_await", {"event_type": "race"}), ("s", "t_send", {})],
+        [("start", "a"), ("a", "s", "event_received")],
+    )
+    flow = await create_flow(db_engine, tenant, g)
+
+    async def event_now(participant: str) -> None:
+        event_id = await store_event(db_engine, tenant, participant, "race", {"who": participant})
+        await route(rt, tenant, event_id, participant, "race", {"who": participant})
+
+    participants = [f"racer{n}" for n in range(30)]
+    started = await asyncio.gather(
+        *(start(rt, tenant, flow, participant=p) for p in participants),
+        *(event_now(p) for p in participants),
+    )
+    instance_ids = started[: len(participants)]
+    async with db_engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT i.status, i.context->'event'->>'who' AS who, "
+                "(SELECT count(*) FROM execution_steps s WHERE s.instance_id = i.id AND s.node_id = 'a' "
+                " AND s.status = 'completed') AS resumed, "
+                "(SELECT count(*) FROM deliveries d WHERE d.instance_id = i.id) AS sent "
+                "FROM flow_instances i WHERE i.id = ANY(CAST(:ids AS uuid[])) ORDER BY i.participant_id"
+            ),
+            {"ids": [str(i) for i in instance_ids]},
+        )
+        outcomes = [(r.status, r.who, r.resumed, r.sent) for r in rows]
+    assert outcomes == [("completed", p, 1, 1) for p in sorted(participants)]

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from kalcifer_common.errors import NotFound
 from kalcifer_common.logging import get_logger
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
 from kalcifer_engine.deps import EngineDeps
 from kalcifer_engine.domain.graph import FlowGraph
@@ -71,9 +72,15 @@ class Runtime:
         """The clock of runs (timezone-aware UTC)."""
         return datetime.now(UTC)
 
-    async def registry(self, tenant_id: uuid.UUID) -> NodeRegistry:
-        """Built-ins plus the tenant's webhook node types."""
-        return await registry_for(self.deps, tenant_id)
+    async def registry(self, conn: AsyncConnection, tenant_id: uuid.UUID) -> NodeRegistry:
+        """Built-ins plus the tenant's webhook node types (cached per tenant for a few seconds).
+
+        A cache miss reads the tenant's types on `conn`, the run's own connection: a run that waited for a second
+        pooled connection while holding one could starve the pool under a burst (every run holding one, all
+        waiting for another), which a test of sixty concurrent runs did.
+        """
+        on_this_connection = replace(self.deps, sessions=async_sessionmaker(bind=conn, expire_on_commit=False))
+        return await registry_for(on_this_connection, tenant_id)
 
     async def graph(self, conn: AsyncConnection, flow_id: uuid.UUID, version_number: int) -> FlowGraph:
         """The parsed graph of a version."""

@@ -119,7 +119,7 @@ async def _migrate_one(
             finished=True,
         )
         return "exited"
-    registry = await rt.registry(instance.tenant_id)
+    registry = await rt.registry(conn, instance.tenant_id)
     for wait in waits:
         old_node, new_node = old_graph.node(wait.node_id), new_graph.node(wait.node_id)
         assert new_node is not None

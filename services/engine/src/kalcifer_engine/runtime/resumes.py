@@ -125,7 +125,7 @@ async def resume_in(
     if by_event and fired.fire_time is not None:
         effects.cancelled_timers.append(fired.id)
     graph = await rt.graph(conn, instance.flow_id, instance.version_number)
-    run = InstanceRun(conn, instance, graph, await rt.registry(instance.tenant_id), rt.settings, now)
+    run = InstanceRun(conn, instance, graph, await rt.registry(conn, instance.tenant_id), rt.settings, now)
     await run.resume(fired, trigger, request.data if by_event else {})
     await run.finish()
     effects.extend(run.effects)

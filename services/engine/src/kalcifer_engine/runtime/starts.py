@@ -84,7 +84,7 @@ async def start_instance(
     version = entry.version_number
     if graph is None:
         graph = await rt.graph(conn, request.flow_id, version)
-    registry = await rt.registry(request.tenant_id)
+    registry = await rt.registry(conn, request.tenant_id)
     triggers = [node.id for node in graph.trigger_nodes(registry)]
     for entry_node in request.entry_node_ids:
         if entry_node not in triggers:
