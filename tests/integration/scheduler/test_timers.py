@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 import uuid
@@ -240,3 +241,20 @@ async def test_a_batch_spread_over_many_buckets_arms_quickly_and_cancels_whole(
     assert scheduled == 1000
     assert cancelled.cancelled == 1000
     assert took < 3.0, took
+
+
+async def test_a_timer_due_while_the_engine_is_down_fires_once_it_is_back(
+    channel: grpc.aio.Channel, token: str, engine: RecordingEngine, seeder: Seeder
+) -> None:
+    fire = utc_now() + timedelta(seconds=0.3)
+    pairs = await seeder.waits([fire])
+    await _schedule(channel, token, pairs, [fire])
+    wait = pairs[0][1]
+    await engine.stop()
+    try:
+        await asyncio.sleep(0.3 + 3.0)  # due, then retried past the retry budget (2 s here) and released
+    finally:
+        await engine.start()
+
+    assert await eventually(lambda: engine.applied_for([wait])[wait], within=2 * SWEEP_SECONDS + 2)
+    assert len(engine.received([wait])[wait]) == 1
