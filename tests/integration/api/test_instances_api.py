@@ -348,3 +348,30 @@ def test_another_tenant_sees_none_of_these_instances(
     assert _list_all(instances, tenant_b) == []
     assert _list_all(instances, tenant_b, flow_id=str(seeded.flow_a)) == []
     assert _list_all(instances, tenant_b, participant_id="p-0") == []
+
+
+async def test_instances_entering_at_the_same_instant_are_paged_once_each(
+    instances: instance_pb2_grpc.InstanceServiceStub, suite: Suite, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    tenant = _tenant(suite, "instances-ties")
+    flow_id = uuid.uuid4()
+    same_instant = BASE_TIME - timedelta(days=1)
+    ids = [uuid.uuid4() for _ in range(5)]
+    async with sessions.begin() as session:
+        session.add(Flow(id=flow_id, tenant_id=tenant.id, name="ties", status="active", active_version_number=1))
+        await session.flush()
+        for instance_id in ids:
+            session.add(
+                FlowInstance(
+                    id=instance_id,
+                    tenant_id=tenant.id,
+                    flow_id=flow_id,
+                    version_number=1,
+                    participant_id=str(instance_id),
+                    status="completed",
+                    enter_time=same_instant,
+                )
+            )
+    listed = _list_all(instances, tenant, flow_id=str(flow_id))
+    # Ties on enter_time are broken by id, newest-first order meaning descending ids.
+    assert [uuid.UUID(i.id) for i in listed] == sorted(ids, reverse=True)
