@@ -223,13 +223,6 @@ def test_results_do_not_share_their_default_output() -> None:
     assert Completed().output is not Completed().output
 
 
-async def test_execution_is_not_built_yet() -> None:
-    with pytest.raises(NotImplementedError):
-        await Wait().execute({"duration": "1s"}, ctx=None)
-    with pytest.raises(NotImplementedError):
-        await Wait().resume({"duration": "1s"}, ctx=None, trigger="timer", data={})
-
-
 # -- the registry ----------------------------------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from kalcifer_common.errors import FieldViolation
 
+from kalcifer_engine.nodes import behaviour as _b
 from kalcifer_engine.nodes.base import NodeCategory, NodeType
 from kalcifer_engine.nodes.schema import NON_EMPTY_STRING, object_schema, quote
 
@@ -68,3 +69,7 @@ class AbSplit(NodeType):
             else:
                 first_index[key] = index
         return found
+
+    async def execute(self, config: _b.Config, ctx: _b.NodeContext) -> _b.NodeResult:
+        """See `behaviour.ab_split`."""
+        return await _b.ab_split(config, ctx)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from kalcifer_engine.nodes import behaviour as _b
 from kalcifer_engine.nodes.base import NodeCategory, NodeType
 from kalcifer_engine.nodes.schema import NON_EMPTY_STRING, object_schema
 
@@ -24,3 +25,7 @@ class CheckSegment(NodeType):
     def branches(self, config: Mapping[str, Any]) -> tuple[str, ...]:
         """`true` or `false`."""
         return ("true", "false")
+
+    async def execute(self, config: _b.Config, ctx: _b.NodeContext) -> _b.NodeResult:
+        """See `behaviour.check_segment`."""
+        return await _b.check_segment(config, ctx)

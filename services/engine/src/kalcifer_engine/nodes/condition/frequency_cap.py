@@ -7,6 +7,7 @@ from typing import Any
 
 from kalcifer_common.errors import FieldViolation
 
+from kalcifer_engine.nodes import behaviour as _b
 from kalcifer_engine.nodes.base import NodeCategory, NodeType
 from kalcifer_engine.nodes.checks import duration_violations
 from kalcifer_engine.nodes.schema import CHANNELS, DURATION, object_schema
@@ -38,3 +39,7 @@ class FrequencyCap(NodeType):
     def semantic_violations(self, config: Mapping[str, Any]) -> list[FieldViolation]:
         """The window must be a duration."""
         return duration_violations(config, "time_window")
+
+    async def execute(self, config: _b.Config, ctx: _b.NodeContext) -> _b.NodeResult:
+        """See `behaviour.frequency_cap`."""
+        return await _b.frequency_cap(config, ctx)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kalcifer_engine.nodes import behaviour as _b
 from kalcifer_engine.nodes.base import NodeCategory, NodeType
 from kalcifer_engine.nodes.schema import object_schema
 
@@ -16,3 +17,7 @@ class Exit(NodeType):
         description,
         {"reason": {"type": "string", "maxLength": 200, "description": "Why the instance ended, for operators."}},
     )
+
+    async def execute(self, config: _b.Config, ctx: _b.NodeContext) -> _b.NodeResult:
+        """See `behaviour.entered`."""
+        return _b.entered(ctx)

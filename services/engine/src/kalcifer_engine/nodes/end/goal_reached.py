@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kalcifer_engine.nodes import behaviour as _b
 from kalcifer_engine.nodes.base import NodeCategory, NodeType
 from kalcifer_engine.nodes.schema import NON_EMPTY_STRING, object_schema
 
@@ -17,3 +18,7 @@ class GoalReached(NodeType):
         {"goal_name": {**NON_EMPTY_STRING, "description": "The goal reached, for analytics."}},
         required=["goal_name"],
     )
+
+    async def execute(self, config: _b.Config, ctx: _b.NodeContext) -> _b.NodeResult:
+        """See `behaviour.goal_reached`."""
+        return await _b.goal_reached(config, ctx)

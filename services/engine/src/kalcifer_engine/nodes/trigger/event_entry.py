@@ -7,6 +7,7 @@ from typing import Any
 
 from kalcifer_common.errors import FieldViolation
 
+from kalcifer_engine.nodes import behaviour as _b
 from kalcifer_engine.nodes.base import NodeCategory, NodeType
 from kalcifer_engine.nodes.checks import expression_violations
 from kalcifer_engine.nodes.schema import CEL_EXPRESSION, NON_EMPTY_STRING, object_schema
@@ -30,3 +31,7 @@ class EventEntry(NodeType):
     def semantic_violations(self, config: Mapping[str, Any]) -> list[FieldViolation]:
         """The filter must compile."""
         return expression_violations(config, "filter")
+
+    async def execute(self, config: _b.Config, ctx: _b.NodeContext) -> _b.NodeResult:
+        """See `behaviour.entered`."""
+        return _b.entered(ctx)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kalcifer_engine.nodes import behaviour as _b
 from kalcifer_engine.nodes.base import NodeCategory, NodeType
 from kalcifer_engine.nodes.schema import NON_EMPTY_STRING, object_schema
 
@@ -17,3 +18,7 @@ class SegmentEntry(NodeType):
         {"segment_id": {**NON_EMPTY_STRING, "description": "The segment whose new members enter."}},
         required=["segment_id"],
     )
+
+    async def execute(self, config: _b.Config, ctx: _b.NodeContext) -> _b.NodeResult:
+        """See `behaviour.entered`."""
+        return _b.entered(ctx)

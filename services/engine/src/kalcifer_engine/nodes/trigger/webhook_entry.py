@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kalcifer_engine.nodes import behaviour as _b
 from kalcifer_engine.nodes.base import NodeCategory, NodeType
 from kalcifer_engine.nodes.schema import object_schema
 
@@ -27,3 +28,7 @@ class WebhookEntry(NodeType):
         },
         required=["webhook_path"],
     )
+
+    async def execute(self, config: _b.Config, ctx: _b.NodeContext) -> _b.NodeResult:
+        """See `behaviour.entered`."""
+        return _b.entered(ctx)

@@ -7,6 +7,7 @@ from typing import Any
 
 from kalcifer_common.errors import FieldViolation
 
+from kalcifer_engine.nodes import behaviour as _b
 from kalcifer_engine.nodes.base import NodeCategory, NodeType
 from kalcifer_engine.nodes.checks import duration_violations
 from kalcifer_engine.nodes.schema import DURATION, object_schema
@@ -28,3 +29,11 @@ class Wait(NodeType):
     def semantic_violations(self, config: Mapping[str, Any]) -> list[FieldViolation]:
         """The duration must parse."""
         return duration_violations(config, "duration")
+
+    async def execute(self, config: _b.Config, ctx: _b.NodeContext) -> _b.NodeResult:
+        """See `behaviour.wait`."""
+        return _b.wait(config, ctx)
+
+    async def resume(self, config: _b.Config, ctx: _b.NodeContext, trigger: str, data: _b.Config) -> _b.NodeResult:
+        """See `behaviour.resumed_timer`."""
+        return _b.resumed_timer(trigger)

@@ -7,6 +7,7 @@ from typing import Any
 
 from kalcifer_common.errors import FieldViolation
 
+from kalcifer_engine.nodes import behaviour as _b
 from kalcifer_engine.nodes.base import NodeCategory, NodeType
 from kalcifer_engine.nodes.checks import duration_violations, expression_violations
 from kalcifer_engine.nodes.schema import CEL_EXPRESSION, DURATION, NON_EMPTY_STRING, object_schema
@@ -39,3 +40,11 @@ class WaitForEvent(NodeType):
     def semantic_violations(self, config: Mapping[str, Any]) -> list[FieldViolation]:
         """The timeout must parse and the filter compile."""
         return duration_violations(config, "timeout") + expression_violations(config, "filter")
+
+    async def execute(self, config: _b.Config, ctx: _b.NodeContext) -> _b.NodeResult:
+        """See `behaviour.wait_for_event`."""
+        return _b.wait_for_event(config, ctx)
+
+    async def resume(self, config: _b.Config, ctx: _b.NodeContext, trigger: str, data: _b.Config) -> _b.NodeResult:
+        """See `behaviour.resumed_event`."""
+        return _b.resumed_event(trigger, data)

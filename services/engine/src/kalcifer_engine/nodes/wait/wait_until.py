@@ -7,6 +7,7 @@ from typing import Any
 
 from kalcifer_common.errors import FieldViolation
 
+from kalcifer_engine.nodes import behaviour as _b
 from kalcifer_engine.nodes.base import NodeCategory, NodeType
 from kalcifer_engine.nodes.checks import datetime_violations
 from kalcifer_engine.nodes.schema import object_schema
@@ -34,3 +35,11 @@ class WaitUntil(NodeType):
     def semantic_violations(self, config: Mapping[str, Any]) -> list[FieldViolation]:
         """The datetime must parse and carry an offset: a bare wall-clock time means different moments."""
         return datetime_violations(config, "datetime")
+
+    async def execute(self, config: _b.Config, ctx: _b.NodeContext) -> _b.NodeResult:
+        """See `behaviour.wait_until`."""
+        return _b.wait_until(config, ctx)
+
+    async def resume(self, config: _b.Config, ctx: _b.NodeContext, trigger: str, data: _b.Config) -> _b.NodeResult:
+        """See `behaviour.resumed_timer`."""
+        return _b.resumed_timer(trigger)

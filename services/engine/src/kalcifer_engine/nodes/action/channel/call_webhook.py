@@ -9,6 +9,7 @@ from typing import Any
 from kalcifer_common.durations import is_duration, parse_duration
 from kalcifer_common.errors import FieldViolation
 
+from kalcifer_engine.nodes import behaviour as _b
 from kalcifer_engine.nodes.base import NodeCategory, NodeType
 from kalcifer_engine.nodes.checks import duration_violations
 from kalcifer_engine.nodes.schema import DURATION, object_schema
@@ -53,3 +54,7 @@ class CallWebhook(NodeType):
         if isinstance(timeout, str) and is_duration(timeout) and parse_duration(timeout) > MAX_TIMEOUT:
             found.append(FieldViolation("timeout", f"{timeout!r} is longer than the maximum of 30s"))
         return found
+
+    async def execute(self, config: _b.Config, ctx: _b.NodeContext) -> _b.NodeResult:
+        """See `behaviour.call_webhook`."""
+        return await _b.call_webhook(config, ctx)

@@ -7,6 +7,7 @@ from typing import Any
 
 from kalcifer_common.errors import FieldViolation
 
+from kalcifer_engine.nodes import behaviour as _b
 from kalcifer_engine.nodes.base import NodeCategory, NodeType
 from kalcifer_engine.nodes.checks import expression_violations
 from kalcifer_engine.nodes.schema import CEL_EXPRESSION, object_schema
@@ -34,3 +35,7 @@ class CustomCode(NodeType):
     def semantic_violations(self, config: Mapping[str, Any]) -> list[FieldViolation]:
         """The expression must compile."""
         return expression_violations(config, "expression")
+
+    async def execute(self, config: _b.Config, ctx: _b.NodeContext) -> _b.NodeResult:
+        """See `behaviour.custom_code`."""
+        return _b.custom_code(config, ctx)

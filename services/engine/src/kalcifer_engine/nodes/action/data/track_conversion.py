@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kalcifer_engine.nodes import behaviour as _b
 from kalcifer_engine.nodes.base import NodeCategory, NodeType
 from kalcifer_engine.nodes.schema import NON_EMPTY_STRING, object_schema
 
@@ -21,3 +22,7 @@ class TrackConversion(NodeType):
         },
         required=["event_name"],
     )
+
+    async def execute(self, config: _b.Config, ctx: _b.NodeContext) -> _b.NodeResult:
+        """See `behaviour.track_conversion`."""
+        return await _b.track_conversion(config, ctx)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kalcifer_engine.nodes import behaviour as _b
 from kalcifer_engine.nodes.base import NodeCategory, NodeType
 from kalcifer_engine.nodes.schema import object_schema
 
@@ -25,3 +26,7 @@ class UpdateProfile(NodeType):
         },
         required=["fields"],
     )
+
+    async def execute(self, config: _b.Config, ctx: _b.NodeContext) -> _b.NodeResult:
+        """See `behaviour.update_profile`."""
+        return await _b.update_profile(config, ctx)

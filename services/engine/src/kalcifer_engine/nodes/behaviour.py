@@ -1,0 +1,195 @@
+"""What the built-in nodes do when run (SPEC 6.2), kept apart from their declarations (schemas, branches).
+
+Each built-in's `execute` / `resume` is a one-line call into this module, so the behaviour of all 23 types can
+be read (and reviewed) in one place. Everything goes through `NodeContext`: no database, network or clock here.
+Bad data yields `Failed`, never an exception, so the walker can record why a path stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, TypeAlias
+
+from kalcifer_common.durations import parse_duration
+
+from kalcifer_engine.nodes.base import Branched, Completed, Failed, NodeResult, Waiting
+from kalcifer_engine.nodes.context import NodeContext
+
+__all__ = ["EVENT", "TIMEOUT", "TIMER", "Config", "NodeContext", "NodeResult"]
+
+Config: TypeAlias = Mapping[str, Any]
+
+# The `trigger` argument of `NodeType.resume`: why a waiting node is continued.
+TIMER = "timer"  # a timer wait's fire_time arrived (wait, wait_until)
+EVENT = "event"  # the awaited event arrived (wait_for_event); `data` is the event
+TIMEOUT = "timeout"  # an event wait's fire_time came first (wait_for_event -> its timeout_branch)
+
+
+def entered(ctx: NodeContext) -> NodeResult:
+    """Triggers only mark where an instance entered; the entry context is already the instance's data."""
+    return Completed({"participant_id": ctx.participant_id})
+
+
+def _customer_contact(ctx: NodeContext) -> dict[str, Any]:
+    found, customer = ctx.lookup("customer")
+    contact: dict[str, Any] = {}
+    if found and isinstance(customer, Mapping):
+        for name in ("email", "phone"):
+            if customer.get(name) is not None:
+                contact[name] = customer[name]
+    return contact
+
+
+async def send(channel: str, config: Config, ctx: NodeContext, extra_fields: tuple[str, ...]) -> NodeResult:
+    """Create a delivery; the template data merges the participant, their contact and the node's `data`."""
+    payload: dict[str, Any] = {"participant_id": ctx.participant_id, **_customer_contact(ctx)}
+    payload["data"] = dict(config.get("data") or {})
+    for name in extra_fields:
+        if name in config:
+            payload[name] = config[name]
+    key = await ctx.create_delivery(channel, config["template_id"], payload)
+    return Completed({"delivery_key": key})
+
+
+async def call_webhook(config: Config, ctx: NodeContext) -> NodeResult:
+    """A delivery on channel 'webhook'; the scheduler's delivery queue makes the request (and retries it)."""
+    payload = {
+        "url": config["url"],
+        "method": config.get("method", "POST"),
+        "headers": dict(config.get("headers") or {}),
+        "body": config["body"] if "body" in config else dict(ctx.data),
+        "timeout": config.get("timeout", "10s"),
+    }
+    key = await ctx.create_delivery("webhook", None, payload)
+    return Completed({"delivery_key": key})
+
+
+async def update_profile(config: Config, ctx: NodeContext) -> NodeResult:
+    await ctx.update_profile(config["fields"])
+    return Completed({"updated": sorted(config["fields"])})
+
+
+async def add_tag(config: Config, ctx: NodeContext) -> NodeResult:
+    await ctx.add_tag(config["tag"])
+    return Completed({"tag": config["tag"]})
+
+
+def custom_code(config: Config, ctx: NodeContext) -> NodeResult:
+    """Evaluate CEL (never Python); an evaluation error is the flow's data problem, so a Failed result."""
+    try:
+        value = ctx.evaluate(config["expression"])
+    except ValueError as error:
+        return Failed(f"custom_code expression failed: {error}")
+    return Completed({config.get("output") or "result": value})
+
+
+async def track_conversion(config: Config, ctx: NodeContext) -> NodeResult:
+    revenue = config.get("revenue")
+    amount = None if revenue is None else Decimal(str(revenue))
+    await ctx.record_conversion(config["event_name"], amount)
+    return Completed({"event_name": config["event_name"]})
+
+
+def wait(config: Config, ctx: NodeContext) -> NodeResult:
+    return Waiting(kind="timer", fire_time=ctx.now + parse_duration(config["duration"]))
+
+
+def wait_until(config: Config, ctx: NodeContext) -> NodeResult:
+    """A time already past still waits: the scheduler fires it at once, keeping one path through the scheduler."""
+    try:
+        when = datetime.fromisoformat(config["datetime"])
+    except ValueError as error:
+        return Failed(f"wait_until datetime is not ISO 8601: {error}")
+    if when.utcoffset() is None:
+        return Failed("wait_until datetime needs a UTC offset")
+    return Waiting(kind="timer", fire_time=when)
+
+
+def wait_for_event(config: Config, ctx: NodeContext) -> NodeResult:
+    return Waiting(
+        kind="event",
+        event_type=config["event_type"],
+        event_filter=config.get("filter"),
+        fire_time=ctx.now + parse_duration(config["timeout"]),
+        timeout_branch="timed_out",
+    )
+
+
+def resumed_timer(trigger: str) -> NodeResult:
+    if trigger != TIMER:
+        return Failed(f"a timer wait cannot be resumed by {trigger!r}")
+    return Completed()
+
+
+def resumed_event(trigger: str, data: Config) -> NodeResult:
+    if trigger == EVENT:
+        return Branched("event_received", {"event": dict(data)})
+    if trigger in (TIMEOUT, TIMER):
+        return Branched("timed_out")
+    return Failed(f"an event wait cannot be resumed by {trigger!r}")
+
+
+def _compare(operator: str, found: bool, actual: Any, expected: Any) -> bool:
+    """Never raises: a missing field or incomparable types are simply false (except `exists`)."""
+    if operator == "exists":
+        return found and actual is not None
+    if not found:
+        return False
+    try:
+        if operator == "eq":
+            return bool(actual == expected)
+        if operator == "neq":
+            return bool(actual != expected)
+        if isinstance(actual, bool) != isinstance(expected, bool) and operator in ("gt", "gte", "lt", "lte"):
+            return False
+        if operator == "gt":
+            return bool(actual > expected)
+        if operator == "gte":
+            return bool(actual >= expected)
+        if operator == "lt":
+            return bool(actual < expected)
+        if operator == "lte":
+            return bool(actual <= expected)
+        if operator == "contains":
+            if isinstance(actual, str):
+                return isinstance(expected, str) and expected in actual
+            return isinstance(actual, (list, tuple, Mapping)) and expected in actual
+        if operator == "in":
+            return isinstance(expected, list) and actual in expected
+        if operator == "not_in":
+            return isinstance(expected, list) and actual not in expected
+    except TypeError:
+        return False
+    return False
+
+
+def condition(config: Config, ctx: NodeContext) -> NodeResult:
+    found, actual = ctx.lookup(config["field"])
+    outcome = _compare(config["operator"], found, actual, config.get("value"))
+    return Branched("true" if outcome else "false")
+
+
+async def ab_split(config: Config, ctx: NodeContext) -> NodeResult:
+    variants = [(v["key"], float(v["weight"])) for v in config["variants"]]
+    return Branched(await ctx.sticky_variant(variants))
+
+
+async def frequency_cap(config: Config, ctx: NodeContext) -> NodeResult:
+    since = ctx.now - parse_duration(config["time_window"])
+    count = await ctx.count_deliveries(config["channel"], since)
+    return Branched("allowed" if count < config["max_messages"] else "capped", {"count": count})
+
+
+async def check_segment(config: Config, ctx: NodeContext) -> NodeResult:
+    return Branched("true" if await ctx.in_segment(config["segment_id"]) else "false")
+
+
+async def preference_gate(config: Config, ctx: NodeContext) -> NodeResult:
+    return Branched("true" if await ctx.preference(config["channel"]) else "false")
+
+
+async def goal_reached(config: Config, ctx: NodeContext) -> NodeResult:
+    await ctx.record_conversion(config["goal_name"], None, kind="goal")
+    return Completed({"goal_name": config["goal_name"]})
