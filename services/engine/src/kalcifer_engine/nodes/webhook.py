@@ -1,19 +1,22 @@
 """Runtime node types backed by a tenant's HTTPS webhook (SPEC 6.7).
 
 A tenant registers one in the database, so every engine replica sees it; its configs are validated like a
-built-in's, against the JSON Schema it declared. Calling the webhook is built with execution.
+built-in's, against the JSON Schema it declared. `execute` / `resume`
+post the call and map the JSON answer onto the result classes (`answer_result`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from kalcifer_common.errors import FieldViolation, InvalidArgument
 
-from kalcifer_engine.nodes.base import NodeCategory, NodeType
+from kalcifer_engine.nodes.base import Branched, Completed, Failed, NodeCategory, NodeResult, NodeType, Waiting
+from kalcifer_engine.nodes.context import NodeContext
 from kalcifer_engine.nodes.schema import quote, schema_errors
 
 KEY_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -61,6 +64,94 @@ class WebhookNodeType(NodeType):
     def branches(self, config: Mapping[str, Any]) -> tuple[str, ...]:
         """The branches the tenant declared."""
         return self._branches
+
+    # A webhook type's call can fail on a network blip; let the engine retry it a few times with backoff.
+    retries = 3
+
+    async def execute(self, config: Mapping[str, Any], ctx: NodeContext) -> NodeResult:
+        """POST {config, context, node_id, participant_id} to the endpoint and map its answer."""
+        return await self._call(config, ctx, None, None)
+
+    async def resume(
+        self, config: Mapping[str, Any], ctx: NodeContext, trigger: str, data: Mapping[str, Any]
+    ) -> NodeResult:
+        """Like `execute`, with `trigger` and `data` (the event) added to the body."""
+        return await self._call(config, ctx, trigger, data)
+
+    async def _call(
+        self, config: Mapping[str, Any], ctx: NodeContext, trigger: str | None, data: Mapping[str, Any] | None
+    ) -> NodeResult:
+        body: dict[str, Any] = {
+            "config": dict(config),
+            "context": dict(ctx.data),
+            "node_id": ctx.node_id,
+            "participant_id": ctx.participant_id,
+        }
+        if trigger is not None:
+            body["trigger"] = trigger
+            body["data"] = dict(data or {})
+        try:
+            answer = await ctx.http_post(self.endpoint_url, body, time_limit=timedelta(milliseconds=self.timeout_ms))
+        except TimeoutError:
+            return Failed(f"node type {self.key!r}: no answer within {self.timeout_ms} ms", retryable=True)
+        except ConnectionError as error:
+            return Failed(f"node type {self.key!r}: cannot reach its endpoint: {error}", retryable=True)
+        except ValueError as error:
+            return Failed(f"node type {self.key!r}: its answer is not JSON: {error}")
+        return answer_result(self.key, self._branches, answer)
+
+
+def answer_result(key: str, branches: tuple[str, ...], answer: object) -> NodeResult:
+    """Map a webhook's JSON answer to a result; anything malformed is a non-retryable `Failed` saying what."""
+
+    def bad(why: str) -> Failed:
+        return Failed(f"node type {key!r} answered badly: {why}")
+
+    if not isinstance(answer, Mapping):
+        return bad("the answer must be a JSON object")
+    output = answer.get("output", {})
+    if not isinstance(output, Mapping):
+        return bad("'output' must be an object")
+    output = dict(output)
+    result = answer.get("result")
+    if result == "completed":
+        return Completed(output)
+    if result == "branched":
+        branch = answer.get("branch")
+        if not isinstance(branch, str) or branch not in branches:
+            return bad(f"branch {branch!r} is not one of {list(branches)}")
+        return Branched(branch, output)
+    if result == "failed":
+        reason = answer.get("reason")
+        return Failed(f"node type {key!r} failed: {reason if isinstance(reason, str) and reason else 'no reason'}")
+    if result == "waiting":
+        return _waiting(answer, output, bad)
+    return bad(f"'result' must be completed, branched, waiting or failed; got {result!r}")
+
+
+def _waiting(answer: Mapping[str, Any], output: dict[str, Any], bad: Callable[[str], Failed]) -> NodeResult:
+    fire_time = None
+    raw_time = answer.get("fire_time")
+    if raw_time is not None:
+        try:
+            fire_time = datetime.fromisoformat(raw_time) if isinstance(raw_time, str) else None
+        except ValueError:
+            fire_time = None
+        if fire_time is None or fire_time.utcoffset() is None:
+            return bad(f"'fire_time' must be an ISO 8601 time with offset; got {raw_time!r}")
+    event_type = answer.get("event_type")
+    if event_type is not None and (not isinstance(event_type, str) or not event_type):
+        return bad("'event_type' must be a non-empty string")
+    if event_type is None and fire_time is None:
+        return bad("a waiting answer needs 'fire_time' or 'event_type'")
+    event_filter = answer.get("event_filter")
+    if event_filter is not None and not isinstance(event_filter, str):
+        return bad("'event_filter' must be a string")
+    if event_type is not None:
+        return Waiting(
+            kind="event", event_type=event_type, event_filter=event_filter, fire_time=fire_time, output=output
+        )
+    return Waiting(kind="timer", fire_time=fire_time, output=output)
 
 
 def definition_violations(
