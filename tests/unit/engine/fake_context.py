@@ -1,0 +1,85 @@
+"""An in-memory `NodeContext` for node unit tests: records every effect, answers every question from its fields."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from kalcifer_engine.runtime.db_context import evaluate_expression, weighted_choice
+
+NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
+
+
+@dataclass
+class FakeContext:
+    """Deterministic: sticky variants hash the participant; the clock is `now`; http answers come from `answer`."""
+
+    participant_id: str = "p-1"
+    data: dict[str, Any] = field(default_factory=dict)
+    now: datetime = NOW
+    node_id: str = "n1"
+    attempt: int = 1
+    tenant_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    flow_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    instance_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    segments: set[str] = field(default_factory=set)
+    refused_channels: set[str] = field(default_factory=set)
+    delivery_counts: dict[str, int] = field(default_factory=dict)
+    answer: Callable[[str, Mapping[str, Any], timedelta], Mapping[str, Any]] | None = None
+    deliveries: list[tuple[str, str | None, dict[str, Any]]] = field(default_factory=list)
+    profile: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    conversions: list[tuple[str, Decimal | None, str]] = field(default_factory=list)
+    count_queries: list[tuple[str, datetime]] = field(default_factory=list)
+    posts: list[tuple[str, dict[str, Any], timedelta]] = field(default_factory=list)
+    assigned: dict[str, str] = field(default_factory=dict)
+
+    def lookup(self, path: str) -> tuple[bool, Any]:
+        value: Any = self.data
+        for part in path.split("."):
+            if not isinstance(value, Mapping) or part not in value:
+                return False, None
+            value = value[part]
+        return True, value
+
+    async def create_delivery(self, channel: str, template_id: str | None, payload: Mapping[str, Any]) -> str:
+        self.deliveries.append((channel, template_id, dict(payload)))
+        return f"{self.instance_id}:{self.node_id}:{self.attempt}"
+
+    async def update_profile(self, fields: Mapping[str, Any]) -> None:
+        self.profile.update(fields)
+
+    async def add_tag(self, tag: str) -> None:
+        if tag not in self.tags:
+            self.tags.append(tag)
+
+    async def record_conversion(self, name: str, revenue: Decimal | None, *, kind: str = "conversion") -> None:
+        self.conversions.append((name, revenue, kind))
+
+    async def count_deliveries(self, channel: str, since: datetime) -> int:
+        self.count_queries.append((channel, since))
+        return self.delivery_counts.get(channel, 0)
+
+    async def sticky_variant(self, variants: Sequence[tuple[str, float]]) -> str:
+        if self.participant_id not in self.assigned:
+            seed = f"{self.flow_id}:{self.node_id}:{self.participant_id}"
+            self.assigned[self.participant_id] = weighted_choice(variants, seed)
+        return self.assigned[self.participant_id]
+
+    async def in_segment(self, segment_id: str) -> bool:
+        return segment_id in self.segments
+
+    async def preference(self, channel: str) -> bool:
+        return channel not in self.refused_channels
+
+    def evaluate(self, expression: str, extra: Mapping[str, Any] | None = None) -> Any:
+        return evaluate_expression(expression, {**self.data, **(extra or {})})
+
+    async def http_post(self, url: str, body: Mapping[str, Any], *, time_limit: timedelta) -> Mapping[str, Any]:
+        self.posts.append((url, dict(body), time_limit))
+        assert self.answer is not None, "set FakeContext.answer before a webhook call"
+        return self.answer(url, body, time_limit)
