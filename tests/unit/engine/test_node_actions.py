@@ -1,0 +1,142 @@
+"""Action, trigger and end nodes ask the context for their effects and report them (SPEC 6.2, 7)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from kalcifer_engine.nodes.base import Completed, Failed, NodeType
+
+from tests.unit.engine.fake_context import FakeContext
+from tests.unit.engine.samples import REGISTRY
+
+
+def node(key: str) -> NodeType:
+    found = REGISTRY.get(key)
+    assert found is not None
+    return found
+
+
+CUSTOMER = {"customer": {"email": "ada@example.com", "phone": "+33600000000", "attributes": {"tier": "gold"}}}
+
+
+@pytest.mark.parametrize(
+    ("key", "channel", "extra"),
+    [
+        ("send_email", "email", {"subject": "Hi"}),
+        ("send_sms", "sms", {"sender_id": "Kalcifer"}),
+        ("send_push", "push", {"title": "Hey"}),
+        ("send_whatsapp", "whatsapp", {}),
+        ("send_in_app", "in_app", {"placement": "home"}),
+    ],
+)
+async def test_channel_send_creates_one_delivery(key: str, channel: str, extra: dict[str, Any]) -> None:
+    ctx = FakeContext(data=CUSTOMER)
+    result = await node(key).execute({"template_id": "t1", "data": {"coupon": "X"}, **extra}, ctx)
+    assert result == Completed({"delivery_key": f"{ctx.instance_id}:n1:1"})
+    assert ctx.deliveries == [
+        (
+            channel,
+            "t1",
+            {
+                "participant_id": "p-1",
+                "email": "ada@example.com",
+                "phone": "+33600000000",
+                "data": {"coupon": "X"},
+                **extra,
+            },
+        )
+    ]
+
+
+async def test_channel_send_without_customer_or_data() -> None:
+    ctx = FakeContext()
+    await node("send_email").execute({"template_id": "t1"}, ctx)
+    assert ctx.deliveries == [("email", "t1", {"participant_id": "p-1", "data": {}})]
+
+
+async def test_call_webhook_is_a_webhook_delivery() -> None:
+    ctx = FakeContext(data={"a": 1})
+    config = {"url": "https://x.example/h", "method": "PUT", "headers": {"X-K": "v"}, "body": {"b": 2}}
+    result = await node("call_webhook").execute(config, ctx)
+    assert isinstance(result, Completed)
+    assert ctx.deliveries == [
+        (
+            "webhook",
+            None,
+            {
+                "url": "https://x.example/h",
+                "method": "PUT",
+                "headers": {"X-K": "v"},
+                "body": {"b": 2},
+                "timeout": "10s",
+            },
+        )
+    ]
+
+
+async def test_call_webhook_defaults_to_posting_the_context() -> None:
+    ctx = FakeContext(data={"a": 1})
+    await node("call_webhook").execute({"url": "https://x.example/h"}, ctx)
+    assert ctx.deliveries[0][2]["method"] == "POST"
+    assert ctx.deliveries[0][2]["body"] == {"a": 1}
+
+
+async def test_update_profile_merges_fields() -> None:
+    ctx = FakeContext()
+    result = await node("update_profile").execute({"fields": {"tier": "gold", "score": 3}}, ctx)
+    assert isinstance(result, Completed)
+    assert ctx.profile == {"tier": "gold", "score": 3}
+
+
+async def test_add_tag_adds_it() -> None:
+    ctx = FakeContext()
+    assert await node("add_tag").execute({"tag": "vip"}, ctx) == Completed({"tag": "vip"})
+    assert ctx.tags == ["vip"]
+
+
+async def test_custom_code_stores_the_value_under_output() -> None:
+    ctx = FakeContext(data={"customer": {"age": 30}})
+    result = await node("custom_code").execute({"expression": "customer.age * 2", "output": "double"}, ctx)
+    assert result == Completed({"double": 60})
+
+
+async def test_custom_code_defaults_to_result() -> None:
+    assert await node("custom_code").execute({"expression": "1 + 1"}, FakeContext()) == Completed({"result": 2})
+
+
+@pytest.mark.parametrize("expression", ["customer.missing.deep", "1 / 0", "'a' + 1"])
+async def test_custom_code_evaluation_error_fails(expression: str) -> None:
+    result = await node("custom_code").execute({"expression": expression}, FakeContext(data={"customer": {}}))
+    assert isinstance(result, Failed)
+    assert result.reason.startswith("custom_code expression failed")
+    assert not result.retryable
+
+
+async def test_track_conversion_records_revenue_as_decimal() -> None:
+    ctx = FakeContext()
+    await node("track_conversion").execute({"event_name": "purchase", "revenue": 19.99}, ctx)
+    await node("track_conversion").execute({"event_name": "signup"}, ctx)
+    assert ctx.conversions == [("purchase", Decimal("19.99"), "conversion"), ("signup", None, "conversion")]
+
+
+@pytest.mark.parametrize(
+    ("key", "config"),
+    [
+        ("event_entry", {"event_type": "signup"}),
+        ("segment_entry", {"segment_id": "s1"}),
+        ("webhook_entry", {"webhook_path": "in"}),
+        ("exit", {}),
+    ],
+)
+async def test_triggers_and_exit_complete(key: str, config: dict[str, Any]) -> None:
+    ctx = FakeContext()
+    assert await node(key).execute(config, ctx) == Completed({"participant_id": "p-1"})
+    assert ctx.deliveries == [] and ctx.conversions == []
+
+
+async def test_goal_reached_records_a_goal() -> None:
+    ctx = FakeContext()
+    assert await node("goal_reached").execute({"goal_name": "bought"}, ctx) == Completed({"goal_name": "bought"})
+    assert ctx.conversions == [("bought", None, "goal")]
