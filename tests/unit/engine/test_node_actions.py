@@ -133,7 +133,8 @@ async def test_track_conversion_records_revenue_as_decimal() -> None:
 async def test_triggers_and_exit_complete(key: str, config: dict[str, Any]) -> None:
     ctx = FakeContext()
     assert await node(key).execute(config, ctx) == Completed({"participant_id": "p-1"})
-    assert ctx.deliveries == [] and ctx.conversions == []
+    assert ctx.deliveries == []
+    assert ctx.conversions == []
 
 
 async def test_goal_reached_records_a_goal() -> None:
