@@ -122,7 +122,10 @@ class NodeType(ABC):
         raise NotImplementedError(f"node type {self.key!r} cannot execute yet")
 
     async def resume(self, config: Mapping[str, Any], ctx: Any, trigger: str, data: Mapping[str, Any]) -> NodeResult:
-        """Continue a waiting node after its timer fired or its event arrived (`trigger` says which)."""
+        """Continue a waiting node after its timer fired or its event arrived.
+
+        `trigger` is one of `behaviour.TIMER`, `EVENT` (`data` is the event) or `TIMEOUT` (an event wait gave up).
+        """
         raise NotImplementedError(f"node type {self.key!r} cannot resume yet")
 
     def __repr__(self) -> str:
