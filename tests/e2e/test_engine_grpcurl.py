@@ -1,10 +1,12 @@
 """Issue #4 end to end through the real `grpcurl` binary, as an operator drives it: a flow that waits for a
-purchase is created and activated with FlowService, a participant is triggered into it, and another tenant can
-neither see, list, cancel nor trigger anything of it."""
+purchase is created and activated, a participant is triggered into it, and the instance ends on the
+`event_received` branch when the event comes, on the `timed_out` branch when it does not; another tenant's event
+resumes nothing and another tenant sees nothing."""
 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +17,8 @@ from tests.support.grpcurl import GrpcurlResult, grpcurl
 from tests.support.processes import Suite
 
 pytestmark = pytest.mark.e2e
+
+TIMEOUT_WAIT_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -98,12 +102,82 @@ def _trigger(caller: Caller, flow_id: str, participant: str) -> str:
     return str(started["instance_id"])
 
 
+def test_an_event_resumes_the_wait_and_the_instance_completes_on_event_received(shop: Caller, intruder: Caller) -> None:
+    flow_id = _active_flow(shop, "1h")
+    participant = f"alice-{uuid.uuid4().hex[:8]}"
+    instance_id = _trigger(shop, flow_id, participant)
+
+    waiting = shop.call("InstanceService/GetInstance", {"id": instance_id})
+    assert waiting["status"] == "INSTANCE_STATUS_WAITING"
+    assert waiting["current_nodes"] == ["wait"]
+    assert waiting["context"]["plan"] == "pro"
+    assert shop.fails("TriggerService/TriggerFlow", {"flow_id": flow_id, "participant_id": participant}) == (
+        "AlreadyExists"
+    )
+
+    # The same participant id in another tenant is another person: nothing of the shop's is resumed.
+    foreign = intruder.call(
+        "EventService/IngestEvent", {"participant_id": participant, "event_type": "purchase", "data": {"sku": "x"}}
+    )
+    assert foreign.get("resumed", 0) == 0
+    assert shop.call("InstanceService/GetInstance", {"id": instance_id})["status"] == "INSTANCE_STATUS_WAITING"
+
+    purchase = {
+        "participant_id": participant,
+        "event_type": "purchase",
+        "data": {"amount": 42},
+        "request_id": f"order-{participant}",
+    }
+    ingested = shop.call("EventService/IngestEvent", purchase)
+    assert ingested["resumed"] == 1
+    assert not ingested.get("deduplicated", False)
+
+    done = shop.call("InstanceService/GetInstance", {"id": instance_id})
+    assert done["status"] == "INSTANCE_STATUS_COMPLETED"
+    assert done.get("current_nodes", []) == []
+    assert "end_time" in done
+    assert done["context"]["event"]["amount"] == 42
+    steps = _steps(shop, instance_id)
+    assert ("wait", "event_received") in steps
+    assert steps[-1][0] == "bought"
+    assert "gave_up" not in [node for node, _ in steps]
+
+    replay = shop.call("EventService/IngestEvent", purchase)
+    assert replay["event_id"] == ingested["event_id"]
+    assert replay["deduplicated"] is True
+    assert len(_steps(shop, instance_id)) == len(steps)
+
+
+def test_without_the_event_the_instance_ends_on_timed_out(shop: Caller) -> None:
+    flow_id = _active_flow(shop, "2s")
+    instance_id = _trigger(shop, flow_id, f"bob-{uuid.uuid4().hex[:8]}")
+    deadline = time.monotonic() + TIMEOUT_WAIT_SECONDS
+    instance = shop.call("InstanceService/GetInstance", {"id": instance_id})
+    while instance["status"] == "INSTANCE_STATUS_WAITING" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        instance = shop.call("InstanceService/GetInstance", {"id": instance_id})
+    assert instance["status"] == "INSTANCE_STATUS_EXITED", f"{instance['status']} ({instance.get('exit_reason')})"
+    assert instance["exit_reason"] == "exit"
+    steps = _steps(shop, instance_id)
+    assert ("wait", "timed_out") in steps
+    assert steps[-1][0] == "gave_up"
+    assert "bought" not in [node for node, _ in steps]
+
+
+def test_cancel_exits_a_live_instance_once(shop: Caller) -> None:
+    flow_id = _active_flow(shop, "1h")
+    instance_id = _trigger(shop, flow_id, f"carol-{uuid.uuid4().hex[:8]}")
+    cancelled = shop.call("InstanceService/CancelInstance", {"id": instance_id, "reason": "support request"})
+    assert cancelled["status"] == "INSTANCE_STATUS_EXITED"
+    assert cancelled["exit_reason"] == "support request"
+    assert shop.fails("InstanceService/CancelInstance", {"id": instance_id}) == "FailedPrecondition"
+
+
 def test_another_tenant_cannot_see_or_touch_the_shops_instances(shop: Caller, intruder: Caller) -> None:
     flow_id = _active_flow(shop, "1h")
     participant = f"dave-{uuid.uuid4().hex[:8]}"
     instance_id = _trigger(shop, flow_id, participant)
     before = shop.call("InstanceService/GetInstance", {"id": instance_id})
-    steps_before = _steps(shop, instance_id)
 
     assert intruder.fails("InstanceService/GetInstance", {"id": instance_id}) == "NotFound"
     assert intruder.fails("InstanceService/ListExecutionSteps", {"instance_id": instance_id}) == "NotFound"
@@ -112,10 +186,4 @@ def test_another_tenant_cannot_see_or_touch_the_shops_instances(shop: Caller, in
     listed = intruder.call("InstanceService/ListInstances", {"flow_id": flow_id})
     assert listed.get("instances", []) == []
     assert intruder.call("InstanceService/ListInstances", {"participant_id": participant}).get("instances", []) == []
-    # The same participant id in another tenant is another person: the intruder's event touches nothing here.
-    foreign = intruder.call(
-        "EventService/IngestEvent", {"participant_id": participant, "event_type": "purchase", "data": {"sku": "x"}}
-    )
-    assert (foreign.get("resumed", 0), foreign.get("started", 0)) == (0, 0)
     assert shop.call("InstanceService/GetInstance", {"id": instance_id}) == before
-    assert _steps(shop, instance_id) == steps_before
