@@ -180,7 +180,7 @@ async def test_handlers_answer_the_mapped_code_over_the_wire(
     assert raised.value.code() == code
 
 
-def test_every_rpc_of_every_service_is_wrapped() -> None:
+async def test_every_rpc_of_every_service_is_wrapped() -> None:
     from kalcifer_api.app import tenant_scoped_bindings
     from kalcifer_api.engine_client import EngineClient
     from kalcifer_api.grpc.tenants import TenantServicer
@@ -188,7 +188,10 @@ def test_every_rpc_of_every_service_is_wrapped() -> None:
     from sqlalchemy.ext.asyncio import async_sessionmaker
 
     # Only the servicer classes matter here: an unbound session factory and an idle channel are never used.
-    bindings = tenant_scoped_bindings(async_sessionmaker(), EngineClient(ApiSettings()))
+    # Async, so the channel is made on the running loop (a loop-less main thread has none after other tests).
+    engine_client = EngineClient(ApiSettings())
+    bindings = tenant_scoped_bindings(async_sessionmaker(), engine_client)
+    await engine_client.close()
     servicers: list[Any] = [TenantServicer, *(type(b.servicer) for b in bindings)]
     for servicer in servicers:
         rpc_methods = [name for name in dir(servicer) if name[:1].isupper()]
