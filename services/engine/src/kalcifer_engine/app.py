@@ -20,7 +20,8 @@ async def serve(settings: EngineSettings, *, builtins: NodeRegistry | None = Non
     """Run the engine until SIGTERM/SIGINT; `builtins` replaces the built-in registry (test node types)."""
     if not settings.kalcifer_internal_token:
         raise SystemExit("KALCIFER_INTERNAL_TOKEN must be set: the engine accepts only internal callers")
-    engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    # No pre-ping: a dropped connection fails one run, answered UNAVAILABLE, and callers retry (3 round trips saved).
+    engine = create_engine(settings.database_url, pool_size=settings.db_pool_size, pre_ping=False)
     await wait_for_database(engine)
     deps = EngineDeps(
         settings=settings,
