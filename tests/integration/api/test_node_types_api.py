@@ -293,3 +293,58 @@ def test_engine_validates_graphs_with_the_tenants_types_only(
     }
     assert [(v.reason, v.field) for v in bad_config.violations] == [("INVALID_CONFIG", "nodes[1].config.min")]
     assert malformed.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(
+    ("schema", "says"),
+    [
+        ({"type": "object", "properties": {"name": {"type": "string", "pattern": "^(a+)+$"}}}, "nests a quantifier"),
+        ({"type": "object", "properties": {"child": {"$ref": "#"}}}, "$ref recurses (# -> #)"),
+        ({"type": "object", "properties": {"tags": {"type": "array", "uniqueItems": True}}, "$id": "x"}, "'$id'"),
+    ],
+    ids=["redos", "recursive", "identifier"],
+)
+def test_unsafe_schemas_are_refused_at_registration(
+    node_types: node_type_pb2_grpc.NodeTypeServiceStub, tenant_a: Tenant, schema: dict[str, Any], says: str
+) -> None:
+    error = rpc_error(
+        lambda: node_types.RegisterNodeType(
+            node_type_pb2.RegisterNodeTypeRequest(node_type=score_lead(config_schema=_schema(schema))),
+            metadata=tenant_a.auth,
+        )
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = field_violations(error)
+    assert list(violations) == ["node_type.config_schema"]
+    assert says in violations["node_type.config_schema"]
+    assert "score_lead" not in _keys(node_types, tenant_a)
+
+
+def test_a_tenant_has_at_most_100_node_types(
+    node_types: node_type_pb2_grpc.NodeTypeServiceStub, tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    for n in range(100):
+        node_types.RegisterNodeType(
+            node_type_pb2.RegisterNodeTypeRequest(node_type=score_lead(key=f"type_{n}")), metadata=tenant_a.auth
+        )
+    error = rpc_error(
+        lambda: node_types.RegisterNodeType(
+            node_type_pb2.RegisterNodeTypeRequest(node_type=score_lead(key="one_too_many")), metadata=tenant_a.auth
+        )
+    )
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert reason_of(error) == "NODE_TYPE_QUOTA_EXCEEDED"
+    assert "one_too_many" not in _keys(node_types, tenant_a)
+    # Updating a type the tenant has is not a new one; another tenant has a quota of its own.
+    node_types.RegisterNodeType(
+        node_type_pb2.RegisterNodeTypeRequest(node_type=score_lead(key="type_7", description="v2")),
+        metadata=tenant_a.auth,
+    )
+    assert _keys(node_types, tenant_a)["type_7"].description == "v2"
+    node_types.RegisterNodeType(
+        node_type_pb2.RegisterNodeTypeRequest(node_type=score_lead(key="one_too_many")), metadata=tenant_b.auth
+    )
+    node_types.DeleteNodeType(node_type_pb2.DeleteNodeTypeRequest(key="type_0"), metadata=tenant_a.auth)
+    node_types.RegisterNodeType(
+        node_type_pb2.RegisterNodeTypeRequest(node_type=score_lead(key="one_too_many")), metadata=tenant_a.auth
+    )

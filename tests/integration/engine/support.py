@@ -30,7 +30,9 @@ from kalcifer_engine.nodes.base import (
 )
 from kalcifer_engine.nodes.registry import NodeRegistry, builtin_registry
 from kalcifer_engine.nodes.schema import object_schema
+from kalcifer_engine.runtime import starts
 from kalcifer_engine.runtime.core import Runtime
+from kalcifer_engine.runtime.run import Effects
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -235,3 +237,21 @@ async def engine_server(runtime: Runtime) -> AsyncIterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         await server.stop()
+
+
+async def start(rt: Runtime, tenant: uuid.UUID, flow: uuid.UUID, participant: str = "p1", **kw: Any) -> uuid.UUID:
+    """Start an instance through the runtime (StartRequest fields as keywords) and tell the scheduler."""
+    effects = Effects()
+    async with rt.db.begin() as conn:
+        instance_id = await starts.start_instance(
+            rt, conn, starts.StartRequest(tenant, flow, participant, kw.pop("context", {}), **kw), effects, now=rt.now()
+        )
+    await rt.after_commit(effects)
+    assert instance_id is not None
+    return instance_id
+
+
+async def instance(db: AsyncEngine, instance_id: uuid.UUID) -> Any:
+    """The instance's row as it is now."""
+    async with db.connect() as conn:
+        return (await conn.execute(text("SELECT * FROM flow_instances WHERE id = :i"), {"i": instance_id})).one()

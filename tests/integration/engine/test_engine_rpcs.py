@@ -40,7 +40,7 @@ async def stub(db_engine: AsyncEngine, database_url: str) -> AsyncIterator[engin
         typed: engine_pb2_grpc.EngineServiceAsyncStub = engine_pb2_grpc.EngineServiceStub(channel)
         yield typed
         await channel.close(None)
-    await runtime.scheduler.close()
+    await runtime.close()
 
 
 def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:

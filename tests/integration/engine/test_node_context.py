@@ -49,8 +49,8 @@ class Probe(NodeType):
                 "sms_ok": await ctx.preference("sms"),
                 "tier_seen": ctx.lookup("customer.attributes.tier"),
                 "missing": ctx.lookup("customer.nope"),
-                "doubled": ctx.evaluate("score * 2"),
-                "with_extra": ctx.evaluate("event.n + 1", {"event": {"n": 41}}),
+                "doubled": await ctx.evaluate("score * 2"),
+                "with_extra": await ctx.evaluate("event.n + 1", {"event": {"n": 41}}),
                 "ids": [str(ctx.tenant_id), str(ctx.flow_id), str(ctx.instance_id), ctx.participant_id, ctx.node_id],
                 "attempt": ctx.attempt,
             }
@@ -62,7 +62,7 @@ async def rt(db_engine: AsyncEngine, database_url: str) -> AsyncIterator[Runtime
     runtime = make_runtime(db_engine, database_url)
     runtime.deps.registry.register(Probe())
     yield runtime
-    await runtime.scheduler.close()
+    await runtime.close()
 
 
 async def test_every_context_effect_commits_with_the_step(rt: Runtime, db_engine: AsyncEngine) -> None:
@@ -152,7 +152,7 @@ async def test_recovery_routes_unrouted_events_and_fires_long_overdue_waits(
         ).scalar_one()
     assert statuses == ["completed"]
     assert routed == 0
-    await rt.scheduler.close()
+    await rt.close()
 
 
 async def test_recovery_reruns_an_instance_left_running(db_engine: AsyncEngine, database_url: str) -> None:
@@ -184,4 +184,4 @@ async def test_recovery_reruns_an_instance_left_running(db_engine: AsyncEngine, 
             await conn.execute(text("SELECT count(*) FROM deliveries WHERE instance_id = :i"), {"i": instance_id})
         ).scalar_one()
     assert (row.status, row.current_nodes, sends) == ("waiting", ["w"], 1)
-    await rt.scheduler.close()
+    await rt.close()

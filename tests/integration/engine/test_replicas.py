@@ -80,7 +80,7 @@ async def seed_waiting(db: AsyncEngine, database_url: str, count: int) -> list[t
             {"f": flow},
         )
         pairs = [(str(i), str(w)) for i, w in rows]
-    await runtime.scheduler.close()
+    await runtime.close()
     return pairs
 
 

@@ -9,13 +9,21 @@ from typing import Any
 
 import pytest
 from kalcifer_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from kalcifer_engine.runtime import events, lifecycle, migration, resumes, starts, store
+from kalcifer_engine.runtime import events, lifecycle, migration, resumes, store
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.run import Effects
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.integration.engine.support import add_version, create_flow, create_tenant, graph, make_runtime
+from tests.integration.engine.support import (
+    add_version,
+    create_flow,
+    create_tenant,
+    graph,
+    instance,
+    make_runtime,
+    start,
+)
 
 TRIGGER = ("start", "event_entry", {"event_type": "go"})
 
@@ -24,23 +32,7 @@ TRIGGER = ("start", "event_entry", {"event_type": "go"})
 async def rt(db_engine: AsyncEngine, database_url: str) -> AsyncIterator[Runtime]:
     runtime = make_runtime(db_engine, database_url, event_lookback_seconds=5.0)
     yield runtime
-    await runtime.scheduler.close()
-
-
-async def start(rt: Runtime, tenant: uuid.UUID, flow: uuid.UUID, participant: str = "p1", **kw: Any) -> uuid.UUID:
-    effects = Effects()
-    async with rt.db.begin() as conn:
-        instance_id = await starts.start_instance(
-            rt, conn, starts.StartRequest(tenant, flow, participant, kw.pop("context", {}), **kw), effects, now=rt.now()
-        )
-    await rt.after_commit(effects)
-    assert instance_id is not None
-    return instance_id
-
-
-async def instance(db: AsyncEngine, instance_id: uuid.UUID) -> Any:
-    async with db.connect() as conn:
-        return (await conn.execute(text("SELECT * FROM flow_instances WHERE id = :i"), {"i": instance_id})).one()
+    await runtime.close()
 
 
 async def step_statuses(db: AsyncEngine, instance_id: uuid.UUID) -> list[tuple[str, str]]:

@@ -113,7 +113,7 @@ def test_filter_problem_names_the_position() -> None:
     assert problem is not None
     assert "1:" in problem
     assert filter_problem("") is None
-    assert filter_problem("x" * 4001) == "must be at most 4000 characters"
+    assert filter_problem("x" * 4097) == "is 4097 characters long; a CEL expression may have at most 4096"
 
 
 @pytest.mark.parametrize(

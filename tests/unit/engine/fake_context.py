@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from kalcifer_engine.runtime.db_context import evaluate_expression, weighted_choice
+from kalcifer_engine.runtime.db_context import weighted_choice
+from kalcifer_engine.sandbox import evaluate_here
 
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 
@@ -76,8 +77,8 @@ class FakeContext:
     async def preference(self, channel: str) -> bool:
         return channel not in self.refused_channels
 
-    def evaluate(self, expression: str, extra: Mapping[str, Any] | None = None) -> Any:
-        return evaluate_expression(expression, {**self.data, **(extra or {})})
+    async def evaluate(self, expression: str, extra: Mapping[str, Any] | None = None) -> Any:
+        return evaluate_here(expression, {**self.data, **(extra or {})})
 
     async def http_post(self, url: str, body: Mapping[str, Any], *, time_limit: timedelta) -> Mapping[str, Any]:
         self.posts.append((url, dict(body), time_limit))

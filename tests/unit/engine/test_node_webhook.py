@@ -108,6 +108,15 @@ async def test_answers_map_to_results(answer: dict[str, Any], expected: NodeResu
         ({"result": "waiting", "fire_time": "2030-01-01T00:00:00"}, "'fire_time'"),
         ({"result": "waiting", "event_type": ""}, "'event_type'"),
         ({"result": "waiting", "event_type": "x", "event_filter": 3}, "'event_filter'"),
+        ({"result": "waiting", "event_type": "x", "event_filter": "event.a >"}, "'event_filter' \"event.a >\" is not"),
+        (
+            {"result": "waiting", "event_type": "x", "event_filter": "+".join(["1"] * 20_000)},
+            "'event_filter' is 39999 characters long",
+        ),
+        (
+            {"result": "waiting", "event_type": "x", "event_filter": "[1].map(a, [1].map(b, [1].map(c, c)))"},
+            "'event_filter' nests 3 comprehension macros",
+        ),
     ],
 )
 async def test_malformed_answers_fail_without_retry(answer: object, why: str) -> None:

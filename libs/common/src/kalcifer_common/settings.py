@@ -66,6 +66,15 @@ class EngineSettings(CommonSettings):
     retry_backoff_seconds: float = Field(default=2.0, gt=0, description="First retry delay of a retryable node.")
     retry_backoff_max_seconds: float = Field(default=300.0, gt=0, description="Longest retry delay of a node.")
     graph_cache_size: int = Field(default=1024, ge=1, description="Flow versions whose parsed graph is cached.")
+    cel_workers: int = Field(
+        default=2, ge=1, le=64, description="Worker processes that evaluate CEL expressions (started on first use)."
+    )
+    cel_timeout_ms: int = Field(
+        default=250, ge=1, le=60_000, description="Time budget of one CEL evaluation; over it the step fails."
+    )
+    cel_memory_mb: int = Field(
+        default=256, ge=64, le=65_536, description="Address-space limit of each CEL worker process."
+    )
     recovery_interval_seconds: float = Field(
         default=10.0, gt=0, description="How often the engine looks for interrupted work (SPEC 6.9)."
     )

@@ -46,5 +46,5 @@ async def serve(settings: EngineSettings, *, builtins: NodeRegistry | None = Non
     runtime = deps.runtime = Runtime(deps)
     recovery = RecoveryLoop(runtime)
     recovery.start()  # also recovers at once: work a crashed predecessor left behind
-    # Cleanups run in reverse: stop recovering, flush scheduler requests, then close the pool.
-    await serve_until_signal(server, cleanup=[engine.dispose, runtime.scheduler.close, recovery.stop])
+    # Cleanups run in reverse: stop recovering, flush scheduler requests, stop CEL workers, then close the pool.
+    await serve_until_signal(server, cleanup=[engine.dispose, runtime.close, recovery.stop])

@@ -1,18 +1,23 @@
 """Tenants' webhook node types in PostgreSQL (`node_types`), so every engine replica sees the same registry.
 
-Every query names the tenant: one tenant's types are invisible to every other. Rows are checked again when they
-are loaded (a row that no longer passes, e.g. after a stricter rule shipped, is logged and left out rather than
-breaking every graph of its tenant).
+Every query names the tenant: one tenant's types are invisible to every other. A row is checked when it is
+written and once more the first time this process loads that version of it (`update_time`): a row that no longer
+passes, e.g. after a stricter rule shipped, is logged and left out rather than breaking every graph of its
+tenant; later loads of the same version reuse the checked definition. A tenant has at most
+`MAX_NODE_TYPES_PER_TENANT` types.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
+from datetime import datetime
+from typing import Final
 
 from kalcifer_common.db.models import NodeType as NodeTypeRow
-from kalcifer_common.errors import InvalidArgument
+from kalcifer_common.errors import InvalidArgument, ResourceExhausted
 from kalcifer_common.logging import get_logger
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -22,6 +27,29 @@ _log = get_logger(__name__)
 
 # The engine posts to a tenant's endpoint with this timeout unless the row says otherwise.
 DEFAULT_TIMEOUT_MS = 5000
+MAX_NODE_TYPES_PER_TENANT: Final = 100
+QUOTA_REASON: Final = "NODE_TYPE_QUOTA_EXCEEDED"
+_CHECKED_ROWS: Final = 4096
+
+
+class _CheckedRows:
+    """Definitions by row version (id, update_time), bounded LRU: a row version never changes once written."""
+
+    def __init__(self) -> None:
+        self.entries: OrderedDict[tuple[uuid.UUID, datetime], WebhookNodeType | None] = OrderedDict()
+
+    def definition(self, row: NodeTypeRow) -> WebhookNodeType | None:
+        version = (row.id, row.update_time)
+        if version in self.entries:
+            self.entries.move_to_end(version)
+            return self.entries[version]
+        checked = self.entries[version] = _from_row(row)
+        while len(self.entries) > _CHECKED_ROWS:
+            self.entries.popitem(last=False)
+        return checked
+
+
+_checked = _CheckedRows()
 
 
 def _from_row(row: NodeTypeRow) -> WebhookNodeType | None:
@@ -60,10 +88,11 @@ class NodeTypeStore:
                     select(NodeTypeRow).where(NodeTypeRow.tenant_id == tenant_id).order_by(NodeTypeRow.key)
                 )
             ).all()
-        return [node_type for row in rows if (node_type := _from_row(row)) is not None]
+        return [node_type for row in rows if (node_type := _checked.definition(row)) is not None]
 
     async def upsert(self, tenant_id: uuid.UUID, node_type: WebhookNodeType) -> WebhookNodeType:
-        """Store `node_type` for the tenant; a key the tenant already has is updated in place."""
+        """Store `node_type` for the tenant; a key the tenant already has is updated in place. A new key past the
+        tenant's quota is RESOURCE_EXHAUSTED (`NODE_TYPE_QUOTA_EXCEEDED`)."""
         values = {
             "key": node_type.key,
             "category": str(node_type.category),
@@ -79,6 +108,17 @@ class NodeTypeStore:
             index_elements=[NodeTypeRow.tenant_id, NodeTypeRow.key], set_={**values, "update_time": func.now()}
         )
         async with self._sessions.begin() as session:
+            # One registration per tenant at a time, so concurrent ones cannot both take the last place.
+            await session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended('node_types:' || :tenant, 0))"),
+                {"tenant": str(tenant_id)},
+            )
+            keys = set((await session.scalars(select(NodeTypeRow.key).where(NodeTypeRow.tenant_id == tenant_id))).all())
+            if node_type.key not in keys and len(keys) >= MAX_NODE_TYPES_PER_TENANT:
+                raise ResourceExhausted(
+                    QUOTA_REASON,
+                    f"this tenant already has {len(keys)} node types, the most it may have; delete one first",
+                )
             await session.execute(statement)
         return node_type
 

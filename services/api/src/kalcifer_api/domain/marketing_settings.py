@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import cel
 from kalcifer_common.durations import DurationError, parse_duration
 from kalcifer_common.errors import FieldViolation
+from kalcifer_common.expressions import expression_problem
 
 from kalcifer_api.domain.marketing_common import timezone_problem
 
@@ -24,12 +24,10 @@ RE_ENTRY_POLICIES: Final = ("after_exit", "never", "always")
 CAP_CHANNELS: Final = ("email", "sms", "push", "whatsapp", "in_app")
 MAX_GOALS: Final = 50
 MAX_EXIT_CRITERIA: Final = 50
-MAX_FILTER_LENGTH: Final = 4000
 MAX_EVENT_TYPE_LENGTH: Final = 200
 MAX_GOAL_NAME_LENGTH: Final = 200
 _CLOCK: Final = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 _EVENT_TYPE: Final = re.compile(r"[A-Za-z0-9_.:\-/]+")
-_CEL_ERROR: Final = re.compile(r"ERROR: <input>:(\d+):(\d+): (.*)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,21 +108,9 @@ def cron_problem(expression: str) -> str | None:
 
 
 def filter_problem(expression: str) -> str | None:
-    """Why a CEL filter does not compile (in one line), or None; empty filters are fine."""
-    if not expression:
-        return None
-    if len(expression) > MAX_FILTER_LENGTH:
-        return f"must be at most {MAX_FILTER_LENGTH} characters"
-    try:
-        cel.compile(expression)
-    except ValueError as error:  # UnicodeEncodeError (lone surrogates) is one too
-        found = _CEL_ERROR.search(str(error))
-        if found is None:
-            return f"{expression!r} is not a valid CEL expression"
-        line, column, reason = found.groups()
-        # The parser lists every token it would have accepted; what it found, and where, is what helps.
-        return f"{expression!r} is not a valid CEL expression ({reason.split(' expecting ', 1)[0]} at {line}:{column})"
-    return None
+    """Why a CEL filter may not be stored (in one line), or None; empty filters are fine. The same rule as the
+    engine's for node configs (SPEC 10 limits included), since the engine evaluates these too."""
+    return expression_problem(expression) if expression else None
 
 
 def _event_type_problem(event_type: str) -> str | None:

@@ -76,10 +76,11 @@ async def add_tag(config: Config, ctx: NodeContext) -> NodeResult:
     return Completed({"tag": config["tag"]})
 
 
-def custom_code(config: Config, ctx: NodeContext) -> NodeResult:
-    """Evaluate CEL (never Python); an evaluation error is the flow's data problem, so a Failed result."""
+async def custom_code(config: Config, ctx: NodeContext) -> NodeResult:
+    """Evaluate CEL (never Python); an evaluation error, or one stopped by its budget, is the flow's data problem,
+    so a Failed result that is not retried (the same data would stop it again)."""
     try:
-        value = ctx.evaluate(config["expression"])
+        value = await ctx.evaluate(config["expression"])
     except ValueError as error:
         return Failed(f"custom_code expression failed: {error}")
     return Completed({config.get("output") or "result": value})

@@ -12,8 +12,8 @@ from typing import Any
 
 from kalcifer_common.durations import DurationError, parse_duration
 from kalcifer_common.errors import FieldViolation
+from kalcifer_common.expressions import MAX_EXPRESSION_LENGTH, expression_problem
 
-from kalcifer_engine.nodes.expressions import expression_error
 from kalcifer_engine.nodes.schema import quote
 
 
@@ -45,12 +45,13 @@ def datetime_violations(config: Mapping[str, Any], name: str) -> list[FieldViola
 
 
 def expression_violations(config: Mapping[str, Any], *names: str) -> list[FieldViolation]:
-    """Each non-empty string field in `names` must compile as CEL (empty strings are the schema's business)."""
+    """Each non-empty string field in `names` must be a CEL expression within the limits of SPEC 10 (empty and
+    overlong strings are the schema's business: `CEL_EXPRESSION` says so)."""
     found: list[FieldViolation] = []
     for name in names:
         value = config.get(name)
-        if isinstance(value, str) and value:
-            error = expression_error(value)
-            if error is not None:
-                found.append(FieldViolation(name, error))
+        if isinstance(value, str) and 0 < len(value) <= MAX_EXPRESSION_LENGTH:
+            problem = expression_problem(value)
+            if problem is not None:
+                found.append(FieldViolation(name, problem))
     return found

@@ -80,8 +80,9 @@ class NodeContext(Protocol):
     async def preference(self, channel: str) -> bool:
         """Whether the participant accepts messages on `channel` (true unless their preferences say false)."""
 
-    def evaluate(self, expression: str, extra: Mapping[str, Any] | None = None) -> Any:
-        """Evaluate a CEL expression over the context (plus `extra`, e.g. `event`); raises `ValueError`."""
+    async def evaluate(self, expression: str, extra: Mapping[str, Any] | None = None) -> Any:
+        """Evaluate a CEL expression over the context (plus `extra`, e.g. `event`) within its time and memory
+        budget; raises `ValueError` (`ExpressionRunaway` when the budget stopped it)."""
 
     async def http_post(self, url: str, body: Mapping[str, Any], *, time_limit: timedelta) -> Mapping[str, Any]:
         """POST JSON and return the JSON answer; raises `ConnectionError`/`TimeoutError`/`ValueError`."""

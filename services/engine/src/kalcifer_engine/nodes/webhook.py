@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kalcifer_common.errors import FieldViolation, InvalidArgument
+from kalcifer_common.expressions import expression_problem
 
 from kalcifer_engine.nodes.base import Branched, Completed, Failed, NodeCategory, NodeResult, NodeType, Waiting
 from kalcifer_engine.nodes.context import NodeContext
@@ -147,6 +148,10 @@ def _waiting(answer: Mapping[str, Any], output: dict[str, Any], bad: Callable[[s
     event_filter = answer.get("event_filter")
     if event_filter is not None and not isinstance(event_filter, str):
         return bad("'event_filter' must be a string")
+    if event_filter:
+        problem = expression_problem(event_filter)
+        if problem is not None:
+            return bad(f"'event_filter' {problem}")
     if event_type is not None:
         return Waiting(
             kind="event", event_type=event_type, event_filter=event_filter, fire_time=fire_time, output=output

@@ -21,6 +21,7 @@ from kalcifer_engine.nodes.registry import NodeRegistry
 from kalcifer_engine.runtime import store
 from kalcifer_engine.runtime.run import Effects
 from kalcifer_engine.runtime.scheduler_client import SchedulerClient
+from kalcifer_engine.sandbox import ExpressionSandbox, SandboxLimits
 from kalcifer_engine.tenant_registry import registry_for
 
 _log = get_logger(__name__)
@@ -56,7 +57,12 @@ class GraphCache:
 class Runtime:
     """The engine's instance machinery for one process."""
 
-    def __init__(self, deps: EngineDeps, scheduler: SchedulerClient | None = None) -> None:
+    def __init__(
+        self,
+        deps: EngineDeps,
+        scheduler: SchedulerClient | None = None,
+        expressions: ExpressionSandbox | None = None,
+    ) -> None:
         self.deps = deps
         self.settings = deps.settings
         self.db: AsyncEngine = deps.db
@@ -66,6 +72,18 @@ class Runtime:
             token=deps.settings.kalcifer_internal_token,
             timeout_seconds=deps.settings.rpc_timeout_seconds,
         )
+        self.expressions = expressions or ExpressionSandbox(
+            SandboxLimits(
+                workers=deps.settings.cel_workers,
+                timeout_seconds=deps.settings.cel_timeout_ms / 1000,
+                memory_mb=deps.settings.cel_memory_mb,
+            )
+        )
+
+    async def close(self) -> None:
+        """Flush what the scheduler still has to hear, then stop the CEL workers."""
+        await self.scheduler.close()
+        await self.expressions.close()
 
     @staticmethod
     def now() -> datetime:

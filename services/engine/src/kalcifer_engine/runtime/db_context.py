@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from kalcifer_engine.nodes.expressions import compile_expression
 from kalcifer_engine.runtime import store
+from kalcifer_engine.sandbox import ExpressionSandbox
 
 
 @dataclass
@@ -32,6 +32,7 @@ class RunScope:
     participant_id: str
     now: datetime
     context: dict[str, Any]
+    expressions: ExpressionSandbox
     # Deliveries created by this run, handed to the scheduler's queue once the run commits.
     delivery_ids: list[uuid.UUID] = field(default_factory=list)
 
@@ -47,17 +48,6 @@ def lookup_path(data: Mapping[str, Any], path: str) -> tuple[bool, Any]:
         else:
             return False, None
     return True, current
-
-
-def evaluate_expression(expression: str, variables: Mapping[str, Any]) -> Any:
-    """Evaluate a CEL expression over `variables`; every failure is a `ValueError` with a one-line reason."""
-    try:
-        program = compile_expression(expression)
-        return program.execute(dict(variables))
-    except ValueError:
-        raise
-    except Exception as error:  # the CEL runtime raises KeyError, TypeError, RuntimeError, ...
-        raise ValueError(f"{type(error).__name__}: {error}") from error
 
 
 def weighted_choice(variants: Sequence[tuple[str, float]], seed: str) -> str:
@@ -206,12 +196,12 @@ class DbNodeContext:
         preferences = await store.customer_preferences(scope.conn, scope.tenant_id, scope.participant_id)
         return preferences.get(channel) is not False
 
-    def evaluate(self, expression: str, extra: Mapping[str, Any] | None = None) -> Any:
-        """Evaluate a CEL expression over the context (plus `extra`)."""
+    async def evaluate(self, expression: str, extra: Mapping[str, Any] | None = None) -> Any:
+        """Evaluate a CEL expression over the context (plus `extra`) in the expression sandbox."""
         variables = dict(self._scope.context)
         if extra:
             variables.update(extra)
-        return evaluate_expression(expression, variables)
+        return await self._scope.expressions.evaluate(expression, variables)
 
     async def http_post(self, url: str, body: Mapping[str, Any], *, time_limit: timedelta) -> Mapping[str, Any]:
         """POST JSON and return the JSON object answered."""

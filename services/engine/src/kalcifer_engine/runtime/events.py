@@ -29,6 +29,7 @@ from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.resumes import ResumeRequest, filter_passes, resume_in
 from kalcifer_engine.runtime.run import ArmedEventWait, Effects
 from kalcifer_engine.runtime.starts import StartRequest, start_instance
+from kalcifer_engine.sandbox import ExpressionRunaway
 
 _log = get_logger(__name__)
 
@@ -114,11 +115,13 @@ async def _start_matching_flows(
     for flow_id, version in candidates:
         graph = await rt.graph(conn, flow_id, version)
         entries = tuple(
-            node.id
-            for node in graph.nodes
-            if node.type == EVENT_ENTRY
-            and node.config.get("event_type") == event.event_type
-            and filter_passes(_filter_of(node.config), {}, payload["event"])
+            [
+                node.id
+                for node in graph.nodes
+                if node.type == EVENT_ENTRY
+                and node.config.get("event_type") == event.event_type
+                and await _entry_filter_passes(rt, flow_id, node.id, _filter_of(node.config), payload["event"])
+            ]
         )
         if not entries:
             continue
@@ -141,6 +144,17 @@ async def _start_matching_flows(
         if instance_id is not None:
             started.append(str(instance_id))
     return started
+
+
+async def _entry_filter_passes(
+    rt: Runtime, flow_id: uuid.UUID, node_id: str, expression: str | None, event: Mapping[str, Any]
+) -> bool:
+    """An entry filter stopped by its budget starts nothing (there is no instance yet whose step could fail)."""
+    try:
+        return await filter_passes(rt.expressions, expression, {}, event)
+    except ExpressionRunaway as error:
+        _log.warning("event_entry filter stopped", flow_id=str(flow_id), node_id=node_id, reason=str(error))
+        return False
 
 
 def _filter_of(config: Mapping[str, Any]) -> str | None:

@@ -132,7 +132,14 @@ async def _migrate_one(
             raise ValueError(f"node {new_node.id!r} has unknown type {new_node.type!r} in version {to_version}")
         reached = _reached_time(wait.meta, now)
         scope = RunScope(
-            conn, instance.tenant_id, instance.flow_id, instance.id, instance.participant_id, reached, instance.context
+            conn=conn,
+            tenant_id=instance.tenant_id,
+            flow_id=instance.flow_id,
+            instance_id=instance.id,
+            participant_id=instance.participant_id,
+            now=reached,
+            context=instance.context,
+            expressions=rt.expressions,
         )
         try:
             result = await node_type.execute(new_node.config, DbNodeContext(scope, new_node.id, 1))

@@ -110,7 +110,8 @@ async def _rerun(rt: Runtime, instance_id: uuid.UUID) -> bool:
             else:
                 heads.append(node_id)
         graph = await rt.graph(conn, instance.flow_id, instance.version_number)
-        run = InstanceRun(conn, instance, graph, await rt.registry(conn, instance.tenant_id), rt.settings, rt.now())
+        registry = await rt.registry(conn, instance.tenant_id)
+        run = InstanceRun(conn, instance, graph, registry, rt.settings, rt.now(), rt.expressions)
         await run.run_heads(heads)
         await run.finish()
         effects.extend(run.effects)

@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.runtime import store
 from kalcifer_engine.runtime.core import Runtime
-from kalcifer_engine.runtime.db_context import evaluate_expression
 from kalcifer_engine.runtime.run import Effects, InstanceRun
+from kalcifer_engine.sandbox import ExpressionFailed, ExpressionRunaway, ExpressionSandbox
 
 _log = get_logger(__name__)
 
@@ -34,6 +34,8 @@ NOT_DUE: Final = "not_due"  # a timer resume before its fire time: re-armed, app
 HELD_FLOW_PAUSED: Final = "held_flow_paused"  # kept pending, applied by ResumeFlowInstances
 TRIGGER_MISMATCH: Final = "trigger_mismatch"  # an "event" resume of a timer wait
 FILTER_NOT_MATCHED: Final = "filter_not_matched"  # the event does not pass the wait's filter
+# The wait's filter was stopped by its time or memory budget: the instance failed at that wait (held ones wait on).
+FILTER_STOPPED: Final = "filter_stopped"
 
 # How many resumes share one transaction (and one commit) in a batch.
 BATCH_COMMIT_SIZE: Final = 50
@@ -58,17 +60,22 @@ class ResumeOutcome:
     reason: str = ""
 
 
-def filter_passes(expression: str | None, context: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
+async def filter_passes(
+    expressions: ExpressionSandbox, expression: str | None, context: Mapping[str, Any], event: Mapping[str, Any]
+) -> bool:
     """Whether an event passes a wait's (or trigger's) CEL filter over `event` and the context.
 
-    A filter that cannot be evaluated for this event (a missing field, a type mismatch) does not pass.
+    A filter that cannot be evaluated for this event (a missing field, a type mismatch) does not pass; one stopped
+    by its budget raises `ExpressionRunaway` (the caller decides what that costs).
     """
     if not expression:
         return True
     try:
-        return evaluate_expression(expression, {**context, "event": dict(event)}) is True
-    except ValueError as error:
-        _log.info("event filter did not evaluate", filter=expression, error=str(error))
+        return await expressions.evaluate(expression, {**context, "event": dict(event)}) is True
+    except ExpressionRunaway:
+        raise
+    except ExpressionFailed as error:
+        _log.info("event filter did not evaluate", filter=expression[:200], error=str(error))
         return False
 
 
@@ -102,8 +109,16 @@ async def resume_in(
             return _ignored(request, WAIT_NOT_FOUND)
         if by_event and wait.kind != "event":
             return _ignored(request, TRIGGER_MISMATCH)
-        if by_event and not filter_passes(wait.event_filter, instance.context, request.data):
-            return _ignored(request, FILTER_NOT_MATCHED)
+        if by_event:
+            try:
+                passes = await filter_passes(rt.expressions, wait.event_filter, instance.context, request.data)
+            except ExpressionRunaway as error:
+                if held:
+                    return _ignored(request, FILTER_STOPPED)
+                await _fail_at_wait(rt, conn, instance, wait, f"its event filter {error}", effects, now=now)
+                return _ignored(request, FILTER_STOPPED)
+            if not passes:
+                return _ignored(request, FILTER_NOT_MATCHED)
         if held:
             if by_event:
                 held_event = {"data": dict(request.data), "event_id": meta.get("event_id")}
@@ -125,11 +140,36 @@ async def resume_in(
     if by_event and fired.fire_time is not None:
         effects.cancelled_timers.append(fired.id)
     graph = await rt.graph(conn, instance.flow_id, instance.version_number)
-    run = InstanceRun(conn, instance, graph, await rt.registry(conn, instance.tenant_id), rt.settings, now)
+    run = InstanceRun(
+        conn, instance, graph, await rt.registry(conn, instance.tenant_id), rt.settings, now, rt.expressions
+    )
     await run.resume(fired, trigger, request.data if by_event else {})
     await run.finish()
     effects.extend(run.effects)
     return ResumeOutcome(True)
+
+
+async def _fail_at_wait(
+    rt: Runtime,
+    conn: AsyncConnection,
+    instance: store.InstanceRow,
+    wait: store.WaitRow,
+    reason: str,
+    effects: Effects,
+    *,
+    now: datetime,
+) -> None:
+    """Fail the instance at `wait` (a runaway filter): every event would stop it again, so waiting on is futile."""
+    await store.fire_wait(conn, wait.id, instance.id, by_event=True, now=now, meta={"fired_by": FILTER_STOPPED})
+    if wait.fire_time is not None:
+        effects.cancelled_timers.append(wait.id)
+    graph = await rt.graph(conn, instance.flow_id, instance.version_number)
+    run = InstanceRun(
+        conn, instance, graph, await rt.registry(conn, instance.tenant_id), rt.settings, now, rt.expressions
+    )
+    run.fail_at_wait(wait, reason)
+    await run.finish()
+    effects.extend(run.effects)
 
 
 def _ignored(request: ResumeRequest, reason: str) -> ResumeOutcome:

@@ -26,6 +26,7 @@ from kalcifer_engine.nodes.registry import NodeRegistry
 from kalcifer_engine.runtime import store
 from kalcifer_engine.runtime.db_context import DbNodeContext, RunScope
 from kalcifer_engine.runtime.walker import Walk, WalkOutcome
+from kalcifer_engine.sandbox import ExpressionSandbox
 
 _log = get_logger(__name__)
 
@@ -88,6 +89,7 @@ class InstanceRun:
         registry: NodeRegistry,
         settings: EngineSettings,
         now: datetime,
+        expressions: ExpressionSandbox,
     ) -> None:
         self.instance = instance
         self.graph = graph
@@ -102,6 +104,7 @@ class InstanceRun:
             participant_id=instance.participant_id,
             now=now,
             context=instance.context,
+            expressions=expressions,
         )
         self.walk = Walk(graph)
         self.current_nodes = list(instance.current_nodes)
@@ -137,6 +140,25 @@ class InstanceRun:
                 wait.node_id, attempt=attempt if isinstance(attempt, int) else 1, resume=(trigger, data)
             )
         await self._drain()
+
+    def fail_at_wait(self, wait: store.WaitRow, reason: str) -> None:
+        """Fail the path parked at `wait` without running its node: a failed step, and the instance fails."""
+        if wait.node_id in self.current_nodes:
+            self.current_nodes.remove(wait.node_id)
+        node = self.graph.node(wait.node_id)
+        node_type = node.type if node is not None else ""
+        attempt = wait.meta.get("attempt", 1)
+        self._record_step(
+            wait.node_id,
+            node_type,
+            "failed",
+            {"trigger": "event"},
+            None,
+            reason,
+            attempt if isinstance(attempt, int) else 1,
+            datetime.now(UTC),
+        )
+        self._fail(wait.node_id, f"node {wait.node_id!r} ({node_type}) failed: {reason}")
 
     async def run_heads(self, heads: list[str]) -> None:
         """Run heads that were left without a wait (recovery of an interrupted multi-step state)."""

@@ -102,7 +102,7 @@ async def start_instance(
         context=dict(entry.context),
         flow_status=entry.flow_status,
     )
-    run = InstanceRun(conn, instance, graph, registry, rt.settings, now)
+    run = InstanceRun(conn, instance, graph, registry, rt.settings, now, rt.expressions)
     await run.start(heads)
     await run.finish()
     effects.extend(run.effects)

@@ -38,4 +38,4 @@ class CustomCode(NodeType):
 
     async def execute(self, config: _b.Config, ctx: _b.NodeContext) -> _b.NodeResult:
         """See `behaviour.custom_code`."""
-        return _b.custom_code(config, ctx)
+        return await _b.custom_code(config, ctx)
