@@ -136,8 +136,11 @@ async def test_stale_postmaster_pid_of_a_killed_server_is_handled(tmp_path: Path
         os.kill(os.getpid(), signal.SIGKILL)
     """)
     assert (tmp_path / "postgres" / "pgdata" / "postmaster.pid").exists(), killed_run.stderr
+    dead_pid = json.loads(killed_run.stdout.splitlines()[-1])
+    # SIGKILL is delivered asynchronously: on a busy machine the postmaster can outlive the script that killed it
+    # by a moment, and a start in that moment would rightly adopt it. The case under test is a server that is gone.
+    wait_for(lambda: not process_alive(dead_pid), 10, "the killed postmaster to be gone")
     with EmbeddedPostgres(tmp_path / "postgres") as postgres:
-        dead_pid = json.loads(killed_run.stdout.splitlines()[-1])
         assert postgres.pid != dead_pid
         connection = await asyncpg.connect(postgres.url, timeout=10)
         assert await connection.fetchval("SELECT 1") == 1
