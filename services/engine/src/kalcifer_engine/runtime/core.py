@@ -19,7 +19,7 @@ from kalcifer_engine.deps import EngineDeps
 from kalcifer_engine.domain.graph import FlowGraph
 from kalcifer_engine.nodes.registry import NodeRegistry
 from kalcifer_engine.runtime import store
-from kalcifer_engine.runtime.run import Effects
+from kalcifer_engine.runtime.run import Effects, InstanceRun
 from kalcifer_engine.runtime.scheduler_client import SchedulerClient
 from kalcifer_engine.sandbox import ExpressionSandbox, SandboxLimits
 from kalcifer_engine.tenant_registry import registry_for
@@ -103,6 +103,12 @@ class Runtime:
     async def graph(self, conn: AsyncConnection, flow_id: uuid.UUID, version_number: int) -> FlowGraph:
         """The parsed graph of a version."""
         return await self.graphs.get(conn, flow_id, version_number)
+
+    async def instance_run(self, conn: AsyncConnection, instance: store.InstanceRow, now: datetime) -> InstanceRun:
+        """A run of the locked `instance` on its version's graph and its tenant's registry."""
+        graph = await self.graph(conn, instance.flow_id, instance.version_number)
+        registry = await self.registry(conn, instance.tenant_id)
+        return InstanceRun(conn, instance, graph, registry, self.settings, now, self.expressions)
 
     async def after_commit(self, effects: Effects) -> None:
         """Tell the scheduler about committed timers, cancellations and deliveries; run event lookbacks."""

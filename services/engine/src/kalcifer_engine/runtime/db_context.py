@@ -36,6 +36,22 @@ class RunScope:
     # Deliveries created by this run, handed to the scheduler's queue once the run commits.
     delivery_ids: list[uuid.UUID] = field(default_factory=list)
 
+    @classmethod
+    def of(
+        cls, conn: AsyncConnection, instance: store.InstanceRow, now: datetime, expressions: ExpressionSandbox
+    ) -> RunScope:
+        """The scope of a run of the locked `instance` at `now` (its context is shared, not copied)."""
+        return cls(
+            conn=conn,
+            tenant_id=instance.tenant_id,
+            flow_id=instance.flow_id,
+            instance_id=instance.id,
+            participant_id=instance.participant_id,
+            now=now,
+            context=instance.context,
+            expressions=expressions,
+        )
+
 
 def lookup_path(data: Mapping[str, Any], path: str) -> tuple[bool, Any]:
     """`(found, value)` of a dotted path through objects (and list indexes: `items.0.sku`)."""

@@ -131,16 +131,7 @@ async def _migrate_one(
         if node_type is None:
             raise ValueError(f"node {new_node.id!r} has unknown type {new_node.type!r} in version {to_version}")
         reached = _reached_time(wait.meta, now)
-        scope = RunScope(
-            conn=conn,
-            tenant_id=instance.tenant_id,
-            flow_id=instance.flow_id,
-            instance_id=instance.id,
-            participant_id=instance.participant_id,
-            now=reached,
-            context=instance.context,
-            expressions=rt.expressions,
-        )
+        scope = RunScope.of(conn, instance, reached, rt.expressions)
         try:
             result = await node_type.execute(new_node.config, DbNodeContext(scope, new_node.id, 1))
         except NotImplementedError as error:

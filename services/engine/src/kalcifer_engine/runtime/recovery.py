@@ -29,7 +29,7 @@ from kalcifer_engine.runtime import store
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.events import EventToRoute, route_event
 from kalcifer_engine.runtime.resumes import ResumeRequest, resume_many
-from kalcifer_engine.runtime.run import Effects, InstanceRun
+from kalcifer_engine.runtime.run import Effects
 
 _log = get_logger(__name__)
 
@@ -109,9 +109,7 @@ async def _rerun(rt: Runtime, instance_id: uuid.UUID) -> bool:
                 waiting[node_id] -= 1
             else:
                 heads.append(node_id)
-        graph = await rt.graph(conn, instance.flow_id, instance.version_number)
-        registry = await rt.registry(conn, instance.tenant_id)
-        run = InstanceRun(conn, instance, graph, registry, rt.settings, rt.now(), rt.expressions)
+        run = await rt.instance_run(conn, instance, rt.now())
         await run.run_heads(heads)
         await run.finish()
         effects.extend(run.effects)

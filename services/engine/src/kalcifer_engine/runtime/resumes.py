@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.runtime import store
 from kalcifer_engine.runtime.core import Runtime
-from kalcifer_engine.runtime.run import Effects, InstanceRun
+from kalcifer_engine.runtime.run import Effects
 from kalcifer_engine.sandbox import ExpressionFailed, ExpressionRunaway, ExpressionSandbox
 
 _log = get_logger(__name__)
@@ -139,10 +139,7 @@ async def resume_in(
         trigger = "timer"
     if by_event and fired.fire_time is not None:
         effects.cancelled_timers.append(fired.id)
-    graph = await rt.graph(conn, instance.flow_id, instance.version_number)
-    run = InstanceRun(
-        conn, instance, graph, await rt.registry(conn, instance.tenant_id), rt.settings, now, rt.expressions
-    )
+    run = await rt.instance_run(conn, instance, now)
     await run.resume(fired, trigger, request.data if by_event else {})
     await run.finish()
     effects.extend(run.effects)
@@ -163,10 +160,7 @@ async def _fail_at_wait(
     await store.fire_wait(conn, wait.id, instance.id, by_event=True, now=now, meta={"fired_by": FILTER_STOPPED})
     if wait.fire_time is not None:
         effects.cancelled_timers.append(wait.id)
-    graph = await rt.graph(conn, instance.flow_id, instance.version_number)
-    run = InstanceRun(
-        conn, instance, graph, await rt.registry(conn, instance.tenant_id), rt.settings, now, rt.expressions
-    )
+    run = await rt.instance_run(conn, instance, now)
     run.fail_at_wait(wait, reason)
     await run.finish()
     effects.extend(run.effects)

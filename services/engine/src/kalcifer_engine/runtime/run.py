@@ -96,16 +96,7 @@ class InstanceRun:
         self.registry = registry
         self.settings = settings
         self.now = now
-        self.scope = RunScope(
-            conn=conn,
-            tenant_id=instance.tenant_id,
-            flow_id=instance.flow_id,
-            instance_id=instance.id,
-            participant_id=instance.participant_id,
-            now=now,
-            context=instance.context,
-            expressions=expressions,
-        )
+        self.scope = RunScope.of(conn, instance, now, expressions)
         self.walk = Walk(graph)
         self.current_nodes = list(instance.current_nodes)
         self.step_rows: list[dict[str, Any]] = []
