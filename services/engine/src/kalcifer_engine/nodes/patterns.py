@@ -2,8 +2,8 @@
 
 A tenant's pattern is also published (ListNodeTypes) to clients that validate configs with backtracking engines
 (JavaScript, Python `re`), where a nested quantifier such as `(a+)+` takes exponential time. So a pattern must
-both compile under RE2 and have no quantified group that itself contains a quantifier. google-re2 ships no type
-information, so it is imported here only.
+both compile under RE2 and have no repetition that repeats nothing but another repetition. google-re2 ships no
+type information, so it is imported here only.
 """
 
 from __future__ import annotations

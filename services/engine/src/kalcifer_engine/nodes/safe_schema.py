@@ -5,7 +5,7 @@ What the full language allows and this subset refuses, at registration, in milli
 
 - regular expressions Python's backtracking engine can take exponential time on (`"^(a+)+$"`): every `pattern`
   and `patternProperties` key must compile under RE2, which matches in linear time, and RE2 is what matches them
-  (`keywords.py`); so a pattern RE2 cannot express (backreferences, lookaround) is refused;
+  (`schema.py`); so a pattern RE2 cannot express (backreferences, lookaround) is refused;
 - references that recurse (`"$ref": "#"` inside itself) or point outside the schema, and the keywords that make
   reference resolution dynamic (`$id`, `$anchor`, `$dynamicRef`, ...);
 - reference fan-out: a schema of a few kilobytes whose references, expanded, make millions of subschemas;
@@ -50,7 +50,7 @@ _LIST: Final = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
 def schema_problems(schema: Mapping[str, Any]) -> list[str]:
     """Why `schema` is outside the safe subset (empty when it is inside)."""
     problems: list[str] = []
-    refs: dict[str, list[str]] = {}  # location of each subschema -> the references it makes directly
+    refs: dict[str, str] = {}  # location of each subschema that makes a reference -> its `$ref`
     for location, subschema, depth in _subschemas(schema):
         if depth > MAX_DEPTH:
             return [f"nests subschemas {depth} deep at {_shown(location)}; at most {MAX_DEPTH}"]
@@ -67,10 +67,10 @@ def schema_problems(schema: Mapping[str, Any]) -> list[str]:
                 problems.append(f"{_shown(location)}: pattern {pattern!r} {problem}")
         ref = subschema.get("$ref")
         if isinstance(ref, str):
-            refs.setdefault(location, []).append(ref)
+            refs[location] = ref
     if problems:
         return problems
-    if sum(len(made) for made in refs.values()) > MAX_REFERENCES:
+    if len(refs) > MAX_REFERENCES:
         return [f"makes more than {MAX_REFERENCES} $ref references"]
     return _reference_problems(schema, refs)
 
@@ -95,18 +95,17 @@ def _subschemas(schema: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, A
                 pending.extend((f"{here}/{i}", v, depth + 1) for i, v in enumerate(value))
 
 
-def _reference_problems(schema: Mapping[str, Any], refs: Mapping[str, list[str]]) -> list[str]:
+def _reference_problems(schema: Mapping[str, Any], refs: Mapping[str, str]) -> list[str]:
     """Every `$ref` is a local JSON pointer to a subschema, none recurses, and expansion stays bounded."""
     problems: list[str] = []
-    targets: dict[str, str] = {}
-    for location, made in refs.items():
-        for ref in made:
-            if not ref.startswith("#"):
-                problems.append(f"{_shown(location)}: $ref {ref!r} must point inside the schema (start with '#')")
-            elif (target := _canonical(ref)) is None or _resolve(schema, target) is None:
-                problems.append(f"{_shown(location)}: $ref {ref!r} points at nothing")
-            else:
-                targets[ref] = target
+    targets: dict[str, str] = {}  # location of each reference -> the location it points at
+    for location, ref in refs.items():
+        if not ref.startswith("#"):
+            problems.append(f"{_shown(location)}: $ref {ref!r} must point inside the schema (start with '#')")
+        elif (target := _canonical(ref)) is None or _resolve(schema, target) is None:
+            problems.append(f"{_shown(location)}: $ref {ref!r} points at nothing")
+        else:
+            targets[location] = target
     if problems:
         return problems
     # A reference recurses when its target contains (itself, or through further references) the reference.
@@ -119,16 +118,14 @@ def _reference_problems(schema: Mapping[str, Any], refs: Mapping[str, list[str]]
         if location in memo:
             return memo[location]
         total = 1
-        for inner, made in refs.items():
+        for inner, target in targets.items():
             if inner == location or inner.startswith(location + "/"):
-                total += 1 if inner != location else 0
-                for ref in made:
-                    size = expanded(targets[ref], (*trail, location))
-                    if isinstance(size, str):
-                        return size
-                    total += size
-                    if total > MAX_EXPANDED_SUBSCHEMAS:
-                        return total
+                size = expanded(target, (*trail, location))
+                if isinstance(size, str):
+                    return size
+                total += size + (inner != location)
+                if total > MAX_EXPANDED_SUBSCHEMAS:
+                    return total
         memo[location] = total
         return total
 
