@@ -255,3 +255,26 @@ async def instance(db: AsyncEngine, instance_id: uuid.UUID) -> Any:
     """The instance's row as it is now."""
     async with db.connect() as conn:
         return (await conn.execute(text("SELECT * FROM flow_instances WHERE id = :i"), {"i": instance_id})).one()
+
+
+async def store_event(
+    db: AsyncEngine,
+    tenant: uuid.UUID,
+    participant: str,
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    received_ago: timedelta = timedelta(0),
+) -> uuid.UUID:
+    """An event row as IngestEvent stores it (not yet routed), received `received_ago` before now."""
+    async with db.begin() as conn:
+        event_id: uuid.UUID = (
+            await conn.execute(
+                text(
+                    "INSERT INTO events (tenant_id, participant_id, event_type, data, received_time) "
+                    "VALUES (:t, :p, :e, CAST(:d AS jsonb), now() - CAST(:ago AS interval)) RETURNING id"
+                ),
+                {"t": tenant, "p": participant, "e": event_type, "d": json.dumps(data), "ago": received_ago},
+            )
+        ).scalar_one()
+    return event_id

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -18,7 +19,15 @@ from kalcifer_engine.runtime.core import Runtime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.integration.engine.support import create_flow, create_tenant, graph, instance, make_runtime, start
+from tests.integration.engine.support import (
+    create_flow,
+    create_tenant,
+    graph,
+    instance,
+    make_runtime,
+    start,
+    store_event,
+)
 
 CRASHING = "+".join(["1"] * 20_000)  # 40 KB: overflows the native evaluator's stack
 TEN = "[1,2,3,4,5,6,7,8,9,10]"
@@ -116,20 +125,6 @@ async def test_a_bomb_after_a_wait_fails_once_and_recovery_never_loops_on_it(
     assert (await instance(db_engine, instance_id)).status == "failed"
 
 
-async def store_event(db: AsyncEngine, tenant: uuid.UUID, participant: str, event_type: str) -> uuid.UUID:
-    async with db.begin() as conn:
-        event_id: uuid.UUID = (
-            await conn.execute(
-                text(
-                    "INSERT INTO events (tenant_id, participant_id, event_type, data, received_time) "
-                    "VALUES (:t, :p, :e, '{}'::jsonb, now() - interval '1 minute') RETURNING id"
-                ),
-                {"t": tenant, "p": participant, "e": event_type},
-            )
-        ).scalar_one()
-    return event_id
-
-
 async def test_a_runaway_wait_filter_fails_the_instance_at_its_wait(rt: Runtime, db_engine: AsyncEngine) -> None:
     tenant = await create_tenant(db_engine)
     flow = await create_flow(
@@ -142,7 +137,7 @@ async def test_a_runaway_wait_filter_fails_the_instance_at_its_wait(rt: Runtime,
     )
     instance_id = await start(rt, tenant, flow, "buyer")
     assert (await instance(db_engine, instance_id)).status == "waiting"
-    event_id = await store_event(db_engine, tenant, "buyer", "paid")
+    event_id = await store_event(db_engine, tenant, "buyer", "paid", {}, received_ago=timedelta(minutes=1))
     # Routed by recovery, as after a crash mid-route: the pass survives and the instance fails, once.
     assert (await recovery.recover_once(rt))["unrouted_events"] == 1
     row = await instance(db_engine, instance_id)
@@ -173,7 +168,7 @@ async def test_a_runaway_entry_filter_starts_nothing(rt: Runtime, db_engine: Asy
         tenant,
         graph([("go", "event_entry", {"event_type": "signup"}), ("w", "wait", {"duration": "1d"})], [("go", "w")]),
     )
-    event_id = await store_event(db_engine, tenant, "newbie", "signup")
+    event_id = await store_event(db_engine, tenant, "newbie", "signup", {}, received_ago=timedelta(minutes=1))
     result = await events.route_event(rt, events.EventToRoute(tenant, event_id, "newbie", "signup", {}))
     assert result.started == 1
     assert (await instance(db_engine, uuid.UUID(result.instance_ids[0]))).flow_id == calm

@@ -23,6 +23,7 @@ from tests.integration.engine.support import (
     instance,
     make_runtime,
     start,
+    store_event,
 )
 
 TRIGGER = ("start", "event_entry", {"event_type": "go"})
@@ -203,22 +204,6 @@ async def test_failures_unknown_types_retries_and_crashing_nodes(rt: Runtime, db
     await make_due(db_engine, retry.id)
     await resumes.resume_one(rt, resumes.ResumeRequest(gave_up, retry.id, "timer"))
     assert (await instance(db_engine, gave_up)).status == "failed"
-
-
-async def store_event(
-    db: AsyncEngine, tenant: uuid.UUID, participant: str, event_type: str, data: dict[str, Any]
-) -> uuid.UUID:
-    async with db.begin() as conn:
-        event_id: uuid.UUID = (
-            await conn.execute(
-                text(
-                    "INSERT INTO events (tenant_id, participant_id, event_type, data) "
-                    "VALUES (:t, :p, :e, CAST(:d AS jsonb)) RETURNING id"
-                ),
-                {"t": tenant, "p": participant, "e": event_type, "d": __import__("json").dumps(data)},
-            )
-        ).scalar_one()
-    return event_id
 
 
 async def route(
