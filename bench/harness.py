@@ -1,7 +1,8 @@
 """What every benchmark shares: a measured figure next to its raw baseline, a printed table, a JSON record.
 
 A benchmark module exposes `async def run(env: BenchEnv) -> list[Comparison]`; `python -m bench` runs them all
-(or the ones named on the command line), prints one table and writes `bench/results/<name>.json`.
+(or the ones named on the command line), prints one table and writes `bench/results/<name>.json`, an artefact
+of that run (git ignores it; the README keeps a dated table of the latest figures).
 The machine is shared and noisy: report medians (and p99 where the tail matters), and always the ratio to a
 baseline measured in the same run, never an absolute target alone.
 """
