@@ -142,12 +142,14 @@ async def test_other_tenant_is_not_found(sessions: async_sessionmaker[AsyncSessi
             await flow_lifecycle.pause_flow(session, uuid.uuid4(), flow_id)
 
 
-async def test_pause_resume_archive_move_instances(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def test_pause_resume_archive_move_the_flow_and_the_engine_carries_its_instances(
+    sessions: async_sessionmaker[AsyncSession], engine: EngineClient
+) -> None:
     tenant_id, flow_id = await _flow(sessions, status="active", versions=("active",))
     waiting = await _instance(sessions, tenant_id, flow_id, "waiting")
     running = await _instance(sessions, tenant_id, flow_id, "running")
 
-    async def state() -> tuple[str, str, str, list[str]]:
+    async def state() -> tuple[str, str, str, list[str], list[int]]:
         async with sessions() as session:
             flow = await session.get_one(Flow, flow_id, populate_existing=True)
             a = await session.get_one(FlowInstance, waiting, populate_existing=True)
@@ -155,17 +157,24 @@ async def test_pause_resume_archive_move_instances(sessions: async_sessionmaker[
             waits = list(
                 (await session.scalars(select(Wait.status).where(Wait.instance_id.in_((waiting, running))))).all()
             )
-            return flow.status, a.status, b.status, sorted(waits)
+            return flow.status, a.status, b.status, sorted(waits), [a.run_revision, b.run_revision]
 
-    async with sessions.begin() as session:
-        await flow_lifecycle.pause_flow(session, tenant_id, flow_id)
-    assert await state() == ("paused", "paused", "running", ["pending", "pending"])
-    async with sessions.begin() as session:
-        await flow_lifecycle.resume_flow(session, tenant_id, flow_id)
-    assert await state() == ("active", "waiting", "running", ["pending", "pending"])
-    async with sessions.begin() as session:
-        await flow_lifecycle.archive_flow(session, tenant_id, flow_id)
-    assert await state() == ("archived", "exited", "exited", ["cancelled", "cancelled"])
+    async def move(step: Any, status: str) -> None:
+        async with sessions.begin() as session:
+            await step(session, tenant_id, flow_id)
+        assert (await state())[0] == status, "the flow's status commits on its own"
+        await flow_lifecycle.carry_to_instances(engine, tenant_id, flow_id, status)
+
+    await move(flow_lifecycle.pause_flow, "paused")
+    assert await state() == ("paused", "paused", "running", ["pending", "pending"], [1, 0])
+    await flow_lifecycle.carry_to_instances(engine, tenant_id, flow_id, "paused")
+    assert (await state())[4] == [1, 0], "carrying the same status again changes nothing"
+    await move(flow_lifecycle.resume_flow, "active")
+    assert await state() == ("active", "waiting", "running", ["pending", "pending"], [2, 0])
+    await flow_lifecycle.carry_to_instances(engine, tenant_id, flow_id, "paused")
+    assert (await state())[1:] == ("waiting", "running", ["pending", "pending"], [2, 0]), "a late pause is ignored"
+    await move(flow_lifecycle.archive_flow, "archived")
+    assert await state() == ("archived", "exited", "exited", ["cancelled", "cancelled"], [3, 1])
     async with sessions() as session:
         exited = await session.get_one(FlowInstance, waiting)
     assert exited.exit_reason == "flow_archived"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from kalcifer_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from kalcifer_engine.runtime import events, lifecycle, migration, resumes, store
+from kalcifer_engine.runtime import events, lifecycle, migration, recovery, resumes, store
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.run import Effects
 from sqlalchemy import text
@@ -349,6 +349,27 @@ async def test_cancel_pause_resume_and_exit_flow_instances(rt: Runtime, db_engin
     assert await lifecycle.exit_flow_instances(rt, tenant, flow, "") == 1
     row = await instance(db_engine, c)
     assert (row.status, row.exit_reason) == ("exited", "flow_archived")
+
+
+async def test_recovery_carries_a_flows_status_to_instances_that_missed_it(rt: Runtime, db_engine: AsyncEngine) -> None:
+    tenant = await create_tenant(db_engine)
+    flow = await create_flow(db_engine, tenant, graph([TRIGGER, ("w", "t_pause", {"seconds": 600})], [("start", "w")]))
+    waiting = await start(rt, tenant, flow, participant="missed")
+
+    async def flow_becomes(status: str) -> tuple[str, int, str | None]:
+        # The API committed the status but its call to the engine never arrived.
+        async with db_engine.begin() as conn:
+            await conn.execute(text("UPDATE flows SET status = :s WHERE id = :f"), {"s": status, "f": flow})
+        await recovery.recover_once(rt)
+        row = await instance(db_engine, waiting)
+        return row.status, row.run_revision, row.exit_reason
+
+    before = (await instance(db_engine, waiting)).run_revision
+    assert await flow_becomes("paused") == ("paused", before + 1, None)
+    assert await flow_becomes("active") == ("waiting", before + 2, None)
+    assert await flow_becomes("archived") == ("exited", before + 3, "flow_archived")
+    assert await pending_waits(db_engine, waiting) == []
+    assert (await lifecycle.reconcile_flow_holds(rt)) == lifecycle.FlowHoldsReconciled(0, 0, 0)
 
 
 async def test_migrate_all_moves_exits_and_rearms(rt: Runtime, db_engine: AsyncEngine) -> None:

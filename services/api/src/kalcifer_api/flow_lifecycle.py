@@ -1,29 +1,32 @@
-"""The flow lifecycle (SPEC 4, 6.8) as steps that run inside the caller's open transaction.
+"""The flow lifecycle (SPEC 4, 6.8): the flow's own status moves inside the caller's open transaction; what the
+move means for the flow's instances is the engine's to do, after the commit.
 
 DRAFT -> ACTIVE (activate) <-> PAUSED (pause / resume); ACTIVE or PAUSED -> ARCHIVED (archive, final). A draft is
 deleted, not archived (see `kalcifer/v1/flow.proto`). Each step locks the flow row (`SELECT ... FOR UPDATE`) before
 it reads the status, so concurrent transitions of one flow serialize and the second one sees the first one's
 outcome. Nothing here commits: FlowService and JourneyService call these inside their own transaction, together
-with their other writes and their `request_id` record, so a lifecycle move and what depends on it land together.
+with their other writes and their `request_id` record.
 
-Instance side effects are written in the same transaction: pausing parks WAITING instances as PAUSED, resuming
-releases them to WAITING, archiving exits every live instance (`exit_reason = "flow_archived"`) and cancels its
-pending waits. After a resume commits, the caller asks the engine to apply the resumes held meanwhile
-(`release_held_resumes`), best effort: the engine's recovery applies them later anyway.
+The engine is the only writer of instances and waits. Once the new status has committed, the caller hands it to
+`carry_to_instances`, which asks the engine to pause the flow's WAITING instances, release its PAUSED ones (and
+apply the resumes held meanwhile) or exit its live ones (`flow_archived`, cancelling their timers). The engine acts
+only on what the flow's committed status still calls for, so the call is idempotent and safe to retry; a call
+that never arrives is made good by the engine's own recovery (`reconcile_flow_holds`).
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
 
 import grpc
+import stamina
 from kalcifer.engine.v1 import engine_pb2
 from kalcifer.v1 import flow_pb2
-from kalcifer_common.db.models import Flow, FlowInstance, FlowVersion, Wait
+from kalcifer_common.db.models import Flow, FlowVersion
 from kalcifer_common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from kalcifer_common.logging import get_logger
+from kalcifer_common.statuses import FLOW_ARCHIVED_EXIT_REASON, FlowStatus, FlowVersionStatus
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,13 +37,15 @@ _log = get_logger(__name__)
 
 INVALID_TRANSITION = "INVALID_TRANSITION"
 NO_DRAFT_VERSION = "NO_DRAFT_VERSION"
-FLOW_ARCHIVED_EXIT_REASON = "flow_archived"
-
 # flow_versions.status values: a published version that another one replaced is "superseded" (the wire shows it
 # as ARCHIVED; RollbackFlowVersion can make it active again).
-VERSION_DRAFT = "draft"
-VERSION_ACTIVE = "active"
-VERSION_SUPERSEDED = "superseded"
+VERSION_DRAFT = FlowVersionStatus.DRAFT
+VERSION_ACTIVE = FlowVersionStatus.ACTIVE
+VERSION_SUPERSEDED = FlowVersionStatus.SUPERSEDED
+# Engine answers worth another attempt: it is restarting, overloaded or slow. Anything else is final.
+_RETRYABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+)
 
 
 async def lock_flow(session: AsyncSession, tenant_id: uuid.UUID, flow_id: uuid.UUID) -> Flow:
@@ -108,7 +113,7 @@ async def activate_flow(session: AsyncSession, tenant_id: uuid.UUID, flow_id: uu
     with the graph's violations.
     """
     flow = await lock_flow(session, tenant_id, flow_id)
-    if flow.status != "draft":
+    if flow.status != FlowStatus.DRAFT:
         raise _refuse(flow, "activate", "DRAFT")
     version = await session.scalar(
         select(FlowVersion)
@@ -124,82 +129,70 @@ async def activate_flow(session: AsyncSession, tenant_id: uuid.UUID, flow_id: uu
         )
     await require_valid_graph(engine, tenant_id, version.graph)
     await publish_version(session, flow, version)
-    await session.execute(update(Flow).where(Flow.id == flow.id).values(status="active"))
+    await session.execute(update(Flow).where(Flow.id == flow.id).values(status=FlowStatus.ACTIVE))
 
 
 async def pause_flow(session: AsyncSession, tenant_id: uuid.UUID, flow_id: uuid.UUID) -> None:
-    """ACTIVE -> PAUSED: no new entries; WAITING instances become PAUSED (resumes that arrive are held by the
-    engine). Running instances pause at their next wait. Errors: NOT_FOUND, INVALID_TRANSITION (not ACTIVE)."""
+    """ACTIVE -> PAUSED: no new entries; after the commit `carry_to_instances` parks WAITING instances as PAUSED
+    (resumes that arrive are held by the engine; running instances pause at their next wait).
+    Errors: NOT_FOUND, INVALID_TRANSITION (not ACTIVE)."""
     flow = await lock_flow(session, tenant_id, flow_id)
-    if flow.status != "active":
+    if flow.status != FlowStatus.ACTIVE:
         raise _refuse(flow, "pause", "ACTIVE")
-    await session.execute(update(Flow).where(Flow.id == flow.id).values(status="paused"))
-    await session.execute(
-        update(FlowInstance)
-        .where(FlowInstance.tenant_id == tenant_id, FlowInstance.flow_id == flow.id, FlowInstance.status == "waiting")
-        .values(status="paused")
-    )
+    await session.execute(update(Flow).where(Flow.id == flow.id).values(status=FlowStatus.PAUSED))
 
 
 async def resume_flow(session: AsyncSession, tenant_id: uuid.UUID, flow_id: uuid.UUID) -> None:
-    """PAUSED -> ACTIVE: entries accepted again; PAUSED instances go back to WAITING. After the commit the caller
-    calls `release_held_resumes`. Errors: NOT_FOUND, INVALID_TRANSITION (not PAUSED)."""
+    """PAUSED -> ACTIVE: entries accepted again; after the commit `carry_to_instances` releases PAUSED instances
+    and applies what was held. Errors: NOT_FOUND, INVALID_TRANSITION (not PAUSED)."""
     flow = await lock_flow(session, tenant_id, flow_id)
-    if flow.status != "paused":
+    if flow.status != FlowStatus.PAUSED:
         raise _refuse(flow, "resume", "PAUSED")
-    await session.execute(update(Flow).where(Flow.id == flow.id).values(status="active"))
-    await session.execute(
-        update(FlowInstance)
-        .where(FlowInstance.tenant_id == tenant_id, FlowInstance.flow_id == flow.id, FlowInstance.status == "paused")
-        .values(status="waiting")
-    )
+    await session.execute(update(Flow).where(Flow.id == flow.id).values(status=FlowStatus.ACTIVE))
 
 
 async def archive_flow(session: AsyncSession, tenant_id: uuid.UUID, flow_id: uuid.UUID) -> None:
-    """ACTIVE or PAUSED -> ARCHIVED (final): every live instance exits with `flow_archived` and its pending waits
-    are cancelled (their timers then fire into nothing). Errors: NOT_FOUND, INVALID_TRANSITION (DRAFT: delete it
+    """ACTIVE or PAUSED -> ARCHIVED (final): after the commit `carry_to_instances` exits every live instance with
+    `flow_archived` and cancels its waits and timers. Errors: NOT_FOUND, INVALID_TRANSITION (DRAFT: delete it
     instead; or already ARCHIVED)."""
     flow = await lock_flow(session, tenant_id, flow_id)
-    if flow.status not in ("active", "paused"):
+    if flow.status not in (FlowStatus.ACTIVE, FlowStatus.PAUSED):
         raise _refuse(flow, "archive", "ACTIVE or PAUSED")
-    await session.execute(update(Flow).where(Flow.id == flow.id).values(status="archived"))
-    now = datetime.now(UTC)
-    exited = (
-        await session.scalars(
-            update(FlowInstance)
-            .where(
-                FlowInstance.tenant_id == tenant_id,
-                FlowInstance.flow_id == flow.id,
-                FlowInstance.status.in_(("running", "waiting", "paused")),
-            )
-            .values(status="exited", exit_reason=FLOW_ARCHIVED_EXIT_REASON, end_time=now, lease_until=None)
-            .returning(FlowInstance.id)
-        )
-    ).all()
-    if exited:
-        await session.execute(
-            update(Wait)
-            .where(Wait.tenant_id == tenant_id, Wait.instance_id.in_(exited), Wait.status == "pending")
-            .values(status="cancelled", resolved_time=now)
+    await session.execute(update(Flow).where(Flow.id == flow.id).values(status=FlowStatus.ARCHIVED))
+
+
+def _retryable(error: Exception) -> bool:
+    return isinstance(error, grpc.aio.AioRpcError) and error.code() in _RETRYABLE
+
+
+@stamina.retry(on=_retryable, attempts=4, wait_initial=0.1, wait_max=1.0, timeout=30.0)
+async def _tell_engine(engine: EngineClient, tenant_id: uuid.UUID, flow_id: uuid.UUID, status: FlowStatus) -> None:
+    tenant, flow = str(tenant_id), str(flow_id)
+    if status == FlowStatus.PAUSED:
+        await engine.stub.PauseFlowInstances(engine_pb2.PauseFlowInstancesRequest(tenant_id=tenant, flow_id=flow))
+    elif status == FlowStatus.ACTIVE:
+        await engine.stub.ResumeFlowInstances(engine_pb2.ResumeFlowInstancesRequest(tenant_id=tenant, flow_id=flow))
+    elif status == FlowStatus.ARCHIVED:
+        await engine.stub.ExitFlowInstances(
+            engine_pb2.ExitFlowInstancesRequest(tenant_id=tenant, flow_id=flow, reason=FLOW_ARCHIVED_EXIT_REASON)
         )
 
 
-async def release_held_resumes(engine: EngineClient, tenant_id: uuid.UUID, flow_id: uuid.UUID) -> None:
-    """After a resume committed: ask the engine to apply the resumes held while the flow was paused.
+async def carry_to_instances(engine: EngineClient, tenant_id: uuid.UUID, flow_id: uuid.UUID, status: str) -> None:
+    """After a flow's new `status` committed: have the engine bring the flow's instances in line with it.
 
-    Best effort: an engine that is down or does not implement it yet is logged, not raised; the flow is already
-    ACTIVE and the engine's recovery and the scheduler's sweep apply what was held.
+    Retried while the engine is unavailable or slow (4 attempts, backoff up to 1 s). The flow's status is already
+    committed, so a call that still fails is logged, not raised: the engine's recovery applies the same step
+    within its `recovery_interval_seconds`.
     """
     try:
-        await engine.stub.ResumeFlowInstances(
-            engine_pb2.ResumeFlowInstancesRequest(tenant_id=str(tenant_id), flow_id=str(flow_id))
-        )
+        await _tell_engine(engine, tenant_id, flow_id, FlowStatus(status))
     except grpc.aio.AioRpcError as error:
-        expected = error.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNAVAILABLE)
-        (_log.warning if expected else _log.error)(
-            "could not release held resumes after ResumeFlow",
+        _log.warning(
+            "the engine did not apply a flow's status to its instances; its recovery will",
             tenant_id=str(tenant_id),
             flow_id=str(flow_id),
+            status=status,
             code=error.code().name,
             details=error.details(),
         )

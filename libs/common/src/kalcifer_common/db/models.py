@@ -41,6 +41,18 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, MappedColumn, mapped_column
 
+from kalcifer_common.statuses import (
+    LIVE_INSTANCE_STATUSES,
+    DeliveryStatus,
+    FlowStatus,
+    FlowVersionStatus,
+    InstanceStatus,
+    JourneyStatus,
+    StepStatus,
+    WaitKind,
+    WaitStatus,
+)
+
 # Stable constraint and index names, so migrations written today still match the models tomorrow.
 NAMING_CONVENTION: Final[dict[str, str]] = {
     "ix": "ix_%(column_0_N_label)s",
@@ -50,17 +62,16 @@ NAMING_CONVENTION: Final[dict[str, str]] = {
     "pk": "pk_%(table_name)s",
 }
 
-FLOW_STATUSES: Final = ("draft", "active", "paused", "archived")
-FLOW_VERSION_STATUSES: Final = ("draft", "active", "superseded", "archived")
-JOURNEY_STATUSES: Final = ("draft", "active", "paused", "archived")
+FLOW_STATUSES: Final = tuple(FlowStatus)
+FLOW_VERSION_STATUSES: Final = tuple(FlowVersionStatus)
+JOURNEY_STATUSES: Final = tuple(JourneyStatus)
 RE_ENTRY_POLICIES: Final = ("after_exit", "never", "always")
-INSTANCE_STATUSES: Final = ("running", "waiting", "paused", "completed", "failed", "exited")
-LIVE_INSTANCE_STATUSES: Final = ("running", "waiting", "paused")
-STEP_STATUSES: Final = ("running", "completed", "failed", "waiting", "skipped", "cancelled")
-WAIT_KINDS: Final = ("timer", "event")
-WAIT_STATUSES: Final = ("pending", "fired", "cancelled")
+INSTANCE_STATUSES: Final = tuple(InstanceStatus)
+STEP_STATUSES: Final = tuple(StepStatus)
+WAIT_KINDS: Final = tuple(WaitKind)
+WAIT_STATUSES: Final = tuple(WaitStatus)
 CHANNELS: Final = ("email", "sms", "push", "whatsapp", "in_app", "webhook")
-DELIVERY_STATUSES: Final = ("pending", "sending", "sent", "delivered", "bounced", "failed")
+DELIVERY_STATUSES: Final = tuple(DeliveryStatus)
 SEGMENT_MATCHES: Final = ("all", "any")
 CONVERSION_KINDS: Final = ("conversion", "goal")
 NODE_CATEGORIES: Final = ("trigger", "condition", "wait", "action", "end")

@@ -32,6 +32,7 @@ from kalcifer_api.domain.flows import (
 )
 from kalcifer_api.engine_client import EngineClient
 from kalcifer_api.grpc.flows_convert import (
+    FLOW_STATUS_FROM_PROTO,
     flow_to_proto,
     re_entry_of,
     status_filter_of,
@@ -63,6 +64,12 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
 
     async def _require_valid(self, tenant_id: uuid.UUID, graph: dict[str, Any]) -> None:
         await flow_lifecycle.require_valid_graph(self._engine, tenant_id, graph)
+
+    async def _carried(self, flow_id: uuid.UUID, answer: flow_pb2.Flow) -> flow_pb2.Flow:
+        """After a pause, resume or archive committed (or was replayed): the engine moves the flow's instances."""
+        status = FLOW_STATUS_FROM_PROTO[answer.status]
+        await flow_lifecycle.carry_to_instances(self._engine, current_tenant_id(), flow_id, status)
+        return answer
 
     # -- flows -----------------------------------------------------------------------------------------------------
 
@@ -207,7 +214,7 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
         async def work(tx: FlowTransaction) -> FlowRecord:
             return await tx.pause(flow_id)
 
-        return await self._flows.write(_flow_reply("PauseFlow", request), work)
+        return await self._carried(flow_id, await self._flows.write(_flow_reply("PauseFlow", request), work))
 
     async def ResumeFlow(self, request: flow_pb2.ResumeFlowRequest, context: Any) -> flow_pb2.Flow:
         flow_id = parse_id(request.id, "id")
@@ -215,9 +222,7 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
         async def work(tx: FlowTransaction) -> FlowRecord:
             return await tx.resume(flow_id)
 
-        answer = await self._flows.write(_flow_reply("ResumeFlow", request), work)
-        await flow_lifecycle.release_held_resumes(self._engine, current_tenant_id(), flow_id)
-        return answer
+        return await self._carried(flow_id, await self._flows.write(_flow_reply("ResumeFlow", request), work))
 
     async def ArchiveFlow(self, request: flow_pb2.ArchiveFlowRequest, context: Any) -> flow_pb2.Flow:
         flow_id = parse_id(request.id, "id")
@@ -225,7 +230,7 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
         async def work(tx: FlowTransaction) -> FlowRecord:
             return await tx.archive(flow_id)
 
-        return await self._flows.write(_flow_reply("ArchiveFlow", request), work)
+        return await self._carried(flow_id, await self._flows.write(_flow_reply("ArchiveFlow", request), work))
 
     # -- versions going live ---------------------------------------------------------------------------------------
 

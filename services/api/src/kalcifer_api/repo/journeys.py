@@ -1,5 +1,6 @@
-"""Journeys in PostgreSQL, always within the calling tenant; lifecycle moves drive the wrapped flow in the same
-transaction (through `kalcifer_api.flow_lifecycle`), so a journey and its flow never disagree after a commit."""
+"""Journeys in PostgreSQL, always within the calling tenant; lifecycle moves drive the wrapped flow's status in the
+same transaction (through `kalcifer_api.flow_lifecycle`), so a journey and its flow never disagree after a commit;
+the engine then carries the flow's new status to its instances."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from google.protobuf.message import Message
 from kalcifer_common.db.models import Flow, Journey, Segment
 from kalcifer_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from kalcifer_common.pagination import PageCursor
+from kalcifer_common.statuses import FlowStatus
 from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -200,38 +202,41 @@ class JourneyRepository(IdempotentRepository):
         journey's re-entry policy; pausing pauses an ACTIVE flow; resuming resumes a PAUSED flow (an ARCHIVED one
         is FLOW_NOT_ACTIVE); archiving archives a flow that is not archived yet.
         """
-        resumed_flow: list[uuid.UUID] = []
+        moved_flow: list[tuple[uuid.UUID, str]] = []
 
         async def work(session: AsyncSession) -> JourneyRecord:
+            moved_flow.clear()
             row = await self._locked(session, journey_id)
             require_transition(row.id, row.status, transition)
             flow = await flow_lifecycle.lock_flow(session, self.tenant_id, row.flow_id)
             if transition is Transition.LAUNCH:
                 await self._launch_flow(session, flow, row.re_entry)
-            elif transition is Transition.PAUSE and flow.status == "active":
+            elif transition is Transition.PAUSE and flow.status == FlowStatus.ACTIVE:
                 await flow_lifecycle.pause_flow(session, self.tenant_id, flow.id)
+                moved_flow.append((flow.id, FlowStatus.PAUSED))
             elif transition is Transition.RESUME:
-                if flow.status == "archived":
+                if flow.status == FlowStatus.ARCHIVED:
                     raise _flow_not_active(flow, "resume")
-                if flow.status == "paused":
+                if flow.status == FlowStatus.PAUSED:
                     await flow_lifecycle.resume_flow(session, self.tenant_id, flow.id)
-                    resumed_flow.append(flow.id)
-            elif transition is Transition.ARCHIVE and flow.status in ("active", "paused"):
+                    moved_flow.append((flow.id, FlowStatus.ACTIVE))
+            elif transition is Transition.ARCHIVE and flow.status in (FlowStatus.ACTIVE, FlowStatus.PAUSED):
                 await flow_lifecycle.archive_flow(session, self.tenant_id, flow.id)
+                moved_flow.append((flow.id, FlowStatus.ARCHIVED))
             row.status = transition.target
             await session.flush()
             await session.refresh(row)
             return journey_record(row)
 
         response = await self._mutate(reply, work)
-        for flow_id in resumed_flow:
-            await flow_lifecycle.release_held_resumes(self._engine, self.tenant_id, flow_id)
+        for flow_id, status in moved_flow:
+            await flow_lifecycle.carry_to_instances(self._engine, self.tenant_id, flow_id, status)
         return response
 
     async def _launch_flow(self, session: AsyncSession, flow: Flow, re_entry: str) -> None:
-        if flow.status == "draft":
+        if flow.status == FlowStatus.DRAFT:
             await flow_lifecycle.activate_flow(session, self.tenant_id, flow.id, self._engine)
-        elif flow.status != "active":
+        elif flow.status != FlowStatus.ACTIVE:
             raise _flow_not_active(flow, "launch")
         # The journey's re-entry policy is what the engine enforces when participants enter the flow.
         await session.execute(update(Flow).where(Flow.id == flow.id).values(re_entry=re_entry))

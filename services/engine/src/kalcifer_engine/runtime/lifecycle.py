@@ -1,4 +1,11 @@
-"""Operator-driven ends and holds: CancelInstance, and a flow's Pause/Resume/Exit of its instances (SPEC 6.8)."""
+"""Operator-driven ends and holds: CancelInstance, and a flow's Pause/Resume/Exit of its instances (SPEC 6.8).
+
+The API owns a flow's status and commits it first; then it asks the engine, the only writer of instances and
+waits, to bring the flow's instances in line (Pause/Resume/ExitFlowInstances). Each step is idempotent and acts
+only when the flow's committed status still calls for it, so a delayed retry of a pause that lands after a resume
+changes nothing. `reconcile_flow_holds` (run by recovery) converges whatever a lost call left behind. Every
+change of an instance bumps its `run_revision`, as every engine write of an instance does.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,8 @@ import uuid
 from dataclasses import dataclass
 
 from kalcifer_common.errors import FailedPrecondition, NotFound
-from sqlalchemy import Table, and_, or_, select, update
+from kalcifer_common.statuses import FLOW_ARCHIVED_EXIT_REASON, LIVE_INSTANCE_STATUSES, FlowStatus, InstanceStatus
+from sqlalchemy import ColumnElement, Table, and_, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.runtime import store
@@ -17,7 +25,7 @@ from kalcifer_engine.runtime.run import Effects
 _instances: Table = store.instances
 _waits: Table = store.waits
 _flows: Table = store.flows
-_LIVE = ("running", "waiting", "paused")
+_LIVE = LIVE_INSTANCE_STATUSES
 
 
 async def cancel_instance(rt: Runtime, tenant_id: uuid.UUID, instance_id: uuid.UUID, reason: str) -> store.InstanceRow:
@@ -53,16 +61,25 @@ async def _require_flow(conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uu
         raise NotFound("flow", f"flows/{flow_id}")
 
 
+def _flow_is(flow_id: uuid.UUID, status: str) -> ColumnElement[bool]:
+    """The flow's committed status is `status` (checked in the same statement as the instance update)."""
+    return exists().where(_flows.c.id == flow_id, _flows.c.status == status)
+
+
 async def pause_flow_instances(rt: Runtime, tenant_id: uuid.UUID, flow_id: uuid.UUID) -> int:
-    """WAITING instances of the flow become PAUSED (running ones pause when their run ends: it sees the flow)."""
+    """WAITING instances of a PAUSED flow become PAUSED (running ones pause when their run ends: it sees the
+    flow). Nothing changes unless the flow is PAUSED. NOT_FOUND for an unknown flow."""
     async with rt.db.begin() as conn:
         await _require_flow(conn, tenant_id, flow_id)
         paused = await conn.execute(
             update(_instances)
             .where(
-                _instances.c.tenant_id == tenant_id, _instances.c.flow_id == flow_id, _instances.c.status == "waiting"
+                _instances.c.tenant_id == tenant_id,
+                _instances.c.flow_id == flow_id,
+                _instances.c.status == "waiting",
+                _flow_is(flow_id, FlowStatus.PAUSED),
             )
-            .values(status="paused", update_time=rt.now())
+            .values(status="paused", update_time=rt.now(), run_revision=_instances.c.run_revision + 1)
             .returning(_instances.c.id)
         )
         return len(paused.all())
@@ -77,15 +94,19 @@ class FlowResumed:
 
 
 async def resume_flow_instances(rt: Runtime, tenant_id: uuid.UUID, flow_id: uuid.UUID) -> FlowResumed:
-    """Release PAUSED instances, then apply what was held: overdue timers and events that arrived meanwhile."""
+    """Release the PAUSED instances of an ACTIVE flow, then apply what was held: overdue timers and events that
+    arrived meanwhile. Nothing changes unless the flow is ACTIVE. NOT_FOUND for an unknown flow."""
     async with rt.db.begin() as conn:
         await _require_flow(conn, tenant_id, flow_id)
         released = await conn.execute(
             update(_instances)
             .where(
-                _instances.c.tenant_id == tenant_id, _instances.c.flow_id == flow_id, _instances.c.status == "paused"
+                _instances.c.tenant_id == tenant_id,
+                _instances.c.flow_id == flow_id,
+                _instances.c.status == "paused",
+                _flow_is(flow_id, FlowStatus.ACTIVE),
             )
-            .values(status="waiting", update_time=rt.now())
+            .values(status="waiting", update_time=rt.now(), run_revision=_instances.c.run_revision + 1)
             .returning(_instances.c.id)
         )
         resumed = len(released.all())
@@ -137,7 +158,8 @@ async def exit_flow_instances(rt: Runtime, tenant_id: uuid.UUID, flow_id: uuid.U
             )
             .values(
                 status="exited",
-                exit_reason=reason or "flow_archived",
+                lease_until=None,
+                exit_reason=reason or FLOW_ARCHIVED_EXIT_REASON,
                 current_nodes=[],
                 end_time=now,
                 update_time=now,
@@ -156,3 +178,44 @@ async def exit_flow_instances(rt: Runtime, tenant_id: uuid.UUID, flow_id: uuid.U
             effects.cancelled_timers += [row.id for row in cancelled if row.fire_time is not None]
     await rt.after_commit(effects)
     return len(ids)
+
+
+@dataclass(frozen=True)
+class FlowHoldsReconciled:
+    """What one reconciliation pass changed, per flow status it carried to instances."""
+
+    paused: int
+    resumed: int
+    exited: int
+
+
+_FLOWS_PER_PASS = 100
+
+
+async def _flows_needing(
+    rt: Runtime, flow_status: str, instance_statuses: tuple[str, ...]
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    async with rt.db.connect() as conn:
+        rows = await conn.execute(
+            select(_flows.c.tenant_id, _flows.c.id)
+            .where(
+                _flows.c.status == flow_status,
+                exists().where(_instances.c.flow_id == _flows.c.id, _instances.c.status.in_(instance_statuses)),
+            )
+            .limit(_FLOWS_PER_PASS)
+        )
+        return [(row.tenant_id, row.id) for row in rows]
+
+
+async def reconcile_flow_holds(rt: Runtime) -> FlowHoldsReconciled:
+    """Carry every flow's committed status to instances that missed it (the API's call after a pause, resume or
+    archive never arrived): waiting instances of PAUSED flows pause, paused instances of ACTIVE flows are
+    released, live instances of ARCHIVED flows exit. Bounded to `_FLOWS_PER_PASS` flows of each kind per pass."""
+    paused = resumed = exited = 0
+    for tenant_id, flow_id in await _flows_needing(rt, FlowStatus.PAUSED, (InstanceStatus.WAITING,)):
+        paused += await pause_flow_instances(rt, tenant_id, flow_id)
+    for tenant_id, flow_id in await _flows_needing(rt, FlowStatus.ACTIVE, (InstanceStatus.PAUSED,)):
+        resumed += (await resume_flow_instances(rt, tenant_id, flow_id)).resumed
+    for tenant_id, flow_id in await _flows_needing(rt, FlowStatus.ARCHIVED, LIVE_INSTANCE_STATUSES):
+        exited += await exit_flow_instances(rt, tenant_id, flow_id, FLOW_ARCHIVED_EXIT_REASON)
+    return FlowHoldsReconciled(paused, resumed, exited)

@@ -9,7 +9,9 @@ left behind is work nobody will redo on their own:
   `recovery_event_seconds`;
 - instances committed as 'running' and untouched for `recovery_running_seconds` (not produced by normal runs,
   which commit waiting/finished states, but possible after manual repair or an older engine): re-run from the
-  heads in `current_nodes` that have no pending wait.
+  heads in `current_nodes` that have no pending wait;
+- instances that missed their flow's status (the API's Pause/Resume/ExitFlowInstances call after a lifecycle
+  move never arrived): paused, released or exited as the flow's committed status says (`reconcile_flow_holds`).
 Every replica may run this loop: each piece is idempotent (wait ids, event claims, row locks).
 """
 
@@ -28,6 +30,7 @@ from sqlalchemy import Table, select
 from kalcifer_engine.runtime import store
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.events import EventToRoute, route_event
+from kalcifer_engine.runtime.lifecycle import reconcile_flow_holds
 from kalcifer_engine.runtime.resumes import ResumeRequest, resume_many
 from kalcifer_engine.runtime.run import Effects
 
@@ -119,7 +122,11 @@ async def _rerun(rt: Runtime, instance_id: uuid.UUID) -> bool:
 
 async def recover_once(rt: Runtime) -> dict[str, int]:
     """One pass of every recovery; returns what each did."""
+    holds = await reconcile_flow_holds(rt)
     return {
+        "flow_holds_paused": holds.paused,
+        "flow_holds_resumed": holds.resumed,
+        "flow_holds_exited": holds.exited,
         "stuck_instances": await rerun_stuck_instances(rt),
         "unrouted_events": await route_unrouted_events(rt),
         "overdue_waits": await fire_overdue_waits(rt),

@@ -20,7 +20,6 @@ from typing import cast as typed
 import asyncpg
 import orjson
 from kalcifer_common.db.models import (
-    LIVE_INSTANCE_STATUSES,
     AbAssignment,
     Conversion,
     Customer,
@@ -33,6 +32,7 @@ from kalcifer_common.db.models import (
     Segment,
     Wait,
 )
+from kalcifer_common.statuses import LIVE_INSTANCE_STATUSES
 from sqlalchemy import ColumnElement, Table, any_, case, cast, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -248,7 +248,7 @@ _ENTER_FLOW = f"""
         FROM f
         WHERE f.status = 'active' AND f.active_version_number IS NOT NULL AND NOT f.entered_before
         ON CONFLICT (tenant_id, flow_id, participant_id)
-            WHERE exclusive AND status IN ({", ".join(repr(s) for s in LIVE_INSTANCE_STATUSES)})
+            WHERE exclusive AND status IN ({", ".join(f"'{s}'" for s in LIVE_INSTANCE_STATUSES)})
         DO NOTHING
         RETURNING context
     )
