@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from kalcifer_common.segments import MISSING, OPERATORS, customer_profile, matches, resolve, rule_holds
+from kalcifer_common.comparisons import MISSING, resolve
+from kalcifer_common.segments import OPERATORS, customer_profile, matches, rule_holds
 
 PROFILE = customer_profile(
     external_id="u-1",
@@ -61,6 +62,8 @@ def holds(field: str, operator: str, value: Any) -> bool:
         ("phone", "eq", "", False),
         ("external_id", "eq", "u-1", True),
         ("attributes.tier", "like", "gold", False),
+        ("attributes.score", "gte", 42, False),
+        ("attributes.tier", "exists", None, False),
     ],
 )
 def test_each_operator_means_what_it_says(field: str, operator: str, value: Any, expected: bool) -> None:
@@ -80,10 +83,11 @@ def test_match_all_needs_every_rule_and_any_needs_one() -> None:
     assert matches(rules, "most", PROFILE) is False
 
 
-def test_paths_resolve_only_through_objects() -> None:
+def test_paths_resolve_through_objects_and_list_indexes_as_in_conditions() -> None:
     assert resolve(PROFILE, "attributes.address.city") == "Lyon"
     assert resolve(PROFILE, "attributes.tier.length") is MISSING
-    assert resolve(PROFILE, "tags.0") is MISSING
+    assert resolve(PROFILE, "tags.0") == "new"
+    assert resolve(PROFILE, "tags.2") is MISSING
     assert resolve(PROFILE, "") is MISSING
 
 

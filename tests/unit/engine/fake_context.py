@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from kalcifer_common import comparisons
 from kalcifer_engine.runtime.db_context import weighted_choice
 from kalcifer_engine.sandbox import evaluate_here
 
@@ -40,12 +41,7 @@ class FakeContext:
     assigned: dict[str, str] = field(default_factory=dict)
 
     def lookup(self, path: str) -> tuple[bool, Any]:
-        value: Any = self.data
-        for part in path.split("."):
-            if not isinstance(value, Mapping) or part not in value:
-                return False, None
-            value = value[part]
-        return True, value
+        return comparisons.lookup(self.data, path)
 
     async def create_delivery(self, channel: str, template_id: str | None, payload: Mapping[str, Any]) -> str:
         self.deliveries.append((channel, template_id, dict(payload)))

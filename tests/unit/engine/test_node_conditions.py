@@ -27,7 +27,19 @@ async def branch(key: str, config: dict[str, Any], ctx: FakeContext) -> str:
     return result.key
 
 
-CUSTOMER = {"customer": {"tier": "gold", "age": 30, "tags": ["vip", "new"], "name": "Ada", "none": None}}
+CUSTOMER = {
+    "customer": {
+        "tier": "gold",
+        "age": 30,
+        "tags": ["vip", "new"],
+        "name": "Ada",
+        "none": None,
+        "vip": True,
+        "flags": [True],
+        "address": {"city": "Lyon"},
+    },
+    "event": {"items": [{"sku": "a", "qty": 2}, {"sku": "b", "qty": 1}]},
+}
 
 
 @pytest.mark.parametrize(
@@ -56,6 +68,19 @@ CUSTOMER = {"customer": {"tier": "gold", "age": 30, "tags": ["vip", "new"], "nam
         ("customer.tier", "exists", None, "true"),
         ("customer.missing", "exists", None, "false"),
         ("customer.none", "exists", None, "false"),
+        ("customer.age", "eq", 30.0, "true"),
+        ("customer.vip", "eq", True, "true"),
+        ("customer.vip", "neq", 1, "true"),
+        ("customer.flags", "contains", True, "true"),
+        ("customer.flags", "contains", 1, "false"),
+        ("customer.tags", "in", ["new", "old"], "true"),
+        ("customer.tags", "not_in", ["old"], "true"),
+        ("customer.address", "contains", "city", "true"),
+        ("customer.address", "eq", {"city": "Lyon"}, "true"),
+        ("event.items.0.sku", "eq", "a", "true"),
+        ("event.items.1.qty", "lt", 2, "true"),
+        ("event.items.2.sku", "exists", None, "false"),
+        ("event.items.2.sku", "neq", "a", "true"),
     ],
 )
 async def test_condition_operators(field: str, operator: str, value: Any, expected: str) -> None:
@@ -63,11 +88,28 @@ async def test_condition_operators(field: str, operator: str, value: Any, expect
     assert await branch("condition", config, FakeContext(data=CUSTOMER)) == expected
 
 
-@pytest.mark.parametrize("operator", ["eq", "gt", "gte", "lt", "lte", "contains", "in", "not_in"])
-async def test_condition_missing_field_is_false(operator: str) -> None:
+@pytest.mark.parametrize(
+    ("operator", "expected"),
+    [
+        ("eq", "false"),
+        ("gt", "false"),
+        ("gte", "false"),
+        ("lt", "false"),
+        ("lte", "false"),
+        ("contains", "false"),
+        ("in", "false"),
+        ("exists", "false"),
+        ("neq", "true"),
+        ("not_in", "true"),
+    ],
+)
+async def test_condition_missing_field_fails_positive_tests_and_passes_negative_ones(
+    operator: str, expected: str
+) -> None:
+    """As in segments: "tier is not gold" holds for a customer with no tier at all."""
     value: Any = [1] if operator in ("in", "not_in") else 1
     config = {"field": "customer.nope", "operator": operator, "value": value}
-    assert await branch("condition", config, FakeContext(data=CUSTOMER)) == "false"
+    assert await branch("condition", config, FakeContext(data=CUSTOMER)) == expected
 
 
 @pytest.mark.parametrize(
@@ -78,6 +120,11 @@ async def test_condition_missing_field_is_false(operator: str) -> None:
         ("customer.age", "contains", 3),
         ("customer.name", "contains", 3),
         ("customer.age", "gte", True),
+        ("customer.vip", "eq", 1),
+        ("customer.vip", "gte", False),
+        ("customer.tags", "gt", ["a"]),
+        ("customer.tags", "contains", 1),
+        ("customer.age", "eq", "30"),
     ],
 )
 async def test_condition_incomparable_types_are_false(field: str, operator: str, value: Any) -> None:

@@ -1,24 +1,15 @@
-"""Pure helpers of the runtime around the walker: dotted paths, sticky variant choice, CEL, retry backoff."""
+"""Pure helpers of the runtime around the walker: sticky variant choice, CEL, retry backoff.
+
+Dotted paths (`NodeContext.lookup`) are `kalcifer_common.comparisons`, tested in `tests/unit/common`.
+"""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 from kalcifer_common.settings import EngineSettings
-from kalcifer_engine.runtime.db_context import lookup_path, weighted_choice
+from kalcifer_engine.runtime.db_context import weighted_choice
 from kalcifer_engine.runtime.run import plain_json, retry_delay
-
-CONTEXT = {"customer": {"attributes": {"tier": "gold", "score": None}}, "items": [{"sku": "a"}], "n": 3}
-
-
-def test_lookup_follows_objects_and_list_indexes() -> None:
-    assert lookup_path(CONTEXT, "customer.attributes.tier") == (True, "gold")
-    assert lookup_path(CONTEXT, "customer.attributes.score") == (True, None)
-    assert lookup_path(CONTEXT, "items.0.sku") == (True, "a")
-    assert lookup_path(CONTEXT, "items.1.sku") == (False, None)
-    assert lookup_path(CONTEXT, "customer.missing") == (False, None)
-    assert lookup_path(CONTEXT, "n.deeper") == (False, None)
-
 
 variants = st.lists(
     st.tuples(st.text(min_size=1, max_size=5), st.floats(min_value=0, max_value=100)), min_size=1, max_size=6

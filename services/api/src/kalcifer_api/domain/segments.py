@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from kalcifer_common.comparisons import json_kind
 from kalcifer_common.errors import FieldViolation, InvalidArgument
 from kalcifer_common.segments import LIST_OPERATORS, MAPPING_FIELDS, MATCHES, OPERATORS, SCALAR_FIELDS
 
@@ -66,20 +67,6 @@ def description_violations(value: str, path: str = "description") -> list[FieldV
     return []
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "list"
-    return "object"
-
-
 def _field_problem(field: str) -> str | None:
     if not field:
         return "is required"
@@ -100,7 +87,7 @@ def _field_problem(field: str) -> str | None:
 
 
 def _value_problem(operator: str, value: Any) -> str | None:
-    kind = _kind(value)
+    kind = json_kind(value)
     if operator in LIST_OPERATORS:
         if kind != "list":
             return f"must be a list for {operator!r}"
@@ -108,7 +95,7 @@ def _value_problem(operator: str, value: Any) -> str | None:
             return f"must be a non-empty list for {operator!r}"
         if len(value) > MAX_LIST_OPERAND:
             return f"must hold at most {MAX_LIST_OPERAND} items"
-        if any(_kind(item) in ("list", "object") for item in value):
+        if any(json_kind(item) in ("list", "object") for item in value):
             return f"must be a list of scalars for {operator!r}"
         return None
     if operator in ("gt", "lt") and kind not in ("number", "string"):

@@ -12,6 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeAlias
 
+from kalcifer_common.comparisons import MISSING, compare
 from kalcifer_common.durations import parse_duration
 
 from kalcifer_engine.nodes.base import Branched, Completed, Failed, NodeResult, Waiting
@@ -132,43 +133,11 @@ def resumed_event(trigger: str, data: Config) -> NodeResult:
     return Failed(f"an event wait cannot be resumed by {trigger!r}")
 
 
-def _compare(operator: str, found: bool, actual: Any, expected: Any) -> bool:
-    """Never raises: a missing field or incomparable types are simply false (except `exists`)."""
-    if operator == "exists":
-        return found and actual is not None
-    if not found:
-        return False
-    try:
-        if operator == "eq":
-            return bool(actual == expected)
-        if operator == "neq":
-            return bool(actual != expected)
-        if isinstance(actual, bool) != isinstance(expected, bool) and operator in ("gt", "gte", "lt", "lte"):
-            return False
-        if operator == "gt":
-            return bool(actual > expected)
-        if operator == "gte":
-            return bool(actual >= expected)
-        if operator == "lt":
-            return bool(actual < expected)
-        if operator == "lte":
-            return bool(actual <= expected)
-        if operator == "contains":
-            if isinstance(actual, str):
-                return isinstance(expected, str) and expected in actual
-            return isinstance(actual, (list, tuple, Mapping)) and expected in actual
-        if operator == "in":
-            return isinstance(expected, list) and actual in expected
-        if operator == "not_in":
-            return isinstance(expected, list) and actual not in expected
-    except TypeError:
-        return False
-    return False
-
-
 def condition(config: Config, ctx: NodeContext) -> NodeResult:
+    """`true` when the context value at `field` satisfies `operator` with `value` (`kalcifer_common.comparisons`,
+    the rule segments use too): JSON-typed, a missing field fails all but `neq` / `not_in`, never raises."""
     found, actual = ctx.lookup(config["field"])
-    outcome = _compare(config["operator"], found, actual, config.get("value"))
+    outcome = compare(config["operator"], actual if found else MISSING, config.get("value"))
     return Branched("true" if outcome else "false")
 
 

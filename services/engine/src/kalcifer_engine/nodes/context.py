@@ -52,7 +52,8 @@ class NodeContext(Protocol):
         """The instance context: trigger context at the root, `customer`, `event`, `accumulated`, `_ids`."""
 
     def lookup(self, path: str) -> tuple[bool, Any]:
-        """`(found, value)` of a dotted path in the context (`customer.attributes.tier`, `event.amount`)."""
+        """`(found, value)` of a dotted path in the context (`customer.attributes.tier`, `event.items.0.sku`),
+        resolved by `kalcifer_common.comparisons.resolve`; `(False, None)` when the path does not resolve."""
 
     async def create_delivery(self, channel: str, template_id: str | None, payload: Mapping[str, Any]) -> str:
         """Record a pending delivery on `channel` (sent later by the scheduler); returns its idempotency key,

@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+from kalcifer_common import comparisons
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.runtime import store
@@ -51,19 +52,6 @@ class RunScope:
             context=instance.context,
             expressions=expressions,
         )
-
-
-def lookup_path(data: Mapping[str, Any], path: str) -> tuple[bool, Any]:
-    """`(found, value)` of a dotted path through objects (and list indexes: `items.0.sku`)."""
-    current: Any = data
-    for part in path.split("."):
-        if isinstance(current, Mapping) and part in current:
-            current = current[part]
-        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
-            current = current[int(part)]
-        else:
-            return False, None
-    return True, current
 
 
 def weighted_choice(variants: Sequence[tuple[str, float]], seed: str) -> str:
@@ -130,8 +118,8 @@ class DbNodeContext:
         return self._scope.context
 
     def lookup(self, path: str) -> tuple[bool, Any]:
-        """`(found, value)` of a dotted path in the context."""
-        return lookup_path(self._scope.context, path)
+        """`(found, value)` of a dotted path in the context (`kalcifer_common.comparisons.resolve`)."""
+        return comparisons.lookup(self._scope.context, path)
 
     async def create_delivery(self, channel: str, template_id: str | None, payload: Mapping[str, Any]) -> str:
         """A pending delivery in this run's transaction; its key is `<instance>:<node>:a<attempt>:v<visit>`."""
