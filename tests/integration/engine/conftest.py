@@ -29,3 +29,14 @@ async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(database_url, pool_size=5)
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+async def engine_role_db(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """The module's database as the engine connects to it: as the `kalcifer_engine` role, with only its grants."""
+    from kalcifer_common.db.session import create_engine
+    from kalcifer_common.settings import EngineSettings
+
+    engine = create_engine(database_url, role=EngineSettings().database_role, pool_size=5)
+    yield engine
+    await engine.dispose()

@@ -33,8 +33,8 @@ WAITING_GRAPH = graph(
 
 
 @pytest.fixture
-async def stub(db_engine: AsyncEngine, database_url: str) -> AsyncIterator[engine_pb2_grpc.EngineServiceAsyncStub]:
-    runtime = make_runtime(db_engine, database_url)
+async def stub(engine_role_db: AsyncEngine, database_url: str) -> AsyncIterator[engine_pb2_grpc.EngineServiceAsyncStub]:
+    runtime = make_runtime(engine_role_db, database_url)
     async with engine_server(runtime) as address:
         channel = internal_channel(address, token=INTERNAL_TOKEN, timeout_seconds=120)
         typed: engine_pb2_grpc.EngineServiceAsyncStub = engine_pb2_grpc.EngineServiceStub(channel)

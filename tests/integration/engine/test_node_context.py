@@ -58,8 +58,8 @@ class Probe(NodeType):
 
 
 @pytest.fixture
-async def rt(db_engine: AsyncEngine, database_url: str) -> AsyncIterator[Runtime]:
-    runtime = make_runtime(db_engine, database_url)
+async def rt(engine_role_db: AsyncEngine, database_url: str) -> AsyncIterator[Runtime]:
+    runtime = make_runtime(engine_role_db, database_url)
     runtime.deps.registry.register(Probe())
     yield runtime
     await runtime.close()
@@ -120,9 +120,9 @@ async def test_every_context_effect_commits_with_the_step(rt: Runtime, db_engine
 
 
 async def test_recovery_routes_unrouted_events_and_fires_long_overdue_waits(
-    db_engine: AsyncEngine, database_url: str
+    db_engine: AsyncEngine, engine_role_db: AsyncEngine, database_url: str
 ) -> None:
-    rt = make_runtime(db_engine, database_url, recovery_event_seconds=0.001, recovery_overdue_seconds=0.001)
+    rt = make_runtime(engine_role_db, database_url, recovery_event_seconds=0.001, recovery_overdue_seconds=0.001)
     tenant = await create_tenant(db_engine)
     starter = await create_flow(
         db_engine,
@@ -155,8 +155,10 @@ async def test_recovery_routes_unrouted_events_and_fires_long_overdue_waits(
     await rt.close()
 
 
-async def test_recovery_reruns_an_instance_left_running(db_engine: AsyncEngine, database_url: str) -> None:
-    rt = make_runtime(db_engine, database_url, recovery_running_seconds=0.001)
+async def test_recovery_reruns_an_instance_left_running(
+    db_engine: AsyncEngine, engine_role_db: AsyncEngine, database_url: str
+) -> None:
+    rt = make_runtime(engine_role_db, database_url, recovery_running_seconds=0.001)
     tenant = await create_tenant(db_engine)
     flow = await create_flow(
         db_engine,

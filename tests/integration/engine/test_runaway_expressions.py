@@ -38,9 +38,9 @@ ENTRY = ("start", "event_entry", {"event_type": "go"})
 
 
 @pytest.fixture
-async def rt(db_engine: AsyncEngine, database_url: str) -> AsyncIterator[Runtime]:
+async def rt(engine_role_db: AsyncEngine, database_url: str) -> AsyncIterator[Runtime]:
     runtime = make_runtime(
-        db_engine,
+        engine_role_db,
         database_url,
         cel_timeout_ms=1500,
         recovery_overdue_seconds=0.001,

@@ -30,8 +30,8 @@ TRIGGER = ("start", "event_entry", {"event_type": "go"})
 
 
 @pytest.fixture
-async def rt(db_engine: AsyncEngine, database_url: str) -> AsyncIterator[Runtime]:
-    runtime = make_runtime(db_engine, database_url, event_lookback_seconds=5.0)
+async def rt(engine_role_db: AsyncEngine, database_url: str) -> AsyncIterator[Runtime]:
+    runtime = make_runtime(engine_role_db, database_url, event_lookback_seconds=5.0)
     yield runtime
     await runtime.close()
 
@@ -370,6 +370,33 @@ async def test_recovery_carries_a_flows_status_to_instances_that_missed_it(rt: R
     assert await flow_becomes("archived") == ("exited", before + 3, "flow_archived")
     assert await pending_waits(db_engine, waiting) == []
     assert (await lifecycle.reconcile_flow_holds(rt)) == lifecycle.FlowHoldsReconciled(0, 0, 0)
+
+
+async def test_recovery_prunes_finished_instances_past_the_retention_with_their_steps(
+    rt: Runtime, db_engine: AsyncEngine
+) -> None:
+    tenant = await create_tenant(db_engine)
+    flow = await create_flow(db_engine, tenant, graph([TRIGGER], []))
+    old, recent, live = [await start(rt, tenant, flow, participant=p) for p in ("old", "recent", "live")]
+    async with db_engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE flow_instances SET end_time = now() - interval '31 days' WHERE id = :i"), {"i": old}
+        )
+        await conn.execute(
+            text("UPDATE flow_instances SET status = 'waiting', end_time = NULL WHERE id = :i"), {"i": live}
+        )
+
+    assert await recovery.prune_finished_instances(rt) >= 1
+
+    async with db_engine.connect() as conn:
+        left = set(
+            (await conn.execute(text("SELECT id FROM flow_instances WHERE flow_id = :f"), {"f": flow})).scalars()
+        )
+        steps = (
+            await conn.execute(text("SELECT count(*) FROM execution_steps WHERE instance_id = :i"), {"i": old})
+        ).scalar()
+    assert left == {recent, live}
+    assert steps == 0
 
 
 async def test_migrate_all_moves_exits_and_rearms(rt: Runtime, db_engine: AsyncEngine) -> None:

@@ -41,6 +41,11 @@ class CommonSettings(BaseSettings):
 class ApiSettings(CommonSettings):
     """Settings of `kalcifer-api`."""
 
+    database_role: str = Field(
+        default="kalcifer_api",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$|^$",
+        description="PostgreSQL role of the API's connections (created by the migrations); empty = the URL's user.",
+    )
     api_port: int = Field(default=4500, ge=0, le=65535, description="Port of the public gRPC API.")
     kalcifer_admin_token: str = Field(
         default="",
@@ -56,6 +61,11 @@ class ApiSettings(CommonSettings):
 class EngineSettings(CommonSettings):
     """Settings of `kalcifer-engine`."""
 
+    database_role: str = Field(
+        default="kalcifer_engine",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$|^$",
+        description="PostgreSQL role of the engine's connections (created by the migrations); empty = the URL's user.",
+    )
     engine_port: int = Field(default=4510, ge=0, le=65535, description="Port of the engine gRPC service.")
     event_lookback_seconds: float = Field(
         default=5.0,
@@ -89,11 +99,19 @@ class EngineSettings(CommonSettings):
     recovery_running_seconds: float = Field(
         default=60.0, gt=0, description="An instance left 'running' this long is re-run from its committed state."
     )
+    instance_retention_seconds: float = Field(
+        default=30 * 86400.0, gt=0, description="Finished instances (and their steps) are pruned after this."
+    )
 
 
 class SchedulerSettings(CommonSettings):
     """Settings of `kalcifer-scheduler`."""
 
+    database_role: str = Field(
+        default="kalcifer_scheduler",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$|^$",
+        description="PostgreSQL role of the scheduler's connections (made by the migrations); empty = the URL's user.",
+    )
     scheduler_port: int = Field(default=4520, ge=0, le=65535, description="Port of the scheduler gRPC service.")
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL; only the scheduler uses it.")
     redis_key_prefix: str = Field(default="kalcifer", description="Prefix of the scheduler's own Redis keys.")
@@ -124,9 +142,6 @@ class SchedulerSettings(CommonSettings):
     delivery_sweep_interval_seconds: float = Field(default=2.0, gt=0, description="Period of the pending-send sweep.")
     delivery_max_attempts: int = Field(default=5, ge=1, le=100, description="Send attempts before a delivery fails.")
     delivery_backoff_seconds: float = Field(default=5.0, gt=0, description="First retry delay of a failed send.")
-    instance_retention_seconds: float = Field(
-        default=30 * 86400.0, gt=0, description="Finished instances (and their steps) are pruned after this."
-    )
     stuck_running_seconds: float = Field(
         default=300.0, gt=0, description="A running instance whose lease expired this long ago counts as stuck."
     )

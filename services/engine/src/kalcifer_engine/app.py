@@ -21,7 +21,9 @@ async def serve(settings: EngineSettings, *, builtins: NodeRegistry | None = Non
     if not settings.kalcifer_internal_token:
         raise SystemExit("KALCIFER_INTERNAL_TOKEN must be set: the engine accepts only internal callers")
     # No pre-ping: a dropped connection fails one run, answered UNAVAILABLE, and callers retry (3 round trips saved).
-    engine = create_engine(settings.database_url, pool_size=settings.db_pool_size, pre_ping=False)
+    engine = create_engine(
+        settings.database_url, role=settings.database_role, pool_size=settings.db_pool_size, pre_ping=False
+    )
     await wait_for_database(engine)
     deps = EngineDeps(
         settings=settings,

@@ -44,7 +44,7 @@ _WEBHOOK_TIMEOUT_SECONDS = 10.0
 
 async def build_runtime(settings: SchedulerSettings, redis: ArqRedis) -> SchedulerRuntime:
     """Wire the scheduler's collaborators (the database must answer; the engine may come later)."""
-    db = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    db = create_engine(settings.database_url, role=settings.database_role, pool_size=settings.db_pool_size)
     await wait_for_database(db)
     engine_channel = internal_channel(
         settings.engine_addr, token=settings.kalcifer_internal_token, timeout_seconds=settings.rpc_timeout_seconds
@@ -95,9 +95,7 @@ async def build_runtime(settings: SchedulerSettings, redis: ArqRedis) -> Schedul
             max_attempts=settings.delivery_max_attempts,
             backoff_seconds=settings.delivery_backoff_seconds,
         ),
-        maintenance=Maintenance(
-            db, retention_seconds=settings.instance_retention_seconds, stuck_seconds=settings.stuck_running_seconds
-        ),
+        maintenance=Maintenance(db, stuck_seconds=settings.stuck_running_seconds),
         entries=ScheduledEntries(db, engine_stub),
     )
 

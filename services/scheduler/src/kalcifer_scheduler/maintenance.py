@@ -1,7 +1,8 @@
 """Maintenance, run by an arq cron job on the `maintenance` queue (unique across replicas).
 
-- Finished instances (and, by cascade, their steps and waits) are deleted after the retention, in small batches.
 - Expired idempotency records are deleted.
+- Finished instances are not the scheduler's to delete: the engine, their only writer, prunes them after
+  `INSTANCE_RETENTION_SECONDS` in its recovery loop.
 - Instances stuck `running` past their lease are only counted and logged: the engine exposes no recovery RPC, and
   its own start-up and periodic recovery (SPEC 6.9) reruns them from their last committed state. Resuming them
   through ResumeInstances would be wrong: they wait for no wait row.
@@ -19,16 +20,6 @@ _log = get_logger(__name__)
 
 _BATCH = 1000
 _MAX_BATCHES = 50
-
-_PRUNE_INSTANCES = text(
-    """
-    DELETE FROM flow_instances WHERE id IN (
-        SELECT id FROM flow_instances
-        WHERE status IN ('completed', 'failed', 'exited') AND end_time < now() - make_interval(secs => :retention)
-        LIMIT :batch
-    )
-    """
-)
 
 _EXPIRE_IDEMPOTENCY = text(
     """
@@ -50,7 +41,6 @@ _STUCK = text(
 class MaintenanceReport:
     """What one maintenance pass did."""
 
-    pruned_instances: int
     expired_idempotency_records: int
     stuck_running: int
 
@@ -58,23 +48,20 @@ class MaintenanceReport:
 class Maintenance:
     """One maintenance pass over the database."""
 
-    def __init__(self, db: AsyncEngine, *, retention_seconds: float, stuck_seconds: float) -> None:
+    def __init__(self, db: AsyncEngine, *, stuck_seconds: float) -> None:
         self._db = db
-        self._retention = retention_seconds
         self._stuck = stuck_seconds
 
     async def run_once(self) -> MaintenanceReport:
-        """Prune, expire, count; each batch is its own short transaction."""
-        pruned = await self._delete_in_batches(_PRUNE_INSTANCES, {"retention": self._retention})
+        """Expire, count; each batch is its own short transaction."""
         expired = await self._delete_in_batches(_EXPIRE_IDEMPOTENCY, {})
         async with self._db.connect() as connection:
             stuck = int((await connection.execute(_STUCK, {"stuck": self._stuck})).scalar_one())
-        report = MaintenanceReport(pruned, expired, stuck)
+        report = MaintenanceReport(expired, stuck)
         if stuck:
             _log.warning("instances stuck running; left to the engine's recovery", stuck_running=stuck)
         _log.info(
             "maintenance done",
-            pruned_instances=pruned,
             expired_idempotency_records=expired,
             stuck_running=stuck,
         )

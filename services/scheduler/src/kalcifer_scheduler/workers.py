@@ -63,7 +63,7 @@ async def run_maintenance(ctx: dict[str, Any]) -> str:
     """maintenance (cron): prune finished instances, expire idempotency records, report stuck runs."""
     try:
         report = await _runtime(ctx).maintenance.run_once()
-        return f"pruned={report.pruned_instances} expired={report.expired_idempotency_records}"
+        return f"expired={report.expired_idempotency_records} stuck={report.stuck_running}"
     except asyncio.CancelledError:
         raise
     except Exception:  # noqa: BLE001 - the next run tries again

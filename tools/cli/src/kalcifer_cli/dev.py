@@ -382,19 +382,17 @@ def _run(config: DevConfig, data_dir: Path, env: dict[str, str], console: Consol
         database_url=database_url,
         name=config.tenant_name,
     )
-    print_banner(
-        console,
-        DevEndpoints(
-            addresses=addresses,
-            database_url=database_url,
-            redis_url=redis_url,
-            embedded=frozenset(embedded),
-            tokens=tokens,
-            tenant=tenant,
-            data_dir=data_dir,
-        ),
+    endpoints = DevEndpoints(
+        addresses=addresses,
+        database_url=database_url,
+        redis_url=redis_url,
+        embedded=frozenset(embedded),
+        tokens=tokens,
+        tenant=tenant,
+        data_dir=data_dir,
     )
-    supervisor.run()
+    # The banner is printed under the supervisor's signal handlers: a Ctrl-C as soon as it appears stops cleanly.
+    supervisor.run(on_started=lambda: print_banner(console, endpoints))
 
 
 def print_banner(console: Console, endpoints: DevEndpoints) -> None:

@@ -155,16 +155,25 @@ class Supervisor:
                     "child restarted", child=child.spec.name, pid=self.pid(child.spec.name), restarts=child.restarts
                 )
 
-    def run(self, *, timeout: float | None = None, handle_signals: bool = True) -> None:
+    def run(
+        self,
+        *,
+        timeout: float | None = None,
+        handle_signals: bool = True,
+        on_started: Callable[[], None] | None = None,
+    ) -> None:
         """Supervise until SIGINT/SIGTERM/SIGHUP (or request_stop, or `timeout` seconds), then stop every child.
 
         Signal handlers are installed only in the main thread and restored on return. A second signal during the
-        graceful stop kills the children at once.
+        graceful stop kills the children at once. `on_started` runs once the children are started, under the
+        handlers already, so a Ctrl-C while it runs (printing a banner, say) is an ordinary stop.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         previous = self._install_signal_handlers() if handle_signals else {}
         try:
             self.start()
+            if on_started is not None:
+                on_started()
             while not self._stop_requested.is_set() and (deadline is None or time.monotonic() < deadline):
                 self.poll()
                 self._stop_requested.wait(self._poll_interval)

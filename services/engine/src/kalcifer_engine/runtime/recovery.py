@@ -11,7 +11,9 @@ left behind is work nobody will redo on their own:
   which commit waiting/finished states, but possible after manual repair or an older engine): re-run from the
   heads in `current_nodes` that have no pending wait;
 - instances that missed their flow's status (the API's Pause/Resume/ExitFlowInstances call after a lifecycle
-  move never arrived): paused, released or exited as the flow's committed status says (`reconcile_flow_holds`).
+  move never arrived): paused, released or exited as the flow's committed status says (`reconcile_flow_holds`);
+- finished instances older than `instance_retention_seconds`, with their steps and waits, are pruned
+  (`prune_finished_instances`): the engine writes instances, so it is the one that deletes them.
 Every replica may run this loop: each piece is idempotent (wait ids, event claims, row locks).
 """
 
@@ -25,7 +27,7 @@ from datetime import timedelta
 from typing import Final
 
 from kalcifer_common.logging import get_logger
-from sqlalchemy import Table, select
+from sqlalchemy import Table, select, text
 
 from kalcifer_engine.runtime import store
 from kalcifer_engine.runtime.core import Runtime
@@ -120,6 +122,34 @@ async def _rerun(rt: Runtime, instance_id: uuid.UUID) -> bool:
     return True
 
 
+_PRUNE_BATCHES_PER_PASS = 10
+
+_PRUNE_FINISHED = text(
+    """
+    DELETE FROM flow_instances WHERE id IN (
+        SELECT id FROM flow_instances
+        WHERE status IN ('completed', 'failed', 'exited') AND end_time < :cutoff
+        LIMIT :batch
+        FOR UPDATE SKIP LOCKED
+    )
+    """
+)
+
+
+async def prune_finished_instances(rt: Runtime) -> int:
+    """Delete finished instances (their steps and waits go by cascade) that ended before the retention, in
+    batches of `BATCH`, each its own short transaction; replicas skip rows another is deleting."""
+    cutoff = rt.now() - timedelta(seconds=rt.settings.instance_retention_seconds)
+    total = 0
+    for _ in range(_PRUNE_BATCHES_PER_PASS):
+        async with rt.db.begin() as conn:
+            deleted = (await conn.execute(_PRUNE_FINISHED, {"cutoff": cutoff, "batch": BATCH})).rowcount
+        total += deleted
+        if deleted < BATCH:
+            break
+    return total
+
+
 async def recover_once(rt: Runtime) -> dict[str, int]:
     """One pass of every recovery; returns what each did."""
     holds = await reconcile_flow_holds(rt)
@@ -130,6 +160,7 @@ async def recover_once(rt: Runtime) -> dict[str, int]:
         "stuck_instances": await rerun_stuck_instances(rt),
         "unrouted_events": await route_unrouted_events(rt),
         "overdue_waits": await fire_overdue_waits(rt),
+        "pruned_instances": await prune_finished_instances(rt),
     }
 
 

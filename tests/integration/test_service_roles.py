@@ -1,0 +1,72 @@
+"""Each service's PostgreSQL role (SPEC 10) has exactly the writes it owns: the database, not only the code,
+keeps the API and the scheduler from writing instances, steps and waits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from kalcifer_common.db.session import create_engine
+from kalcifer_common.settings import ApiSettings, EngineSettings, SchedulerSettings
+from sqlalchemy import text
+from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+ROLES = {
+    "api": ApiSettings().database_role,
+    "engine": EngineSettings().database_role,
+    "scheduler": SchedulerSettings().database_role,
+}
+
+
+@pytest.fixture
+async def as_service(database_url: str) -> AsyncIterator[dict[str, AsyncEngine]]:
+    engines = {name: create_engine(database_url, role=role, pool_size=1) for name, role in ROLES.items()}
+    yield engines
+    for engine in engines.values():
+        await engine.dispose()
+
+
+async def _try(db: AsyncEngine, statement: str) -> str:
+    """'ok' when `statement` is allowed (it is rolled back either way), else PostgreSQL's message."""
+    async with db.connect() as conn:
+        transaction = await conn.begin()
+        try:
+            await conn.execute(text(statement))
+        except ProgrammingError as error:
+            return str(error.orig)
+        finally:
+            await transaction.rollback()
+    return "ok"
+
+
+def test_each_service_defaults_to_its_own_role() -> None:
+    assert ROLES == {"api": "kalcifer_api", "engine": "kalcifer_engine", "scheduler": "kalcifer_scheduler"}
+
+
+async def test_the_api_role_cannot_write_instances_steps_or_waits(as_service: dict[str, AsyncEngine]) -> None:
+    api = as_service["api"]
+    assert "permission denied for table flow_instances" in await _try(api, "UPDATE flow_instances SET status = status")
+    assert "permission denied for table execution_steps" in await _try(api, "DELETE FROM execution_steps")
+    assert "permission denied for table waits" in await _try(api, "UPDATE waits SET status = 'cancelled'")
+    assert await _try(api, "SELECT count(*) FROM flow_instances") == "ok", "the API reads instances"
+    assert await _try(api, "UPDATE flows SET status = status") == "ok", "the API owns flows"
+
+
+async def test_the_scheduler_role_only_leases_waits_and_cannot_touch_instances(
+    as_service: dict[str, AsyncEngine],
+) -> None:
+    scheduler = as_service["scheduler"]
+    assert "permission denied for table flow_instances" in await _try(scheduler, "DELETE FROM flow_instances")
+    assert "permission denied for table waits" in await _try(scheduler, "UPDATE waits SET status = 'fired'")
+    assert await _try(scheduler, "UPDATE waits SET claim_until = NULL") == "ok"
+    assert await _try(scheduler, "UPDATE deliveries SET status = status") == "ok"
+    assert "permission denied for table flows" in await _try(scheduler, "UPDATE flows SET status = status")
+
+
+async def test_the_engine_role_writes_instances_but_not_what_the_api_owns(as_service: dict[str, AsyncEngine]) -> None:
+    engine = as_service["engine"]
+    assert await _try(engine, "UPDATE flow_instances SET status = status") == "ok"
+    assert await _try(engine, "DELETE FROM waits") == "ok"
+    assert "permission denied for table flows" in await _try(engine, "UPDATE flows SET status = status")
+    assert "permission denied for table api_keys" in await _try(engine, "SELECT * FROM api_keys")
