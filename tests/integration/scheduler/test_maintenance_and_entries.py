@@ -104,11 +104,13 @@ async def test_segment_entry_starts_members_who_are_not_in_yet_once(
     assert all(start.request_id.endswith(":0") for start in mine)
 
 
-async def test_a_scheduled_journey_enters_its_audience_at_its_cron_minute_only(
-    sched_db: AsyncEngine, engine: RecordingEngine
-) -> None:
+async def _seed_journeys(
+    sched_db: AsyncEngine, schedules: dict[str, dict[str, str]], re_entry: str = "after_exit"
+) -> tuple[uuid.UUID, dict[str, uuid.UUID]]:
+    """A tenant with one active flow, an audience of everyone (dee and eve) and one active journey per schedule;
+    returns the flow's id and the journeys' ids by name."""
     tenant, flow, segment = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    journeys = {"monday_nine_paris": uuid.uuid4(), "never_now": uuid.uuid4()}
+    journeys = {name: uuid.uuid4() for name in schedules}
     graph = {"nodes": [{"id": "go", "type": "event_entry", "config": {"event_type": "x"}}], "edges": []}
     async with sched_db.begin() as connection:
         await connection.execute(text("INSERT INTO tenants (id, name) VALUES (:id, 'journeys')"), {"id": tenant})
@@ -134,17 +136,36 @@ async def test_a_scheduled_journey_enters_its_audience_at_its_cron_minute_only(
             await connection.execute(
                 text("INSERT INTO customers (tenant_id, external_id) VALUES (:t, :e)"), {"t": tenant, "e": external_id}
             )
-        for name, schedule in (
-            ("monday_nine_paris", {"cron": "0 9 * * 1", "timezone": "Europe/Paris"}),
-            ("never_now", {"cron": "0 3 1 1 *", "timezone": ""}),
-        ):
+        for name, schedule in schedules.items():
             await connection.execute(
                 text(
-                    "INSERT INTO journeys (id, tenant_id, flow_id, name, status, audience_segment_id, entry_schedule)"
-                    " VALUES (:id, :t, :f, :n, 'active', :s, CAST(:e AS jsonb))"
+                    "INSERT INTO journeys"
+                    " (id, tenant_id, flow_id, name, status, audience_segment_id, entry_schedule, re_entry)"
+                    " VALUES (:id, :t, :f, :n, 'active', :s, CAST(:e AS jsonb), :r)"
                 ),
-                {"id": journeys[name], "t": tenant, "f": flow, "n": name, "s": segment, "e": json.dumps(schedule)},
+                {
+                    "id": journeys[name],
+                    "t": tenant,
+                    "f": flow,
+                    "n": name,
+                    "s": segment,
+                    "e": json.dumps(schedule),
+                    "r": re_entry,
+                },
             )
+    return flow, journeys
+
+
+async def test_a_scheduled_journey_enters_its_audience_at_its_cron_minute_only(
+    sched_db: AsyncEngine, engine: RecordingEngine
+) -> None:
+    flow, journeys = await _seed_journeys(
+        sched_db,
+        {
+            "monday_nine_paris": {"cron": "0 9 * * 1", "timezone": "Europe/Paris"},
+            "never_now": {"cron": "0 3 1 1 *", "timezone": ""},
+        },
+    )
     monday_nine_paris = datetime(2026, 11, 30, 8, 0, 37, tzinfo=UTC)
     async with grpc.aio.insecure_channel(engine.address) as channel:
         entries = ScheduledEntries(sched_db, engine_pb2_grpc.EngineServiceStub(channel))
@@ -159,3 +180,33 @@ async def test_a_scheduled_journey_enters_its_audience_at_its_cron_minute_only(
         f"journey:{journeys['monday_nine_paris']}:2026-11-30T08:00Z"
     }
     assert {start.entry_node_id for start in mine} == {""}
+
+
+async def test_a_scheduled_journey_enters_once_on_the_nights_the_clocks_change(
+    sched_db: AsyncEngine, engine: RecordingEngine
+) -> None:
+    # New York 2026: 02:00 -> 03:00 on March 8th (07:00Z), 02:00 -> 01:00 on November 1st (06:00Z).
+    new_york = "America/New_York"
+    spring_flow, spring = await _seed_journeys(sched_db, {"skipped": {"cron": "30 2 8 3 *", "timezone": new_york}})
+    # Re-entry "always" asks the engine again even while the audience is still in, so a second pass would show.
+    autumn_flow, autumn = await _seed_journeys(
+        sched_db, {"repeated": {"cron": "30 1 1 11 *", "timezone": new_york}}, re_entry="always"
+    )
+    runs = [
+        datetime(2026, 3, 8, 6, 59, 30, tzinfo=UTC),  # 01:59 EST: 02:30 is yet to come (it never shows)
+        datetime(2026, 3, 8, 7, 0, 30, tzinfo=UTC),  # 03:00 EDT, the first minute after the gap
+        datetime(2026, 11, 1, 5, 30, 30, tzinfo=UTC),  # 01:30 EDT, the first pass
+        datetime(2026, 11, 1, 6, 30, 30, tzinfo=UTC),  # 01:30 EST, the second pass
+    ]
+    async with grpc.aio.insecure_channel(engine.address) as channel:
+        entries = ScheduledEntries(sched_db, engine_pb2_grpc.EngineServiceStub(channel))
+        started = [await entries.run_once(moment) for moment in runs]
+
+    assert started == [0, 2, 2, 0]
+    mine = [start for start in engine.starts if start.flow_id in {str(spring_flow), str(autumn_flow)}]
+    # dee and eve once each, at the one slot of each night (request ids are `<journey>:<slot>:<participant>`).
+    assert sorted(start.request_id for start in mine) == sorted(
+        f"journey:{journey}:{slot}:{participant}"
+        for journey, slot in ((spring["skipped"], "2026-03-08T07:00Z"), (autumn["repeated"], "2026-11-01T05:30Z"))
+        for participant in ("dee", "eve")
+    )

@@ -3,8 +3,9 @@
 Every run (an arq cron job each minute, unique across replicas):
 - each active flow whose active version has a `segment_entry` trigger: the segment's members who are not in the
   flow start at that trigger;
-- each active journey with an entry schedule and an audience whose cron matched this minute or the previous one
-  (in the schedule's timezone): the audience's members who are not in the journey's flow start it.
+- each active journey with an entry schedule and an audience whose cron fired this minute or the previous one
+  (`kalcifer_common.cron`, on the schedule's timezone's wall clock, daylight saving time included): the audience's
+  members who are not in the journey's flow start it.
 
 Membership is `kalcifer_common.segments` (the one implementation the API and engine use too). "Not in" is: no
 live instance, or, when the re-entry policy is `never`, no instance ever. Each StartInstance carries a request id
@@ -23,11 +24,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import grpc
 from kalcifer.engine.v1 import engine_pb2, engine_pb2_grpc
 from kalcifer_common import segments
+from kalcifer_common.cron import CronSchedule
 from kalcifer_common.logging import get_logger
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-
-from kalcifer_scheduler.cron_schedule import CronSchedule
 
 _log = get_logger(__name__)
 
@@ -132,7 +132,7 @@ class ScheduledEntries:
         return points
 
     async def _journey_points(self, now: datetime) -> list[_EntryPoint]:
-        """Journeys whose schedule matched this minute or the one before (a run that came late still counts)."""
+        """Journeys whose schedule fired this minute or the one before (a run that came late still counts)."""
         async with self._db.connect() as connection:
             rows = (await connection.execute(_SCHEDULED_JOURNEYS)).all()
         this_minute = now.astimezone(UTC).replace(second=0, microsecond=0)
@@ -146,7 +146,7 @@ class ScheduledEntries:
                 _log.warning("journey entry schedule unusable", journey_id=str(row.id), error=str(error))
                 continue
             for slot in (this_minute - timedelta(minutes=1), this_minute):
-                if cron.matches(slot.astimezone(zone)):
+                if cron.fires_at(slot, zone):
                     points.append(
                         _EntryPoint(
                             row.tenant_id,

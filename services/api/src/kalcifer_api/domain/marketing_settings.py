@@ -1,9 +1,9 @@
 """A journey's marketing settings (SPEC 7) and their validation, one rule per setting.
 
 Settings are stored as plain JSON on the journey row and read by the engine and the scheduler, so what is
-accepted here is exactly what they can act on: a cron they can schedule, durations they can parse, CEL filters
-that compile, IANA timezones. Every violation names its field inside the `Journey` message
-(`frequency_cap.time_window`, `goals[1].name`, `quiet_hours.timezone`), all of them at once.
+accepted here is exactly what they can act on: a cron they can schedule (`kalcifer_common.cron`, the scheduler's own
+rule), durations they can parse, CEL filters that compile, IANA timezones. Every violation names its field inside the
+`Journey` message (`frequency_cap.time_window`, `goals[1].name`, `quiet_hours.timezone`), all of them at once.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from kalcifer_common.cron import cron_problem
 from kalcifer_common.durations import DurationError, parse_duration
 from kalcifer_common.errors import FieldViolation
 from kalcifer_common.expressions import expression_problem
@@ -41,67 +42,6 @@ class MarketingSettings:
     frequency_cap: dict[str, Any] | None = None  # {"max_messages", "time_window", "channel"}
     quiet_hours: dict[str, Any] | None = None  # {"start", "end", "timezone"}
     re_entry: str = "after_exit"
-
-
-# --- cron ------------------------------------------------------------------------------------------------------
-
-_MONTHS: Final = {
-    name: index
-    for index, name in enumerate(
-        ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), start=1
-    )
-}
-_WEEKDAYS: Final = {name: index for index, name in enumerate(("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"))}
-# (name, lowest, highest, names) of the five fields; day of week accepts 7 for Sunday, as cron does.
-_NO_NAMES: Final[dict[str, int]] = {}
-_CRON_FIELDS: Final[tuple[tuple[str, int, int, dict[str, int]], ...]] = (
-    ("minute", 0, 59, _NO_NAMES),
-    ("hour", 0, 23, _NO_NAMES),
-    ("day of month", 1, 31, _NO_NAMES),
-    ("month", 1, 12, _MONTHS),
-    ("day of week", 0, 7, _WEEKDAYS),
-)
-
-
-def _cron_number(text: str, low: int, high: int, names: dict[str, int], label: str) -> int:
-    value = names.get(text.upper()) if names else None
-    if value is None:
-        if not text.isdigit():
-            raise ValueError(f"{label} {text!r} is not a number")
-        value = int(text)
-    if not low <= value <= high:
-        raise ValueError(f"{label} {value} is out of range {low}-{high}")
-    return value
-
-
-def _check_cron_field(text: str, low: int, high: int, names: dict[str, int], label: str) -> None:
-    for item in text.split(","):
-        span, _, step = item.partition("/")
-        if step and (not step.isdigit() or int(step) == 0):
-            raise ValueError(f"{label} step {step!r} must be a positive number")
-        if span == "*":
-            continue
-        first, dash, last = span.partition("-")
-        start = _cron_number(first, low, high, names, label)
-        if dash and start > _cron_number(last, low, high, names, label):
-            raise ValueError(f"{label} range {span!r} runs backwards")
-
-
-def cron_problem(expression: str) -> str | None:
-    """Why `expression` is not a five-field cron ("0 9 * * 1"), or None when it is one.
-
-    Fields: minute, hour, day of month, month (1-12 or JAN-DEC), day of week (0-7 or SUN-SAT); each a list of
-    `*`, `N`, `N-M`, optionally `/step`.
-    """
-    fields = expression.split()
-    if len(fields) != len(_CRON_FIELDS):
-        return f"{expression!r} must have 5 fields (minute hour day-of-month month day-of-week), not {len(fields)}"
-    try:
-        for text, (label, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
-            _check_cron_field(text, low, high, names, label)
-    except ValueError as error:
-        return f"{expression!r} is not a cron expression: {error}"
-    return None
 
 
 # --- one validator per setting ---------------------------------------------------------------------------------
