@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from kalcifer.v1 import flow_pb2, node_type_pb2
 from kalcifer_common.errors import FieldViolation
+from kalcifer_common.graphs import graph_to_json
 from kalcifer_common.structs import dict_to_struct, struct_to_dict
-from kalcifer_engine.convert import graph_to_json, node_type_to_proto, violation_to_proto
+from kalcifer_engine.convert import node_type_to_proto, violation_to_proto
 from kalcifer_engine.domain.graph import FlowGraph
 from kalcifer_engine.domain.violations import GraphViolation, ViolationReason
 from kalcifer_engine.nodes.base import NodeCategory

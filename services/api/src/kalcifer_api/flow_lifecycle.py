@@ -25,13 +25,13 @@ from kalcifer.engine.v1 import engine_pb2
 from kalcifer.v1 import flow_pb2
 from kalcifer_common.db.models import Flow, FlowVersion
 from kalcifer_common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from kalcifer_common.graphs import graph_from_json
 from kalcifer_common.logging import get_logger
 from kalcifer_common.statuses import FLOW_ARCHIVED_EXIT_REASON, FlowStatus, FlowVersionStatus
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kalcifer_api.engine_client import EngineClient
-from kalcifer_api.grpc.flows_graph import graph_from_json
 
 _log = get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""Wire <-> domain for the registry RPCs: graphs, graph violations and node types.
+"""Wire <-> domain for the registry RPCs: graph violations and node types (graphs: `kalcifer_common.graphs`).
 
 Converted once at the edge: the domain (validation, registry) never sees a `*_pb2` message. A graph arrives as
 `kalcifer.v1.FlowGraph` and becomes the JSON form `kalcifer_engine.domain.graph` parses, so a graph sent through
@@ -7,11 +7,11 @@ gRPC and one stored in `flow_versions.graph` are validated by the same code.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 from kalcifer.v1 import flow_pb2, node_type_pb2
 from kalcifer_common.errors import FieldViolation
-from kalcifer_common.structs import dict_to_struct, struct_to_dict
+from kalcifer_common.structs import dict_to_struct
 
 from kalcifer_engine.domain.violations import GraphViolation
 from kalcifer_engine.nodes.base import NodeCategory, NodeType
@@ -25,25 +25,6 @@ CATEGORY_TO_PROTO: Final[dict[NodeCategory, node_type_pb2.NodeCategory.ValueType
     NodeCategory.END: node_type_pb2.NODE_CATEGORY_END,
 }
 CATEGORY_FROM_PROTO: Final[dict[int, NodeCategory]] = {int(v): k for k, v in CATEGORY_TO_PROTO.items()}
-
-
-def graph_to_json(graph: flow_pb2.FlowGraph) -> dict[str, Any]:
-    """Wire graph -> the JSON form of SPEC 5 (defaults left out, config numbers kept integral)."""
-    nodes: list[dict[str, Any]] = []
-    for node in graph.nodes:
-        item: dict[str, Any] = {"id": node.id, "type": node.type, "config": struct_to_dict(node.config)}
-        if node.HasField("position"):
-            item["position"] = {"x": node.position.x, "y": node.position.y}
-        nodes.append(item)
-    edges: list[dict[str, Any]] = []
-    for edge in graph.edges:
-        out: dict[str, Any] = {"source": edge.source, "target": edge.target}
-        if edge.id:
-            out["id"] = edge.id
-        if edge.branch:
-            out["branch"] = edge.branch
-        edges.append(out)
-    return {"nodes": nodes, "edges": edges}
 
 
 def violation_to_proto(violation: FieldViolation) -> flow_pb2.GraphViolation:

@@ -10,6 +10,7 @@ from kalcifer_common.errors import InvalidArgument
 from kalcifer_common.pagination import PageCursor, decode_page_token, encode_page_token, page_size_of, time_key
 from kalcifer_common.rpc.errors import map_errors
 from kalcifer_common.structs import dict_to_struct, struct_to_dict
+from kalcifer_common.timestamps import to_timestamp
 
 from kalcifer_api.domain.customers import (
     CustomerRecord,
@@ -19,7 +20,6 @@ from kalcifer_api.domain.customers import (
     validated_patch,
     validated_tags,
 )
-from kalcifer_api.grpc.timestamps import to_timestamp
 from kalcifer_api.repo.customers import CustomerRepository
 from kalcifer_api.repo.marketing_base import Reply
 

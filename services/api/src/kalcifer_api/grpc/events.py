@@ -22,6 +22,7 @@ from kalcifer_common.errors import FieldViolation, InvalidArgument
 from kalcifer_common.rpc.auth import current_tenant_id
 from kalcifer_common.rpc.errors import map_errors
 from kalcifer_common.structs import dict_to_struct, struct_to_dict
+from kalcifer_common.timestamps import to_timestamp
 
 from kalcifer_api.domain.events import (
     MAX_DATA_BYTES,
@@ -32,7 +33,6 @@ from kalcifer_api.domain.events import (
 )
 from kalcifer_api.domain.instances import participant_id_violations, request_id_violations
 from kalcifer_api.domain.triggers import payload_size_violations
-from kalcifer_api.grpc.timestamps import to_timestamp
 from kalcifer_api.repo.events import EventRepository
 
 

@@ -14,6 +14,7 @@ from google.protobuf import empty_pb2
 from kalcifer.engine.v1 import engine_pb2
 from kalcifer.v1 import flow_pb2, flow_pb2_grpc
 from kalcifer_common.errors import FieldViolation, InvalidArgument
+from kalcifer_common.graphs import graph_to_json
 from kalcifer_common.ids import parse_id
 from kalcifer_common.pagination import PageCursor, decode_page_token, encode_page_token, page_size_of, time_key
 from kalcifer_common.rpc.auth import current_tenant_id
@@ -38,7 +39,6 @@ from kalcifer_api.grpc.flows_convert import (
     status_filter_of,
     version_to_proto,
 )
-from kalcifer_api.grpc.flows_graph import graph_to_json
 from kalcifer_api.repo.flows import FlowRepository, FlowTransaction
 from kalcifer_api.repo.marketing_base import Reply
 

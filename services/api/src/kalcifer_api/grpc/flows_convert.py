@@ -6,10 +6,10 @@ from typing import Final
 
 from kalcifer.v1 import common_pb2, flow_pb2
 from kalcifer_common.errors import InvalidArgument
+from kalcifer_common.graphs import graph_from_json
+from kalcifer_common.timestamps import to_timestamp
 
 from kalcifer_api.domain.flows import FlowRecord, FlowVersionRecord
-from kalcifer_api.grpc.flows_graph import graph_from_json
-from kalcifer_api.grpc.timestamps import to_timestamp
 
 FLOW_STATUS_TO_PROTO: Final[dict[str, flow_pb2.FlowStatus.ValueType]] = {
     "draft": flow_pb2.FLOW_STATUS_DRAFT,

@@ -12,6 +12,7 @@ from kalcifer_common.pagination import PageCursor, decode_page_token, encode_pag
 from kalcifer_common.rpc.auth import current_tenant_id
 from kalcifer_common.rpc.errors import map_errors
 from kalcifer_common.structs import dict_to_struct
+from kalcifer_common.timestamps import to_timestamp
 
 from kalcifer_api.domain.instances import (
     InstanceFilter,
@@ -22,7 +23,6 @@ from kalcifer_api.domain.instances import (
     participant_id_violations,
     request_id_violations,
 )
-from kalcifer_api.grpc.timestamps import to_timestamp
 from kalcifer_api.repo.instances import InstanceRepository
 
 _Status = instance_pb2.InstanceStatus

@@ -11,11 +11,11 @@ from kalcifer_common.errors import FieldViolation, InvalidArgument
 from kalcifer_common.ids import parse_id
 from kalcifer_common.pagination import PageCursor, decode_page_token, encode_page_token, page_size_of, time_key
 from kalcifer_common.rpc.errors import map_errors
+from kalcifer_common.timestamps import to_timestamp
 
 from kalcifer_api.domain.journeys import MUTABLE_FIELDS, JourneyDraft, JourneyRecord, Transition, validated_draft
 from kalcifer_api.domain.marketing_common import etag_of, masked_fields
 from kalcifer_api.domain.marketing_settings import MarketingSettings
-from kalcifer_api.grpc.timestamps import to_timestamp
 from kalcifer_api.repo.journeys import JourneyRepository
 from kalcifer_api.repo.marketing_base import Reply
 

@@ -12,10 +12,10 @@ from kalcifer_common.pagination import PageCursor, decode_page_token, encode_pag
 from kalcifer_common.rpc.errors import map_errors
 from kalcifer_common.segments import MATCH_ALL, MATCH_ANY
 from kalcifer_common.structs import value_to_python
+from kalcifer_common.timestamps import to_timestamp
 
 from kalcifer_api.domain.marketing_common import etag_of, masked_fields
 from kalcifer_api.domain.segments import SEGMENT_FIELDS, SegmentDefinition, SegmentRecord, validated_definition
-from kalcifer_api.grpc.timestamps import to_timestamp
 from kalcifer_api.repo.marketing_base import Reply
 from kalcifer_api.repo.segments import SegmentRepository
 

@@ -9,9 +9,9 @@ from kalcifer_common.ids import parse_id
 from kalcifer_common.pagination import PageCursor, decode_page_token, encode_page_token, page_size_of, time_key
 from kalcifer_common.rpc.auth import hash_api_key
 from kalcifer_common.rpc.errors import map_errors
+from kalcifer_common.timestamps import to_timestamp
 
 from kalcifer_api.domain.tenants import ApiKeyRecord, TenantRecord, mint_api_key, validated_name
-from kalcifer_api.grpc.timestamps import to_timestamp
 from kalcifer_api.repo.tenants import TenantRepository
 
 DEFAULT_KEY_NAME = "default"

@@ -17,6 +17,7 @@ from google.protobuf import empty_pb2
 from kalcifer.engine.v1 import engine_pb2
 from kalcifer.v1 import node_type_pb2
 from kalcifer_common.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
+from kalcifer_common.graphs import graph_to_json
 from kalcifer_common.ids import parse_id
 from kalcifer_common.structs import struct_to_dict
 
@@ -24,7 +25,6 @@ from kalcifer_engine import tenant_registry
 from kalcifer_engine.convert import (
     CATEGORY_FROM_PROTO,
     CATEGORY_TO_PROTO,
-    graph_to_json,
     node_type_to_proto,
     violation_to_proto,
 )

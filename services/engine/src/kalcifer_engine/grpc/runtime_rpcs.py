@@ -8,18 +8,17 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from kalcifer.engine.v1 import engine_pb2
 from kalcifer.v1 import flow_pb2, instance_pb2
 from kalcifer_common.errors import FieldViolation, InvalidArgument, Unavailable
 from kalcifer_common.idempotency import run_once
 from kalcifer_common.ids import parse_id
 from kalcifer_common.structs import dict_to_struct, struct_to_dict
+from kalcifer_common.timestamps import to_timestamp
 from sqlalchemy.exc import DBAPIError
 
 from kalcifer_engine.deps import EngineDeps
@@ -82,14 +81,6 @@ def database_unavailable_is_retryable(
     return wrapper
 
 
-def _timestamp(moment: datetime | None) -> Timestamp | None:
-    if moment is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 def instance_to_proto(instance: store.InstanceRow) -> instance_pb2.FlowInstance:
     """The wire form of an instance row."""
     return instance_pb2.FlowInstance(
@@ -101,8 +92,8 @@ def instance_to_proto(instance: store.InstanceRow) -> instance_pb2.FlowInstance:
         current_nodes=instance.current_nodes,
         context=dict_to_struct(instance.context),
         exit_reason=instance.exit_reason or "",
-        enter_time=_timestamp(instance.enter_time),
-        end_time=_timestamp(instance.end_time),
+        enter_time=to_timestamp(instance.enter_time),
+        end_time=to_timestamp(instance.end_time),
     )
 
 

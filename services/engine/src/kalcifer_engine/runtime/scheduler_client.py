@@ -15,22 +15,16 @@ from collections.abc import Iterable
 from datetime import datetime
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from kalcifer.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from kalcifer_common.logging import get_logger
 from kalcifer_common.rpc.clients import internal_channel
+from kalcifer_common.timestamps import to_timestamp
 
 _log = get_logger(__name__)
 
 BATCH_LIMIT = 1000
 QUEUE_LIMIT = 100_000
 QUIET_SECONDS = 1.0
-
-
-def _timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 class SchedulerClient:
@@ -54,7 +48,7 @@ class SchedulerClient:
     def arm(self, timers: Iterable[tuple[uuid.UUID, uuid.UUID, datetime]]) -> None:
         """Ask for timers (instance id, wait id, fire time)."""
         self._arm += [
-            scheduler_pb2.ScheduleResumeRequest(instance_id=str(i), wait_id=str(w), fire_time=_timestamp(t))
+            scheduler_pb2.ScheduleResumeRequest(instance_id=str(i), wait_id=str(w), fire_time=to_timestamp(t))
             for i, w, t in timers
         ]
         self._kick()

@@ -1,4 +1,5 @@
-"""A flow graph between its stored JSON form (`flow_versions.graph`) and `kalcifer.v1.FlowGraph`.
+"""A flow graph between its stored JSON form (`flow_versions.graph`) and `kalcifer.v1.FlowGraph`: the one
+conversion the API (storing and sending graphs) and the engine (validating them) share.
 
 The JSON form is the one SPEC 5 defines and the engine parses (`kalcifer_engine.domain.graph`):
 `{"nodes": [{"id", "type", "config", "position"?}], "edges": [{"id"?, "source", "target", "branch"?}]}`.
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kalcifer.v1 import flow_pb2
+
 from kalcifer_common.structs import dict_to_struct, struct_to_dict
 
 
