@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run    - bootstrap, then start api/engine/scheduler (embedded PostgreSQL+Redis unless DATABASE_URL/REDIS_URL)"
 	@echo "make test   - the whole suite (TEST_DATABASE_URL/TEST_REDIS_URL if set, else embedded servers)"
-	@echo "make lint   - ruff + mypy --strict"
+	@echo "make lint   - ruff + mypy --strict + import-linter architecture contracts"
 	@echo "make bench  - benchmarks, each next to a raw baseline measured in the same run"
 
 $(BIN)/python:
@@ -55,6 +55,7 @@ lint: bootstrap
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy libs/common/src/kalcifer_common services/api/src services/engine/src services/scheduler/src tools/cli/src tests bench
+	$(BIN)/lint-imports --no-cache
 
 fmt: bootstrap
 	$(BIN)/ruff format .

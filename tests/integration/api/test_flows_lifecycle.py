@@ -1,4 +1,5 @@
-"""flow_lifecycle steps on the real database, validated by the real engine process, as JourneyService uses them."""
+"""repo.flow_lifecycle steps on the real database, with graphs validated and instances carried by the real engine
+process, as FlowService and JourneyService use them: the engine is asked before and after a transaction, never in it."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from kalcifer_api import flow_lifecycle
 from kalcifer_api.engine_client import EngineClient
+from kalcifer_api.repo import flow_lifecycle
 from kalcifer_common.db.models import Flow, FlowInstance, FlowVersion, Tenant, Wait
-from kalcifer_common.errors import FailedPrecondition, InvalidArgument, NotFound
+from kalcifer_common.errors import EtagMismatch, FailedPrecondition, InvalidArgument, NotFound
 from kalcifer_common.settings import ApiSettings
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -89,12 +90,15 @@ async def _instance(
         return instance.id
 
 
-async def test_activate_publishes_the_newest_draft(
+async def test_activate_publishes_the_newest_draft_the_engine_validated(
     sessions: async_sessionmaker[AsyncSession], engine: EngineClient
 ) -> None:
     tenant_id, flow_id = await _flow(sessions, versions=("draft", "draft"))
+    async with sessions() as session:
+        _, version = await flow_lifecycle.draft_to_activate(session, tenant_id, flow_id, lock=False)
+    await engine.require_valid_graph(tenant_id, version.graph)
     async with sessions.begin() as session:
-        await flow_lifecycle.activate_flow(session, tenant_id, flow_id, engine)
+        await flow_lifecycle.activate_flow(session, tenant_id, flow_id, validated_version=version.version_number)
     async with sessions() as session:
         flow = await session.get_one(Flow, flow_id)
         rows = await session.execute(
@@ -104,17 +108,22 @@ async def test_activate_publishes_the_newest_draft(
     assert (flow.status, flow.active_version_number, statuses) == ("active", 2, {1: "draft", 2: "active"})
 
 
-async def test_activate_refuses_an_invalid_graph_and_changes_nothing(
-    sessions: async_sessionmaker[AsyncSession], engine: EngineClient
+async def test_activate_refuses_a_draft_newer_than_the_one_validated(
+    sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    tenant_id, flow_id = await _flow(sessions, graph=BROKEN)
-    with pytest.raises(InvalidArgument) as raised:
+    tenant_id, flow_id = await _flow(sessions, versions=("draft", "draft"))
+    with pytest.raises(EtagMismatch):
         async with sessions.begin() as session:
-            await flow_lifecycle.activate_flow(session, tenant_id, flow_id, engine)
-    assert [v.field for v in raised.value.violations] == ["nodes[1].type"]
-    assert raised.value.violations[0].description == 'node "x" has unknown type "nope"'
+            await flow_lifecycle.activate_flow(session, tenant_id, flow_id, validated_version=1)
     async with sessions() as session:
         assert (await session.get_one(Flow, flow_id)).status == "draft"
+
+
+async def test_the_engine_names_every_violation_of_an_invalid_graph(engine: EngineClient) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        await engine.require_valid_graph(uuid.uuid4(), BROKEN)
+    assert [v.field for v in raised.value.violations] == ["nodes[1].type"]
+    assert raised.value.violations[0].description == 'node "x" has unknown type "nope"'
 
 
 @pytest.mark.parametrize(
@@ -122,17 +131,14 @@ async def test_activate_refuses_an_invalid_graph_and_changes_nothing(
     [("draft", (), "NO_DRAFT_VERSION"), ("active", ("active",), "INVALID_TRANSITION")],
 )
 async def test_activate_preconditions(
-    sessions: async_sessionmaker[AsyncSession],
-    engine: EngineClient,
-    status: str,
-    versions: tuple[str, ...],
-    reason: str,
+    sessions: async_sessionmaker[AsyncSession], status: str, versions: tuple[str, ...], reason: str
 ) -> None:
     tenant_id, flow_id = await _flow(sessions, status=status, versions=versions)
-    with pytest.raises(FailedPrecondition) as raised:
-        async with sessions.begin() as session:
-            await flow_lifecycle.activate_flow(session, tenant_id, flow_id, engine)
-    assert raised.value.reason == reason
+    for lock in (False, True):
+        with pytest.raises(FailedPrecondition) as raised:
+            async with sessions.begin() as session:
+                await flow_lifecycle.draft_to_activate(session, tenant_id, flow_id, lock=lock)
+        assert raised.value.reason == reason
 
 
 async def test_other_tenant_is_not_found(sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -163,15 +169,15 @@ async def test_pause_resume_archive_move_the_flow_and_the_engine_carries_its_ins
         async with sessions.begin() as session:
             await step(session, tenant_id, flow_id)
         assert (await state())[0] == status, "the flow's status commits on its own"
-        await flow_lifecycle.carry_to_instances(engine, tenant_id, flow_id, status)
+        await engine.carry_to_instances(tenant_id, flow_id, status)
 
     await move(flow_lifecycle.pause_flow, "paused")
     assert await state() == ("paused", "paused", "running", ["pending", "pending"], [1, 0])
-    await flow_lifecycle.carry_to_instances(engine, tenant_id, flow_id, "paused")
+    await engine.carry_to_instances(tenant_id, flow_id, "paused")
     assert (await state())[4] == [1, 0], "carrying the same status again changes nothing"
     await move(flow_lifecycle.resume_flow, "active")
     assert await state() == ("active", "waiting", "running", ["pending", "pending"], [2, 0])
-    await flow_lifecycle.carry_to_instances(engine, tenant_id, flow_id, "paused")
+    await engine.carry_to_instances(tenant_id, flow_id, "paused")
     assert (await state())[1:] == ("waiting", "running", ["pending", "pending"], [2, 0]), "a late pause is ignored"
     await move(flow_lifecycle.archive_flow, "archived")
     assert await state() == ("archived", "exited", "exited", ["cancelled", "cancelled"], [3, 1])

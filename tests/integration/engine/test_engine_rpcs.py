@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.engine.support import (
     INTERNAL_TOKEN,
+    add_version,
     create_flow,
     create_tenant,
     engine_server,
@@ -196,3 +197,31 @@ async def test_transient_database_failures_answer_unavailable() -> None:
         await database_unavailable_is_retryable(deadlocked)()
     with pytest.raises(asyncpg.exceptions.UndefinedColumnError):
         await database_unavailable_is_retryable(buggy)()
+
+
+async def test_migrate_instances_with_a_request_id_replays_its_counts(
+    stub: engine_pb2_grpc.EngineServiceAsyncStub, db_engine: AsyncEngine
+) -> None:
+    tenant = await create_tenant(db_engine)
+    flow = await create_flow(db_engine, tenant, WAITING_GRAPH)
+    await stub.StartInstance(
+        engine_pb2.StartInstanceRequest(tenant_id=str(tenant), flow_id=str(flow), participant_id="mover")
+    )
+    async with db_engine.begin() as conn:
+        await conn.execute(text("UPDATE flow_versions SET status = 'superseded' WHERE flow_id = :f"), {"f": flow})
+        await add_version(conn, tenant, flow, 2, WAITING_GRAPH, status="active")
+        await conn.execute(text("UPDATE flows SET active_version_number = 2 WHERE id = :f"), {"f": flow})
+
+    def migrate(request_id: str) -> engine_pb2.MigrateInstancesRequest:
+        return engine_pb2.MigrateInstancesRequest(
+            tenant_id=str(tenant),
+            flow_id=str(flow),
+            to_version_number=2,
+            strategy=flow_pb2.MIGRATION_STRATEGY_MIGRATE_ALL,
+            request_id=request_id,
+        )
+
+    first = await stub.MigrateInstances(migrate("move-once"))
+    assert first.migrated == 1
+    assert await stub.MigrateInstances(migrate("move-once")) == first, "a retry replays the first counts"
+    assert (await stub.MigrateInstances(migrate("another"))).migrated == 0, "a new key migrates what is left"

@@ -97,3 +97,35 @@ async def run_once(
         .values(response=response.SerializeToString(deterministic=True), status_code=0)
     )
     return response
+
+
+async def stored_answer(
+    db: AsyncSession | AsyncConnection,
+    *,
+    scope: str,
+    method: str,
+    request: Message,
+    response_type: type[_T],
+) -> _T | None:
+    """The answer already stored for this request's `request_id`, without reserving anything; None when there is
+    no request id or no completed answer yet. Lets a call skip work it would do before its transaction (asking
+    another service) when the transaction would only replay. The same id with a different request is
+    `INVALID_ARGUMENT`."""
+    rid = checked_request_id(getattr(request, "request_id", ""))
+    if not rid:
+        return None
+    row = (
+        await db.execute(
+            select(_table.c.request_hash, _table.c.response).where(
+                _table.c.scope == scope,
+                _table.c.method == method,
+                _table.c.request_id == rid,
+                _table.c.status_code == 0,
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    if row.request_hash != request_hash(request):
+        raise InvalidArgument.single("request_id", "was already used for a different request")
+    return response_type.FromString(row.response)

@@ -62,7 +62,7 @@ def tenant_scoped_bindings(
             journey_pb2,
             journey_pb2_grpc,
             "JourneyService",
-            JourneyServicer(JourneyRepository(sessions, engine_client)),
+            JourneyServicer(JourneyRepository(sessions), engine_client),
         ),
         binding(customer_pb2, customer_pb2_grpc, "CustomerService", CustomerServicer(CustomerRepository(sessions))),
         binding(segment_pb2, segment_pb2_grpc, "SegmentService", SegmentServicer(SegmentRepository(sessions))),

@@ -1,8 +1,10 @@
 """`kalcifer.v1.FlowService`: flows, their versions and their lifecycle, for the calling tenant.
 
 Graphs are validated by the engine (`EngineService.ValidateGraph`, which knows the node registry, the tenant's
-webhook types included) inside the transaction that stores or publishes them, so what is validated is exactly
-what becomes a version or goes live. Every mutating call runs in one transaction with `request_id` replay.
+webhook types included) just before the transaction that stores or publishes them, never inside it: a slow engine
+holds no row lock and no pooled connection. The transaction checks under its lock that what was validated is what
+it stores (versions never change; a newer draft makes ActivateFlow ABORTED). Every mutating call runs in one
+transaction with `request_id` replay; a replayed call asks the engine nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from kalcifer_common.pagination import PageCursor, decode_page_token, encode_pag
 from kalcifer_common.rpc.auth import current_tenant_id
 from kalcifer_common.rpc.errors import map_errors
 
-from kalcifer_api import flow_lifecycle
 from kalcifer_api.domain.flows import (
     MAX_CHANGELOG_LENGTH,
     MAX_DESCRIPTION_LENGTH,
@@ -62,13 +63,13 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
         self._flows = flows
         self._engine = engine
 
-    async def _require_valid(self, tenant_id: uuid.UUID, graph: dict[str, Any]) -> None:
-        await flow_lifecycle.require_valid_graph(self._engine, tenant_id, graph)
+    async def _require_valid(self, graph: dict[str, Any]) -> None:
+        await self._engine.require_valid_graph(current_tenant_id(), graph)
 
     async def _carried(self, flow_id: uuid.UUID, answer: flow_pb2.Flow) -> flow_pb2.Flow:
         """After a pause, resume or archive committed (or was replayed): the engine moves the flow's instances."""
         status = FLOW_STATUS_FROM_PROTO[answer.status]
-        await flow_lifecycle.carry_to_instances(self._engine, current_tenant_id(), flow_id, status)
+        await self._engine.carry_to_instances(current_tenant_id(), flow_id, status)
         return answer
 
     # -- flows -----------------------------------------------------------------------------------------------------
@@ -82,16 +83,16 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
         re_entry = re_entry_of(flow.re_entry, "flow.re_entry")
         graph = graph_to_json(request.graph) if request.HasField("graph") else None
 
+        async def validate() -> None:
+            if graph is not None:
+                await self._require_valid(graph)
+
         async def work(tx: FlowTransaction) -> FlowRecord:
             return await tx.create_flow(
-                name=flow.name.strip(),
-                description=flow.description,
-                re_entry=re_entry,
-                graph=graph,
-                validate=self._require_valid,
+                name=flow.name.strip(), description=flow.description, re_entry=re_entry, graph=graph
             )
 
-        return await self._flows.write(_flow_reply("CreateFlow", request), work)
+        return await self._flows.write(_flow_reply("CreateFlow", request), work, prepare=validate)
 
     async def GetFlow(self, request: flow_pb2.GetFlowRequest, context: Any) -> flow_pb2.Flow:
         return flow_to_proto(await self._flows.get_flow(parse_id(request.id, "id")))
@@ -151,10 +152,12 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
         _raise_if(violations)
         graph = graph_to_json(request.graph)
 
+        async def validate() -> None:
+            await self._flows.require_taking_versions(flow_id)
+            await self._require_valid(graph)
+
         async def work(tx: FlowTransaction) -> FlowVersionRecord:
-            return await tx.create_version(
-                flow_id, graph=graph, changelog=request.changelog, validate=self._require_valid
-            )
+            return await tx.create_version(flow_id, graph=graph, changelog=request.changelog)
 
         reply: Reply[FlowVersionRecord, flow_pb2.FlowVersion] = Reply(
             method="CreateFlowVersion",
@@ -162,7 +165,7 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
             response_type=flow_pb2.FlowVersion,
             present=version_to_proto,
         )
-        return await self._flows.write(reply, work)
+        return await self._flows.write(reply, work, prepare=validate)
 
     async def GetFlowVersion(self, request: flow_pb2.GetFlowVersionRequest, context: Any) -> flow_pb2.FlowVersion:
         flow_id = parse_id(request.flow_id, "flow_id")
@@ -203,10 +206,17 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
     async def ActivateFlow(self, request: flow_pb2.ActivateFlowRequest, context: Any) -> flow_pb2.Flow:
         flow_id = parse_id(request.id, "id")
 
-        async def work(tx: FlowTransaction) -> FlowRecord:
-            return await tx.activate(flow_id, self._engine)
+        validated: list[int] = []
 
-        return await self._flows.write(_flow_reply("ActivateFlow", request), work)
+        async def validate() -> None:
+            number, graph = await self._flows.graph_to_activate(flow_id)
+            await self._require_valid(graph)
+            validated.append(number)
+
+        async def work(tx: FlowTransaction) -> FlowRecord:
+            return await tx.activate(flow_id, validated_version=validated[-1])
+
+        return await self._flows.write(_flow_reply("ActivateFlow", request), work, prepare=validate)
 
     async def PauseFlow(self, request: flow_pb2.PauseFlowRequest, context: Any) -> flow_pb2.Flow:
         flow_id = parse_id(request.id, "id")
@@ -240,8 +250,10 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
         """Publish the DRAFT version; with MIGRATE_ALL, then ask the engine to move the live instances.
 
         The engine moves instances in its own transactions and must see the new active version, so the publish
-        commits first. With a `request_id`, a retry after a failed engine call skips the (already done) publish
-        and calls the engine again; the final answer is remembered once the engine has given it.
+        commits first and the engine is called after it, outside any transaction here, with an idempotency key of
+        its own derived from `request_id`: a retry after a failed engine call skips the (already done) publish and
+        calls the engine again, which replays its counts if it had finished. The final answer is remembered once
+        the engine has given it.
         """
         flow_id = parse_id(request.flow_id, "flow_id")
         number = require_version_number(request.version_number)
@@ -249,10 +261,13 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
             raise InvalidArgument.single("strategy", "must be MIGRATION_STRATEGY_NEW_ENTRIES_ONLY or _MIGRATE_ALL")
         response_type = flow_pb2.MigrateFlowVersionResponse
 
+        async def validate() -> None:
+            await self._require_valid(await self._flows.graph_to_publish(flow_id, number, rollback=False))
+
         if request.strategy == flow_pb2.MIGRATION_STRATEGY_NEW_ENTRIES_ONLY:
 
             async def publish_only(tx: FlowTransaction) -> int:
-                await tx.publish(flow_id, number, rollback=False, validate=self._require_valid)
+                await tx.publish(flow_id, number, rollback=False)
                 return await tx.live_instances_elsewhere(flow_id, number)
 
             reply: Reply[int, flow_pb2.MigrateFlowVersionResponse] = Reply(
@@ -261,23 +276,7 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
                 response_type=response_type,
                 present=lambda skipped: response_type(skipped=skipped),
             )
-            return await self._flows.write(reply, publish_only)
-
-        async def publish(tx: FlowTransaction) -> FlowRecord:
-            return await tx.publish(flow_id, number, rollback=False, validate=self._require_valid)
-
-        await self._flows.write(_flow_reply("MigrateFlowVersion.publish", request), publish)
-
-        async def migrate(tx: FlowTransaction) -> engine_pb2.MigrateInstancesResponse:
-            answer: engine_pb2.MigrateInstancesResponse = await self._engine.stub.MigrateInstances(
-                engine_pb2.MigrateInstancesRequest(
-                    tenant_id=str(tx.tenant_id),
-                    flow_id=str(flow_id),
-                    to_version_number=number,
-                    strategy=request.strategy,
-                )
-            )
-            return answer
+            return await self._flows.write(reply, publish_only, prepare=validate)
 
         migrated: Reply[engine_pb2.MigrateInstancesResponse, flow_pb2.MigrateFlowVersionResponse] = Reply(
             method="MigrateFlowVersion",
@@ -287,16 +286,41 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
                 migrated=a.migrated, exited=a.exited, skipped=a.skipped, failures=a.failures
             ),
         )
-        return await self._flows.write(migrated, migrate)
+        replayed = await self._flows.replayed(migrated)
+        if replayed is not None:
+            return replayed
+
+        async def publish(tx: FlowTransaction) -> FlowRecord:
+            return await tx.publish(flow_id, number, rollback=False)
+
+        await self._flows.write(_flow_reply("MigrateFlowVersion.publish", request), publish, prepare=validate)
+        tenant_id = current_tenant_id()
+        answer: engine_pb2.MigrateInstancesResponse = await self._engine.stub.MigrateInstances(
+            engine_pb2.MigrateInstancesRequest(
+                tenant_id=str(tenant_id),
+                flow_id=str(flow_id),
+                to_version_number=number,
+                strategy=request.strategy,
+                request_id=f"MigrateFlowVersion:{request.request_id}" if request.request_id else "",
+            )
+        )
+
+        async def remember(tx: FlowTransaction) -> engine_pb2.MigrateInstancesResponse:
+            return answer
+
+        return await self._flows.write(migrated, remember)
 
     async def RollbackFlowVersion(self, request: flow_pb2.RollbackFlowVersionRequest, context: Any) -> flow_pb2.Flow:
         flow_id = parse_id(request.flow_id, "flow_id")
         number = require_version_number(request.version_number)
 
-        async def work(tx: FlowTransaction) -> FlowRecord:
-            return await tx.publish(flow_id, number, rollback=True, validate=self._require_valid)
+        async def validate() -> None:
+            await self._require_valid(await self._flows.graph_to_publish(flow_id, number, rollback=True))
 
-        return await self._flows.write(_flow_reply("RollbackFlowVersion", request), work)
+        async def work(tx: FlowTransaction) -> FlowRecord:
+            return await tx.publish(flow_id, number, rollback=True)
+
+        return await self._flows.write(_flow_reply("RollbackFlowVersion", request), work, prepare=validate)
 
     async def GetMigrationStatus(
         self, request: flow_pb2.GetMigrationStatusRequest, context: Any

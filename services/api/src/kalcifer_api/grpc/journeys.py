@@ -10,12 +10,14 @@ from kalcifer.v1 import common_pb2, journey_pb2, journey_pb2_grpc
 from kalcifer_common.errors import FieldViolation, InvalidArgument
 from kalcifer_common.ids import parse_id
 from kalcifer_common.pagination import PageCursor, decode_page_token, encode_page_token, page_size_of, time_key
+from kalcifer_common.rpc.auth import current_tenant_id
 from kalcifer_common.rpc.errors import map_errors
 from kalcifer_common.timestamps import to_timestamp
 
 from kalcifer_api.domain.journeys import MUTABLE_FIELDS, JourneyDraft, JourneyRecord, Transition, validated_draft
 from kalcifer_api.domain.marketing_common import etag_of, masked_fields
 from kalcifer_api.domain.marketing_settings import MarketingSettings
+from kalcifer_api.engine_client import EngineClient
 from kalcifer_api.repo.journeys import JourneyRepository
 from kalcifer_api.repo.marketing_base import Reply
 
@@ -122,8 +124,31 @@ def _empty(_: None) -> Empty:
 class JourneyServicer(journey_pb2_grpc.JourneyServiceServicer):
     """Journeys wrap an existing flow; their lifecycle RPCs move the flow too, in the same transaction."""
 
-    def __init__(self, journeys: JourneyRepository) -> None:
+    def __init__(self, journeys: JourneyRepository, engine: EngineClient) -> None:
         self._journeys = journeys
+        self._engine = engine
+
+    async def _move(
+        self, journey_id: uuid.UUID, transition: Transition, reply: Reply[JourneyRecord, journey_pb2.Journey]
+    ) -> journey_pb2.Journey:
+        """A lifecycle move: a launch's graph is validated by the engine before the transaction; the flow's new
+        status is carried to its instances by the engine after it."""
+        tenant_id = current_tenant_id()
+        validated: list[int] = []
+
+        async def prepare() -> None:
+            if transition is Transition.LAUNCH:
+                found = await self._journeys.flow_to_launch(journey_id)
+                if found is not None:
+                    await self._engine.require_valid_graph(tenant_id, found[1])
+                    validated.append(found[0])
+
+        answer, moved = await self._journeys.move(
+            journey_id, transition, reply, validated_version=validated, prepare=prepare
+        )
+        for flow_id, status in moved:
+            await self._engine.carry_to_instances(tenant_id, flow_id, status)
+        return answer
 
     def _reply(self, method: str, request: Any) -> Reply[JourneyRecord, journey_pb2.Journey]:
         return Reply(method, request, journey_pb2.Journey, journey_to_proto)
@@ -168,21 +193,13 @@ class JourneyServicer(journey_pb2_grpc.JourneyServiceServicer):
         return await self._journeys.delete(journey_id, request.etag, Reply("DeleteJourney", request, Empty, _empty))
 
     async def LaunchJourney(self, request: journey_pb2.LaunchJourneyRequest, context: Any) -> journey_pb2.Journey:
-        return await self._journeys.move(
-            parse_id(request.id, "id"), Transition.LAUNCH, self._reply("LaunchJourney", request)
-        )
+        return await self._move(parse_id(request.id, "id"), Transition.LAUNCH, self._reply("LaunchJourney", request))
 
     async def PauseJourney(self, request: journey_pb2.PauseJourneyRequest, context: Any) -> journey_pb2.Journey:
-        return await self._journeys.move(
-            parse_id(request.id, "id"), Transition.PAUSE, self._reply("PauseJourney", request)
-        )
+        return await self._move(parse_id(request.id, "id"), Transition.PAUSE, self._reply("PauseJourney", request))
 
     async def ResumeJourney(self, request: journey_pb2.ResumeJourneyRequest, context: Any) -> journey_pb2.Journey:
-        return await self._journeys.move(
-            parse_id(request.id, "id"), Transition.RESUME, self._reply("ResumeJourney", request)
-        )
+        return await self._move(parse_id(request.id, "id"), Transition.RESUME, self._reply("ResumeJourney", request))
 
     async def ArchiveJourney(self, request: journey_pb2.ArchiveJourneyRequest, context: Any) -> journey_pb2.Journey:
-        return await self._journeys.move(
-            parse_id(request.id, "id"), Transition.ARCHIVE, self._reply("ArchiveJourney", request)
-        )
+        return await self._move(parse_id(request.id, "id"), Transition.ARCHIVE, self._reply("ArchiveJourney", request))

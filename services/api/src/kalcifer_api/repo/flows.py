@@ -1,9 +1,11 @@
 """Flows and flow versions in PostgreSQL, always scoped to the calling tenant.
 
 Reads open their own session. Writes run through `FlowRepository.write`: one transaction, with `request_id`
-replay, handed to the servicer's work as a `FlowTransaction` (the steps below and `kalcifer_api.flow_lifecycle`
-on that transaction's session), so the servicer composes steps without ever seeing SQL. Every step that changes
-a flow locks its row first (`lock_flow`), so two writers of one flow serialize.
+replay, handed to the servicer's work as a `FlowTransaction` (the steps below and `repo.flow_lifecycle` on that
+transaction's session), so the servicer composes steps without ever seeing SQL. Every step that changes a flow
+locks its row first (`lock_flow`), so two writers of one flow serialize. No step calls the engine: a graph is
+validated before the transaction (`write(..., prepare=...)`, with the unlocked reads `graph_to_activate` and
+`graph_to_publish`), and each step checks again under the lock that what was validated is what it stores.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from google.protobuf.message import Message
 from kalcifer_common.db.models import Flow, FlowInstance, FlowVersion, Journey
 from kalcifer_common.errors import FailedPrecondition, NotFound
 from kalcifer_common.pagination import PageCursor
+from kalcifer_common.statuses import FlowStatus
 from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kalcifer_api import flow_lifecycle
 from kalcifer_api.domain.flows import (
     FLOW_IN_USE,
     SAME_VERSION,
@@ -32,13 +34,11 @@ from kalcifer_api.domain.flows import (
     require_draft,
     require_published_flow,
 )
-from kalcifer_api.engine_client import EngineClient
-from kalcifer_api.flow_lifecycle import INVALID_TRANSITION, lock_flow
+from kalcifer_api.repo import flow_lifecycle
+from kalcifer_api.repo.flow_lifecycle import INVALID_TRANSITION, lock_flow
 from kalcifer_api.repo.marketing_base import IdempotentRepository, Reply
 
 _Result = TypeVar("_Result")
-# Checks a graph for a tenant (the engine's ValidateGraph); raises INVALID_ARGUMENT with the violations.
-GraphCheck = Callable[[uuid.UUID, dict[str, Any]], Awaitable[None]]
 _Response = TypeVar("_Response", bound=Message)
 
 LIVE_STATUSES = ("running", "waiting", "paused")
@@ -152,17 +152,9 @@ async def create_version_in(
     *,
     graph: dict[str, Any],
     changelog: str,
-    validate: GraphCheck,
 ) -> FlowVersionRecord:
-    """DRAFT version N+1 with `graph`, once `validate()` passed; refused for an ARCHIVED flow."""
-    flow = await lock_flow(session, tenant_id, flow_id)
-    if flow.status == "archived":
-        raise FailedPrecondition(
-            INVALID_TRANSITION,
-            f"flow {flow.id} is ARCHIVED; it takes no new versions",
-            metadata={"flow_id": str(flow.id), "status": "ARCHIVED"},
-        )
-    await validate(tenant_id, graph)
+    """DRAFT version N+1 with `graph` (validated before the transaction); refused for an ARCHIVED flow."""
+    flow = await flow_taking_versions(session, tenant_id, flow_id)
     latest = await session.scalar(
         select(func.coalesce(func.max(FlowVersion.version_number), 0)).where(FlowVersion.flow_id == flow.id)
     )
@@ -175,6 +167,20 @@ async def create_version_in(
     # The flow's latest_version_number changed: bump its revision so cached etags see it.
     await session.execute(update(Flow).where(Flow.id == flow.id).values(update_time=func.now()))
     return _version_record(row)
+
+
+async def flow_taking_versions(
+    session: AsyncSession, tenant_id: uuid.UUID, flow_id: uuid.UUID, *, lock: bool = True
+) -> Flow:
+    """The flow, when it may take a new version: NOT_FOUND, or INVALID_TRANSITION when it is ARCHIVED."""
+    flow = await lock_flow(session, tenant_id, flow_id, lock=lock)
+    if flow.status == FlowStatus.ARCHIVED:
+        raise FailedPrecondition(
+            INVALID_TRANSITION,
+            f"flow {flow.id} is ARCHIVED; it takes no new versions",
+            metadata={"flow_id": str(flow.id), "status": "ARCHIVED"},
+        )
+    return flow
 
 
 async def version_in(
@@ -210,22 +216,22 @@ async def live_instances_elsewhere_in(
     return int(count or 0)
 
 
-async def publish_in(
+async def publishable_version(
     session: AsyncSession,
     tenant_id: uuid.UUID,
     flow_id: uuid.UUID,
     version_number: int,
     *,
     rollback: bool,
-    validate: GraphCheck,
-) -> FlowRecord:
-    """Make a version the active one: a DRAFT version (MigrateFlowVersion) or a formerly active one (rollback).
+    lock: bool = True,
+) -> tuple[Flow, FlowVersion]:
+    """The flow and the version that may become its active one: a DRAFT version (MigrateFlowVersion) or a formerly
+    active one (rollback).
 
     FLOW_NOT_ACTIVE unless the flow is ACTIVE or PAUSED; NOT_FOUND for an unknown version; SAME_VERSION when it is
-    already active; VERSION_NOT_PUBLISHABLE when it is not a draft (or, for a rollback, was never published). The
-    graph is validated again: a tenant's webhook type it uses may have been deleted since.
+    already active; VERSION_NOT_PUBLISHABLE when it is not a draft (or, for a rollback, was never published).
     """
-    flow = await lock_flow(session, tenant_id, flow_id)
+    flow = await lock_flow(session, tenant_id, flow_id, lock=lock)
     require_published_flow(flow.status, flow.id)
     version = await version_in(session, tenant_id, flow_id, version_number)
     if flow.active_version_number == version_number:
@@ -246,7 +252,16 @@ async def publish_in(
                 "status": version.status.upper(),
             },
         )
-    await validate(tenant_id, version.graph)
+    return flow, version
+
+
+async def publish_in(
+    session: AsyncSession, tenant_id: uuid.UUID, flow_id: uuid.UUID, version_number: int, *, rollback: bool
+) -> FlowRecord:
+    """Make a version the active one (see `publishable_version`). Its graph was validated before the transaction
+    (a tenant's webhook type it uses may have been deleted since it was stored); versions never change, so the
+    graph validated is the graph published."""
+    flow, version = await publishable_version(session, tenant_id, flow_id, version_number, rollback=rollback)
     await flow_lifecycle.publish_version(session, flow, version)
     return await read_flow_in(session, tenant_id, flow_id)
 
@@ -259,11 +274,9 @@ class FlowTransaction:
         self.tenant_id = tenant_id
 
     async def create_flow(
-        self, *, name: str, description: str, re_entry: str, graph: dict[str, Any] | None, validate: GraphCheck
+        self, *, name: str, description: str, re_entry: str, graph: dict[str, Any] | None
     ) -> FlowRecord:
-        """A DRAFT flow; a given graph is validated and becomes DRAFT version 1."""
-        if graph is not None:
-            await validate(self.tenant_id, graph)
+        """A DRAFT flow; a given graph (validated before the transaction) becomes DRAFT version 1."""
         return await create_flow_in(
             self._session, self.tenant_id, name=name, description=description, re_entry=re_entry, graph=graph
         )
@@ -276,17 +289,13 @@ class FlowTransaction:
         """See `delete_flow_in`."""
         await delete_flow_in(self._session, self.tenant_id, flow_id, etag)
 
-    async def create_version(
-        self, flow_id: uuid.UUID, *, graph: dict[str, Any], changelog: str, validate: GraphCheck
-    ) -> FlowVersionRecord:
+    async def create_version(self, flow_id: uuid.UUID, *, graph: dict[str, Any], changelog: str) -> FlowVersionRecord:
         """See `create_version_in`."""
-        return await create_version_in(
-            self._session, self.tenant_id, flow_id, graph=graph, changelog=changelog, validate=validate
-        )
+        return await create_version_in(self._session, self.tenant_id, flow_id, graph=graph, changelog=changelog)
 
-    async def activate(self, flow_id: uuid.UUID, engine: EngineClient) -> FlowRecord:
+    async def activate(self, flow_id: uuid.UUID, *, validated_version: int) -> FlowRecord:
         """DRAFT -> ACTIVE (`flow_lifecycle.activate_flow`)."""
-        await flow_lifecycle.activate_flow(self._session, self.tenant_id, flow_id, engine)
+        await flow_lifecycle.activate_flow(self._session, self.tenant_id, flow_id, validated_version=validated_version)
         return await read_flow_in(self._session, self.tenant_id, flow_id)
 
     async def pause(self, flow_id: uuid.UUID) -> FlowRecord:
@@ -304,13 +313,9 @@ class FlowTransaction:
         await flow_lifecycle.archive_flow(self._session, self.tenant_id, flow_id)
         return await read_flow_in(self._session, self.tenant_id, flow_id)
 
-    async def publish(
-        self, flow_id: uuid.UUID, version_number: int, *, rollback: bool, validate: GraphCheck
-    ) -> FlowRecord:
+    async def publish(self, flow_id: uuid.UUID, version_number: int, *, rollback: bool) -> FlowRecord:
         """See `publish_in`."""
-        return await publish_in(
-            self._session, self.tenant_id, flow_id, version_number, rollback=rollback, validate=validate
-        )
+        return await publish_in(self._session, self.tenant_id, flow_id, version_number, rollback=rollback)
 
     async def live_instances_elsewhere(self, flow_id: uuid.UUID, version_number: int) -> int:
         """Live instances of the flow on versions other than `version_number`."""
@@ -324,14 +329,42 @@ class FlowRepository(IdempotentRepository):
         self,
         reply: Reply[_Result, _Response],
         work: Callable[[FlowTransaction], Awaitable[_Result]],
+        *,
+        prepare: Callable[[], Awaitable[None]] | None = None,
     ) -> _Response:
-        """Run `work` in one transaction with `request_id` replay (see `IdempotentRepository`)."""
+        """Run `work` in one transaction with `request_id` replay (see `IdempotentRepository`); `prepare` runs
+        before it, outside any transaction, unless the request only replays."""
         tenant_id = self.tenant_id
 
         async def scoped(session: AsyncSession) -> _Result:
             return await work(FlowTransaction(session, tenant_id))
 
-        return await self._mutate(reply, scoped)
+        return await self._mutate_prepared(reply, scoped, prepare)
+
+    async def replayed(self, reply: Reply[_Result, _Response]) -> _Response | None:
+        """The stored answer of the request's `request_id`, if its call completed before."""
+        return await self._replayed(reply)
+
+    async def graph_to_activate(self, flow_id: uuid.UUID) -> tuple[int, dict[str, Any]]:
+        """The number and graph of the version ActivateFlow would publish (errors as `draft_to_activate`)."""
+        async with self._sessions() as session:
+            _, version = await flow_lifecycle.draft_to_activate(session, self.tenant_id, flow_id, lock=False)
+            return version.version_number, version.graph
+
+    async def graph_to_publish(self, flow_id: uuid.UUID, version_number: int, *, rollback: bool) -> dict[str, Any]:
+        """The graph of the version MigrateFlowVersion or a rollback would publish (errors as
+        `publishable_version`)."""
+        async with self._sessions() as session:
+            _, version = await publishable_version(
+                session, self.tenant_id, flow_id, version_number, rollback=rollback, lock=False
+            )
+            return version.graph
+
+    async def require_taking_versions(self, flow_id: uuid.UUID) -> None:
+        """NOT_FOUND, or INVALID_TRANSITION for an ARCHIVED flow: checked before a new version's graph is
+        validated, so those errors come first, as they do in the transaction."""
+        async with self._sessions() as session:
+            await flow_taking_versions(session, self.tenant_id, flow_id, lock=False)
 
     async def get_flow(self, flow_id: uuid.UUID) -> FlowRecord:
         """One flow, or NOT_FOUND."""

@@ -5,18 +5,18 @@ the engine then carries the flow's new status to its instances."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 from kalcifer_common.db.models import Flow, Journey, Segment
-from kalcifer_common.errors import FailedPrecondition, InvalidArgument, NotFound
+from kalcifer_common.errors import EtagMismatch, FailedPrecondition, InvalidArgument, NotFound
 from kalcifer_common.pagination import PageCursor
 from kalcifer_common.statuses import FlowStatus
 from sqlalchemy import delete, func, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from kalcifer_api import flow_lifecycle
 from kalcifer_api.domain.journeys import (
     FLOW_NOT_ACTIVE,
     JourneyDraft,
@@ -27,7 +27,7 @@ from kalcifer_api.domain.journeys import (
 )
 from kalcifer_api.domain.marketing_common import check_etag
 from kalcifer_api.domain.marketing_settings import MarketingSettings
-from kalcifer_api.engine_client import EngineClient
+from kalcifer_api.repo import flow_lifecycle
 from kalcifer_api.repo.marketing_base import IdempotentRepository, Reply
 
 _Response = TypeVar("_Response", bound=Message)
@@ -61,10 +61,6 @@ def journey_record(row: Journey) -> JourneyRecord:
 
 class JourneyRepository(IdempotentRepository):
     """The calling tenant's journeys."""
-
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], engine: EngineClient) -> None:
-        super().__init__(sessions)
-        self._engine = engine
 
     async def _require_flow(self, session: AsyncSession, flow_id: uuid.UUID) -> None:
         found = await session.scalar(select(Flow.id).where(Flow.tenant_id == self.tenant_id, Flow.id == flow_id))
@@ -191,16 +187,39 @@ class JourneyRepository(IdempotentRepository):
 
         return await self._mutate(reply, work)
 
+    async def flow_to_launch(self, journey_id: uuid.UUID) -> tuple[int, dict[str, Any]] | None:
+        """Before LaunchJourney's transaction: the number and graph of the version launching would publish, when
+        the journey's flow is still a DRAFT (None otherwise: nothing to validate). Unlocked reads."""
+        async with self._sessions() as session:
+            row = await session.scalar(
+                select(Journey).where(Journey.tenant_id == self.tenant_id, Journey.id == journey_id)
+            )
+            if row is None:
+                raise NotFound("journey", str(journey_id))
+            flow = await flow_lifecycle.lock_flow(session, self.tenant_id, row.flow_id, lock=False)
+            if flow.status != FlowStatus.DRAFT or row.status != "draft":
+                return None
+            _, version = await flow_lifecycle.draft_to_activate(session, self.tenant_id, flow.id, lock=False)
+            return version.version_number, version.graph
+
     async def move(
-        self, journey_id: uuid.UUID, transition: Transition, reply: Reply[JourneyRecord, _Response]
-    ) -> _Response:
-        """Apply a lifecycle transition to the journey and its flow in one transaction.
+        self,
+        journey_id: uuid.UUID,
+        transition: Transition,
+        reply: Reply[JourneyRecord, _Response],
+        *,
+        validated_version: list[int],
+        prepare: Callable[[], Awaitable[None]] | None = None,
+    ) -> tuple[_Response, list[tuple[uuid.UUID, str]]]:
+        """Apply a lifecycle transition to the journey and its flow's status in one transaction; returns the
+        answer and the flows whose new status the engine must carry to their instances (none on a replay).
 
         The journey row is locked first, then the flow row (always in that order, so two journeys on one flow
         cannot deadlock). The flow follows where it can: launching activates a DRAFT flow (publishing its newest
-        draft version; an ACTIVE flow is used as is; a PAUSED or ARCHIVED one is FLOW_NOT_ACTIVE) and gives it the
-        journey's re-entry policy; pausing pauses an ACTIVE flow; resuming resumes a PAUSED flow (an ARCHIVED one
-        is FLOW_NOT_ACTIVE); archiving archives a flow that is not archived yet.
+        draft version, which `prepare` validated: `validated_version`; an ACTIVE flow is used as is; a PAUSED or
+        ARCHIVED one is FLOW_NOT_ACTIVE) and gives it the journey's re-entry policy; pausing pauses an ACTIVE flow;
+        resuming resumes a PAUSED flow (an ARCHIVED one is FLOW_NOT_ACTIVE); archiving archives a flow that is not
+        archived yet.
         """
         moved_flow: list[tuple[uuid.UUID, str]] = []
 
@@ -210,7 +229,7 @@ class JourneyRepository(IdempotentRepository):
             require_transition(row.id, row.status, transition)
             flow = await flow_lifecycle.lock_flow(session, self.tenant_id, row.flow_id)
             if transition is Transition.LAUNCH:
-                await self._launch_flow(session, flow, row.re_entry)
+                await self._launch_flow(session, flow, row.re_entry, validated_version)
             elif transition is Transition.PAUSE and flow.status == FlowStatus.ACTIVE:
                 await flow_lifecycle.pause_flow(session, self.tenant_id, flow.id)
                 moved_flow.append((flow.id, FlowStatus.PAUSED))
@@ -228,14 +247,18 @@ class JourneyRepository(IdempotentRepository):
             await session.refresh(row)
             return journey_record(row)
 
-        response = await self._mutate(reply, work)
-        for flow_id, status in moved_flow:
-            await flow_lifecycle.carry_to_instances(self._engine, self.tenant_id, flow_id, status)
-        return response
+        response = await self._mutate_prepared(reply, work, prepare)
+        return response, moved_flow
 
-    async def _launch_flow(self, session: AsyncSession, flow: Flow, re_entry: str) -> None:
+    async def _launch_flow(
+        self, session: AsyncSession, flow: Flow, re_entry: str, validated_version: list[int]
+    ) -> None:
         if flow.status == FlowStatus.DRAFT:
-            await flow_lifecycle.activate_flow(session, self.tenant_id, flow.id, self._engine)
+            if not validated_version:  # the flow was not a draft when the launch was prepared
+                raise EtagMismatch("flow", str(flow.id))
+            await flow_lifecycle.activate_flow(
+                session, self.tenant_id, flow.id, validated_version=validated_version[-1]
+            )
         elif flow.status != FlowStatus.ACTIVE:
             raise _flow_not_active(flow, "launch")
         # The journey's re-entry policy is what the engine enforces when participants enter the flow.

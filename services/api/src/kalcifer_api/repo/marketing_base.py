@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from google.protobuf.message import Message
-from kalcifer_common.idempotency import run_once
+from kalcifer_common.idempotency import run_once, stored_answer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kalcifer_api.repo.scoped import TenantScopedRepository
@@ -54,3 +54,29 @@ class IdempotentRepository(TenantScopedRepository):
                 response_type=reply.response_type,
                 compute=compute,
             )
+
+    async def _replayed(self, reply: Reply[_Result, _Response]) -> _Response | None:
+        """The stored answer of this request's `request_id`, if it completed before (see `stored_answer`)."""
+        async with self._sessions() as session:
+            return await stored_answer(
+                session,
+                scope=self.idempotency_scope,
+                method=reply.method,
+                request=reply.request,
+                response_type=reply.response_type,
+            )
+
+    async def _mutate_prepared(
+        self,
+        reply: Reply[_Result, _Response],
+        work: Callable[[AsyncSession], Awaitable[_Result]],
+        prepare: Callable[[], Awaitable[None]] | None,
+    ) -> _Response:
+        """`_mutate`, after `prepare()` ran outside any transaction (asking the engine to validate a graph, say);
+        a request whose answer is already stored replays it without preparing."""
+        if prepare is not None:
+            replayed = await self._replayed(reply)
+            if replayed is not None:
+                return replayed
+            await prepare()
+        return await self._mutate(reply, work)

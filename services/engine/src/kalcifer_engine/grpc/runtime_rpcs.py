@@ -15,7 +15,7 @@ import grpc
 from kalcifer.engine.v1 import engine_pb2
 from kalcifer.v1 import flow_pb2, instance_pb2
 from kalcifer_common.errors import FieldViolation, InvalidArgument, Unavailable
-from kalcifer_common.idempotency import run_once
+from kalcifer_common.idempotency import run_once, stored_answer
 from kalcifer_common.ids import parse_id
 from kalcifer_common.structs import dict_to_struct, struct_to_dict
 from kalcifer_common.timestamps import to_timestamp
@@ -322,6 +322,14 @@ class RuntimeRpcs:
             raise InvalidArgument.single("strategy", "must be NEW_ENTRIES_ONLY or MIGRATE_ALL")
         if request.to_version_number < 1:
             raise InvalidArgument.single("to_version_number", "must be a version number (>= 1)")
+        # Instances move in transactions of their own, so the answer is remembered after the last one; a retry
+        # with the same request_id replays it (a concurrent twin finds little left to move and then replays too).
+        scope, method = str(tenant_id), "kalcifer.engine.v1.EngineService/MigrateInstances"
+        response_type = engine_pb2.MigrateInstancesResponse
+        async with self.runtime.db.connect() as conn:
+            stored = await stored_answer(conn, scope=scope, method=method, request=request, response_type=response_type)
+        if stored is not None:
+            return stored
         report = await migration.migrate_instances(
             self.runtime,
             tenant_id,
@@ -330,9 +338,17 @@ class RuntimeRpcs:
             to_version=request.to_version_number,
             strategy=strategy,
         )
-        return engine_pb2.MigrateInstancesResponse(
+        response = response_type(
             migrated=report.migrated,
             exited=report.exited,
             skipped=report.skipped,
             failures=[flow_pb2.MigrationFailure(instance_id=i, reason=r) for i, r in report.failures],
         )
+
+        async def computed() -> engine_pb2.MigrateInstancesResponse:
+            return response
+
+        async with self.runtime.db.begin() as conn:
+            return await run_once(
+                conn, scope=scope, method=method, request=request, response_type=response_type, compute=computed
+            )
