@@ -10,6 +10,8 @@ PROTO_OUT := libs/common/src
 PROTO_FILES := $(shell find $(PROTO_SRC) -name '*.proto' 2>/dev/null | sort)
 PROTO_STAMP := $(PROTO_OUT)/kalcifer/.generated
 PYTEST_ARGS ?=
+# pytest-xdist: one worker per core, each test file on one worker (module fixtures start databases and processes).
+PYTEST_PARALLEL ?= -n auto --dist loadfile
 
 .PHONY: help bootstrap proto run test test-unit lint fmt bench clean
 
@@ -46,7 +48,7 @@ run: bootstrap
 	$(BIN)/kalcifer dev
 
 test: bootstrap
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 test-unit: bootstrap
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

@@ -1,7 +1,14 @@
-"""Fixtures shared by the whole suite: the run's own database and Redis db, and the services as processes."""
+"""Fixtures shared by the whole suite: the run's own database and Redis db, and the services as processes.
+
+The suite runs under pytest-xdist (`make test` passes `-n`): each worker is a process with its own session, so
+its own database, Redis db and services. The servers themselves are started once, by the controller, when no
+TEST_DATABASE_URL / TEST_REDIS_URL names them: it exports their URLs before the workers start.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,12 +18,27 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tests.support.databases import scratch_database, scratch_redis_db, server_urls
 from tests.support.processes import Suite, running_suite
 
+_EMBEDDED = contextlib.ExitStack()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In the controller (or a run without xdist): start the embedded servers once if none are given, and hand
+    their URLs to every worker through the environment."""
+    if hasattr(config, "workerinput"):
+        return
+    database_url, redis_url = _EMBEDDED.enter_context(server_urls())
+    os.environ["TEST_DATABASE_URL"], os.environ["TEST_REDIS_URL"] = database_url, redis_url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the embedded servers this process started (none when TEST_* named the servers)."""
+    _EMBEDDED.close()
+
 
 @pytest.fixture(scope="session")
-def servers() -> Iterator[tuple[str, str]]:
-    """PostgreSQL and Redis server URLs (TEST_DATABASE_URL / TEST_REDIS_URL, else embedded)."""
-    with server_urls() as urls:
-        yield urls
+def servers() -> tuple[str, str]:
+    """PostgreSQL and Redis server URLs of this run (see `pytest_configure`)."""
+    return os.environ["TEST_DATABASE_URL"], os.environ["TEST_REDIS_URL"]
 
 
 @pytest.fixture(scope="session")
