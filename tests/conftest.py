@@ -2,7 +2,8 @@
 
 The suite runs under pytest-xdist (`make test` passes `-n`): each worker is a process with its own session, so
 its own database, Redis db and services. The servers themselves are started once, by the controller, when no
-TEST_DATABASE_URL / TEST_REDIS_URL names them: it exports their URLs before the workers start.
+TEST_DATABASE_URL / TEST_REDIS_URL names them: it exports their URLs before the workers start. A serial run
+(`make test-unit`, a single file) starts them only when a test needs them.
 """
 
 from __future__ import annotations
@@ -21,13 +22,19 @@ from tests.support.processes import Suite, running_suite
 _EMBEDDED = contextlib.ExitStack()
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """In the controller (or a run without xdist): start the embedded servers once if none are given, and hand
-    their URLs to every worker through the environment."""
-    if hasattr(config, "workerinput"):
+def _start_servers() -> None:
+    """Start the embedded servers if TEST_DATABASE_URL / TEST_REDIS_URL name none, and export their URLs."""
+    if os.environ.get("TEST_DATABASE_URL") and os.environ.get("TEST_REDIS_URL"):
         return
     database_url, redis_url = _EMBEDDED.enter_context(server_urls())
     os.environ["TEST_DATABASE_URL"], os.environ["TEST_REDIS_URL"] = database_url, redis_url
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The controller of a parallel run starts the servers before its workers start, so they inherit the URLs
+    (a serial run starts them on first use, in `servers`; a worker never does)."""
+    if not hasattr(config, "workerinput") and config.getoption("numprocesses", None):
+        _start_servers()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -37,7 +44,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def servers() -> tuple[str, str]:
-    """PostgreSQL and Redis server URLs of this run (see `pytest_configure`)."""
+    """PostgreSQL and Redis server URLs of this run (TEST_DATABASE_URL / TEST_REDIS_URL, else embedded)."""
+    _start_servers()
     return os.environ["TEST_DATABASE_URL"], os.environ["TEST_REDIS_URL"]
 
 

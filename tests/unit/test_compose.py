@@ -38,9 +38,9 @@ CONDITIONS = {"service_started", "service_healthy", "service_completed_successfu
 # Environment each service needs (SPEC 2-3; only the scheduler talks to Redis).
 REQUIRED_ENV: dict[str, set[str]] = {
     "migrate": {"DATABASE_URL"},
-    "api": {"DATABASE_URL", "ENGINE_ADDR", "KALCIFER_ADMIN_TOKEN", "KALCIFER_INTERNAL_TOKEN"},
-    "engine": {"DATABASE_URL", "SCHEDULER_ADDR", "KALCIFER_INTERNAL_TOKEN"},
-    "scheduler": {"DATABASE_URL", "ENGINE_ADDR", "REDIS_URL", "KALCIFER_INTERNAL_TOKEN"},
+    "api": {"DATABASE_URL", "DATABASE_ROLE", "ENGINE_ADDR", "KALCIFER_ADMIN_TOKEN", "KALCIFER_INTERNAL_TOKEN"},
+    "engine": {"DATABASE_URL", "DATABASE_ROLE", "SCHEDULER_ADDR", "KALCIFER_INTERNAL_TOKEN"},
+    "scheduler": {"DATABASE_URL", "DATABASE_ROLE", "ENGINE_ADDR", "REDIS_URL", "KALCIFER_INTERNAL_TOKEN"},
 }
 
 # The start-up order the stack relies on: service -> {dependency: condition}.
@@ -325,6 +325,15 @@ def test_addresses_point_at_the_right_service_and_port(name: str) -> None:
     assert re.fullmatch(r"postgresql://[^@/]+@postgres:5432/\S+", database_url), (
         f"service {name!r}: DATABASE_URL {database_url!r} does not point at postgres:5432"
     )
+
+
+@pytest.mark.parametrize("name", list(SERVICES))
+def test_each_service_runs_as_its_own_database_role(name: str) -> None:
+    """SPEC 10: the role the migration created for the service, the same one its settings default to."""
+    from kalcifer_common.settings import ApiSettings, EngineSettings, SchedulerSettings
+
+    defaults = {"api": ApiSettings, "engine": EngineSettings, "scheduler": SchedulerSettings}
+    assert environment(name).get("DATABASE_ROLE") == f"kalcifer_{name}" == defaults[name]().database_role
 
 
 def test_only_the_scheduler_gets_redis() -> None:
