@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from kalcifer_common.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from kalcifer_common.statuses import FlowStatus
 
 from kalcifer_api.domain.marketing_common import check_etag as check_resource_etag
 from kalcifer_api.domain.marketing_common import etag_of
@@ -83,7 +84,7 @@ def check_etag(given: str, revision: int, flow_id: uuid.UUID) -> None:
 
 def require_draft(status: str, flow_id: uuid.UUID, action: str) -> None:
     """FAILED_PRECONDITION FLOW_NOT_DRAFT unless the flow is a draft."""
-    if status != "draft":
+    if status != FlowStatus.DRAFT:
         raise FailedPrecondition(
             FLOW_NOT_DRAFT,
             f"cannot {action} flow {flow_id} in status {status.upper()}; only a DRAFT flow can be",
@@ -93,7 +94,7 @@ def require_draft(status: str, flow_id: uuid.UUID, action: str) -> None:
 
 def require_published_flow(status: str, flow_id: uuid.UUID) -> None:
     """FAILED_PRECONDITION FLOW_NOT_ACTIVE unless the flow is ACTIVE or PAUSED (it has an active version)."""
-    if status not in ("active", "paused"):
+    if status not in (FlowStatus.ACTIVE, FlowStatus.PAUSED):
         raise FailedPrecondition(
             FLOW_NOT_ACTIVE,
             f"flow {flow_id} is {status.upper()}; only an ACTIVE or PAUSED flow can change its active version",

@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Final
 
 from kalcifer_common.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from kalcifer_common.statuses import JourneyStatus
 
 from kalcifer_api.domain.marketing_settings import MarketingSettings, settings_violations
 from kalcifer_api.domain.segments import description_violations, name_violations
@@ -39,10 +40,10 @@ MUTABLE_FIELDS: Final = (
 class Transition(Enum):
     """A lifecycle RPC: the statuses it starts from and the status it leads to."""
 
-    LAUNCH = ("launch", ("draft",), "active")
-    PAUSE = ("pause", ("active",), "paused")
-    RESUME = ("resume", ("paused",), "active")
-    ARCHIVE = ("archive", ("active", "paused"), "archived")
+    LAUNCH = ("launch", (JourneyStatus.DRAFT,), JourneyStatus.ACTIVE)
+    PAUSE = ("pause", (JourneyStatus.ACTIVE,), JourneyStatus.PAUSED)
+    RESUME = ("resume", (JourneyStatus.PAUSED,), JourneyStatus.ACTIVE)
+    ARCHIVE = ("archive", (JourneyStatus.ACTIVE, JourneyStatus.PAUSED), JourneyStatus.ARCHIVED)
 
     def __init__(self, verb: str, sources: tuple[str, ...], target: str) -> None:
         self.verb = verb
@@ -101,7 +102,7 @@ def validated_draft(
 
 def require_draft(journey_id: uuid.UUID, status: str, action: str) -> None:
     """FAILED_PRECONDITION JOURNEY_NOT_DRAFT unless the journey is still a draft."""
-    if status != "draft":
+    if status != JourneyStatus.DRAFT:
         raise FailedPrecondition(
             JOURNEY_NOT_DRAFT,
             f"cannot {action} journey {journey_id} in status {status.upper()}; only a DRAFT journey can be",

@@ -7,24 +7,25 @@ from typing import Final
 from kalcifer.v1 import common_pb2, flow_pb2
 from kalcifer_common.errors import InvalidArgument
 from kalcifer_common.graphs import graph_from_json
+from kalcifer_common.statuses import FlowStatus, FlowVersionStatus
 from kalcifer_common.timestamps import to_timestamp
 
 from kalcifer_api.domain.flows import FlowRecord, FlowVersionRecord
 
 FLOW_STATUS_TO_PROTO: Final[dict[str, flow_pb2.FlowStatus.ValueType]] = {
-    "draft": flow_pb2.FLOW_STATUS_DRAFT,
-    "active": flow_pb2.FLOW_STATUS_ACTIVE,
-    "paused": flow_pb2.FLOW_STATUS_PAUSED,
-    "archived": flow_pb2.FLOW_STATUS_ARCHIVED,
+    FlowStatus.DRAFT: flow_pb2.FLOW_STATUS_DRAFT,
+    FlowStatus.ACTIVE: flow_pb2.FLOW_STATUS_ACTIVE,
+    FlowStatus.PAUSED: flow_pb2.FLOW_STATUS_PAUSED,
+    FlowStatus.ARCHIVED: flow_pb2.FLOW_STATUS_ARCHIVED,
 }
 FLOW_STATUS_FROM_PROTO: Final[dict[int, str]] = {int(v): k for k, v in FLOW_STATUS_TO_PROTO.items()}
 
 # A version that was published and then replaced is "superseded" in the database and ARCHIVED on the wire.
 VERSION_STATUS_TO_PROTO: Final[dict[str, flow_pb2.FlowVersionStatus.ValueType]] = {
-    "draft": flow_pb2.FLOW_VERSION_STATUS_DRAFT,
-    "active": flow_pb2.FLOW_VERSION_STATUS_ACTIVE,
-    "superseded": flow_pb2.FLOW_VERSION_STATUS_ARCHIVED,
-    "archived": flow_pb2.FLOW_VERSION_STATUS_ARCHIVED,
+    FlowVersionStatus.DRAFT: flow_pb2.FLOW_VERSION_STATUS_DRAFT,
+    FlowVersionStatus.ACTIVE: flow_pb2.FLOW_VERSION_STATUS_ACTIVE,
+    FlowVersionStatus.SUPERSEDED: flow_pb2.FLOW_VERSION_STATUS_ARCHIVED,
+    FlowVersionStatus.ARCHIVED: flow_pb2.FLOW_VERSION_STATUS_ARCHIVED,
 }
 
 RE_ENTRY_TO_PROTO: Final[dict[str, common_pb2.ReEntryPolicy.ValueType]] = {

@@ -11,6 +11,7 @@ from kalcifer_common.errors import FieldViolation, InvalidArgument
 from kalcifer_common.pagination import PageCursor, decode_page_token, encode_page_token, page_size_of, time_key
 from kalcifer_common.rpc.auth import current_tenant_id
 from kalcifer_common.rpc.errors import map_errors
+from kalcifer_common.statuses import InstanceStatus, StepStatus
 from kalcifer_common.structs import dict_to_struct
 from kalcifer_common.timestamps import to_timestamp
 
@@ -29,22 +30,22 @@ _Status = instance_pb2.InstanceStatus
 _Step = instance_pb2.StepStatus
 
 INSTANCE_STATUS_TO_PROTO: dict[str, instance_pb2.InstanceStatus.ValueType] = {
-    "running": _Status.INSTANCE_STATUS_RUNNING,
-    "waiting": _Status.INSTANCE_STATUS_WAITING,
-    "paused": _Status.INSTANCE_STATUS_PAUSED,
-    "completed": _Status.INSTANCE_STATUS_COMPLETED,
-    "failed": _Status.INSTANCE_STATUS_FAILED,
-    "exited": _Status.INSTANCE_STATUS_EXITED,
+    InstanceStatus.RUNNING: _Status.INSTANCE_STATUS_RUNNING,
+    InstanceStatus.WAITING: _Status.INSTANCE_STATUS_WAITING,
+    InstanceStatus.PAUSED: _Status.INSTANCE_STATUS_PAUSED,
+    InstanceStatus.COMPLETED: _Status.INSTANCE_STATUS_COMPLETED,
+    InstanceStatus.FAILED: _Status.INSTANCE_STATUS_FAILED,
+    InstanceStatus.EXITED: _Status.INSTANCE_STATUS_EXITED,
 }
 INSTANCE_STATUS_FROM_PROTO = {proto: name for name, proto in INSTANCE_STATUS_TO_PROTO.items()}
 
 STEP_STATUS_TO_PROTO: dict[str, instance_pb2.StepStatus.ValueType] = {
-    "running": _Step.STEP_STATUS_RUNNING,
-    "completed": _Step.STEP_STATUS_COMPLETED,
-    "failed": _Step.STEP_STATUS_FAILED,
-    "waiting": _Step.STEP_STATUS_WAITING,
+    StepStatus.RUNNING: _Step.STEP_STATUS_RUNNING,
+    StepStatus.COMPLETED: _Step.STEP_STATUS_COMPLETED,
+    StepStatus.FAILED: _Step.STEP_STATUS_FAILED,
+    StepStatus.WAITING: _Step.STEP_STATUS_WAITING,
     "skipped": _Step.STEP_STATUS_SKIPPED,
-    "cancelled": _Step.STEP_STATUS_CANCELLED,
+    StepStatus.CANCELLED: _Step.STEP_STATUS_CANCELLED,
 }
 
 

@@ -12,6 +12,7 @@ from kalcifer_common.ids import parse_id
 from kalcifer_common.pagination import PageCursor, decode_page_token, encode_page_token, page_size_of, time_key
 from kalcifer_common.rpc.auth import current_tenant_id
 from kalcifer_common.rpc.errors import map_errors
+from kalcifer_common.statuses import JourneyStatus
 from kalcifer_common.timestamps import to_timestamp
 
 from kalcifer_api.domain.journeys import MUTABLE_FIELDS, JourneyDraft, JourneyRecord, Transition, validated_draft
@@ -21,11 +22,11 @@ from kalcifer_api.engine_client import EngineClient
 from kalcifer_api.repo.journeys import JourneyRepository
 from kalcifer_api.repo.marketing_base import Reply
 
-_STATUS_TO_PROTO = {
-    "draft": journey_pb2.JOURNEY_STATUS_DRAFT,
-    "active": journey_pb2.JOURNEY_STATUS_ACTIVE,
-    "paused": journey_pb2.JOURNEY_STATUS_PAUSED,
-    "archived": journey_pb2.JOURNEY_STATUS_ARCHIVED,
+_STATUS_TO_PROTO: dict[str, journey_pb2.JourneyStatus.ValueType] = {
+    JourneyStatus.DRAFT: journey_pb2.JOURNEY_STATUS_DRAFT,
+    JourneyStatus.ACTIVE: journey_pb2.JOURNEY_STATUS_ACTIVE,
+    JourneyStatus.PAUSED: journey_pb2.JOURNEY_STATUS_PAUSED,
+    JourneyStatus.ARCHIVED: journey_pb2.JOURNEY_STATUS_ARCHIVED,
 }
 _STATUS_TO_DOMAIN = {value: name for name, value in _STATUS_TO_PROTO.items()}
 _RE_ENTRY_TO_PROTO = {

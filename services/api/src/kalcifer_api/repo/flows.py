@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 from kalcifer_common.db.models import Flow, FlowInstance, FlowVersion, Journey
 from kalcifer_common.errors import FailedPrecondition, NotFound
 from kalcifer_common.pagination import PageCursor
-from kalcifer_common.statuses import FlowStatus
+from kalcifer_common.statuses import LIVE_INSTANCE_STATUSES, FlowStatus, FlowVersionStatus, InstanceStatus
 from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -41,7 +41,7 @@ from kalcifer_api.repo.marketing_base import IdempotentRepository, Reply
 _Result = TypeVar("_Result")
 _Response = TypeVar("_Response", bound=Message)
 
-LIVE_STATUSES = ("running", "waiting", "paused")
+LIVE_STATUSES = LIVE_INSTANCE_STATUSES
 
 
 def _latest_version() -> Any:
@@ -240,7 +240,8 @@ async def publishable_version(
             f"version {version_number} is already the active version of flow {flow_id}",
             metadata={"flow_id": str(flow_id), "version_number": str(version_number)},
         )
-    publishable = version.status != "draft" if rollback else version.status == "draft"
+    is_draft = version.status == FlowVersionStatus.DRAFT
+    publishable = not is_draft if rollback else is_draft
     if not publishable:
         what = "was never published; publish it with MigrateFlowVersion" if rollback else "is not a DRAFT"
         raise FailedPrecondition(
@@ -427,6 +428,11 @@ class FlowRepository(IdempotentRepository):
         if flow.active_version_number:
             counts.setdefault(flow.active_version_number, {})
         return flow.active_version_number, [
-            VersionCount(number, by.get("running", 0), by.get("waiting", 0), by.get("paused", 0))
+            VersionCount(
+                number,
+                by.get(InstanceStatus.RUNNING, 0),
+                by.get(InstanceStatus.WAITING, 0),
+                by.get(InstanceStatus.PAUSED, 0),
+            )
             for number, by in sorted(counts.items())
         ]

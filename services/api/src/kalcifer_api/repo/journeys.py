@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 from kalcifer_common.db.models import Flow, Journey, Segment
 from kalcifer_common.errors import EtagMismatch, FailedPrecondition, InvalidArgument, NotFound
 from kalcifer_common.pagination import PageCursor
-from kalcifer_common.statuses import FlowStatus
+from kalcifer_common.statuses import FlowStatus, JourneyStatus
 from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -197,7 +197,7 @@ class JourneyRepository(IdempotentRepository):
             if row is None:
                 raise NotFound("journey", str(journey_id))
             flow = await flow_lifecycle.lock_flow(session, self.tenant_id, row.flow_id, lock=False)
-            if flow.status != FlowStatus.DRAFT or row.status != "draft":
+            if flow.status != FlowStatus.DRAFT or row.status != JourneyStatus.DRAFT:
                 return None
             _, version = await flow_lifecycle.draft_to_activate(session, self.tenant_id, flow.id, lock=False)
             return version.version_number, version.graph

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from kalcifer_common.statuses import WaitKind
 from sqlalchemy import Uuid, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 # Which EngineService trigger a due wait fires with: a timer elapsed, or a wait_for_event gave up waiting.
-TRIGGER_OF_KIND = {"timer": "timer", "event": "timeout"}
+TRIGGER_OF_KIND: dict[str, str] = {WaitKind.TIMER: "timer", WaitKind.EVENT: "timeout"}
 
 _ID_ARRAY = ARRAY(Uuid())
 
