@@ -53,13 +53,13 @@ async def test_the_api_role_cannot_write_instances_steps_or_waits(as_service: di
     assert await _try(api, "UPDATE flows SET status = status") == "ok", "the API owns flows"
 
 
-async def test_the_scheduler_role_only_leases_waits_and_cannot_touch_instances(
+async def test_the_scheduler_role_leases_waits_in_its_own_table_and_cannot_write_instances_or_waits(
     as_service: dict[str, AsyncEngine],
 ) -> None:
     scheduler = as_service["scheduler"]
     assert "permission denied for table flow_instances" in await _try(scheduler, "DELETE FROM flow_instances")
     assert "permission denied for table waits" in await _try(scheduler, "UPDATE waits SET status = 'fired'")
-    assert await _try(scheduler, "UPDATE waits SET claim_until = NULL") == "ok"
+    assert await _try(scheduler, "DELETE FROM wait_claims") == "ok", "its leases live in its own table"
     assert await _try(scheduler, "UPDATE deliveries SET status = status") == "ok"
     assert "permission denied for table flows" in await _try(scheduler, "UPDATE flows SET status = status")
 

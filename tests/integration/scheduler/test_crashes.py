@@ -45,9 +45,10 @@ async def _diagnose(engine: RecordingEngine, waits: list[str]) -> str:
     async with engine.db.connect() as connection:
         rows = (
             await connection.execute(
-                text("SELECT status, claim_until, fire_time, now() AS now FROM waits WHERE id = ANY(:ids)").bindparams(
-                    bindparam("ids", type_=ARRAY(Uuid()))
-                ),
+                text(
+                    "SELECT w.status, c.claim_until, w.fire_time, now() AS now FROM waits w"
+                    " LEFT JOIN wait_claims c ON c.wait_id = w.id WHERE w.id = ANY(:ids)"
+                ).bindparams(bindparam("ids", type_=ARRAY(Uuid()))),
                 {"ids": [uuid.UUID(wait) for wait in missing[:5]]},
             )
         ).all()

@@ -6,8 +6,8 @@ How a timer fires (SPEC 6.5; the wait row in PostgreSQL is the truth, Redis only
    scored by fire time (arming twice is a no-op) and an arq job `timers:<bucket end>` on `delayed_resume` is
    enqueued for its time bucket (`TIMER_BUCKET_SECONDS`). Timers beyond `TIMER_HORIZON_SECONDS` are not put in
    Redis at all; the horizon arming reads them from the table when they come near.
-2. At the bucket's time the job pops every due member, claims the rows in PostgreSQL (`waits.claim_until`, one
-   conditional UPDATE with SKIP LOCKED: one replica per wait; paused instances are left alone) and resumes them
+2. At the bucket's time the job pops every due member, claims the rows in PostgreSQL (a lease in the scheduler's
+   own `wait_claims`, one conditional upsert: one replica per wait; paused instances are left alone) and resumes them
    in one `EngineService.ResumeInstances` call per `FIRE_BATCH_SIZE`, trigger "timer" (timer waits) or "timeout"
    (an event wait's deadline). `applied=false` is an answer, not an error.
 3. Every `SWEEP_INTERVAL_SECONDS` each replica claims and fires overdue waits straight from the table (so a Redis

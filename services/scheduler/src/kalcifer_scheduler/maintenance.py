@@ -1,6 +1,7 @@
 """Maintenance, run by an arq cron job on the `maintenance` queue (unique across replicas).
 
 - Expired idempotency records are deleted.
+- Claims (`wait_claims`) of waits that are no longer pending are deleted: the lease did its job.
 - Finished instances are not the scheduler's to delete: the engine, their only writer, prunes them after
   `INSTANCE_RETENTION_SECONDS` in its recovery loop.
 - Instances stuck `running` past their lease are only counted and logged: the engine exposes no recovery RPC, and
@@ -29,6 +30,16 @@ _EXPIRE_IDEMPOTENCY = text(
     """
 )
 
+_DROP_RESOLVED_CLAIMS = text(
+    """
+    DELETE FROM wait_claims WHERE wait_id IN (
+        SELECT c.wait_id FROM wait_claims c JOIN waits w ON w.id = c.wait_id
+        WHERE w.status <> 'pending'
+        LIMIT :batch
+    )
+    """
+)
+
 _STUCK = text(
     """
     SELECT count(*) FROM flow_instances
@@ -42,6 +53,7 @@ class MaintenanceReport:
     """What one maintenance pass did."""
 
     expired_idempotency_records: int
+    dropped_claims: int
     stuck_running: int
 
 
@@ -53,16 +65,18 @@ class Maintenance:
         self._stuck = stuck_seconds
 
     async def run_once(self) -> MaintenanceReport:
-        """Expire, count; each batch is its own short transaction."""
+        """Expire, drop, count; each batch is its own short transaction."""
         expired = await self._delete_in_batches(_EXPIRE_IDEMPOTENCY, {})
+        dropped = await self._delete_in_batches(_DROP_RESOLVED_CLAIMS, {})
         async with self._db.connect() as connection:
             stuck = int((await connection.execute(_STUCK, {"stuck": self._stuck})).scalar_one())
-        report = MaintenanceReport(expired, stuck)
+        report = MaintenanceReport(expired, dropped, stuck)
         if stuck:
             _log.warning("instances stuck running; left to the engine's recovery", stuck_running=stuck)
         _log.info(
             "maintenance done",
             expired_idempotency_records=expired,
+            dropped_claims=dropped,
             stuck_running=stuck,
         )
         return report

@@ -30,6 +30,7 @@ from kalcifer_common.db.models import (
     Segment,
     Tenant,
     Wait,
+    WaitClaim,
 )
 from kalcifer_common.db.session import create_engine, create_sessionmaker
 from kalcifer_common.db.urls import to_async_url, to_sync_url, with_database
@@ -53,6 +54,7 @@ __all__ = [
     "Segment",
     "Tenant",
     "Wait",
+    "WaitClaim",
     "create_engine",
     "create_sessionmaker",
     "current_revision",

@@ -352,8 +352,16 @@ class Wait(Base):
     branch_path: Mapped[Any] = _optional_json()
     create_time: Mapped[datetime] = _created()
     resolved_time: Mapped[datetime | None] = _optional_time()
-    # The scheduler replica firing this wait holds it until then (a lease; see the scheduler's timers/claims.py).
-    claim_until: Mapped[datetime | None] = _optional_time()
+
+
+class WaitClaim(Base):
+    """The scheduler replica firing a due wait holds it until `claim_until` (a lease; see the scheduler's
+    timers/claims.py). The scheduler's own table: the engine alone writes `waits`."""
+
+    __tablename__ = "wait_claims"
+
+    wait_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("waits.id", ondelete="CASCADE"), primary_key=True)
+    claim_until: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
 class Event(Base):

@@ -1,9 +1,11 @@
 """The PostgreSQL side of timers: claiming due wait rows so that exactly one replica fires each one.
 
-The wait row is the truth. A claim sets `waits.claim_until` (a lease) in one statement that skips rows another
-replica has locked or claimed, so the bucket jobs and the sweeps of any number of replicas never hand the same
-wait to the engine twice; a claim whose replica died expires and the sweep takes the wait again. Waits of
-paused instances are never claimed: the engine applies them itself on ResumeFlow (SPEC 6.8).
+The wait row is the truth, and the engine alone writes it. A claim is a lease in the scheduler's own table,
+`wait_claims` (wait id -> claim_until), taken in one statement: `INSERT .. ON CONFLICT DO UPDATE .. WHERE the
+old lease expired`, which serializes replicas on the claim row, so the bucket jobs and the sweeps of any number
+of replicas never hand the same wait to the engine twice; a claim whose replica died expires and the sweep takes
+the wait again. Waits of paused instances are never claimed: the engine applies them itself on ResumeFlow
+(SPEC 6.8). Claims of waits that are no longer pending are deleted by maintenance, the rest with their wait.
 """
 
 from __future__ import annotations
@@ -24,20 +26,28 @@ TRIGGER_OF_KIND: dict[str, str] = {WaitKind.TIMER: "timer", WaitKind.EVENT: "tim
 
 _ID_ARRAY = ARRAY(Uuid())
 
-_CLAIM_BY_IDS = text(
-    """
+# The due waits (a CTE), then one claim per wait that has no live lease; only the waits whose claim this statement
+# wrote are returned. A concurrent claimer of the same wait blocks on the claim row's unique key, then finds the
+# lease live and takes nothing.
+_CLAIM = """
     WITH due AS (
-        SELECT w.id FROM waits w JOIN flow_instances i ON i.id = w.instance_id
-        WHERE w.id = ANY(:ids) AND w.fire_time <= now() AND w.status = 'pending' AND w.fire_time IS NOT NULL
-            AND (w.claim_until IS NULL OR w.claim_until < now())
-            AND i.status <> 'paused'
-        FOR UPDATE OF w SKIP LOCKED
+        SELECT w.id, w.instance_id, w.kind, w.fire_time FROM waits w JOIN flow_instances i ON i.id = w.instance_id
+        WHERE {due} AND w.status = 'pending' AND w.fire_time IS NOT NULL AND i.status <> 'paused'
+            AND NOT EXISTS (SELECT 1 FROM wait_claims c WHERE c.wait_id = w.id AND c.claim_until >= now())
+        {order}
+    ), claimed AS (
+        INSERT INTO wait_claims (wait_id, claim_until)
+        SELECT id, now() + make_interval(secs => :lease) FROM due
+        ON CONFLICT (wait_id) DO UPDATE SET claim_until = excluded.claim_until
+            WHERE wait_claims.claim_until < now()
+        RETURNING wait_id
     )
-    UPDATE waits w SET claim_until = now() + make_interval(secs => :lease)
-    FROM due WHERE w.id = due.id
-    RETURNING w.id, w.instance_id, w.kind, w.fire_time
-    """
-).bindparams(bindparam("ids", type_=_ID_ARRAY))
+    SELECT due.id, due.instance_id, due.kind, due.fire_time FROM due JOIN claimed ON claimed.wait_id = due.id
+"""
+
+_CLAIM_BY_IDS = text(_CLAIM.format(due="w.id = ANY(:ids) AND w.fire_time <= now()", order="")).bindparams(
+    bindparam("ids", type_=_ID_ARRAY)
+)
 
 _NOT_YET_DUE = text(
     "SELECT id, fire_time FROM waits WHERE id = ANY(:ids) AND status = 'pending' AND fire_time > now()"
@@ -45,25 +55,10 @@ _NOT_YET_DUE = text(
 
 # Ordered by fire time on ix_waits_pending_fire_time and bounded, so a sweep costs the same at a million waits.
 _CLAIM_OVERDUE = text(
-    """
-    WITH due AS (
-        SELECT w.id FROM waits w JOIN flow_instances i ON i.id = w.instance_id
-        WHERE w.fire_time <= now() - make_interval(secs => :grace) AND w.status = 'pending' AND w.fire_time IS NOT NULL
-            AND (w.claim_until IS NULL OR w.claim_until < now())
-            AND i.status <> 'paused'
-        ORDER BY w.fire_time
-        LIMIT :limit
-        FOR UPDATE OF w SKIP LOCKED
-    )
-    UPDATE waits w SET claim_until = now() + make_interval(secs => :lease)
-    FROM due WHERE w.id = due.id
-    RETURNING w.id, w.instance_id, w.kind, w.fire_time
-    """
+    _CLAIM.format(due="w.fire_time <= now() - make_interval(secs => :grace)", order="ORDER BY w.fire_time LIMIT :limit")
 )
 
-_RELEASE = text("UPDATE waits SET claim_until = NULL WHERE id = ANY(:ids) AND status = 'pending'").bindparams(
-    bindparam("ids", type_=_ID_ARRAY)
-)
+_RELEASE = text("DELETE FROM wait_claims WHERE wait_id = ANY(:ids)").bindparams(bindparam("ids", type_=_ID_ARRAY))
 
 _WITHIN_HORIZON = text(
     """

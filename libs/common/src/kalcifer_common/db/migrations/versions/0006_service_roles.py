@@ -83,7 +83,7 @@ GRANTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "provider_configs",
         ),
     ),
-    (SCHEDULER, "UPDATE (claim_until)", ("waits",)),
+    (SCHEDULER, "UPDATE (claim_until)", ("waits",)),  # until 0007 moves the leases to wait_claims
 )
 
 
