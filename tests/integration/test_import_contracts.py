@@ -66,7 +66,7 @@ def test_the_contracts_hold_on_the_tree_as_it_is(tree: Path) -> None:
         ),
         (
             "kalcifer_engine.domain.graph",
-            "import kalcifer_engine.runtime.store",
+            "import kalcifer_engine.runtime.core",
             "engine: grpc sits on runtime, which sits on domain",
         ),
     ],

@@ -22,7 +22,8 @@ from kalcifer_common.timestamps import to_timestamp
 from sqlalchemy.exc import DBAPIError
 
 from kalcifer_engine.deps import EngineDeps
-from kalcifer_engine.runtime import events, lifecycle, migration, resumes, starts, store
+from kalcifer_engine.repo.instances import InstanceRow
+from kalcifer_engine.runtime import events, lifecycle, migration, resumes, starts
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.run import Effects
 
@@ -81,7 +82,7 @@ def database_unavailable_is_retryable(
     return wrapper
 
 
-def instance_to_proto(instance: store.InstanceRow) -> instance_pb2.FlowInstance:
+def instance_to_proto(instance: InstanceRow) -> instance_pb2.FlowInstance:
     """The wire form of an instance row."""
     return instance_pb2.FlowInstance(
         id=str(instance.id),

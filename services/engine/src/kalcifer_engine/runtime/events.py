@@ -24,7 +24,10 @@ from kalcifer_common.errors import NotFound
 from kalcifer_common.logging import get_logger
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from kalcifer_engine.runtime import store
+from kalcifer_engine.repo.connection import DATABASE_ERRORS, driver
+from kalcifer_engine.repo.events import claim_event, save_route_result, stored_route_result
+from kalcifer_engine.repo.flows import flows_with_entry
+from kalcifer_engine.repo.waits import pending_event_waits
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.resumes import ResumeRequest, filter_passes, resume_in
 from kalcifer_engine.runtime.run import ArmedEventWait, Effects
@@ -80,13 +83,13 @@ async def route_event(rt: Runtime, event: EventToRoute) -> RouteResult:
 async def _route_in(
     rt: Runtime, conn: AsyncConnection, event: EventToRoute, effects: Effects, *, now: datetime
 ) -> RouteResult:
-    if not await store.claim_event(conn, event.tenant_id, event.event_id, now):
-        stored, answer = await store.stored_route_result(conn, event.tenant_id, event.event_id)
+    if not await claim_event(conn, event.tenant_id, event.event_id, now):
+        stored, answer = await stored_route_result(conn, event.tenant_id, event.event_id)
         if not stored:
             raise NotFound("event", f"events/{event.event_id}")
         return RouteResult.from_json(answer)
     resumed: list[str] = []
-    waiting = await store.pending_event_waits(conn, event.tenant_id, event.participant_id, event.event_type)
+    waiting = await pending_event_waits(conn, event.tenant_id, event.participant_id, event.event_type)
     for wait in waiting:
         outcome = await resume_in(
             rt,
@@ -100,7 +103,7 @@ async def _route_in(
             resumed.append(str(wait.instance_id))
     started = await _start_matching_flows(rt, conn, event, effects, now=now)
     result = RouteResult(len(resumed), len(started), tuple(resumed + started))
-    await store.save_route_result(conn, event.event_id, result.to_json())
+    await save_route_result(conn, event.event_id, result.to_json())
     return result
 
 
@@ -109,7 +112,7 @@ async def _start_matching_flows(
 ) -> list[str]:
     """Start every active flow of the tenant with an event_entry for this event type whose filter passes."""
     shape = {"nodes": [{"type": EVENT_ENTRY, "config": {"event_type": event.event_type}}]}
-    candidates = await store.flows_with_entry(conn, event.tenant_id, shape)
+    candidates = await flows_with_entry(conn, event.tenant_id, shape)
     started: list[str] = []
     payload = {"event": dict(event.data)}
     for flow_id, version in candidates:
@@ -177,7 +180,7 @@ async def route_events(rt: Runtime, events: Sequence[EventToRoute]) -> list[Rout
             async with rt.db.begin() as conn:
                 now = rt.now()
                 chunk_results = [await _route_or_zero(rt, conn, event, effects, now=now) for event in chunk]
-        except store.DATABASE_ERRORS as error:
+        except DATABASE_ERRORS as error:
             _log.warning("batched routing failed; routing one by one", error=repr(error), size=len(chunk))
             effects = Effects()
             chunk_results = []
@@ -237,7 +240,7 @@ _RECENT_EVENTS = f"""
 
 async def _recent_events(rt: Runtime, wait: ArmedEventWait) -> list[tuple[uuid.UUID, dict[str, Any]]]:
     async with rt.db.connect() as conn:
-        rows = await (await store.driver(conn)).fetch(
+        rows = await (await driver(conn)).fetch(
             _RECENT_EVENTS, wait.tenant_id, wait.participant_id, wait.event_type, wait.since, wait.instance_id
         )
     return [(row["id"], dict(row["data"] or {})) for row in rows]

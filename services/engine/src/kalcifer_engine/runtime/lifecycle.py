@@ -11,35 +11,38 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import cast
 
+from kalcifer_common.db.models import Flow, FlowInstance, Wait
 from kalcifer_common.errors import FailedPrecondition, NotFound
 from kalcifer_common.statuses import FLOW_ARCHIVED_EXIT_REASON, LIVE_INSTANCE_STATUSES, FlowStatus, InstanceStatus
 from sqlalchemy import ColumnElement, Table, and_, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from kalcifer_engine.runtime import store
+from kalcifer_engine.repo.instances import InstanceRow, lock_instance, read_instance, save_instance
+from kalcifer_engine.repo.waits import cancel_pending_waits
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.resumes import ResumeRequest, resume_many
 from kalcifer_engine.runtime.run import Effects
 
-_instances: Table = store.instances
-_waits: Table = store.waits
-_flows: Table = store.flows
+_instances: Table = cast(Table, FlowInstance.__table__)
+_waits: Table = cast(Table, Wait.__table__)
+_flows: Table = cast(Table, Flow.__table__)
 _LIVE = LIVE_INSTANCE_STATUSES
 
 
-async def cancel_instance(rt: Runtime, tenant_id: uuid.UUID, instance_id: uuid.UUID, reason: str) -> store.InstanceRow:
+async def cancel_instance(rt: Runtime, tenant_id: uuid.UUID, instance_id: uuid.UUID, reason: str) -> InstanceRow:
     """End a live instance as EXITED and cancel its waits; NOT_FOUND, FAILED_PRECONDITION INSTANCE_FINISHED."""
     effects = Effects()
     async with rt.db.begin() as conn:
         now = rt.now()
-        instance = await store.lock_instance(conn, instance_id, tenant_id=tenant_id)
+        instance = await lock_instance(conn, instance_id, tenant_id=tenant_id)
         if instance is None:
             raise NotFound("instance", f"instances/{instance_id}")
         if not instance.live:
             raise FailedPrecondition("INSTANCE_FINISHED", f"instance {instance_id} is already {instance.status}")
-        effects.cancelled_timers += await store.cancel_pending_waits(conn, instance_id, now)
-        await store.save_instance(
+        effects.cancelled_timers += await cancel_pending_waits(conn, instance_id, now)
+        await save_instance(
             conn,
             instance_id,
             status="exited",
@@ -49,7 +52,7 @@ async def cancel_instance(rt: Runtime, tenant_id: uuid.UUID, instance_id: uuid.U
             now=now,
             finished=True,
         )
-        final = await store.read_instance(conn, instance_id)
+        final = await read_instance(conn, instance_id)
     await rt.after_commit(effects)
     assert final is not None
     return final

@@ -11,15 +11,17 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
+from kalcifer_common.db.models import Flow, FlowInstance, Wait
 from kalcifer_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.domain.graph import FlowGraph
 from kalcifer_engine.nodes.base import Waiting
-from kalcifer_engine.runtime import store
+from kalcifer_engine.repo.instances import lock_instance, save_instance
+from kalcifer_engine.repo.waits import cancel_pending_waits, pending_waits
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.db_context import DbNodeContext, RunScope
 from kalcifer_engine.runtime.run import Effects
@@ -28,9 +30,9 @@ NODE_REMOVED = "node_removed_in_new_version"
 NEW_ENTRIES_ONLY = "new_entries_only"
 MIGRATE_ALL = "migrate_all"
 
-_instances: Table = store.instances
-_flows: Table = store.flows
-_waits: Table = store.waits
+_instances: Table = cast(Table, FlowInstance.__table__)
+_flows: Table = cast(Table, Flow.__table__)
+_waits: Table = cast(Table, Wait.__table__)
 _LIVE = ("running", "waiting", "paused")
 
 
@@ -100,15 +102,15 @@ async def _migrate_one(
     rt: Runtime, conn: AsyncConnection, instance_id: uuid.UUID, to_version: int, new_graph: FlowGraph, effects: Effects
 ) -> str:
     now = rt.now()
-    instance = await store.lock_instance(conn, instance_id)
+    instance = await lock_instance(conn, instance_id)
     if instance is None or not instance.live or instance.version_number == to_version:
         return "skipped"
     old_graph = await rt.graph(conn, instance.flow_id, instance.version_number)
-    waits = await store.pending_waits(conn, instance_id)
+    waits = await pending_waits(conn, instance_id)
     nodes = {w.node_id for w in waits} | set(instance.current_nodes)
     if any(new_graph.node(node_id) is None for node_id in nodes):
-        effects.cancelled_timers += await store.cancel_pending_waits(conn, instance_id, now)
-        await store.save_instance(
+        effects.cancelled_timers += await cancel_pending_waits(conn, instance_id, now)
+        await save_instance(
             conn,
             instance_id,
             status="exited",

@@ -24,12 +24,14 @@ import contextlib
 import uuid
 from collections import Counter
 from datetime import timedelta
-from typing import Final
+from typing import Final, cast
 
+from kalcifer_common.db.models import Event, FlowInstance, Wait
 from kalcifer_common.logging import get_logger
 from sqlalchemy import Table, select, text
 
-from kalcifer_engine.runtime import store
+from kalcifer_engine.repo.instances import lock_instance
+from kalcifer_engine.repo.waits import pending_waits
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.events import EventToRoute, route_event
 from kalcifer_engine.runtime.lifecycle import reconcile_flow_holds
@@ -40,9 +42,9 @@ _log = get_logger(__name__)
 
 BATCH: Final = 500
 
-_waits: Table = store.waits
-_instances: Table = store.instances
-_events: Table = store.events
+_waits: Table = cast(Table, Wait.__table__)
+_instances: Table = cast(Table, FlowInstance.__table__)
+_events: Table = cast(Table, Event.__table__)
 
 
 async def fire_overdue_waits(rt: Runtime) -> int:
@@ -104,10 +106,10 @@ async def rerun_stuck_instances(rt: Runtime) -> int:
 async def _rerun(rt: Runtime, instance_id: uuid.UUID) -> bool:
     effects = Effects()
     async with rt.db.begin() as conn:
-        instance = await store.lock_instance(conn, instance_id)
+        instance = await lock_instance(conn, instance_id)
         if instance is None or instance.status != "running":
             return False
-        waiting = Counter(w.node_id for w in await store.pending_waits(conn, instance_id))
+        waiting = Counter(w.node_id for w in await pending_waits(conn, instance_id))
         heads: list[str] = []
         for node_id in instance.current_nodes:
             if waiting[node_id]:

@@ -12,7 +12,7 @@ from kalcifer_common.errors import AlreadyExists, FailedPrecondition, InvalidArg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.domain.graph import FlowGraph
-from kalcifer_engine.runtime import store
+from kalcifer_engine.repo.instances import InstanceRow, enter_flow
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.run import Effects, InstanceRun
 
@@ -62,7 +62,7 @@ async def start_instance(
     node), ALREADY_EXISTS ALREADY_IN_FLOW; with `skip_if_in_flow` the last is None instead (event entries).
     """
     instance_id = uuid.uuid4()
-    entry = await store.enter_flow(
+    entry = await enter_flow(
         conn,
         tenant_id=request.tenant_id,
         flow_id=request.flow_id,
@@ -91,7 +91,7 @@ async def start_instance(
             # Raising rolls the caller's transaction back, the inserted instance with it.
             raise InvalidArgument.single("entry_node_id", f"{entry_node!r} is not a trigger node of version {version}")
     heads = list(request.entry_node_ids) or triggers
-    instance = store.InstanceRow(
+    instance = InstanceRow(
         id=instance_id,
         tenant_id=request.tenant_id,
         flow_id=request.flow_id,
