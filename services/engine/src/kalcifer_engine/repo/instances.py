@@ -2,7 +2,9 @@
 
 A run costs few round trips: it locks the instance row (one SELECT .. FOR UPDATE on the driver, `lock_instance`)
 and ends with one statement that writes its steps, new waits and the instance (`steps.write_run`). Entering a
-flow is one statement too (`enter_flow`). Every engine write of an instance bumps its `run_revision`.
+flow is one statement too (`enter_flow`). The rest are the set-wise moves of a flow's instances (pause, release,
+exit, migrate to a version) and what recovery looks for (stuck runs, finished instances to prune). Every engine
+write of an instance bumps its `run_revision`.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from typing import Any
 from typing import cast as typed
 
 from kalcifer_common.db.models import Flow, FlowInstance
-from kalcifer_common.statuses import LIVE_INSTANCE_STATUSES
-from sqlalchemy import Table, select, update
+from kalcifer_common.statuses import FINAL_INSTANCE_STATUSES, LIVE_INSTANCE_STATUSES, FlowStatus, InstanceStatus
+from sqlalchemy import ColumnElement, Table, exists, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.repo.connection import driver, json_text
@@ -214,3 +216,123 @@ async def save_instance(
             update_time=now,
         )
     )
+
+
+async def live_instance_ids(
+    conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, *, not_on_version: int, on_version: int = 0
+) -> list[uuid.UUID]:
+    """The flow's live instances not on `not_on_version` (and, unless 0, on `on_version`), in id order."""
+    query = select(_instances.c.id).where(
+        _instances.c.tenant_id == tenant_id,
+        _instances.c.flow_id == flow_id,
+        _instances.c.status.in_(LIVE_INSTANCE_STATUSES),
+        _instances.c.version_number != not_on_version,
+    )
+    if on_version:
+        query = query.where(_instances.c.version_number == on_version)
+    return [row.id for row in await conn.execute(query.order_by(_instances.c.id))]
+
+
+async def move_to_version(conn: AsyncConnection, instance_id: uuid.UUID, version_number: int, now: datetime) -> None:
+    """Put the instance on another version of its flow (its waits were re-armed by the caller)."""
+    await conn.execute(
+        update(_instances)
+        .where(_instances.c.id == instance_id)
+        .values(version_number=version_number, run_revision=_instances.c.run_revision + 1, update_time=now)
+    )
+
+
+def _flow_is(flow_id: uuid.UUID, status: str) -> ColumnElement[bool]:
+    """The flow's committed status is `status` (checked in the same statement as the instance update)."""
+    return exists().where(_flows.c.id == flow_id, _flows.c.status == status)
+
+
+async def pause_waiting_instances(
+    conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, now: datetime
+) -> int:
+    """WAITING instances of the flow become PAUSED, only if the flow's status is PAUSED; returns how many."""
+    paused = await conn.execute(
+        update(_instances)
+        .where(
+            _instances.c.tenant_id == tenant_id,
+            _instances.c.flow_id == flow_id,
+            _instances.c.status == InstanceStatus.WAITING,
+            _flow_is(flow_id, FlowStatus.PAUSED),
+        )
+        .values(status=InstanceStatus.PAUSED, update_time=now, run_revision=_instances.c.run_revision + 1)
+        .returning(_instances.c.id)
+    )
+    return len(paused.all())
+
+
+async def release_paused_instances(
+    conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, now: datetime
+) -> int:
+    """PAUSED instances of the flow go back to WAITING, only if the flow's status is ACTIVE; returns how many."""
+    released = await conn.execute(
+        update(_instances)
+        .where(
+            _instances.c.tenant_id == tenant_id,
+            _instances.c.flow_id == flow_id,
+            _instances.c.status == InstanceStatus.PAUSED,
+            _flow_is(flow_id, FlowStatus.ACTIVE),
+        )
+        .values(status=InstanceStatus.WAITING, update_time=now, run_revision=_instances.c.run_revision + 1)
+        .returning(_instances.c.id)
+    )
+    return len(released.all())
+
+
+async def exit_live_instances(
+    conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, reason: str, now: datetime
+) -> list[uuid.UUID]:
+    """End every live instance of the flow as EXITED with `reason`; returns their ids (their waits are the
+    caller's to cancel)."""
+    exited = await conn.execute(
+        update(_instances)
+        .where(
+            _instances.c.tenant_id == tenant_id,
+            _instances.c.flow_id == flow_id,
+            _instances.c.status.in_(LIVE_INSTANCE_STATUSES),
+        )
+        .values(
+            status=InstanceStatus.EXITED,
+            lease_until=None,
+            exit_reason=reason,
+            current_nodes=[],
+            end_time=now,
+            update_time=now,
+            run_revision=_instances.c.run_revision + 1,
+        )
+        .returning(_instances.c.id)
+    )
+    return [row.id for row in exited]
+
+
+async def stuck_running_instances(conn: AsyncConnection, untouched_since: datetime, limit: int) -> list[uuid.UUID]:
+    """Instances committed as RUNNING and not updated since `untouched_since` (at most `limit`)."""
+    query = (
+        select(_instances.c.id)
+        .where(_instances.c.status == InstanceStatus.RUNNING, _instances.c.update_time <= untouched_since)
+        .limit(limit)
+    )
+    return [row.id for row in await conn.execute(query)]
+
+
+_PRUNE_FINISHED = text(
+    f"""
+    DELETE FROM flow_instances WHERE id IN (
+        SELECT id FROM flow_instances
+        WHERE status IN ({", ".join(f"'{s}'" for s in FINAL_INSTANCE_STATUSES)}) AND end_time < :cutoff
+        LIMIT :batch
+        FOR UPDATE SKIP LOCKED
+    )
+    """  # noqa: S608 - the f-string splices a constant tuple
+)
+
+
+async def prune_finished_instances(conn: AsyncConnection, ended_before: datetime, limit: int) -> int:
+    """Delete up to `limit` finished instances that ended before `ended_before` (their steps and waits go by
+    cascade), skipping rows another transaction holds; returns how many."""
+    deleted: int = (await conn.execute(_PRUNE_FINISHED, {"cutoff": ended_before, "batch": limit})).rowcount
+    return deleted

@@ -2,25 +2,30 @@
 
 A wait is fired at most once: `fire_wait` is a conditional UPDATE of a pending row, under the instance's row
 lock, in the transaction of the run it starts. New waits are inserted by the run's one write (`steps.write_run`).
-`branch_path` holds the wait's metadata (attempt, reached time, a held event, what fired it).
+`branch_path` holds the wait's metadata (attempt, reached time, a held event, what fired it). The rest are the
+set-wise reads and writes of a flow's or the whole database's waits: held while paused, cancelled with their
+instances, re-armed by a migration, long overdue for recovery.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from typing import cast as typed
 
-from kalcifer_common.db.models import Wait
-from sqlalchemy import ColumnElement, Table, cast, func, literal, select, update
+from kalcifer_common.db.models import FlowInstance, Wait
+from kalcifer_common.statuses import LIVE_INSTANCE_STATUSES, InstanceStatus
+from sqlalchemy import ColumnElement, Table, cast, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.repo.connection import driver, json_text
 
 _waits = typed(Table, Wait.__table__)
+_instances = typed(Table, FlowInstance.__table__)
 
 
 def _with_meta(meta: dict[str, Any]) -> ColumnElement[Any]:
@@ -153,3 +158,69 @@ async def pending_waits(conn: AsyncConnection, instance_id: uuid.UUID) -> list[W
     """The pending waits of an instance."""
     query = select(*_WAIT_COLUMNS).where(_waits.c.instance_id == instance_id, _waits.c.status == "pending")
     return [_wait(row) for row in await conn.execute(query.order_by(_waits.c.create_time, _waits.c.id))]
+
+
+async def cancel_pending_waits_of(
+    conn: AsyncConnection, instance_ids: Sequence[uuid.UUID], now: datetime
+) -> list[uuid.UUID]:
+    """Cancel every pending wait of these instances; returns the ids of those that had a timer."""
+    if not instance_ids:
+        return []
+    statement = (
+        update(_waits)
+        .where(_waits.c.instance_id.in_(instance_ids), _waits.c.status == "pending")
+        .values(status="cancelled", resolved_time=now)
+        .returning(_waits.c.id, _waits.c.fire_time)
+    )
+    return [row.id for row in await conn.execute(statement) if row.fire_time is not None]
+
+
+async def held_waits(conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, now: datetime) -> list[WaitRow]:
+    """Pending waits of the flow's live instances that a pause held back: timers due by `now`, and waits that
+    keep an event that arrived meanwhile (`held_event` in their metadata)."""
+    query = (
+        select(*_WAIT_COLUMNS)
+        .join(_instances, _instances.c.id == _waits.c.instance_id)
+        .where(
+            _instances.c.tenant_id == tenant_id,
+            _instances.c.flow_id == flow_id,
+            _instances.c.status.in_(LIVE_INSTANCE_STATUSES),
+            _waits.c.status == "pending",
+            or_(_waits.c.fire_time <= now, _waits.c.branch_path.has_key("held_event")),
+        )
+    )
+    return [_wait(row) for row in await conn.execute(query)]
+
+
+async def rearm_wait(
+    conn: AsyncConnection,
+    wait_id: uuid.UUID,
+    *,
+    kind: str,
+    fire_time: datetime | None,
+    event_type: str | None,
+    event_filter: str | None,
+    meta: dict[str, Any],
+) -> None:
+    """Replace what a pending wait waits for (a migration re-ran its node on the new version), and its metadata."""
+    await conn.execute(
+        update(_waits)
+        .where(_waits.c.id == wait_id)
+        .values(kind=kind, fire_time=fire_time, event_type=event_type, event_filter=event_filter, branch_path=meta)
+    )
+
+
+async def overdue_waits(conn: AsyncConnection, due_before: datetime, limit: int) -> list[WaitRow]:
+    """Pending timers due before `due_before` (not of paused instances), earliest first, at most `limit`."""
+    query = (
+        select(*_WAIT_COLUMNS)
+        .join(_instances, _instances.c.id == _waits.c.instance_id)
+        .where(
+            _waits.c.status == "pending",
+            _waits.c.fire_time <= due_before,
+            _instances.c.status != InstanceStatus.PAUSED,
+        )
+        .order_by(_waits.c.fire_time)
+        .limit(limit)
+    )
+    return [_wait(row) for row in await conn.execute(query)]

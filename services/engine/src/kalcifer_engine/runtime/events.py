@@ -24,8 +24,8 @@ from kalcifer_common.errors import NotFound
 from kalcifer_common.logging import get_logger
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from kalcifer_engine.repo.connection import DATABASE_ERRORS, driver
-from kalcifer_engine.repo.events import claim_event, save_route_result, stored_route_result
+from kalcifer_engine.repo.connection import DATABASE_ERRORS
+from kalcifer_engine.repo.events import claim_event, recent_events, save_route_result, stored_route_result
 from kalcifer_engine.repo.flows import flows_with_entry
 from kalcifer_engine.repo.waits import pending_event_waits
 from kalcifer_engine.runtime.core import Runtime
@@ -226,21 +226,14 @@ async def resume_from_recent_events(rt: Runtime, armed: Sequence[ArmedEventWait]
     return effects
 
 
-_RECENT_EVENTS = f"""
-    SELECT e.id, e.data FROM events e
-    WHERE e.tenant_id = $1 AND e.participant_id = $2 AND e.event_type = $3 AND e.received_time >= $4
-      -- not an event that already resumed a wait of this instance
-      AND NOT EXISTS (SELECT 1 FROM waits w WHERE w.instance_id = $5 AND w.branch_path->>'event_id' = e.id::text)
-      -- nor the event that started (or was routed to) this instance
-      AND NOT coalesce(e.route_result->'instance_ids', '[]'::jsonb) ? $5::text
-    ORDER BY e.received_time, e.id
-    LIMIT {LOOKBACK_LIMIT}
-"""  # noqa: S608 - a constant limit
-
-
 async def _recent_events(rt: Runtime, wait: ArmedEventWait) -> list[tuple[uuid.UUID, dict[str, Any]]]:
     async with rt.db.connect() as conn:
-        rows = await (await driver(conn)).fetch(
-            _RECENT_EVENTS, wait.tenant_id, wait.participant_id, wait.event_type, wait.since, wait.instance_id
+        return await recent_events(
+            conn,
+            tenant_id=wait.tenant_id,
+            participant_id=wait.participant_id,
+            event_type=wait.event_type,
+            since=wait.since,
+            instance_id=wait.instance_id,
+            limit=LOOKBACK_LIMIT,
         )
-    return [(row["id"], dict(row["data"] or {})) for row in rows]

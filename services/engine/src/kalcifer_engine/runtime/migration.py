@@ -11,17 +11,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from kalcifer_common.db.models import Flow, FlowInstance, Wait
 from kalcifer_common.errors import FailedPrecondition, InvalidArgument, NotFound
-from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.domain.graph import FlowGraph
 from kalcifer_engine.nodes.base import Waiting
-from kalcifer_engine.repo.instances import lock_instance, save_instance
-from kalcifer_engine.repo.waits import cancel_pending_waits, pending_waits
+from kalcifer_engine.repo import flows, instances
+from kalcifer_engine.repo.waits import cancel_pending_waits, pending_waits, rearm_wait
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.db_context import DbNodeContext, RunScope
 from kalcifer_engine.runtime.run import Effects
@@ -29,11 +27,6 @@ from kalcifer_engine.runtime.run import Effects
 NODE_REMOVED = "node_removed_in_new_version"
 NEW_ENTRIES_ONLY = "new_entries_only"
 MIGRATE_ALL = "migrate_all"
-
-_instances: Table = cast(Table, FlowInstance.__table__)
-_flows: Table = cast(Table, Flow.__table__)
-_waits: Table = cast(Table, Wait.__table__)
-_LIVE = ("running", "waiting", "paused")
 
 
 @dataclass
@@ -61,21 +54,12 @@ async def migrate_instances(
     if from_version == to_version:
         raise FailedPrecondition("SAME_VERSION", f"instances are already on version {to_version}")
     async with rt.db.connect() as conn:
-        flow = (
-            await conn.execute(select(_flows.c.id).where(_flows.c.id == flow_id, _flows.c.tenant_id == tenant_id))
-        ).first()
-        if flow is None:
+        if not await flows.flow_exists(conn, tenant_id, flow_id):
             raise NotFound("flow", f"flows/{flow_id}")
         new_graph = await rt.graph(conn, flow_id, to_version)
-        query = select(_instances.c.id).where(
-            _instances.c.tenant_id == tenant_id,
-            _instances.c.flow_id == flow_id,
-            _instances.c.status.in_(_LIVE),
-            _instances.c.version_number != to_version,
+        ids = await instances.live_instance_ids(
+            conn, tenant_id, flow_id, not_on_version=to_version, on_version=from_version
         )
-        if from_version:
-            query = query.where(_instances.c.version_number == from_version)
-        ids = [row.id for row in await conn.execute(query.order_by(_instances.c.id))]
     report = MigrationReport()
     if strategy == NEW_ENTRIES_ONLY:
         report.skipped = len(ids)
@@ -102,7 +86,7 @@ async def _migrate_one(
     rt: Runtime, conn: AsyncConnection, instance_id: uuid.UUID, to_version: int, new_graph: FlowGraph, effects: Effects
 ) -> str:
     now = rt.now()
-    instance = await lock_instance(conn, instance_id)
+    instance = await instances.lock_instance(conn, instance_id)
     if instance is None or not instance.live or instance.version_number == to_version:
         return "skipped"
     old_graph = await rt.graph(conn, instance.flow_id, instance.version_number)
@@ -110,7 +94,7 @@ async def _migrate_one(
     nodes = {w.node_id for w in waits} | set(instance.current_nodes)
     if any(new_graph.node(node_id) is None for node_id in nodes):
         effects.cancelled_timers += await cancel_pending_waits(conn, instance_id, now)
-        await save_instance(
+        await instances.save_instance(
             conn,
             instance_id,
             status="exited",
@@ -140,26 +124,20 @@ async def _migrate_one(
             raise ValueError(f"cannot re-arm node {new_node.id!r}: {error}") from error
         if not isinstance(result, Waiting):
             raise ValueError(f"node {new_node.id!r} no longer waits in version {to_version}")
-        await conn.execute(
-            update(_waits)
-            .where(_waits.c.id == wait.id)
-            .values(
-                kind=result.kind,
-                fire_time=result.fire_time,
-                event_type=result.event_type,
-                event_filter=result.event_filter,
-                branch_path={**wait.meta, "rearmed_for": to_version},
-            )
+        await rearm_wait(
+            conn,
+            wait.id,
+            kind=result.kind,
+            fire_time=result.fire_time,
+            event_type=result.event_type,
+            event_filter=result.event_filter,
+            meta={**wait.meta, "rearmed_for": to_version},
         )
         if wait.fire_time is not None:
             effects.cancelled_timers.append(wait.id)
         if result.fire_time is not None:
             effects.timers.append((instance.id, wait.id, result.fire_time))
-    await conn.execute(
-        update(_instances)
-        .where(_instances.c.id == instance_id)
-        .values(version_number=to_version, run_revision=_instances.c.run_revision + 1, update_time=now)
-    )
+    await instances.move_to_version(conn, instance_id, to_version, now)
     return "migrated"
 
 
