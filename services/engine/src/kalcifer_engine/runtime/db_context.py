@@ -1,12 +1,11 @@
 """The real `NodeContext`: what a node sees and does, backed by the run's one transaction (SPEC 6.1, 6.3).
 
-Every effect a node asks for (a delivery, a profile change, a tag, a conversion, a sticky variant) is a SQL
+Every effect a node asks for (a delivery, a profile change, a tag, a conversion, a sticky variant) is a `repo`
 statement on the run's connection, so it commits together with the step that asked for it or not at all.
 """
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import httpx
 from kalcifer_common import comparisons
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from kalcifer_engine.domain.variants import weighted_choice
 from kalcifer_engine.repo import customers, deliveries
 from kalcifer_engine.repo.instances import InstanceRow
 from kalcifer_engine.sandbox import ExpressionSandbox
@@ -53,21 +53,6 @@ class RunScope:
             context=instance.context,
             expressions=expressions,
         )
-
-
-def weighted_choice(variants: Sequence[tuple[str, float]], seed: str) -> str:
-    """A variant picked by weight, deterministically from `seed` (so the first pick is reproducible too)."""
-    total = sum(max(weight, 0.0) for _, weight in variants)
-    if not variants:
-        raise ValueError("no variants to choose from")
-    if total <= 0:
-        return variants[0][0]
-    point = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big") / 2**64 * total
-    for key, weight in variants:
-        point -= max(weight, 0.0)
-        if point < 0:
-            return key
-    return variants[-1][0]
 
 
 class DbNodeContext:
