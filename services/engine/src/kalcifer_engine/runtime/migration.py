@@ -9,10 +9,12 @@ is re-armed by executing the node of the new version as of the moment the path o
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from google.protobuf.message import Message
 from kalcifer_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,11 +24,14 @@ from kalcifer_engine.repo import flows, instances
 from kalcifer_engine.repo.waits import cancel_pending_waits, pending_waits, rearm_wait
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.db_context import DbNodeContext, RunScope
+from kalcifer_engine.runtime.replay import Replay
 from kalcifer_engine.runtime.run import Effects
 
 NODE_REMOVED = "node_removed_in_new_version"
 NEW_ENTRIES_ONLY = "new_entries_only"
 MIGRATE_ALL = "migrate_all"
+
+_R = TypeVar("_R", bound=Message)
 
 
 @dataclass
@@ -80,6 +85,37 @@ async def migrate_instances(
         else:
             report.skipped += 1
     return report
+
+
+async def migrate_instances_once(
+    rt: Runtime,
+    tenant_id: uuid.UUID,
+    flow_id: uuid.UUID,
+    *,
+    from_version: int,
+    to_version: int,
+    strategy: str,
+    replay: Replay[_R],
+    answer: Callable[[MigrationReport], _R],
+) -> _R:
+    """MigrateInstances: `migrate_instances`, answered `answer(report)` and remembered for the call's `request_id`."""
+    scope = str(tenant_id)
+    # Instances move in transactions of their own, so the answer is remembered after the last one; a retry
+    # with the same request_id replays it (a concurrent twin finds little left to move and then replays too).
+    async with rt.db.connect() as conn:
+        stored = await replay.stored(conn, scope)
+    if stored is not None:
+        return stored
+    report = await migrate_instances(
+        rt, tenant_id, flow_id, from_version=from_version, to_version=to_version, strategy=strategy
+    )
+    response = answer(report)
+
+    async def computed() -> _R:
+        return response
+
+    async with rt.db.begin() as conn:
+        return await replay.once(conn, scope, computed)
 
 
 async def _migrate_one(
