@@ -11,10 +11,10 @@ from kalcifer_common.db.models import Tenant
 from kalcifer_common.settings import EngineSettings
 from kalcifer_engine import tenant_registry
 from kalcifer_engine.deps import EngineDeps
-from kalcifer_engine.node_type_store import NodeTypeStore
 from kalcifer_engine.nodes.base import NodeCategory
 from kalcifer_engine.nodes.registry import builtin_registry
 from kalcifer_engine.nodes.webhook import WebhookNodeType
+from kalcifer_engine.repo.node_types import NodeTypeStore
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 

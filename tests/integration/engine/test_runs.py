@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 from kalcifer_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from kalcifer_engine.runtime import events, lifecycle, migration, recovery, resumes, store
+from kalcifer_engine.repo.instances import lock_instance
+from kalcifer_engine.repo.waits import fire_wait
+from kalcifer_engine.runtime import events, lifecycle, migration, recovery, resumes
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.run import Effects
 from sqlalchemy import text
@@ -462,9 +464,9 @@ async def test_a_run_holds_the_instance_row_lock_until_it_commits(rt: Runtime, d
     instance_id = await start(rt, tenant, flow)
     [wait] = await pending_waits(db_engine, instance_id)
     async with db_engine.begin() as conn:
-        locked = await store.lock_instance(conn, instance_id)
+        locked = await lock_instance(conn, instance_id)
         assert locked is not None
-        fired = await store.fire_wait(conn, wait.id, instance_id, by_event=False, now=rt.now(), meta={})
+        fired = await fire_wait(conn, wait.id, instance_id, by_event=False, now=rt.now(), meta={})
         assert fired is not None
         async with db_engine.connect() as other:
             grabbed = await other.execute(

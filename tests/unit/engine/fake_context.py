@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from kalcifer_common import comparisons
-from kalcifer_engine.runtime.db_context import weighted_choice
+from kalcifer_engine.domain.variants import weighted_choice
 from kalcifer_engine.sandbox import evaluate_here
 
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)

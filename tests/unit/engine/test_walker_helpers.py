@@ -8,7 +8,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 from kalcifer_common.settings import EngineSettings
-from kalcifer_engine.runtime.db_context import weighted_choice
+from kalcifer_engine.domain.variants import weighted_choice
 from kalcifer_engine.runtime.run import plain_json, retry_delay
 
 variants = st.lists(

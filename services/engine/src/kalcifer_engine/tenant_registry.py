@@ -15,8 +15,8 @@ from typing import Final
 from weakref import WeakKeyDictionary
 
 from kalcifer_engine.deps import EngineDeps
-from kalcifer_engine.node_type_store import NodeTypeStore
 from kalcifer_engine.nodes.registry import NodeRegistry
+from kalcifer_engine.repo.node_types import NodeTypeStore
 
 TTL_SECONDS: Final = 5.0
 MAX_TENANTS: Final = 1024

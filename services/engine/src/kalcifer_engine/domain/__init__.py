@@ -1,4 +1,4 @@
-"""The engine's domain: plain Python (graphs, validation, and later walking); no gRPC, SQL or protobuf."""
+"""The engine's domain: plain Python (graphs, validation, weighted variants); no gRPC, SQL or protobuf."""
 
 from kalcifer_engine.domain.graph import FlowGraph, GraphEdge, GraphNode, parse_graph
 from kalcifer_engine.domain.validation import DEFAULT_LIMITS, GraphLimits, validate_graph

@@ -30,11 +30,11 @@ from kalcifer_engine.convert import (
 )
 from kalcifer_engine.deps import EngineDeps
 from kalcifer_engine.domain.validation import validate_graph
-from kalcifer_engine.node_type_store import DEFAULT_TIMEOUT_MS, NodeTypeStore
 from kalcifer_engine.nodes.base import NodeCategory
 from kalcifer_engine.nodes.registry import NodeRegistry
 from kalcifer_engine.nodes.schema import quote
 from kalcifer_engine.nodes.webhook import WebhookNodeType
+from kalcifer_engine.repo.node_types import DEFAULT_TIMEOUT_MS, NodeTypeStore
 
 # Webhook types may only do what a node in the middle of a flow does: triggers are fed by ingestion and end
 # nodes are the engine's own (see kalcifer/v1/node_type.proto).

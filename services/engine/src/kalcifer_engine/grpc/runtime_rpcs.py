@@ -1,6 +1,8 @@
 """EngineService RPCs of instance execution: start, resume, route events, cancel, pause, migrate.
 
 Thin: proto -> parsed request -> `runtime` operation -> proto. Struct <-> dict conversion happens here, once.
+No transaction is opened here: the runtime operation opens its own (and remembers a `request_id`'s answer in it,
+given a `Replay`); a database failure a retry can get past answers UNAVAILABLE (`database_unavailable_is_retryable`).
 """
 
 from __future__ import annotations
@@ -10,21 +12,21 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import asyncpg
 import grpc
 from kalcifer.engine.v1 import engine_pb2
 from kalcifer.v1 import flow_pb2, instance_pb2
 from kalcifer_common.errors import FieldViolation, InvalidArgument, Unavailable
-from kalcifer_common.idempotency import run_once, stored_answer
 from kalcifer_common.ids import parse_id
 from kalcifer_common.structs import dict_to_struct, struct_to_dict
 from kalcifer_common.timestamps import to_timestamp
-from sqlalchemy.exc import DBAPIError
 
 from kalcifer_engine.deps import EngineDeps
-from kalcifer_engine.runtime import events, lifecycle, migration, resumes, starts, store
+from kalcifer_engine.repo.connection import database_unavailable
+from kalcifer_engine.repo.instances import InstanceRow
+from kalcifer_engine.runtime import events, lifecycle, migration, resumes, starts
 from kalcifer_engine.runtime.core import Runtime
-from kalcifer_engine.runtime.run import Effects
+from kalcifer_engine.runtime.migration import MigrationReport
+from kalcifer_engine.runtime.replay import Replay
 
 MAX_BATCH = 1000
 MAX_PARTICIPANT_ID = 256
@@ -43,22 +45,7 @@ _STRATEGY = {
 }
 
 
-# SQLSTATEs of failures a retry can get past: serialization/deadlock, shutdown, connection trouble, too many
-# connections. Everything else a statement raises is a bug and stays INTERNAL.
-_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "53300"})
 _R = TypeVar("_R")
-
-
-def _is_transient(error: BaseException) -> bool:
-    if isinstance(error, asyncpg.InterfaceError | asyncpg.PostgresConnectionError | ConnectionError | TimeoutError):
-        return True
-    if isinstance(error, DBAPIError):
-        if error.connection_invalidated:
-            return True
-        sqlstate = getattr(error.orig, "sqlstate", None)
-    else:
-        sqlstate = getattr(error, "sqlstate", None)
-    return isinstance(sqlstate, str) and (sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith("08"))
 
 
 def database_unavailable_is_retryable(
@@ -73,15 +60,15 @@ def database_unavailable_is_retryable(
     async def wrapper(*args: Any, **kwargs: Any) -> _R:
         try:
             return await method(*args, **kwargs)
-        except (DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
-            if _is_transient(error):
+        except Exception as error:
+            if database_unavailable(error):
                 raise Unavailable(f"the database is unavailable right now ({type(error).__name__}); retry") from error
             raise
 
     return wrapper
 
 
-def instance_to_proto(instance: store.InstanceRow) -> instance_pb2.FlowInstance:
+def instance_to_proto(instance: InstanceRow) -> instance_pb2.FlowInstance:
     """The wire form of an instance row."""
     return instance_pb2.FlowInstance(
         id=str(instance.id),
@@ -152,6 +139,19 @@ def _route_response(result: events.RouteResult) -> engine_pb2.RouteEventResponse
     )
 
 
+def _start_response(instance_id: uuid.UUID) -> engine_pb2.StartInstanceResponse:
+    return engine_pb2.StartInstanceResponse(instance_id=str(instance_id))
+
+
+def _migration_response(report: MigrationReport) -> engine_pb2.MigrateInstancesResponse:
+    return engine_pb2.MigrateInstancesResponse(
+        migrated=report.migrated,
+        exited=report.exited,
+        skipped=report.skipped,
+        failures=[flow_pb2.MigrationFailure(instance_id=i, reason=r) for i, r in report.failures],
+    )
+
+
 def _batch_size(count: int, field: str) -> None:
     if not 1 <= count <= MAX_BATCH:
         raise InvalidArgument.single(field, f"must hold 1 to {MAX_BATCH} items; got {count}")
@@ -198,23 +198,12 @@ class RuntimeRpcs:
             entry_node_ids=(request.entry_node_id,) if request.entry_node_id else (),
             event=struct_to_dict(request.event) if request.HasField("event") else None,
         )
-        effects = Effects()
-        async with rt.db.begin() as conn:
-
-            async def compute() -> engine_pb2.StartInstanceResponse:
-                instance_id = await starts.start_instance(rt, conn, start, effects, now=rt.now())
-                return engine_pb2.StartInstanceResponse(instance_id=str(instance_id))
-
-            response = await run_once(
-                conn,
-                scope=str(start.tenant_id),
-                method="kalcifer.engine.v1.EngineService/StartInstance",
-                request=request,
-                response_type=engine_pb2.StartInstanceResponse,
-                compute=compute,
-            )
-        await rt.after_commit(effects)
-        return response
+        return await starts.start_instance_once(
+            rt,
+            start,
+            Replay("kalcifer.engine.v1.EngineService/StartInstance", request, engine_pb2.StartInstanceResponse),
+            _start_response,
+        )
 
     @database_unavailable_is_retryable
     async def ResumeInstance(
@@ -322,33 +311,15 @@ class RuntimeRpcs:
             raise InvalidArgument.single("strategy", "must be NEW_ENTRIES_ONLY or MIGRATE_ALL")
         if request.to_version_number < 1:
             raise InvalidArgument.single("to_version_number", "must be a version number (>= 1)")
-        # Instances move in transactions of their own, so the answer is remembered after the last one; a retry
-        # with the same request_id replays it (a concurrent twin finds little left to move and then replays too).
-        scope, method = str(tenant_id), "kalcifer.engine.v1.EngineService/MigrateInstances"
-        response_type = engine_pb2.MigrateInstancesResponse
-        async with self.runtime.db.connect() as conn:
-            stored = await stored_answer(conn, scope=scope, method=method, request=request, response_type=response_type)
-        if stored is not None:
-            return stored
-        report = await migration.migrate_instances(
+        return await migration.migrate_instances_once(
             self.runtime,
             tenant_id,
             flow_id,
             from_version=request.from_version_number,
             to_version=request.to_version_number,
             strategy=strategy,
+            replay=Replay(
+                "kalcifer.engine.v1.EngineService/MigrateInstances", request, engine_pb2.MigrateInstancesResponse
+            ),
+            answer=_migration_response,
         )
-        response = response_type(
-            migrated=report.migrated,
-            exited=report.exited,
-            skipped=report.skipped,
-            failures=[flow_pb2.MigrationFailure(instance_id=i, reason=r) for i, r in report.failures],
-        )
-
-        async def computed() -> engine_pb2.MigrateInstancesResponse:
-            return response
-
-        async with self.runtime.db.begin() as conn:
-            return await run_once(
-                conn, scope=scope, method=method, request=request, response_type=response_type, compute=computed
-            )

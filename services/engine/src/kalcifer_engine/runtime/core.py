@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 from kalcifer_engine.deps import EngineDeps
 from kalcifer_engine.domain.graph import FlowGraph
 from kalcifer_engine.nodes.registry import NodeRegistry
-from kalcifer_engine.runtime import store
+from kalcifer_engine.repo.flows import load_graph
+from kalcifer_engine.repo.instances import InstanceRow
 from kalcifer_engine.runtime.run import Effects, InstanceRun
 from kalcifer_engine.runtime.scheduler_client import SchedulerClient
 from kalcifer_engine.sandbox import ExpressionSandbox, SandboxLimits
@@ -44,7 +45,7 @@ class GraphCache:
         if graph is not None:
             self._graphs.move_to_end(key)
             return graph
-        stored = await store.load_graph(conn, flow_id, version_number)
+        stored = await load_graph(conn, flow_id, version_number)
         if stored is None:
             raise NotFound("flow version", f"flows/{flow_id}/versions/{version_number}")
         graph = FlowGraph.from_json(stored)
@@ -104,7 +105,7 @@ class Runtime:
         """The parsed graph of a version."""
         return await self.graphs.get(conn, flow_id, version_number)
 
-    async def instance_run(self, conn: AsyncConnection, instance: store.InstanceRow, now: datetime) -> InstanceRun:
+    async def instance_run(self, conn: AsyncConnection, instance: InstanceRow, now: datetime) -> InstanceRun:
         """A run of the locked `instance` on its version's graph and its tenant's registry."""
         graph = await self.graph(conn, instance.flow_id, instance.version_number)
         registry = await self.registry(conn, instance.tenant_id)

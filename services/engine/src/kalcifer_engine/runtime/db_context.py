@@ -1,12 +1,11 @@
 """The real `NodeContext`: what a node sees and does, backed by the run's one transaction (SPEC 6.1, 6.3).
 
-Every effect a node asks for (a delivery, a profile change, a tag, a conversion, a sticky variant) is a SQL
+Every effect a node asks for (a delivery, a profile change, a tag, a conversion, a sticky variant) is a `repo`
 statement on the run's connection, so it commits together with the step that asked for it or not at all.
 """
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +17,9 @@ import httpx
 from kalcifer_common import comparisons
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from kalcifer_engine.runtime import store
+from kalcifer_engine.domain.variants import weighted_choice
+from kalcifer_engine.repo import customers, deliveries
+from kalcifer_engine.repo.instances import InstanceRow
 from kalcifer_engine.sandbox import ExpressionSandbox
 
 
@@ -39,7 +40,7 @@ class RunScope:
 
     @classmethod
     def of(
-        cls, conn: AsyncConnection, instance: store.InstanceRow, now: datetime, expressions: ExpressionSandbox
+        cls, conn: AsyncConnection, instance: InstanceRow, now: datetime, expressions: ExpressionSandbox
     ) -> RunScope:
         """The scope of a run of the locked `instance` at `now` (its context is shared, not copied)."""
         return cls(
@@ -52,21 +53,6 @@ class RunScope:
             context=instance.context,
             expressions=expressions,
         )
-
-
-def weighted_choice(variants: Sequence[tuple[str, float]], seed: str) -> str:
-    """A variant picked by weight, deterministically from `seed` (so the first pick is reproducible too)."""
-    total = sum(max(weight, 0.0) for _, weight in variants)
-    if not variants:
-        raise ValueError("no variants to choose from")
-    if total <= 0:
-        return variants[0][0]
-    point = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big") / 2**64 * total
-    for key, weight in variants:
-        point -= max(weight, 0.0)
-        if point < 0:
-            return key
-    return variants[-1][0]
 
 
 class DbNodeContext:
@@ -124,7 +110,7 @@ class DbNodeContext:
     async def create_delivery(self, channel: str, template_id: str | None, payload: Mapping[str, Any]) -> str:
         """A pending delivery in this run's transaction; its key is `<instance>:<node>:a<attempt>:v<visit>`."""
         scope = self._scope
-        delivery_id, key = await store.insert_delivery(
+        delivery_id, key = await deliveries.insert_delivery(
             scope.conn,
             tenant_id=scope.tenant_id,
             instance_id=scope.instance_id,
@@ -143,14 +129,14 @@ class DbNodeContext:
     async def update_profile(self, fields: Mapping[str, Any]) -> None:
         """Merge `fields` into the customer's attributes (and into `customer` in this run's context)."""
         scope = self._scope
-        await store.merge_profile(scope.conn, scope.tenant_id, scope.participant_id, fields, scope.now)
+        await customers.merge_profile(scope.conn, scope.tenant_id, scope.participant_id, fields, scope.now)
         customer = scope.context.setdefault("customer", {"external_id": scope.participant_id})
         customer.setdefault("attributes", {}).update(fields)
 
     async def add_tag(self, tag: str) -> None:
         """Add `tag` to the customer's tags (and to `customer.tags` in this run's context)."""
         scope = self._scope
-        await store.add_tag(scope.conn, scope.tenant_id, scope.participant_id, tag, scope.now)
+        await customers.add_tag(scope.conn, scope.tenant_id, scope.participant_id, tag, scope.now)
         tags = scope.context.setdefault("customer", {"external_id": scope.participant_id}).setdefault("tags", [])
         if tag not in tags:
             tags.append(tag)
@@ -158,7 +144,7 @@ class DbNodeContext:
     async def record_conversion(self, name: str, revenue: Decimal | None, *, kind: str = "conversion") -> None:
         """Record a conversion or a reached goal."""
         scope = self._scope
-        await store.insert_conversion(
+        await customers.insert_conversion(
             scope.conn,
             tenant_id=scope.tenant_id,
             instance_id=scope.instance_id,
@@ -173,13 +159,13 @@ class DbNodeContext:
     async def count_deliveries(self, channel: str, since: datetime) -> int:
         """Deliveries on `channel` to this participant since `since` (all flows of the tenant)."""
         scope = self._scope
-        return await store.count_deliveries(scope.conn, scope.tenant_id, scope.participant_id, channel, since)
+        return await deliveries.count_deliveries(scope.conn, scope.tenant_id, scope.participant_id, channel, since)
 
     async def sticky_variant(self, variants: Sequence[tuple[str, float]]) -> str:
         """The participant's variant at this node of this flow, assigned once by weight."""
         scope = self._scope
         candidate = weighted_choice(variants, f"{scope.flow_id}:{self._node_id}:{scope.participant_id}")
-        return await store.sticky_variant(
+        return await customers.sticky_variant(
             scope.conn, scope.tenant_id, scope.flow_id, self._node_id, scope.participant_id, candidate
         )
 
@@ -188,16 +174,16 @@ class DbNodeContext:
         from kalcifer_common.segments import matches
 
         scope = self._scope
-        segment = await store.segment_rules(scope.conn, scope.tenant_id, segment_id)
+        segment = await customers.segment_rules(scope.conn, scope.tenant_id, segment_id)
         if segment is None:
             return False
-        profile = await store.customer_profile(scope.conn, scope.tenant_id, scope.participant_id)
+        profile = await customers.customer_profile(scope.conn, scope.tenant_id, scope.participant_id)
         return matches(segment[1], segment[0], profile or {"external_id": scope.participant_id})
 
     async def preference(self, channel: str) -> bool:
         """True unless the customer's preferences say false for `channel`."""
         scope = self._scope
-        preferences = await store.customer_preferences(scope.conn, scope.tenant_id, scope.participant_id)
+        preferences = await customers.customer_preferences(scope.conn, scope.tenant_id, scope.participant_id)
         return preferences.get(channel) is not False
 
     async def evaluate(self, expression: str, extra: Mapping[str, Any] | None = None) -> Any:

@@ -24,7 +24,10 @@ from kalcifer_common.errors import NotFound
 from kalcifer_common.logging import get_logger
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from kalcifer_engine.runtime import store
+from kalcifer_engine.repo.connection import DATABASE_ERRORS
+from kalcifer_engine.repo.events import claim_event, recent_events, save_route_result, stored_route_result
+from kalcifer_engine.repo.flows import flows_with_entry
+from kalcifer_engine.repo.waits import pending_event_waits
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.resumes import ResumeRequest, filter_passes, resume_in
 from kalcifer_engine.runtime.run import ArmedEventWait, Effects
@@ -80,13 +83,13 @@ async def route_event(rt: Runtime, event: EventToRoute) -> RouteResult:
 async def _route_in(
     rt: Runtime, conn: AsyncConnection, event: EventToRoute, effects: Effects, *, now: datetime
 ) -> RouteResult:
-    if not await store.claim_event(conn, event.tenant_id, event.event_id, now):
-        stored, answer = await store.stored_route_result(conn, event.tenant_id, event.event_id)
+    if not await claim_event(conn, event.tenant_id, event.event_id, now):
+        stored, answer = await stored_route_result(conn, event.tenant_id, event.event_id)
         if not stored:
             raise NotFound("event", f"events/{event.event_id}")
         return RouteResult.from_json(answer)
     resumed: list[str] = []
-    waiting = await store.pending_event_waits(conn, event.tenant_id, event.participant_id, event.event_type)
+    waiting = await pending_event_waits(conn, event.tenant_id, event.participant_id, event.event_type)
     for wait in waiting:
         outcome = await resume_in(
             rt,
@@ -100,7 +103,7 @@ async def _route_in(
             resumed.append(str(wait.instance_id))
     started = await _start_matching_flows(rt, conn, event, effects, now=now)
     result = RouteResult(len(resumed), len(started), tuple(resumed + started))
-    await store.save_route_result(conn, event.event_id, result.to_json())
+    await save_route_result(conn, event.event_id, result.to_json())
     return result
 
 
@@ -109,7 +112,7 @@ async def _start_matching_flows(
 ) -> list[str]:
     """Start every active flow of the tenant with an event_entry for this event type whose filter passes."""
     shape = {"nodes": [{"type": EVENT_ENTRY, "config": {"event_type": event.event_type}}]}
-    candidates = await store.flows_with_entry(conn, event.tenant_id, shape)
+    candidates = await flows_with_entry(conn, event.tenant_id, shape)
     started: list[str] = []
     payload = {"event": dict(event.data)}
     for flow_id, version in candidates:
@@ -177,7 +180,7 @@ async def route_events(rt: Runtime, events: Sequence[EventToRoute]) -> list[Rout
             async with rt.db.begin() as conn:
                 now = rt.now()
                 chunk_results = [await _route_or_zero(rt, conn, event, effects, now=now) for event in chunk]
-        except store.DATABASE_ERRORS as error:
+        except DATABASE_ERRORS as error:
             _log.warning("batched routing failed; routing one by one", error=repr(error), size=len(chunk))
             effects = Effects()
             chunk_results = []
@@ -223,21 +226,14 @@ async def resume_from_recent_events(rt: Runtime, armed: Sequence[ArmedEventWait]
     return effects
 
 
-_RECENT_EVENTS = f"""
-    SELECT e.id, e.data FROM events e
-    WHERE e.tenant_id = $1 AND e.participant_id = $2 AND e.event_type = $3 AND e.received_time >= $4
-      -- not an event that already resumed a wait of this instance
-      AND NOT EXISTS (SELECT 1 FROM waits w WHERE w.instance_id = $5 AND w.branch_path->>'event_id' = e.id::text)
-      -- nor the event that started (or was routed to) this instance
-      AND NOT coalesce(e.route_result->'instance_ids', '[]'::jsonb) ? $5::text
-    ORDER BY e.received_time, e.id
-    LIMIT {LOOKBACK_LIMIT}
-"""  # noqa: S608 - a constant limit
-
-
 async def _recent_events(rt: Runtime, wait: ArmedEventWait) -> list[tuple[uuid.UUID, dict[str, Any]]]:
     async with rt.db.connect() as conn:
-        rows = await (await store.driver(conn)).fetch(
-            _RECENT_EVENTS, wait.tenant_id, wait.participant_id, wait.event_type, wait.since, wait.instance_id
+        return await recent_events(
+            conn,
+            tenant_id=wait.tenant_id,
+            participant_id=wait.participant_id,
+            event_type=wait.event_type,
+            since=wait.since,
+            instance_id=wait.instance_id,
+            limit=LOOKBACK_LIMIT,
         )
-    return [(row["id"], dict(row["data"] or {})) for row in rows]

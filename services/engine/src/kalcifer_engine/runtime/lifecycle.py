@@ -14,32 +14,27 @@ from dataclasses import dataclass
 
 from kalcifer_common.errors import FailedPrecondition, NotFound
 from kalcifer_common.statuses import FLOW_ARCHIVED_EXIT_REASON, LIVE_INSTANCE_STATUSES, FlowStatus, InstanceStatus
-from sqlalchemy import ColumnElement, Table, and_, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from kalcifer_engine.runtime import store
+from kalcifer_engine.repo import flows, instances, waits
+from kalcifer_engine.repo.instances import InstanceRow
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.resumes import ResumeRequest, resume_many
 from kalcifer_engine.runtime.run import Effects
 
-_instances: Table = store.instances
-_waits: Table = store.waits
-_flows: Table = store.flows
-_LIVE = LIVE_INSTANCE_STATUSES
 
-
-async def cancel_instance(rt: Runtime, tenant_id: uuid.UUID, instance_id: uuid.UUID, reason: str) -> store.InstanceRow:
+async def cancel_instance(rt: Runtime, tenant_id: uuid.UUID, instance_id: uuid.UUID, reason: str) -> InstanceRow:
     """End a live instance as EXITED and cancel its waits; NOT_FOUND, FAILED_PRECONDITION INSTANCE_FINISHED."""
     effects = Effects()
     async with rt.db.begin() as conn:
         now = rt.now()
-        instance = await store.lock_instance(conn, instance_id, tenant_id=tenant_id)
+        instance = await instances.lock_instance(conn, instance_id, tenant_id=tenant_id)
         if instance is None:
             raise NotFound("instance", f"instances/{instance_id}")
         if not instance.live:
             raise FailedPrecondition("INSTANCE_FINISHED", f"instance {instance_id} is already {instance.status}")
-        effects.cancelled_timers += await store.cancel_pending_waits(conn, instance_id, now)
-        await store.save_instance(
+        effects.cancelled_timers += await waits.cancel_pending_waits(conn, instance_id, now)
+        await instances.save_instance(
             conn,
             instance_id,
             status="exited",
@@ -49,21 +44,15 @@ async def cancel_instance(rt: Runtime, tenant_id: uuid.UUID, instance_id: uuid.U
             now=now,
             finished=True,
         )
-        final = await store.read_instance(conn, instance_id)
+        final = await instances.read_instance(conn, instance_id)
     await rt.after_commit(effects)
     assert final is not None
     return final
 
 
 async def _require_flow(conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID) -> None:
-    found = await conn.execute(select(_flows.c.id).where(_flows.c.id == flow_id, _flows.c.tenant_id == tenant_id))
-    if found.first() is None:
+    if not await flows.flow_exists(conn, tenant_id, flow_id):
         raise NotFound("flow", f"flows/{flow_id}")
-
-
-def _flow_is(flow_id: uuid.UUID, status: str) -> ColumnElement[bool]:
-    """The flow's committed status is `status` (checked in the same statement as the instance update)."""
-    return exists().where(_flows.c.id == flow_id, _flows.c.status == status)
 
 
 async def pause_flow_instances(rt: Runtime, tenant_id: uuid.UUID, flow_id: uuid.UUID) -> int:
@@ -71,18 +60,7 @@ async def pause_flow_instances(rt: Runtime, tenant_id: uuid.UUID, flow_id: uuid.
     flow). Nothing changes unless the flow is PAUSED. NOT_FOUND for an unknown flow."""
     async with rt.db.begin() as conn:
         await _require_flow(conn, tenant_id, flow_id)
-        paused = await conn.execute(
-            update(_instances)
-            .where(
-                _instances.c.tenant_id == tenant_id,
-                _instances.c.flow_id == flow_id,
-                _instances.c.status == "waiting",
-                _flow_is(flow_id, FlowStatus.PAUSED),
-            )
-            .values(status="paused", update_time=rt.now(), run_revision=_instances.c.run_revision + 1)
-            .returning(_instances.c.id)
-        )
-        return len(paused.all())
+        return await instances.pause_waiting_instances(conn, tenant_id, flow_id, rt.now())
 
 
 @dataclass(frozen=True)
@@ -98,47 +76,24 @@ async def resume_flow_instances(rt: Runtime, tenant_id: uuid.UUID, flow_id: uuid
     arrived meanwhile. Nothing changes unless the flow is ACTIVE. NOT_FOUND for an unknown flow."""
     async with rt.db.begin() as conn:
         await _require_flow(conn, tenant_id, flow_id)
-        released = await conn.execute(
-            update(_instances)
-            .where(
-                _instances.c.tenant_id == tenant_id,
-                _instances.c.flow_id == flow_id,
-                _instances.c.status == "paused",
-                _flow_is(flow_id, FlowStatus.ACTIVE),
-            )
-            .values(status="waiting", update_time=rt.now(), run_revision=_instances.c.run_revision + 1)
-            .returning(_instances.c.id)
-        )
-        resumed = len(released.all())
-        now = rt.now()
-        held = await conn.execute(
-            select(_waits.c.id, _waits.c.instance_id, _waits.c.kind, _waits.c.branch_path)
-            .join(_instances, _instances.c.id == _waits.c.instance_id)
-            .where(
-                _instances.c.tenant_id == tenant_id,
-                _instances.c.flow_id == flow_id,
-                _instances.c.status.in_(_LIVE),
-                _waits.c.status == "pending",
-                or_(_waits.c.fire_time <= now, _waits.c.branch_path.has_key("held_event")),
-            )
-        )
-        rows = held.all()
+        resumed = await instances.release_paused_instances(conn, tenant_id, flow_id, rt.now())
+        held = await waits.held_waits(conn, tenant_id, flow_id, rt.now())
     requests: list[ResumeRequest] = []
-    for wait_id, instance_id, kind, meta in rows:
-        held_event = (meta or {}).get("held_event")
+    for wait in held:
+        held_event = wait.meta.get("held_event")
         if isinstance(held_event, dict):
             event_id = held_event.get("event_id")
             requests.append(
                 ResumeRequest(
-                    instance_id,
-                    wait_id,
+                    wait.instance_id,
+                    wait.id,
                     "event",
                     held_event.get("data") or {},
                     event_id=uuid.UUID(event_id) if isinstance(event_id, str) else None,
                 )
             )
         else:
-            requests.append(ResumeRequest(instance_id, wait_id, "timeout" if kind == "event" else "timer"))
+            requests.append(ResumeRequest(wait.instance_id, wait.id, "timeout" if wait.kind == "event" else "timer"))
     outcomes = await resume_many(rt, requests)
     return FlowResumed(resumed, sum(1 for outcome in outcomes if outcome.applied))
 
@@ -149,33 +104,8 @@ async def exit_flow_instances(rt: Runtime, tenant_id: uuid.UUID, flow_id: uuid.U
     async with rt.db.begin() as conn:
         await _require_flow(conn, tenant_id, flow_id)
         now = rt.now()
-        exited = await conn.execute(
-            update(_instances)
-            .where(
-                _instances.c.tenant_id == tenant_id,
-                _instances.c.flow_id == flow_id,
-                _instances.c.status.in_(_LIVE),
-            )
-            .values(
-                status="exited",
-                lease_until=None,
-                exit_reason=reason or FLOW_ARCHIVED_EXIT_REASON,
-                current_nodes=[],
-                end_time=now,
-                update_time=now,
-                run_revision=_instances.c.run_revision + 1,
-            )
-            .returning(_instances.c.id)
-        )
-        ids = [row.id for row in exited]
-        if ids:
-            cancelled = await conn.execute(
-                update(_waits)
-                .where(and_(_waits.c.instance_id.in_(ids), _waits.c.status == "pending"))
-                .values(status="cancelled", resolved_time=now)
-                .returning(_waits.c.id, _waits.c.fire_time)
-            )
-            effects.cancelled_timers += [row.id for row in cancelled if row.fire_time is not None]
+        ids = await instances.exit_live_instances(conn, tenant_id, flow_id, reason or FLOW_ARCHIVED_EXIT_REASON, now)
+        effects.cancelled_timers += await waits.cancel_pending_waits_of(conn, ids, now)
     await rt.after_commit(effects)
     return len(ids)
 
@@ -196,15 +126,7 @@ async def _flows_needing(
     rt: Runtime, flow_status: str, instance_statuses: tuple[str, ...]
 ) -> list[tuple[uuid.UUID, uuid.UUID]]:
     async with rt.db.connect() as conn:
-        rows = await conn.execute(
-            select(_flows.c.tenant_id, _flows.c.id)
-            .where(
-                _flows.c.status == flow_status,
-                exists().where(_instances.c.flow_id == _flows.c.id, _instances.c.status.in_(instance_statuses)),
-            )
-            .limit(_FLOWS_PER_PASS)
-        )
-        return [(row.tenant_id, row.id) for row in rows]
+        return await flows.flows_with_instances_in(conn, flow_status, instance_statuses, _FLOWS_PER_PASS)
 
 
 async def reconcile_flow_holds(rt: Runtime) -> FlowHoldsReconciled:

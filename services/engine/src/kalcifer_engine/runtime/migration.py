@@ -9,29 +9,29 @@ is re-armed by executing the node of the new version as of the moment the path o
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from google.protobuf.message import Message
 from kalcifer_common.errors import FailedPrecondition, InvalidArgument, NotFound
-from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.domain.graph import FlowGraph
 from kalcifer_engine.nodes.base import Waiting
-from kalcifer_engine.runtime import store
+from kalcifer_engine.repo import flows, instances
+from kalcifer_engine.repo.waits import cancel_pending_waits, pending_waits, rearm_wait
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.db_context import DbNodeContext, RunScope
+from kalcifer_engine.runtime.replay import Replay
 from kalcifer_engine.runtime.run import Effects
 
 NODE_REMOVED = "node_removed_in_new_version"
 NEW_ENTRIES_ONLY = "new_entries_only"
 MIGRATE_ALL = "migrate_all"
 
-_instances: Table = store.instances
-_flows: Table = store.flows
-_waits: Table = store.waits
-_LIVE = ("running", "waiting", "paused")
+_R = TypeVar("_R", bound=Message)
 
 
 @dataclass
@@ -59,21 +59,12 @@ async def migrate_instances(
     if from_version == to_version:
         raise FailedPrecondition("SAME_VERSION", f"instances are already on version {to_version}")
     async with rt.db.connect() as conn:
-        flow = (
-            await conn.execute(select(_flows.c.id).where(_flows.c.id == flow_id, _flows.c.tenant_id == tenant_id))
-        ).first()
-        if flow is None:
+        if not await flows.flow_exists(conn, tenant_id, flow_id):
             raise NotFound("flow", f"flows/{flow_id}")
         new_graph = await rt.graph(conn, flow_id, to_version)
-        query = select(_instances.c.id).where(
-            _instances.c.tenant_id == tenant_id,
-            _instances.c.flow_id == flow_id,
-            _instances.c.status.in_(_LIVE),
-            _instances.c.version_number != to_version,
+        ids = await instances.live_instance_ids(
+            conn, tenant_id, flow_id, not_on_version=to_version, on_version=from_version
         )
-        if from_version:
-            query = query.where(_instances.c.version_number == from_version)
-        ids = [row.id for row in await conn.execute(query.order_by(_instances.c.id))]
     report = MigrationReport()
     if strategy == NEW_ENTRIES_ONLY:
         report.skipped = len(ids)
@@ -96,19 +87,50 @@ async def migrate_instances(
     return report
 
 
+async def migrate_instances_once(
+    rt: Runtime,
+    tenant_id: uuid.UUID,
+    flow_id: uuid.UUID,
+    *,
+    from_version: int,
+    to_version: int,
+    strategy: str,
+    replay: Replay[_R],
+    answer: Callable[[MigrationReport], _R],
+) -> _R:
+    """MigrateInstances: `migrate_instances`, answered `answer(report)` and remembered for the call's `request_id`."""
+    scope = str(tenant_id)
+    # Instances move in transactions of their own, so the answer is remembered after the last one; a retry
+    # with the same request_id replays it (a concurrent twin finds little left to move and then replays too).
+    async with rt.db.connect() as conn:
+        stored = await replay.stored(conn, scope)
+    if stored is not None:
+        return stored
+    report = await migrate_instances(
+        rt, tenant_id, flow_id, from_version=from_version, to_version=to_version, strategy=strategy
+    )
+    response = answer(report)
+
+    async def computed() -> _R:
+        return response
+
+    async with rt.db.begin() as conn:
+        return await replay.once(conn, scope, computed)
+
+
 async def _migrate_one(
     rt: Runtime, conn: AsyncConnection, instance_id: uuid.UUID, to_version: int, new_graph: FlowGraph, effects: Effects
 ) -> str:
     now = rt.now()
-    instance = await store.lock_instance(conn, instance_id)
+    instance = await instances.lock_instance(conn, instance_id)
     if instance is None or not instance.live or instance.version_number == to_version:
         return "skipped"
     old_graph = await rt.graph(conn, instance.flow_id, instance.version_number)
-    waits = await store.pending_waits(conn, instance_id)
+    waits = await pending_waits(conn, instance_id)
     nodes = {w.node_id for w in waits} | set(instance.current_nodes)
     if any(new_graph.node(node_id) is None for node_id in nodes):
-        effects.cancelled_timers += await store.cancel_pending_waits(conn, instance_id, now)
-        await store.save_instance(
+        effects.cancelled_timers += await cancel_pending_waits(conn, instance_id, now)
+        await instances.save_instance(
             conn,
             instance_id,
             status="exited",
@@ -138,26 +160,20 @@ async def _migrate_one(
             raise ValueError(f"cannot re-arm node {new_node.id!r}: {error}") from error
         if not isinstance(result, Waiting):
             raise ValueError(f"node {new_node.id!r} no longer waits in version {to_version}")
-        await conn.execute(
-            update(_waits)
-            .where(_waits.c.id == wait.id)
-            .values(
-                kind=result.kind,
-                fire_time=result.fire_time,
-                event_type=result.event_type,
-                event_filter=result.event_filter,
-                branch_path={**wait.meta, "rearmed_for": to_version},
-            )
+        await rearm_wait(
+            conn,
+            wait.id,
+            kind=result.kind,
+            fire_time=result.fire_time,
+            event_type=result.event_type,
+            event_filter=result.event_filter,
+            meta={**wait.meta, "rearmed_for": to_version},
         )
         if wait.fire_time is not None:
             effects.cancelled_timers.append(wait.id)
         if result.fire_time is not None:
             effects.timers.append((instance.id, wait.id, result.fire_time))
-    await conn.execute(
-        update(_instances)
-        .where(_instances.c.id == instance_id)
-        .values(version_number=to_version, run_revision=_instances.c.run_revision + 1, update_time=now)
-    )
+    await instances.move_to_version(conn, instance_id, to_version, now)
     return "migrated"
 
 

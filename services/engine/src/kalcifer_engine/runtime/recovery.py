@@ -27,9 +27,8 @@ from datetime import timedelta
 from typing import Final
 
 from kalcifer_common.logging import get_logger
-from sqlalchemy import Table, select, text
 
-from kalcifer_engine.runtime import store
+from kalcifer_engine.repo import events, instances, waits
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.events import EventToRoute, route_event
 from kalcifer_engine.runtime.lifecycle import reconcile_flow_holds
@@ -40,25 +39,13 @@ _log = get_logger(__name__)
 
 BATCH: Final = 500
 
-_waits: Table = store.waits
-_instances: Table = store.instances
-_events: Table = store.events
-
 
 async def fire_overdue_waits(rt: Runtime) -> int:
     """Fire pending timers long overdue (not of paused instances); returns how many were applied."""
     cutoff = rt.now() - timedelta(seconds=rt.settings.recovery_overdue_seconds)
     async with rt.db.connect() as conn:
-        rows = (
-            await conn.execute(
-                select(_waits.c.id, _waits.c.instance_id, _waits.c.kind)
-                .join(_instances, _instances.c.id == _waits.c.instance_id)
-                .where(_waits.c.status == "pending", _waits.c.fire_time <= cutoff, _instances.c.status != "paused")
-                .order_by(_waits.c.fire_time)
-                .limit(BATCH)
-            )
-        ).all()
-    requests = [ResumeRequest(i, w, "timeout" if kind == "event" else "timer") for w, i, kind in rows]
+        overdue = await waits.overdue_waits(conn, cutoff, BATCH)
+    requests = [ResumeRequest(w.instance_id, w.id, "timeout" if w.kind == "event" else "timer") for w in overdue]
     outcomes = await resume_many(rt, requests)
     return sum(1 for outcome in outcomes if outcome.applied)
 
@@ -67,33 +54,19 @@ async def route_unrouted_events(rt: Runtime) -> int:
     """Route events that were stored but never routed; returns how many."""
     cutoff = rt.now() - timedelta(seconds=rt.settings.recovery_event_seconds)
     async with rt.db.connect() as conn:
-        rows = (
-            await conn.execute(
-                select(
-                    _events.c.id, _events.c.tenant_id, _events.c.participant_id, _events.c.event_type, _events.c.data
-                )
-                .where(_events.c.routed_time.is_(None), _events.c.received_time <= cutoff)
-                .order_by(_events.c.received_time)
-                .limit(BATCH)
-            )
-        ).all()
-    for row in rows:
-        await route_event(rt, EventToRoute(row.tenant_id, row.id, row.participant_id, row.event_type, row.data or {}))
-    return len(rows)
+        unrouted = await events.unrouted_events(conn, cutoff, BATCH)
+    for event in unrouted:
+        await route_event(
+            rt, EventToRoute(event.tenant_id, event.id, event.participant_id, event.event_type, event.data)
+        )
+    return len(unrouted)
 
 
 async def rerun_stuck_instances(rt: Runtime) -> int:
     """Re-run instances left 'running' from their committed state; returns how many."""
     cutoff = rt.now() - timedelta(seconds=rt.settings.recovery_running_seconds)
     async with rt.db.connect() as conn:
-        ids = [
-            row.id
-            for row in await conn.execute(
-                select(_instances.c.id)
-                .where(_instances.c.status == "running", _instances.c.update_time <= cutoff)
-                .limit(BATCH)
-            )
-        ]
+        ids = await instances.stuck_running_instances(conn, cutoff, BATCH)
     done = 0
     for instance_id in ids:
         if await _rerun(rt, instance_id):
@@ -104,10 +77,10 @@ async def rerun_stuck_instances(rt: Runtime) -> int:
 async def _rerun(rt: Runtime, instance_id: uuid.UUID) -> bool:
     effects = Effects()
     async with rt.db.begin() as conn:
-        instance = await store.lock_instance(conn, instance_id)
+        instance = await instances.lock_instance(conn, instance_id)
         if instance is None or instance.status != "running":
             return False
-        waiting = Counter(w.node_id for w in await store.pending_waits(conn, instance_id))
+        waiting = Counter(w.node_id for w in await waits.pending_waits(conn, instance_id))
         heads: list[str] = []
         for node_id in instance.current_nodes:
             if waiting[node_id]:
@@ -124,17 +97,6 @@ async def _rerun(rt: Runtime, instance_id: uuid.UUID) -> bool:
 
 _PRUNE_BATCHES_PER_PASS = 10
 
-_PRUNE_FINISHED = text(
-    """
-    DELETE FROM flow_instances WHERE id IN (
-        SELECT id FROM flow_instances
-        WHERE status IN ('completed', 'failed', 'exited') AND end_time < :cutoff
-        LIMIT :batch
-        FOR UPDATE SKIP LOCKED
-    )
-    """
-)
-
 
 async def prune_finished_instances(rt: Runtime) -> int:
     """Delete finished instances (their steps and waits go by cascade) that ended before the retention, in
@@ -143,7 +105,7 @@ async def prune_finished_instances(rt: Runtime) -> int:
     total = 0
     for _ in range(_PRUNE_BATCHES_PER_PASS):
         async with rt.db.begin() as conn:
-            deleted = (await conn.execute(_PRUNE_FINISHED, {"cutoff": cutoff, "batch": BATCH})).rowcount
+            deleted = await instances.prune_finished_instances(conn, cutoff, BATCH)
         total += deleted
         if deleted < BATCH:
             break

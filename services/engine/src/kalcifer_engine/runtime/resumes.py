@@ -18,7 +18,9 @@ from typing import Any, Final
 from kalcifer_common.logging import get_logger
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from kalcifer_engine.runtime import store
+from kalcifer_engine.repo.connection import DATABASE_ERRORS
+from kalcifer_engine.repo.instances import InstanceRow, lock_instance
+from kalcifer_engine.repo.waits import WaitRow, fire_wait, get_wait, merge_wait_meta
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.run import Effects
 from kalcifer_engine.sandbox import ExpressionFailed, ExpressionRunaway, ExpressionSandbox
@@ -86,14 +88,14 @@ async def resume_in(
     effects: Effects,
     *,
     now: datetime,
-    known_wait: store.WaitRow | None = None,
+    known_wait: WaitRow | None = None,
 ) -> ResumeOutcome:
     """Apply one resume inside the caller's transaction (locks the instance row).
 
     `known_wait`: the wait row as the caller just read it (event routing), saving a read; its pending state is
     still re-checked under the lock by the conditional update that fires it.
     """
-    instance = await store.lock_instance(conn, request.instance_id)
+    instance = await lock_instance(conn, request.instance_id)
     if instance is None:
         return _ignored(request, WAIT_NOT_FOUND)
     if not instance.live:
@@ -104,7 +106,7 @@ async def resume_in(
     if request.event_id is not None:
         meta["event_id"] = str(request.event_id)
     if by_event or held:
-        wait = known_wait if known_wait is not None else await store.get_wait(conn, request.wait_id)
+        wait = known_wait if known_wait is not None else await get_wait(conn, request.wait_id)
         if wait is None or wait.instance_id != instance.id or wait.status != "pending":
             return _ignored(request, WAIT_NOT_FOUND)
         if by_event and wait.kind != "event":
@@ -122,11 +124,11 @@ async def resume_in(
         if held:
             if by_event:
                 held_event = {"data": dict(request.data), "event_id": meta.get("event_id")}
-                await store.merge_wait_meta(conn, wait.id, {"held_event": held_event})
+                await merge_wait_meta(conn, wait.id, {"held_event": held_event})
             return _ignored(request, HELD_FLOW_PAUSED)
-    fired = await store.fire_wait(conn, request.wait_id, instance.id, by_event=by_event, now=now, meta=meta)
+    fired = await fire_wait(conn, request.wait_id, instance.id, by_event=by_event, now=now, meta=meta)
     if fired is None:
-        existing = await store.get_wait(conn, request.wait_id)
+        existing = await get_wait(conn, request.wait_id)
         if existing is None or existing.instance_id != instance.id or existing.status != "pending":
             return _ignored(request, WAIT_NOT_FOUND)
         if existing.fire_time is not None:
@@ -149,15 +151,15 @@ async def resume_in(
 async def _fail_at_wait(
     rt: Runtime,
     conn: AsyncConnection,
-    instance: store.InstanceRow,
-    wait: store.WaitRow,
+    instance: InstanceRow,
+    wait: WaitRow,
     reason: str,
     effects: Effects,
     *,
     now: datetime,
 ) -> None:
     """Fail the instance at `wait` (a runaway filter): every event would stop it again, so waiting on is futile."""
-    await store.fire_wait(conn, wait.id, instance.id, by_event=True, now=now, meta={"fired_by": FILTER_STOPPED})
+    await fire_wait(conn, wait.id, instance.id, by_event=True, now=now, meta={"fired_by": FILTER_STOPPED})
     if wait.fire_time is not None:
         effects.cancelled_timers.append(wait.id)
     run = await rt.instance_run(conn, instance, now)
@@ -201,7 +203,7 @@ async def resume_many(rt: Runtime, requests: Sequence[ResumeRequest]) -> list[Re
             async with rt.db.begin() as conn:
                 now = rt.now()
                 results = [await resume_in(rt, conn, requests[i], effects, now=now) for i in chunk]
-        except store.DATABASE_ERRORS as error:
+        except DATABASE_ERRORS as error:
             _log.warning("batched resume failed; retrying one by one", error=repr(error), size=len(chunk))
             for i in chunk:
                 outcomes[i] = await resume_one(rt, requests[i])

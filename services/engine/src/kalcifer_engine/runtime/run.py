@@ -23,7 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from kalcifer_engine.domain.graph import FlowGraph, GraphNode
 from kalcifer_engine.nodes.base import Branched, Completed, Failed, NodeCategory, NodeResult, NodeType, Waiting
 from kalcifer_engine.nodes.registry import NodeRegistry
-from kalcifer_engine.runtime import store
+from kalcifer_engine.repo.connection import DATABASE_ERRORS
+from kalcifer_engine.repo.instances import InstanceRow
+from kalcifer_engine.repo.steps import write_run
+from kalcifer_engine.repo.waits import WaitRow, cancel_pending_waits
 from kalcifer_engine.runtime.db_context import DbNodeContext, RunScope
 from kalcifer_engine.runtime.walker import Walk, WalkOutcome
 from kalcifer_engine.sandbox import ExpressionSandbox
@@ -84,7 +87,7 @@ class InstanceRun:
     def __init__(
         self,
         conn: AsyncConnection,
-        instance: store.InstanceRow,
+        instance: InstanceRow,
         graph: FlowGraph,
         registry: NodeRegistry,
         settings: EngineSettings,
@@ -116,7 +119,7 @@ class InstanceRun:
         self.walk.ready.extend(heads)
         await self._drain()
 
-    async def resume(self, wait: store.WaitRow, trigger: str, data: Mapping[str, Any]) -> None:
+    async def resume(self, wait: WaitRow, trigger: str, data: Mapping[str, Any]) -> None:
         """Continue the path parked at `wait`: a retry re-executes its node, anything else resumes it."""
         if wait.node_id in self.current_nodes:
             self.current_nodes.remove(wait.node_id)
@@ -132,7 +135,7 @@ class InstanceRun:
             )
         await self._drain()
 
-    def fail_at_wait(self, wait: store.WaitRow, reason: str) -> None:
+    def fail_at_wait(self, wait: WaitRow, reason: str) -> None:
         """Fail the path parked at `wait` without running its node: a failed step, and the instance fails."""
         if wait.node_id in self.current_nodes:
             self.current_nodes.remove(wait.node_id)
@@ -201,7 +204,7 @@ class InstanceRun:
                 result = await node_type.resume(node.config, ctx, resume[0], resume[1])
         except asyncio.CancelledError:
             raise
-        except store.DATABASE_ERRORS:
+        except DATABASE_ERRORS:
             raise  # the run cannot go on: the transaction rolls back and the work is retried
         except NotImplementedError as error:
             return Failed(str(error) or f"node type {node_type.key!r} is not implemented")
@@ -334,7 +337,7 @@ class InstanceRun:
         conn = self.scope.conn
         if self.end_status is not None:
             # The instance is over: waits of other paths (earlier runs) and of this run are void.
-            self.effects.cancelled_timers += await store.cancel_pending_waits(conn, self.instance.id, self.now)
+            self.effects.cancelled_timers += await cancel_pending_waits(conn, self.instance.id, self.now)
             new_wait_ids = {row["id"] for row in self.wait_rows}
             self.effects.timers = [t for t in self.effects.timers if t[1] not in new_wait_ids]
             self.effects.event_waits = []
@@ -350,7 +353,7 @@ class InstanceRun:
         else:
             status, reason = "completed", None
         self.effects.deliveries += self.scope.delivery_ids
-        await store.write_run(
+        await write_run(
             conn,
             self.instance.id,
             steps=self.step_rows,

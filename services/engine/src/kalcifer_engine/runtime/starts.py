@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from google.protobuf.message import Message
 from kalcifer_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.domain.graph import FlowGraph
-from kalcifer_engine.runtime import store
+from kalcifer_engine.repo.instances import InstanceRow, enter_flow
 from kalcifer_engine.runtime.core import Runtime
+from kalcifer_engine.runtime.replay import Replay
 from kalcifer_engine.runtime.run import Effects, InstanceRun
 
 ALREADY_IN_FLOW = "ALREADY_IN_FLOW"
+
+_R = TypeVar("_R", bound=Message)
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,7 @@ async def start_instance(
     node), ALREADY_EXISTS ALREADY_IN_FLOW; with `skip_if_in_flow` the last is None instead (event entries).
     """
     instance_id = uuid.uuid4()
-    entry = await store.enter_flow(
+    entry = await enter_flow(
         conn,
         tenant_id=request.tenant_id,
         flow_id=request.flow_id,
@@ -91,7 +95,7 @@ async def start_instance(
             # Raising rolls the caller's transaction back, the inserted instance with it.
             raise InvalidArgument.single("entry_node_id", f"{entry_node!r} is not a trigger node of version {version}")
     heads = list(request.entry_node_ids) or triggers
-    instance = store.InstanceRow(
+    instance = InstanceRow(
         id=instance_id,
         tenant_id=request.tenant_id,
         flow_id=request.flow_id,
@@ -107,6 +111,27 @@ async def start_instance(
     await run.finish()
     effects.extend(run.effects)
     return instance_id
+
+
+async def start_instance_once(
+    rt: Runtime, request: StartRequest, replay: Replay[_R], answer: Callable[[uuid.UUID], _R]
+) -> _R:
+    """StartInstance: start the instance and run it to its first waits in one transaction, which also remembers
+    `answer(instance id)` for the call's `request_id` (a retry replays it); scheduler calls follow the commit.
+
+    Raises what `start_instance` raises; the transaction then rolls back, the request id's reservation with it.
+    """
+    effects = Effects()
+    async with rt.db.begin() as conn:
+
+        async def compute() -> _R:
+            instance_id = await start_instance(rt, conn, request, effects, now=rt.now())
+            assert instance_id is not None  # only event entries (skip_if_in_flow) start nothing
+            return answer(instance_id)
+
+        response = await replay.once(conn, str(request.tenant_id), compute)
+    await rt.after_commit(effects)
+    return response
 
 
 def _already_in_flow(request: StartRequest) -> AlreadyExists:

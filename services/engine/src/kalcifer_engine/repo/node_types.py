@@ -1,6 +1,8 @@
 """Tenants' webhook node types in PostgreSQL (`node_types`), so every engine replica sees the same registry.
 
-Every query names the tenant: one tenant's types are invisible to every other. A row is checked when it is
+Every query names the tenant: one tenant's types are invisible to every other. Unlike the rest of `repo`, a
+`NodeTypeStore` opens its own sessions: a read is one query, and each write is one transaction of its own (the
+quota check under a per-tenant advisory lock, then the upsert), never part of a run. A row is checked when it is
 written and once more the first time this process loads that version of it (`update_time`): a row that no longer
 passes, e.g. after a stricter rule shipped, is logged and left out rather than breaking every graph of its
 tenant; later loads of the same version reuse the checked definition. A tenant has at most

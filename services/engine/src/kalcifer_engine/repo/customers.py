@@ -1,0 +1,148 @@
+"""Customers and the marketing rows nodes write or read (`customers`, `conversions`, `ab_assignments`, `segments`).
+
+Profile changes, tags, conversions and sticky A/B variants are statements on the run's connection, so they
+commit together with the step that asked for them or not at all. Segments are read only (the API owns them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from typing import cast as typed
+
+from kalcifer_common.db.models import AbAssignment, Conversion, Customer, Segment
+from sqlalchemy import Table, any_, case, func, literal, or_, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+_customers = typed(Table, Customer.__table__)
+_conversions = typed(Table, Conversion.__table__)
+_ab_assignments = typed(Table, AbAssignment.__table__)
+_segments = typed(Table, Segment.__table__)
+
+
+async def merge_profile(
+    conn: AsyncConnection, tenant_id: uuid.UUID, participant_id: str, fields: Mapping[str, Any], now: datetime
+) -> None:
+    """Merge `fields` into the customer's attributes, creating the customer if needed."""
+    values = dict(fields)
+    statement = insert(_customers).values(
+        tenant_id=tenant_id, external_id=participant_id, attributes=values, create_time=now, update_time=now
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=["tenant_id", "external_id"],
+        set_={"attributes": _customers.c.attributes.op("||")(statement.excluded.attributes), "update_time": now},
+    )
+    await conn.execute(statement)
+
+
+async def add_tag(conn: AsyncConnection, tenant_id: uuid.UUID, participant_id: str, tag: str, now: datetime) -> None:
+    """Add a tag to the customer's tags (once), creating the customer if needed."""
+    statement = insert(_customers).values(
+        tenant_id=tenant_id, external_id=participant_id, tags=[tag], create_time=now, update_time=now
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=["tenant_id", "external_id"],
+        set_={
+            "tags": case(
+                (literal(tag) == any_(_customers.c.tags), _customers.c.tags),
+                else_=func.array_append(_customers.c.tags, tag),
+            ),
+            "update_time": now,
+        },
+    )
+    await conn.execute(statement)
+
+
+async def customer_preferences(conn: AsyncConnection, tenant_id: uuid.UUID, participant_id: str) -> dict[str, Any]:
+    """The customer's preferences ({} without a profile)."""
+    query = select(_customers.c.preferences).where(
+        _customers.c.tenant_id == tenant_id, _customers.c.external_id == participant_id
+    )
+    found: dict[str, Any] | None = (await conn.execute(query)).scalar_one_or_none()
+    return dict(found or {})
+
+
+async def customer_profile(conn: AsyncConnection, tenant_id: uuid.UUID, participant_id: str) -> dict[str, Any] | None:
+    """The customer profile as flows see it at `customer`, or None."""
+    query = select(
+        _customers.c.external_id,
+        _customers.c.attributes,
+        _customers.c.tags,
+        _customers.c.preferences,
+        _customers.c.timezone,
+        _customers.c.email,
+        _customers.c.phone,
+    ).where(_customers.c.tenant_id == tenant_id, _customers.c.external_id == participant_id)
+    row = (await conn.execute(query)).first()
+    if row is None:
+        return None
+    profile = {
+        "external_id": row.external_id,
+        "attributes": dict(row.attributes or {}),
+        "tags": list(row.tags or []),
+        "preferences": dict(row.preferences or {}),
+    }
+    for key in ("timezone", "email", "phone"):
+        if getattr(row, key):
+            profile[key] = getattr(row, key)
+    return profile
+
+
+async def insert_conversion(
+    conn: AsyncConnection,
+    *,
+    tenant_id: uuid.UUID,
+    instance_id: uuid.UUID,
+    flow_id: uuid.UUID,
+    participant_id: str,
+    name: str,
+    revenue: Decimal | None,
+    kind: str,
+    now: datetime,
+) -> None:
+    """Record a conversion or a reached goal."""
+    await conn.execute(
+        insert(_conversions).values(
+            tenant_id=tenant_id,
+            instance_id=instance_id,
+            flow_id=flow_id,
+            participant_id=participant_id,
+            name=name,
+            revenue=revenue,
+            kind=kind,
+            create_time=now,
+        )
+    )
+
+
+async def sticky_variant(
+    conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, node_id: str, participant_id: str, candidate: str
+) -> str:
+    """The participant's recorded variant at this node, recording `candidate` when there is none yet."""
+    statement = insert(_ab_assignments).values(
+        tenant_id=tenant_id, flow_id=flow_id, node_id=node_id, participant_id=participant_id, variant_key=candidate
+    )
+    # DO UPDATE (to itself) rather than DO NOTHING so RETURNING gives the existing row's variant too.
+    upsert = statement.on_conflict_do_update(
+        index_elements=["tenant_id", "flow_id", "node_id", "participant_id"],
+        set_={"variant_key": _ab_assignments.c.variant_key},
+    ).returning(_ab_assignments.c.variant_key)
+    return str((await conn.execute(upsert)).scalar_one())
+
+
+async def segment_rules(conn: AsyncConnection, tenant_id: uuid.UUID, segment_id: str) -> tuple[str, list[Any]] | None:
+    """(match, rules) of the tenant's segment named by id or by name."""
+    condition = _segments.c.name == segment_id
+    with contextlib.suppress(ValueError):
+        condition = or_(_segments.c.id == uuid.UUID(segment_id), condition)
+    row = (
+        await conn.execute(
+            select(_segments.c.match, _segments.c.rules).where(_segments.c.tenant_id == tenant_id, condition)
+        )
+    ).first()
+    return None if row is None else (row.match, list(row.rules or []))

@@ -1,0 +1,68 @@
+"""Flows and their versions (`flows`, `flow_versions`) as the engine reads them; the API owns and writes them.
+
+The engine reads a version's graph (`load_graph`, cached by the runtime), finds the flows an event enters, and
+reads a flow's committed status to carry it to the flow's instances (`flow_exists`, `flows_with_instances_in`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+from typing import cast as typed
+
+from kalcifer_common.db.models import Flow, FlowInstance, FlowVersion
+from sqlalchemy import Table, exists, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from kalcifer_engine.repo.connection import driver, json_text
+
+_flows = typed(Table, Flow.__table__)
+_versions = typed(Table, FlowVersion.__table__)
+_instances = typed(Table, FlowInstance.__table__)
+
+
+async def load_graph(conn: AsyncConnection, flow_id: uuid.UUID, version_number: int) -> dict[str, Any] | None:
+    """The stored graph of one version."""
+    query = select(_versions.c.graph).where(
+        _versions.c.flow_id == flow_id, _versions.c.version_number == version_number
+    )
+    graph: dict[str, Any] | None = (await conn.execute(query)).scalar_one_or_none()
+    return graph
+
+
+_ENTRY_FLOWS = """
+    SELECT f.id, f.active_version_number FROM flows f
+    JOIN flow_versions v ON v.flow_id = f.id AND v.version_number = f.active_version_number
+    WHERE f.tenant_id = $1 AND f.status = 'active' AND v.graph @> $2::jsonb
+    ORDER BY f.id
+"""
+
+
+async def flows_with_entry(
+    conn: AsyncConnection, tenant_id: uuid.UUID, shape: Mapping[str, Any]
+) -> list[tuple[uuid.UUID, int]]:
+    """Active flows of the tenant whose active graph contains `shape` (JSONB containment), in id order."""
+    rows = await (await driver(conn)).fetch(_ENTRY_FLOWS, tenant_id, json_text(dict(shape)))
+    return [(row["id"], row["active_version_number"]) for row in rows]
+
+
+async def flow_exists(conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID) -> bool:
+    """Whether the tenant has this flow."""
+    found = await conn.execute(select(_flows.c.id).where(_flows.c.id == flow_id, _flows.c.tenant_id == tenant_id))
+    return found.first() is not None
+
+
+async def flows_with_instances_in(
+    conn: AsyncConnection, flow_status: str, instance_statuses: Iterable[str], limit: int
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """(tenant id, flow id) of up to `limit` flows in `flow_status` with an instance in one of `instance_statuses`."""
+    query = (
+        select(_flows.c.tenant_id, _flows.c.id)
+        .where(
+            _flows.c.status == flow_status,
+            exists().where(_instances.c.flow_id == _flows.c.id, _instances.c.status.in_(list(instance_statuses))),
+        )
+        .limit(limit)
+    )
+    return [(row.tenant_id, row.id) for row in await conn.execute(query)]
