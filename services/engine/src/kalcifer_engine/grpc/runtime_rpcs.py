@@ -17,6 +17,7 @@ from kalcifer.engine.v1 import engine_pb2
 from kalcifer.v1 import flow_pb2, instance_pb2
 from kalcifer_common.errors import FieldViolation, InvalidArgument, Unavailable
 from kalcifer_common.ids import parse_id
+from kalcifer_common.statuses import InstanceStatus
 from kalcifer_common.structs import dict_to_struct, struct_to_dict
 from kalcifer_common.timestamps import to_timestamp
 
@@ -31,13 +32,13 @@ from kalcifer_engine.runtime.replay import Replay
 MAX_BATCH = 1000
 MAX_PARTICIPANT_ID = 256
 
-_STATUS = {
-    "running": instance_pb2.INSTANCE_STATUS_RUNNING,
-    "waiting": instance_pb2.INSTANCE_STATUS_WAITING,
-    "paused": instance_pb2.INSTANCE_STATUS_PAUSED,
-    "completed": instance_pb2.INSTANCE_STATUS_COMPLETED,
-    "failed": instance_pb2.INSTANCE_STATUS_FAILED,
-    "exited": instance_pb2.INSTANCE_STATUS_EXITED,
+_STATUS: dict[str, instance_pb2.InstanceStatus.ValueType] = {
+    InstanceStatus.RUNNING: instance_pb2.INSTANCE_STATUS_RUNNING,
+    InstanceStatus.WAITING: instance_pb2.INSTANCE_STATUS_WAITING,
+    InstanceStatus.PAUSED: instance_pb2.INSTANCE_STATUS_PAUSED,
+    InstanceStatus.COMPLETED: instance_pb2.INSTANCE_STATUS_COMPLETED,
+    InstanceStatus.FAILED: instance_pb2.INSTANCE_STATUS_FAILED,
+    InstanceStatus.EXITED: instance_pb2.INSTANCE_STATUS_EXITED,
 }
 _STRATEGY = {
     flow_pb2.MIGRATION_STRATEGY_NEW_ENTRIES_ONLY: migration.NEW_ENTRIES_ONLY,

@@ -17,7 +17,7 @@ from typing import Any
 from typing import cast as typed
 
 from kalcifer_common.db.models import FlowInstance, Wait
-from kalcifer_common.statuses import LIVE_INSTANCE_STATUSES, InstanceStatus
+from kalcifer_common.statuses import LIVE_INSTANCE_STATUSES, InstanceStatus, WaitStatus
 from sqlalchemy import ColumnElement, Table, cast, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -147,8 +147,8 @@ async def cancel_pending_waits(conn: AsyncConnection, instance_id: uuid.UUID, no
     """Cancel every pending wait of an instance; returns the ids of those that had a timer."""
     statement = (
         update(_waits)
-        .where(_waits.c.instance_id == instance_id, _waits.c.status == "pending")
-        .values(status="cancelled", resolved_time=now)
+        .where(_waits.c.instance_id == instance_id, _waits.c.status == WaitStatus.PENDING)
+        .values(status=WaitStatus.CANCELLED, resolved_time=now)
         .returning(_waits.c.id, _waits.c.fire_time)
     )
     return [row.id for row in await conn.execute(statement) if row.fire_time is not None]
@@ -156,7 +156,7 @@ async def cancel_pending_waits(conn: AsyncConnection, instance_id: uuid.UUID, no
 
 async def pending_waits(conn: AsyncConnection, instance_id: uuid.UUID) -> list[WaitRow]:
     """The pending waits of an instance."""
-    query = select(*_WAIT_COLUMNS).where(_waits.c.instance_id == instance_id, _waits.c.status == "pending")
+    query = select(*_WAIT_COLUMNS).where(_waits.c.instance_id == instance_id, _waits.c.status == WaitStatus.PENDING)
     return [_wait(row) for row in await conn.execute(query.order_by(_waits.c.create_time, _waits.c.id))]
 
 
@@ -168,8 +168,8 @@ async def cancel_pending_waits_of(
         return []
     statement = (
         update(_waits)
-        .where(_waits.c.instance_id.in_(instance_ids), _waits.c.status == "pending")
-        .values(status="cancelled", resolved_time=now)
+        .where(_waits.c.instance_id.in_(instance_ids), _waits.c.status == WaitStatus.PENDING)
+        .values(status=WaitStatus.CANCELLED, resolved_time=now)
         .returning(_waits.c.id, _waits.c.fire_time)
     )
     return [row.id for row in await conn.execute(statement) if row.fire_time is not None]
@@ -185,7 +185,7 @@ async def held_waits(conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.
             _instances.c.tenant_id == tenant_id,
             _instances.c.flow_id == flow_id,
             _instances.c.status.in_(LIVE_INSTANCE_STATUSES),
-            _waits.c.status == "pending",
+            _waits.c.status == WaitStatus.PENDING,
             or_(_waits.c.fire_time <= now, _waits.c.branch_path.has_key("held_event")),
         )
     )
@@ -216,7 +216,7 @@ async def overdue_waits(conn: AsyncConnection, due_before: datetime, limit: int)
         select(*_WAIT_COLUMNS)
         .join(_instances, _instances.c.id == _waits.c.instance_id)
         .where(
-            _waits.c.status == "pending",
+            _waits.c.status == WaitStatus.PENDING,
             _waits.c.fire_time <= due_before,
             _instances.c.status != InstanceStatus.PAUSED,
         )

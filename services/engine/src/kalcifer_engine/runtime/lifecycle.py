@@ -37,7 +37,7 @@ async def cancel_instance(rt: Runtime, tenant_id: uuid.UUID, instance_id: uuid.U
         await instances.save_instance(
             conn,
             instance_id,
-            status="exited",
+            status=InstanceStatus.EXITED,
             current_nodes=[],
             context=instance.context,
             exit_reason=reason or "cancelled",

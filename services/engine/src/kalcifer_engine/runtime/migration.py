@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 from kalcifer_common.errors import FailedPrecondition, InvalidArgument, NotFound
+from kalcifer_common.statuses import InstanceStatus
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.domain.graph import FlowGraph
@@ -133,7 +134,7 @@ async def _migrate_one(
         await instances.save_instance(
             conn,
             instance_id,
-            status="exited",
+            status=InstanceStatus.EXITED,
             current_nodes=[],
             context=instance.context,
             exit_reason=NODE_REMOVED,

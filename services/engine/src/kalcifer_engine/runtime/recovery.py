@@ -27,6 +27,7 @@ from datetime import timedelta
 from typing import Final
 
 from kalcifer_common.logging import get_logger
+from kalcifer_common.statuses import InstanceStatus
 
 from kalcifer_engine.repo import events, instances, waits
 from kalcifer_engine.runtime.core import Runtime
@@ -78,7 +79,7 @@ async def _rerun(rt: Runtime, instance_id: uuid.UUID) -> bool:
     effects = Effects()
     async with rt.db.begin() as conn:
         instance = await instances.lock_instance(conn, instance_id)
-        if instance is None or instance.status != "running":
+        if instance is None or instance.status != InstanceStatus.RUNNING:
             return False
         waiting = Counter(w.node_id for w in await waits.pending_waits(conn, instance_id))
         heads: list[str] = []

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from kalcifer_common.logging import get_logger
+from kalcifer_common.statuses import FlowStatus, InstanceStatus, WaitStatus
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.repo.connection import DATABASE_ERRORS
@@ -101,13 +102,13 @@ async def resume_in(
     if not instance.live:
         return _ignored(request, INSTANCE_FINISHED)
     by_event = request.trigger == "event"
-    held = instance.status == "paused" or instance.flow_status == "paused"
+    held = instance.status == InstanceStatus.PAUSED or instance.flow_status == FlowStatus.PAUSED
     meta: dict[str, Any] = {"fired_by": request.trigger}
     if request.event_id is not None:
         meta["event_id"] = str(request.event_id)
     if by_event or held:
         wait = known_wait if known_wait is not None else await get_wait(conn, request.wait_id)
-        if wait is None or wait.instance_id != instance.id or wait.status != "pending":
+        if wait is None or wait.instance_id != instance.id or wait.status != WaitStatus.PENDING:
             return _ignored(request, WAIT_NOT_FOUND)
         if by_event and wait.kind != "event":
             return _ignored(request, TRIGGER_MISMATCH)
@@ -129,7 +130,7 @@ async def resume_in(
     fired = await fire_wait(conn, request.wait_id, instance.id, by_event=by_event, now=now, meta=meta)
     if fired is None:
         existing = await get_wait(conn, request.wait_id)
-        if existing is None or existing.instance_id != instance.id or existing.status != "pending":
+        if existing is None or existing.instance_id != instance.id or existing.status != WaitStatus.PENDING:
             return _ignored(request, WAIT_NOT_FOUND)
         if existing.fire_time is not None:
             effects.timers.append((instance.id, existing.id, existing.fire_time))

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from kalcifer_common.logging import get_logger
 from kalcifer_common.settings import EngineSettings
+from kalcifer_common.statuses import FINAL_INSTANCE_STATUSES, FlowStatus, InstanceStatus, StepStatus, WaitStatus
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.domain.graph import FlowGraph, GraphNode
@@ -230,13 +231,13 @@ class InstanceRun:
             if isinstance(result, Branched):
                 output = {"branch": result.key, **output}
             self.context.setdefault("accumulated", {})[node.id] = output
-            self._record_step(node.id, node.type, "completed", step_input, output, None, attempt, started)
+            self._record_step(node.id, node.type, StepStatus.COMPLETED, step_input, output, None, attempt, started)
             self.walk.advance(node.id, result, ends_instance=ends_instance)
             if ends_instance:
                 self._end_by(node)
         elif isinstance(result, Waiting):
             self._record_step(
-                node.id, node.type, "waiting", step_input, plain_json(result.output), None, attempt, started
+                node.id, node.type, StepStatus.WAITING, step_input, plain_json(result.output), None, attempt, started
             )
             self._park(node.id, result, attempt)
             self.walk.advance(node.id, result)
@@ -277,7 +278,7 @@ class InstanceRun:
                 "error": error,
                 "attempt": attempt,
                 "start_time": started,
-                "end_time": None if status == "waiting" else datetime.now(UTC),
+                "end_time": None if status == StepStatus.WAITING else datetime.now(UTC),
             }
         )
 
@@ -293,7 +294,7 @@ class InstanceRun:
                 "instance_id": self.instance.id,
                 "node_id": node_id,
                 "kind": waiting.kind,
-                "status": "pending",
+                "status": WaitStatus.PENDING,
                 "fire_time": waiting.fire_time,
                 "event_type": waiting.event_type,
                 "event_filter": waiting.event_filter,
@@ -321,9 +322,12 @@ class InstanceRun:
     def _end_by(self, node: GraphNode) -> None:
         if node.type == EXIT_NODE_TYPE:
             reason = node.config.get("reason")
-            self.end_status, self.end_reason = "exited", reason if isinstance(reason, str) and reason else "exit"
+            self.end_status, self.end_reason = (
+                InstanceStatus.EXITED,
+                reason if isinstance(reason, str) and reason else "exit",
+            )
         else:
-            self.end_status, self.end_reason = "completed", None
+            self.end_status, self.end_reason = InstanceStatus.COMPLETED, None
 
     def _fail(self, node_id: str, reason: str) -> None:
         if self.walk.outcome is None:
@@ -343,15 +347,15 @@ class InstanceRun:
             self.effects.event_waits = []
             self.wait_rows = []
             for row in self.step_rows:
-                if row["status"] == "waiting":
-                    row["status"], row["end_time"] = "cancelled", self.now
+                if row["status"] == StepStatus.WAITING:
+                    row["status"], row["end_time"] = StepStatus.CANCELLED, self.now
             self.current_nodes = []
             status, reason = self.end_status, self.end_reason
         elif self.current_nodes:
-            held = self.instance.flow_status == "paused" or self.instance.status == "paused"
-            status, reason = ("paused" if held else "waiting"), None
+            held = self.instance.flow_status == FlowStatus.PAUSED or self.instance.status == InstanceStatus.PAUSED
+            status, reason = (InstanceStatus.PAUSED if held else InstanceStatus.WAITING), None
         else:
-            status, reason = "completed", None
+            status, reason = InstanceStatus.COMPLETED, None
         self.effects.deliveries += self.scope.delivery_ids
         await write_run(
             conn,
@@ -363,7 +367,7 @@ class InstanceRun:
             context=self.context,
             exit_reason=reason,
             now=self.now,
-            finished=status in ("completed", "failed", "exited"),
+            finished=status in FINAL_INSTANCE_STATUSES,
         )
         self.instance.status = status
         return status

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 from kalcifer_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from kalcifer_common.statuses import FlowStatus, InstanceStatus
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.domain.graph import FlowGraph
@@ -77,7 +78,7 @@ async def start_instance(
     )
     if entry is None:
         raise NotFound("flow", f"flows/{request.flow_id}")
-    if entry.flow_status != "active":
+    if entry.flow_status != FlowStatus.ACTIVE:
         raise FailedPrecondition("FLOW_NOT_ACTIVE", f"flow {request.flow_id} is {entry.flow_status}, not active")
     if entry.version_number is None:
         raise FailedPrecondition("NO_ACTIVE_VERSION", f"flow {request.flow_id} has no active version")
@@ -101,7 +102,7 @@ async def start_instance(
         flow_id=request.flow_id,
         version_number=version,
         participant_id=request.participant_id,
-        status="running",
+        status=InstanceStatus.RUNNING,
         current_nodes=[],
         context=dict(entry.context),
         flow_status=entry.flow_status,
