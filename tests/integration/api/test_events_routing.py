@@ -3,8 +3,6 @@ batch, events resuming waits and starting flows, and no event lost when routing 
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from kalcifer_common.structs import dict_to_struct
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tests.support.eventually import eventually
 from tests.support.processes import Suite
 from tests.support.rpc import bearer, field_violations, rpc_error
 
@@ -140,16 +139,23 @@ async def test_an_event_whose_routing_failed_is_kept_and_routed_on_retry(
         assert not await _routed(sessions, tenant.id, participant)
     finally:
         suite.start("engine")
-    deadline = time.monotonic() + 20
-    while True:
+
+    def retry() -> event_pb2.IngestEventResponse | grpc.RpcError:
         try:
-            retried = events.IngestEvent(request, metadata=tenant.auth)
-            break
+            return events.IngestEvent(request, metadata=tenant.auth)
         except grpc.RpcError as failure:
-            # The API's channel reconnects to the restarted engine with backoff.
-            if failure.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+            if failure.code() != grpc.StatusCode.UNAVAILABLE:
                 raise
-            await asyncio.sleep(0.2)
+            return failure  # the API's channel reconnects to the restarted engine with backoff
+
+    retried = await eventually(
+        retry,
+        until=lambda answer: isinstance(answer, event_pb2.IngestEventResponse),
+        within=20,
+        interval=0.2,
+        what="the retried IngestEvent answered",
+    )
+    assert isinstance(retried, event_pb2.IngestEventResponse)
     assert await _stored(sessions, tenant.id, participant) == 1
     assert await _routed(sessions, tenant.id, participant)
     async with sessions() as session:
