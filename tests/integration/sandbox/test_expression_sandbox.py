@@ -89,7 +89,7 @@ async def test_a_value_too_big_for_the_memory_limit_stops_its_worker() -> None:
 async def test_other_evaluations_proceed_while_one_runs_away(sandbox: ExpressionSandbox) -> None:
     await asyncio.gather(sandbox.evaluate("1", {}), sandbox.evaluate("1", {}))  # both workers started
     bomb = asyncio.ensure_future(sandbox.evaluate(SIX_NESTED_MAPS, {}))
-    await asyncio.sleep(0)  # let the bomb take a worker
+    await busy_worker(sandbox)  # the bomb holds a worker
     answers = [await sandbox.evaluate("n + 1", {"n": n}) for n in range(50)]
     assert answers == list(range(1, 51))
     assert not bomb.done()  # fifty answers came back while the bomb still held its worker
