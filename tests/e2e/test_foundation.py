@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -33,19 +32,13 @@ PUBLIC_SERVICES = {
 
 
 @pytest.fixture(scope="module")
-def api(suite: Suite) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(suite.address("api")) as channel:
-        yield channel
+def tenants(channel: grpc.Channel) -> tenant_pb2_grpc.TenantServiceStub:
+    return tenant_pb2_grpc.TenantServiceStub(channel)
 
 
 @pytest.fixture(scope="module")
-def tenants(api: grpc.Channel) -> tenant_pb2_grpc.TenantServiceStub:
-    return tenant_pb2_grpc.TenantServiceStub(api)
-
-
-@pytest.fixture(scope="module")
-def flows(api: grpc.Channel) -> flow_pb2_grpc.FlowServiceStub:
-    return flow_pb2_grpc.FlowServiceStub(api)
+def flows(channel: grpc.Channel) -> flow_pb2_grpc.FlowServiceStub:
+    return flow_pb2_grpc.FlowServiceStub(channel)
 
 
 def test_every_service_reports_serving_per_service(suite: Suite) -> None:
