@@ -6,13 +6,13 @@ resumes nothing and another tenant sees nothing."""
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from tests.support.eventually import eventually_sync
 from tests.support.grpcurl import GrpcurlResult, grpcurl
 from tests.support.processes import Suite
 
@@ -151,11 +151,13 @@ def test_an_event_resumes_the_wait_and_the_instance_completes_on_event_received(
 def test_without_the_event_the_instance_ends_on_timed_out(shop: Caller) -> None:
     flow_id = _active_flow(shop, "2s")
     instance_id = _trigger(shop, flow_id, f"bob-{uuid.uuid4().hex[:8]}")
-    deadline = time.monotonic() + TIMEOUT_WAIT_SECONDS
-    instance = shop.call("InstanceService/GetInstance", {"id": instance_id})
-    while instance["status"] == "INSTANCE_STATUS_WAITING" and time.monotonic() < deadline:
-        time.sleep(0.5)
-        instance = shop.call("InstanceService/GetInstance", {"id": instance_id})
+    instance = eventually_sync(
+        lambda: shop.call("InstanceService/GetInstance", {"id": instance_id}),
+        until=lambda seen: seen["status"] != "INSTANCE_STATUS_WAITING",
+        within=TIMEOUT_WAIT_SECONDS,
+        interval=0.5,
+        what="the instance leaving WAITING",
+    )
     assert instance["status"] == "INSTANCE_STATUS_EXITED", f"{instance['status']} ({instance.get('exit_reason')})"
     assert instance["exit_reason"] == "exit"
     steps = _steps(shop, instance_id)

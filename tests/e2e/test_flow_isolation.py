@@ -4,36 +4,22 @@ against tenant A's resources and gets NOT_FOUND or an empty answer every time, a
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
-from kalcifer.v1 import flow_pb2, flow_pb2_grpc, node_type_pb2, node_type_pb2_grpc, tenant_pb2, tenant_pb2_grpc
+from kalcifer.v1 import flow_pb2, flow_pb2_grpc, node_type_pb2, node_type_pb2_grpc
 from kalcifer_common.structs import dict_to_struct
 
 from tests.support.processes import Suite
-from tests.support.rpc import bearer, code_of
+from tests.support.rpc import code_of
+from tests.support.tenants import new_tenant
 
 pytestmark = pytest.mark.e2e
 
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
-
-
-def _key_of(suite: Suite, name: str) -> str:
-    with grpc.insecure_channel(suite.address("api")) as channel:
-        created = tenant_pb2_grpc.TenantServiceStub(channel).CreateTenant(
-            tenant_pb2.CreateTenantRequest(name=name), metadata=bearer(suite.admin_token)
-        )
-    raw: str = created.raw_key
-    return raw
-
-
-@pytest.fixture(scope="module")
-def channel(suite: Suite) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(suite.address("api")) as opened:
-        yield opened
 
 
 def _graph(webhook_type: str | None = None) -> flow_pb2.FlowGraph:
@@ -60,7 +46,7 @@ def _node_type(key: str, url: str) -> node_type_pb2.NodeType:
 def test_tenant_b_sees_and_touches_nothing_of_tenant_a(suite: Suite, channel: grpc.Channel) -> None:
     flows = flow_pb2_grpc.FlowServiceStub(channel)
     node_types = node_type_pb2_grpc.NodeTypeServiceStub(channel)
-    a, b = bearer(_key_of(suite, "isolation-a")), bearer(_key_of(suite, "isolation-b"))
+    a, b = new_tenant(suite, "isolation-a").auth, new_tenant(suite, "isolation-b").auth
 
     node_types.RegisterNodeType(
         node_type_pb2.RegisterNodeTypeRequest(node_type=_node_type("a_hook", "https://a.example.com/hook")), metadata=a

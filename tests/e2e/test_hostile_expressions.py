@@ -4,7 +4,6 @@ only data makes expensive fails its own step, while the engine stays SERVING and
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -15,15 +14,14 @@ from kalcifer.v1 import (
     flow_pb2_grpc,
     instance_pb2,
     instance_pb2_grpc,
-    tenant_pb2,
-    tenant_pb2_grpc,
     trigger_pb2,
     trigger_pb2_grpc,
 )
 from kalcifer_common.structs import dict_to_struct
 
 from tests.support.processes import Suite
-from tests.support.rpc import bearer, field_violations, rpc_error
+from tests.support.rpc import field_violations, rpc_error
+from tests.support.tenants import new_tenant
 
 pytestmark = pytest.mark.e2e
 
@@ -33,19 +31,6 @@ BOMBS = {
     "six nested maps": f"{TEN}.map(a,{TEN}.map(b,{TEN}.map(c,{TEN}.map(d,{TEN}.map(e,{TEN}.map(f,{TEN}))))))",
 }
 DATA_DEPENDENT = "items.map(a, items.map(b, items)).size()"
-
-
-@pytest.fixture(scope="module")
-def channel(suite: Suite) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(suite.address("api")) as opened:
-        yield opened
-
-
-def _tenant(channel: grpc.Channel, suite: Suite, name: str) -> tuple[tuple[str, str]]:
-    created = tenant_pb2_grpc.TenantServiceStub(channel).CreateTenant(
-        tenant_pb2.CreateTenantRequest(name=name), metadata=bearer(suite.admin_token)
-    )
-    return bearer(created.raw_key)
 
 
 def _graph(expression: str) -> flow_pb2.FlowGraph:
@@ -73,7 +58,7 @@ def _active_flow(channel: grpc.Channel, auth: tuple[tuple[str, str]], expression
 def test_the_known_bombs_are_refused_at_write_time_naming_their_field(
     suite: Suite, channel: grpc.Channel, bomb: str
 ) -> None:
-    auth = _tenant(channel, suite, "bomber")
+    auth = new_tenant(suite, "bomber").auth
     flows = flow_pb2_grpc.FlowServiceStub(channel)
     error = rpc_error(
         lambda: flows.CreateFlow(
@@ -90,7 +75,7 @@ def test_the_known_bombs_are_refused_at_write_time_naming_their_field(
 def test_a_data_dependent_runaway_fails_its_step_while_another_tenant_completes(
     suite: Suite, channel: grpc.Channel
 ) -> None:
-    attacker, bystander = _tenant(channel, suite, "attacker"), _tenant(channel, suite, "bystander")
+    attacker, bystander = new_tenant(suite, "attacker").auth, new_tenant(suite, "bystander").auth
     bomb = _active_flow(channel, attacker, DATA_DEPENDENT)
     fine = _active_flow(channel, bystander, "n * 2")
     triggers = trigger_pb2_grpc.TriggerServiceStub(channel)

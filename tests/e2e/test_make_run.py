@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 from grpc_health.v1 import health_pb2
 
+from tests.support.eventually import eventually_sync
 from tests.support.grpcurl import grpcurl
 from tests.support.processes import free_port, health_status, wait_serving
 
@@ -124,26 +124,28 @@ def test_all_three_services_serve_on_embedded_servers(dev_run: DevRun) -> None:
 
 
 def test_it_prints_a_ready_dev_tenant_and_key(dev_run: DevRun) -> None:
-    deadline = time.monotonic() + 30
-    while "kal_" not in dev_run.output() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert "kal_" in dev_run.output(), dev_run.output()
-    assert "grpcurl" in dev_run.output()
+    output = eventually_sync(
+        dev_run.output, until=lambda printed: "kal_" in printed, within=30, what="the dev tenant's key printed"
+    )
+    assert "kal_" in output, output
+    assert "grpcurl" in output
 
 
 def test_a_killed_service_is_restarted_and_serves_again(dev_run: DevRun) -> None:
     old = _pid_of(dev_run, "kalcifer-engine")
     os.kill(old, signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    new = old
-    while time.monotonic() < deadline:
-        try:
-            new = _pid_of(dev_run, "kalcifer-engine")
-        except AssertionError:
-            new = old
-        if new != old and health_status(dev_run.address("engine")) == SERVING:
-            break
-        time.sleep(0.2)
+
+    def engine() -> tuple[int, int | None]:
+        """The engine's pid (AssertionError, polled on, while there is none) and its health."""
+        return _pid_of(dev_run, "kalcifer-engine"), health_status(dev_run.address("engine"))
+
+    new, _ = eventually_sync(
+        engine,
+        until=lambda seen: seen[0] != old and seen[1] == SERVING,
+        within=60,
+        interval=0.2,
+        what="a new engine process SERVING",
+    )
     assert new != old, "engine was not restarted"
     assert health_status(dev_run.address("engine")) == SERVING
 
@@ -153,10 +155,14 @@ def test_ctrl_c_stops_everything(dev_run: DevRun) -> None:
     assert len(everything) >= 3
     dev_run.process.send_signal(signal.SIGINT)
     assert dev_run.process.wait(60) == 0
-    deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in everything) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not [pid for pid in everything if _alive(pid)], "processes left behind after Ctrl-C"
+    left = eventually_sync(
+        lambda: [pid for pid in everything if _alive(pid)],
+        until=lambda alive: not alive,
+        within=10,
+        interval=0.2,
+        what="every process of kalcifer dev gone after Ctrl-C",
+    )
+    assert not left, "processes left behind after Ctrl-C"
     # Embedded servers may daemonize (leaving the process tree): find them by their data directory instead.
     assert _processes_mentioning(str(dev_run.data_dir)) == [], "embedded servers left behind after Ctrl-C"
 

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -20,17 +19,10 @@ import redis.asyncio
 from kalcifer_cli.embedded import EmbeddedPostgres, EmbeddedRedis, process_alive
 from kalcifer_cli.supervisor import ChildSpec, Supervisor
 
+from tests.support.eventually import eventually_sync
+from tests.support.processes import free_port
+
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll `condition` every 50 ms for at most `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def live_processes_mentioning(*needles: str) -> list[str]:
@@ -121,7 +113,11 @@ def test_servers_of_a_killed_run_are_adopted_then_stopped(tmp_path: Path) -> Non
         postgres_pid, redis_pid = json.loads(killed_run.stdout.splitlines()[-1])
         assert (postgres.pid, redis_server.pid) == (postgres_pid, redis_pid)
 
-    wait_for(lambda: not process_alive(postgres_pid) and not process_alive(redis_pid), 10, "adopted servers to stop")
+    eventually_sync(
+        lambda: not process_alive(postgres_pid) and not process_alive(redis_pid),
+        within=10,
+        what="adopted servers stopping",
+    )
     assert live_processes_mentioning("postgres", str(tmp_path)) == []
 
 
@@ -139,7 +135,7 @@ async def test_stale_postmaster_pid_of_a_killed_server_is_handled(tmp_path: Path
     dead_pid = json.loads(killed_run.stdout.splitlines()[-1])
     # SIGKILL is delivered asynchronously: on a busy machine the postmaster can outlive the script that killed it
     # by a moment, and a start in that moment would rightly adopt it. The case under test is a server that is gone.
-    wait_for(lambda: not process_alive(dead_pid), 10, "the killed postmaster to be gone")
+    eventually_sync(lambda: not process_alive(dead_pid), within=10, what="the killed postmaster going")
     with EmbeddedPostgres(tmp_path / "postgres") as postgres:
         assert postgres.pid != dead_pid
         connection = await asyncpg.connect(postgres.url, timeout=10)
@@ -164,7 +160,7 @@ def test_supervisor_restarts_a_killed_child_and_stops_it() -> None:
             pid = supervisor.pid("sleeper")
             return pid is not None and pid != first
 
-        wait_for(restarted, 5, "the child to be restarted")
+        eventually_sync(restarted, within=5, what="the child restarting")
         assert supervisor.restart_count("sleeper") == 1
         assert supervisor.exit_codes("sleeper") == [-signal.SIGKILL]
         second = supervisor.pid("sleeper")
@@ -191,7 +187,7 @@ def test_supervisor_backoff_doubles_and_resets_after_a_healthy_run() -> None:
         for run in range(5):
             if run == 4:
                 now[0] += 35.0  # this run counts as healthy: it "lasted" longer than healthy_after
-            wait_for(died, 10, "the child to exit")
+            eventually_sync(died, within=10, what="the child exiting")
             delay = supervisor.next_restart_in("crasher")
             assert delay is not None
             delays.append(delay)
@@ -223,8 +219,13 @@ def test_supervisor_kills_children_that_ignore_sigterm_and_their_subprocesses(tm
     )
     supervisor.start()
     try:
-        wait_for(lambda: log_path.exists() and log_path.read_text().strip().isdigit(), 10, "the grandchild's pid")
-        grandchild = int(log_path.read_text().strip())
+        logged = eventually_sync(
+            lambda: log_path.read_text().strip() if log_path.exists() else "",
+            until=str.isdigit,
+            within=10,
+            what="the grandchild's pid logged",
+        )
+        grandchild = int(logged)
         child = supervisor.pid("stubborn")
         assert child is not None
         started = time.monotonic()
@@ -232,7 +233,7 @@ def test_supervisor_kills_children_that_ignore_sigterm_and_their_subprocesses(tm
         supervisor.stop()
     assert time.monotonic() - started < 8
     assert not process_alive(child)
-    wait_for(lambda: not process_alive(grandchild), 5, "the grandchild to be killed with its group")
+    eventually_sync(lambda: not process_alive(grandchild), within=5, what="the grandchild killed with its group")
 
 
 def test_supervisor_run_stops_children_on_request() -> None:
@@ -243,13 +244,6 @@ def test_supervisor_run_stops_children_on_request() -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # kalcifer dev, end to end
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _services_available() -> bool:
@@ -279,12 +273,12 @@ def _run_dev_until_ready(data_dir: Path, env: dict[str, str], output: Path) -> s
         )
 
     def ready() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"kalcifer dev exited early:\n{output.read_text(errors='replace')}")
+        if process.poll() is not None:  # not an AssertionError: that would be polled on, this fails at once
+            raise RuntimeError(f"kalcifer dev exited early:\n{output.read_text(errors='replace')}")
         return "Kalcifer is running" in output.read_text(errors="replace")
 
     try:
-        wait_for(ready, 120, "kalcifer dev to be ready")
+        eventually_sync(ready, within=120, what="kalcifer dev ready")
     except BaseException:
         process.kill()
         process.wait(10)
@@ -307,7 +301,7 @@ def _stop_dev(process: subprocess.Popen[bytes], output: Path) -> None:
 @pytest.mark.skipif(not _services_available(), reason="needs the services, migrations and generated protobuf code")
 def test_kalcifer_dev_runs_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     data_dir = tmp_path / "kalcifer"
-    ports = {"API_PORT": _free_port(), "ENGINE_PORT": _free_port(), "SCHEDULER_PORT": _free_port()}
+    ports = {"API_PORT": free_port(), "ENGINE_PORT": free_port(), "SCHEDULER_PORT": free_port()}
     inherited = {
         key: value
         for key, value in os.environ.items()

@@ -9,15 +9,42 @@ import pytest
 from kalcifer.v1 import tenant_pb2
 from kalcifer_common.errors import InvalidArgument
 from kalcifer_common.idempotency import run_once
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.support.eventually import eventually
+
+
+async def _blocked_on_a_request_id(sessions: async_sessionmaker[AsyncSession]) -> int:
+    """How many connections to this database wait for a lock on an idempotency record (a retry whose request id
+    another, uncommitted call holds)."""
+    async with sessions() as session:
+        count = await session.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND query ILIKE '%idempotency_records%'"
+            )
+        )
+    return int(count or 0)
 
 
 async def _call(
-    sessions: async_sessionmaker[AsyncSession], request: tenant_pb2.CreateTenantRequest, calls: list[str]
+    sessions: async_sessionmaker[AsyncSession],
+    request: tenant_pb2.CreateTenantRequest,
+    calls: list[str],
+    *,
+    racing: int = 0,
 ) -> tenant_pb2.Tenant:
     async def compute() -> tenant_pb2.Tenant:
         calls.append(request.name)
-        await asyncio.sleep(0.05)
+        if racing:
+            # The work holds its transaction open until the `racing` other retries wait on its request id: they
+            # did race it, rather than arriving after it committed.
+            await eventually(
+                lambda: _blocked_on_a_request_id(sessions),
+                until=lambda blocked: blocked >= racing,
+                what=f"{racing} racing retries blocked on the request id",
+            )
         return tenant_pb2.Tenant(id=str(uuid.uuid4()), name=request.name)
 
     async with sessions.begin() as session:
@@ -43,7 +70,7 @@ async def test_a_retry_replays_the_first_response(sessions: async_sessionmaker[A
 async def test_racing_retries_run_the_work_once(sessions: async_sessionmaker[AsyncSession]) -> None:
     calls: list[str] = []
     results = await asyncio.gather(
-        *[_call(sessions, tenant_pb2.CreateTenantRequest(name="b"), calls) for _ in range(5)]
+        *[_call(sessions, tenant_pb2.CreateTenantRequest(name="b"), calls, racing=4) for _ in range(5)]
     )
     assert len({r.id for r in results}) == 1
     assert calls == ["b"]

@@ -10,7 +10,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 _T = TypeVar("_T")
 
@@ -29,6 +29,28 @@ class _Polling:
     def failure(self, last: object, error: BaseException | None) -> AssertionError:
         seen = f"last value seen: {last!r}" if error is None else f"last attempt raised {error!r}"
         return AssertionError(f"{self.what} did not happen within {self.within}s; {seen}")
+
+
+@overload
+async def eventually(
+    probe: Callable[[], Awaitable[_T]],
+    *,
+    until: Callable[[_T], bool] = ...,
+    within: float = ...,
+    interval: float = ...,
+    what: str = ...,
+) -> _T: ...
+
+
+@overload
+async def eventually(
+    probe: Callable[[], _T],
+    *,
+    until: Callable[[_T], bool] = ...,
+    within: float = ...,
+    interval: float = ...,
+    what: str = ...,
+) -> _T: ...
 
 
 async def eventually(

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.support.eventually import eventually_sync
 
 BIN = Path(sys.executable).parent
 SERVICE_NAMES = ("engine", "scheduler", "api")
@@ -42,15 +43,21 @@ def health_status(address: str, service: str = "", timeout: float = 1.0) -> int 
 
 
 def wait_serving(address: str, *, timeout: float = 60.0, process: subprocess.Popen[bytes] | None = None) -> None:
-    """Poll the health protocol until SERVING; fail early if the process died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if health_status(address) == health_pb2.HealthCheckResponse.SERVING:
-            return
+    """Poll the health protocol until SERVING (AssertionError with the last status seen after `timeout`); fail at
+    once, with its exit code, if the process died."""
+
+    def status() -> int | None:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"process serving {address} exited with {process.returncode}")
-        time.sleep(0.1)
-    raise TimeoutError(f"{address} not SERVING after {timeout}s")
+        return health_status(address)
+
+    eventually_sync(
+        status,
+        until=lambda seen: seen == health_pb2.HealthCheckResponse.SERVING,
+        within=timeout,
+        interval=0.1,
+        what=f"{address} SERVING",
+    )
 
 
 @dataclass

@@ -1,25 +1,15 @@
-"""Shared set-up of the marketing-layer API tests (journeys, customers, segments) on the real `suite`."""
+"""Shared set-up of the marketing-layer API tests (journeys, customers, segments) on the real `suite`; their stubs
+and tenants are fixtures (conftest.py)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-from kalcifer.v1 import (
-    customer_pb2_grpc,
-    journey_pb2_grpc,
-    segment_pb2_grpc,
-    tenant_pb2,
-    tenant_pb2_grpc,
-)
+from kalcifer.v1 import customer_pb2_grpc, journey_pb2_grpc, segment_pb2_grpc
 from kalcifer_common.db.models import Flow, FlowVersion
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from tests.support.processes import Suite
-from tests.support.rpc import bearer
 
 # event_entry -> send_email -> exit: valid for the engine's ValidateGraph.
 VALID_GRAPH: dict[str, Any] = {
@@ -41,44 +31,12 @@ BROKEN_GRAPH: dict[str, Any] = {
 
 
 @dataclass(frozen=True)
-class Tenant:
-    """A tenant made through TenantService, with its raw API key."""
-
-    id: uuid.UUID
-    key: str
-
-    @property
-    def auth(self) -> tuple[tuple[str, str]]:
-        """Call metadata carrying the key."""
-        return bearer(self.key)
-
-
-@dataclass(frozen=True)
 class Stubs:
     """The stubs of the three marketing services on one channel."""
 
     journeys: journey_pb2_grpc.JourneyServiceStub
     customers: customer_pb2_grpc.CustomerServiceStub
     segments: segment_pb2_grpc.SegmentServiceStub
-
-
-def new_tenant(suite: Suite, name: str = "marketing") -> Tenant:
-    """A fresh tenant (so tests never see each other's rows)."""
-    with grpc.insecure_channel(suite.address("api")) as channel:
-        created = tenant_pb2_grpc.TenantServiceStub(channel).CreateTenant(
-            tenant_pb2.CreateTenantRequest(name=name), metadata=bearer(suite.admin_token)
-        )
-    return Tenant(uuid.UUID(created.tenant.id), created.raw_key)
-
-
-def open_stubs(suite: Suite) -> Iterator[Stubs]:
-    """Stubs on a channel to the suite's API, closed afterwards (for a fixture to yield from)."""
-    with grpc.insecure_channel(suite.address("api")) as channel:
-        yield Stubs(
-            journeys=journey_pb2_grpc.JourneyServiceStub(channel),
-            customers=customer_pb2_grpc.CustomerServiceStub(channel),
-            segments=segment_pb2_grpc.SegmentServiceStub(channel),
-        )
 
 
 async def seed_flow(

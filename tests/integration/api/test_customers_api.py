@@ -4,7 +4,6 @@ and request_id replay."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -12,20 +11,17 @@ import pytest
 from kalcifer.v1 import customer_pb2
 from kalcifer_common.structs import dict_to_struct, struct_to_dict
 
-from tests.integration.api.marketing import Stubs, Tenant, new_tenant, open_stubs
+from tests.integration.api.marketing import Stubs
 from tests.support.processes import Suite
 from tests.support.rpc import field_violations, rpc_error
+from tests.support.tenants import Tenant, new_tenant
 
 C = customer_pb2
 
 
-@pytest.fixture(scope="module")
-def stubs(suite: Suite) -> Iterator[Stubs]:
-    yield from open_stubs(suite)
-
-
 @pytest.fixture
 def tenant(suite: Suite) -> Tenant:
+    """A tenant of each test's own (overrides the module's): the tests count and page through its customers."""
     return new_tenant(suite, "customers")
 
 

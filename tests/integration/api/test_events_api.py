@@ -4,65 +4,19 @@ nothing), and replays of request_ids whose event was already routed."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from kalcifer.v1 import event_pb2, event_pb2_grpc, tenant_pb2, tenant_pb2_grpc
+from kalcifer.v1 import event_pb2, event_pb2_grpc
 from kalcifer_common.db.models import Event
 from kalcifer_common.structs import dict_to_struct
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.support.processes import Suite
-from tests.support.rpc import bearer, field_violations, rpc_error
-
-
-@dataclass(frozen=True)
-class Tenant:
-    id: uuid.UUID
-    key: str
-
-    @property
-    def auth(self) -> tuple[tuple[str, str]]:
-        return bearer(self.key)
-
-
-def _tenant(suite: Suite, name: str) -> Tenant:
-    with grpc.insecure_channel(suite.address("api")) as channel:
-        created = tenant_pb2_grpc.TenantServiceStub(channel).CreateTenant(
-            tenant_pb2.CreateTenantRequest(name=name), metadata=bearer(suite.admin_token)
-        )
-    return Tenant(uuid.UUID(created.tenant.id), created.raw_key)
-
-
-@pytest.fixture(scope="module")
-def tenant(suite: Suite) -> Tenant:
-    return _tenant(suite, "events")
-
-
-@pytest.fixture(scope="module")
-def events(suite: Suite) -> Iterator[event_pb2_grpc.EventServiceStub]:
-    with grpc.insecure_channel(suite.address("api")) as channel:
-        yield event_pb2_grpc.EventServiceStub(channel)
-
-
-async def _stored(sessions: async_sessionmaker[AsyncSession], tenant_id: uuid.UUID, participant_id: str) -> int:
-    async with sessions() as session:
-        count = await session.scalar(
-            select(func.count()).where(Event.tenant_id == tenant_id, Event.participant_id == participant_id)
-        )
-    return int(count or 0)
-
-
-def _event(
-    participant_id: str = "alice", event_type: str = "purchase", **fields: object
-) -> event_pb2.IngestEventRequest:
-    return event_pb2.IngestEventRequest(participant_id=participant_id, event_type=event_type, **fields)  # type: ignore[arg-type]
-
+from tests.integration.api.support import event_request, stored_events
+from tests.support.rpc import field_violations, rpc_error
+from tests.support.tenants import Tenant
 
 BIG_DATA = dict_to_struct({"blob": "x" * (64 * 1024 + 1)})
 
@@ -70,18 +24,18 @@ BIG_DATA = dict_to_struct({"blob": "x" * (64 * 1024 + 1)})
 @pytest.mark.parametrize(
     ("request_", "fields"),
     [
-        pytest.param(_event(participant_id=""), {"participant_id"}, id="no-participant"),
-        pytest.param(_event(participant_id="  "), {"participant_id"}, id="blank-participant"),
-        pytest.param(_event(participant_id="p" * 257), {"participant_id"}, id="long-participant"),
-        pytest.param(_event(event_type=""), {"event_type"}, id="no-type"),
-        pytest.param(_event(event_type="order placed"), {"event_type"}, id="type-with-space"),
-        pytest.param(_event(event_type="-x"), {"event_type"}, id="type-leading-dash"),
-        pytest.param(_event(event_type="t" * 201), {"event_type"}, id="long-type"),
-        pytest.param(_event(data=BIG_DATA), {"data"}, id="big-data"),
-        pytest.param(_event(request_id="r" * 201), {"request_id"}, id="long-request-id"),
-        pytest.param(_event(occurred_at=Timestamp(seconds=10**12)), {"occurred_at"}, id="time-out-of-range"),
+        pytest.param(event_request(participant_id=""), {"participant_id"}, id="no-participant"),
+        pytest.param(event_request(participant_id="  "), {"participant_id"}, id="blank-participant"),
+        pytest.param(event_request(participant_id="p" * 257), {"participant_id"}, id="long-participant"),
+        pytest.param(event_request(event_type=""), {"event_type"}, id="no-type"),
+        pytest.param(event_request(event_type="order placed"), {"event_type"}, id="type-with-space"),
+        pytest.param(event_request(event_type="-x"), {"event_type"}, id="type-leading-dash"),
+        pytest.param(event_request(event_type="t" * 201), {"event_type"}, id="long-type"),
+        pytest.param(event_request(data=BIG_DATA), {"data"}, id="big-data"),
+        pytest.param(event_request(request_id="r" * 201), {"request_id"}, id="long-request-id"),
+        pytest.param(event_request(occurred_at=Timestamp(seconds=10**12)), {"occurred_at"}, id="time-out-of-range"),
         pytest.param(
-            _event(participant_id="", event_type="a b", request_id="r" * 201),
+            event_request(participant_id="", event_type="a b", request_id="r" * 201),
             {"participant_id", "event_type", "request_id"},
             id="all-at-once",
         ),
@@ -100,7 +54,7 @@ def test_bad_event_is_a_field_violation(
 
 @pytest.mark.parametrize("count", [0, 1001])
 def test_batch_size_is_bounded(events: event_pb2_grpc.EventServiceStub, tenant: Tenant, count: int) -> None:
-    batch = event_pb2.IngestEventsRequest(events=[_event(participant_id="bounded")] * count)
+    batch = event_pb2.IngestEventsRequest(events=[event_request(participant_id="bounded")] * count)
     error = rpc_error(lambda: events.IngestEvents(batch, metadata=tenant.auth))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert set(field_violations(error)) == {"events"}
@@ -112,16 +66,16 @@ async def test_a_batch_with_one_bad_event_stores_nothing(
     participant = f"batch-{uuid.uuid4()}"
     batch = event_pb2.IngestEventsRequest(
         events=[
-            _event(participant_id=participant),
-            _event(participant_id=participant, event_type="bad type"),
-            _event(participant_id=participant, data=BIG_DATA),
-            _event(participant_id=""),
+            event_request(participant_id=participant),
+            event_request(participant_id=participant, event_type="bad type"),
+            event_request(participant_id=participant, data=BIG_DATA),
+            event_request(participant_id=""),
         ]
     )
     error = rpc_error(lambda: events.IngestEvents(batch, metadata=tenant.auth))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert set(field_violations(error)) == {"events[1].event_type", "events[2].data", "events[3].participant_id"}
-    assert await _stored(sessions, tenant.id, participant) == 0
+    assert await stored_events(sessions, tenant.id, participant) == 0
 
 
 async def test_a_replay_of_a_routed_event_answers_deduplicated_without_storing(
@@ -142,11 +96,11 @@ async def test_a_replay_of_a_routed_event_answers_deduplicated_without_storing(
                 route_result={"resumed": 1, "started": 0},
             )
         )
-    request = _event(participant_id=participant, data=dict_to_struct({"amount": 3}), request_id="already-routed")
+    request = event_request(participant_id=participant, data=dict_to_struct({"amount": 3}), request_id="already-routed")
     replay = events.IngestEvent(request, metadata=tenant.auth)
     assert replay.event_id == str(event_id)
     assert replay.deduplicated
     assert (replay.resumed, replay.started) == (0, 0)
     batch = events.IngestEvents(event_pb2.IngestEventsRequest(events=[request, request]), metadata=tenant.auth)
     assert [(r.event_id, r.deduplicated) for r in batch.results] == [(str(event_id), True)] * 2
-    assert await _stored(sessions, tenant.id, participant) == 1
+    assert await stored_events(sessions, tenant.id, participant) == 1

@@ -3,82 +3,37 @@ batch, events resuming waits and starting flows, and no event lost when routing 
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import pytest
-from kalcifer.v1 import event_pb2, event_pb2_grpc, tenant_pb2, tenant_pb2_grpc
+from kalcifer.v1 import event_pb2, event_pb2_grpc
 from kalcifer_common.db.models import Event, Flow, FlowInstance, FlowVersion, Wait
 from kalcifer_common.structs import dict_to_struct
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tests.integration.api.support import event_request, stored_events
+from tests.support.eventually import eventually
 from tests.support.processes import Suite
-from tests.support.rpc import bearer, field_violations, rpc_error
-
-
-@dataclass(frozen=True)
-class Tenant:
-    id: uuid.UUID
-    key: str
-
-    @property
-    def auth(self) -> tuple[tuple[str, str]]:
-        return bearer(self.key)
-
-
-def _tenant(suite: Suite, name: str) -> Tenant:
-    with grpc.insecure_channel(suite.address("api")) as channel:
-        created = tenant_pb2_grpc.TenantServiceStub(channel).CreateTenant(
-            tenant_pb2.CreateTenantRequest(name=name), metadata=bearer(suite.admin_token)
-        )
-    return Tenant(uuid.UUID(created.tenant.id), created.raw_key)
-
-
-@pytest.fixture(scope="module")
-def tenant(suite: Suite) -> Tenant:
-    return _tenant(suite, "events")
-
-
-@pytest.fixture(scope="module")
-def events(suite: Suite) -> Iterator[event_pb2_grpc.EventServiceStub]:
-    with grpc.insecure_channel(suite.address("api")) as channel:
-        yield event_pb2_grpc.EventServiceStub(channel)
-
-
-async def _stored(sessions: async_sessionmaker[AsyncSession], tenant_id: uuid.UUID, participant_id: str) -> int:
-    async with sessions() as session:
-        count = await session.scalar(
-            select(func.count()).where(Event.tenant_id == tenant_id, Event.participant_id == participant_id)
-        )
-    return int(count or 0)
-
-
-def _event(
-    participant_id: str = "alice", event_type: str = "purchase", **fields: object
-) -> event_pb2.IngestEventRequest:
-    return event_pb2.IngestEventRequest(participant_id=participant_id, event_type=event_type, **fields)  # type: ignore[arg-type]
+from tests.support.rpc import field_violations, rpc_error
+from tests.support.tenants import Tenant, new_tenant
 
 
 async def test_a_request_id_reused_for_another_event_is_refused(
     events: event_pb2_grpc.EventServiceStub, tenant: Tenant, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     participant = f"reuse-{uuid.uuid4()}"
-    first = events.IngestEvent(_event(participant_id=participant, request_id="r-1"), metadata=tenant.auth)
-    other = _event(participant_id=participant, event_type="refund", request_id="r-1")
+    first = events.IngestEvent(event_request(participant_id=participant, request_id="r-1"), metadata=tenant.auth)
+    other = event_request(participant_id=participant, event_type="refund", request_id="r-1")
     error = rpc_error(lambda: events.IngestEvent(other, metadata=tenant.auth))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert set(field_violations(error)) == {"request_id"}
-    batch = event_pb2.IngestEventsRequest(events=[_event(participant_id=participant), other])
+    batch = event_pb2.IngestEventsRequest(events=[event_request(participant_id=participant), other])
     error = rpc_error(lambda: events.IngestEvents(batch, metadata=tenant.auth))
     assert set(field_violations(error)) == {"events[1].request_id"}
     # The refused batch's valid first event was rolled back with it.
-    assert await _stored(sessions, tenant.id, participant) == 1
+    assert await stored_events(sessions, tenant.id, participant) == 1
     assert first.event_id
 
 
@@ -86,7 +41,7 @@ async def test_a_replayed_request_id_returns_the_same_event_and_stores_one_row(
     events: event_pb2_grpc.EventServiceStub, tenant: Tenant, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     participant = f"replay-{uuid.uuid4()}"
-    request = _event(participant_id=participant, data=dict_to_struct({"amount": 12}), request_id="purchase-1")
+    request = event_request(participant_id=participant, data=dict_to_struct({"amount": 12}), request_id="purchase-1")
     first = events.IngestEvent(request, metadata=tenant.auth)
     again = events.IngestEvent(request, metadata=tenant.auth)
     assert not first.deduplicated
@@ -95,27 +50,27 @@ async def test_a_replayed_request_id_returns_the_same_event_and_stores_one_row(
     assert (again.resumed, again.started) == (0, 0)
     # The same request_id inside a later batch maps to the same row too.
     batch = events.IngestEvents(
-        event_pb2.IngestEventsRequest(events=[request, _event(participant_id=participant)]), metadata=tenant.auth
+        event_pb2.IngestEventsRequest(events=[request, event_request(participant_id=participant)]), metadata=tenant.auth
     )
     assert batch.results[0].event_id == first.event_id
     assert batch.results[0].deduplicated
     assert not batch.results[1].deduplicated
-    assert await _stored(sessions, tenant.id, participant) == 2
+    assert await stored_events(sessions, tenant.id, participant) == 2
 
 
 async def test_duplicates_within_one_batch_store_one_row(
     events: event_pb2_grpc.EventServiceStub, tenant: Tenant, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     participant = f"dup-batch-{uuid.uuid4()}"
-    request = _event(participant_id=participant, request_id="twice")
+    request = event_request(participant_id=participant, request_id="twice")
     results = events.IngestEvents(
-        event_pb2.IngestEventsRequest(events=[request, _event(participant_id=participant), request]),
+        event_pb2.IngestEventsRequest(events=[request, event_request(participant_id=participant), request]),
         metadata=tenant.auth,
     ).results
     assert [r.deduplicated for r in results] == [False, False, True]
     assert results[2].event_id == results[0].event_id
     assert len({r.event_id for r in results}) == 2
-    assert await _stored(sessions, tenant.id, participant) == 2
+    assert await stored_events(sessions, tenant.id, participant) == 2
 
 
 async def _routed(sessions: async_sessionmaker[AsyncSession], tenant_id: uuid.UUID, participant_id: str) -> bool:
@@ -130,27 +85,34 @@ async def test_an_event_whose_routing_failed_is_kept_and_routed_on_retry(
     suite: Suite, events: event_pb2_grpc.EventServiceStub, tenant: Tenant, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     participant = f"lost-{uuid.uuid4()}"
-    request = _event(participant_id=participant, request_id="survives")
+    request = event_request(participant_id=participant, request_id="survives")
     suite.stop("engine")
     try:
         error = rpc_error(lambda: events.IngestEvent(request, metadata=tenant.auth))
         assert error.code() == grpc.StatusCode.UNAVAILABLE
         # Stored before routing: the failed call did not lose it, and nothing has routed it yet.
-        assert await _stored(sessions, tenant.id, participant) == 1
+        assert await stored_events(sessions, tenant.id, participant) == 1
         assert not await _routed(sessions, tenant.id, participant)
     finally:
         suite.start("engine")
-    deadline = time.monotonic() + 20
-    while True:
+
+    def retry() -> event_pb2.IngestEventResponse | grpc.RpcError:
         try:
-            retried = events.IngestEvent(request, metadata=tenant.auth)
-            break
+            return events.IngestEvent(request, metadata=tenant.auth)
         except grpc.RpcError as failure:
-            # The API's channel reconnects to the restarted engine with backoff.
-            if failure.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+            if failure.code() != grpc.StatusCode.UNAVAILABLE:
                 raise
-            await asyncio.sleep(0.2)
-    assert await _stored(sessions, tenant.id, participant) == 1
+            return failure  # the API's channel reconnects to the restarted engine with backoff
+
+    retried = await eventually(
+        retry,
+        until=lambda answer: isinstance(answer, event_pb2.IngestEventResponse),
+        within=20,
+        interval=0.2,
+        what="the retried IngestEvent answered",
+    )
+    assert isinstance(retried, event_pb2.IngestEventResponse)
+    assert await stored_events(sessions, tenant.id, participant) == 1
     assert await _routed(sessions, tenant.id, participant)
     async with sessions() as session:
         stored_id = await session.scalar(
@@ -223,16 +185,16 @@ async def test_events_start_event_entry_flows_singly_and_in_batches(
     events: event_pb2_grpc.EventServiceStub, sessions: async_sessionmaker[AsyncSession], suite: Suite
 ) -> None:
     # A tenant of its own: its only flow is this one, so the counts are exact.
-    tenant = _tenant(suite, "starting")
+    tenant = new_tenant(suite, "starting")
     await _active_flow(sessions, tenant, SIGNUP)
-    signup = events.IngestEvent(_event(participant_id="amy", event_type="signup"), metadata=tenant.auth)
+    signup = events.IngestEvent(event_request(participant_id="amy", event_type="signup"), metadata=tenant.auth)
     assert (signup.resumed, signup.started) == (0, 1)
     batch = events.IngestEvents(
         event_pb2.IngestEventsRequest(
             events=[
-                _event(participant_id="bo", event_type="signup"),
-                _event(participant_id="cy", event_type="signup"),
-                _event(participant_id="cy", event_type="purchase"),
+                event_request(participant_id="bo", event_type="signup"),
+                event_request(participant_id="cy", event_type="signup"),
+                event_request(participant_id="cy", event_type="purchase"),
             ]
         ),
         metadata=tenant.auth,
@@ -244,26 +206,26 @@ async def test_events_start_event_entry_flows_singly_and_in_batches(
 async def test_an_event_resumes_only_its_own_tenants_waiting_participant(
     events: event_pb2_grpc.EventServiceStub, sessions: async_sessionmaker[AsyncSession], suite: Suite
 ) -> None:
-    owner, stranger = _tenant(suite, "owner"), _tenant(suite, "stranger")
+    owner, stranger = new_tenant(suite, "owner"), new_tenant(suite, "stranger")
     flow_id = await _active_flow(sessions, owner, WAIT_FOR_PURCHASE)
     single = await _waiting_for_purchase(sessions, owner, flow_id, "dee")
     batched = await _waiting_for_purchase(sessions, owner, flow_id, "eli")
 
-    foreign = events.IngestEvent(_event(participant_id="dee", event_type="purchase"), metadata=stranger.auth)
+    foreign = events.IngestEvent(event_request(participant_id="dee", event_type="purchase"), metadata=stranger.auth)
     assert (foreign.resumed, foreign.started) == (0, 0)
-    other_type = events.IngestEvent(_event(participant_id="dee", event_type="refund"), metadata=owner.auth)
+    other_type = events.IngestEvent(event_request(participant_id="dee", event_type="refund"), metadata=owner.auth)
     assert (other_type.resumed, other_type.started) == (0, 0)
     assert await _wait_status(sessions, single) == "pending"
 
-    resumed = events.IngestEvent(_event(participant_id="dee", event_type="purchase"), metadata=owner.auth)
+    resumed = events.IngestEvent(event_request(participant_id="dee", event_type="purchase"), metadata=owner.auth)
     assert (resumed.resumed, resumed.started) == (1, 0)
     assert await _wait_status(sessions, single) == "fired"
 
     batch = events.IngestEvents(
         event_pb2.IngestEventsRequest(
             events=[
-                _event(participant_id="eli", event_type="purchase"),
-                _event(participant_id="eli", event_type="purchase"),
+                event_request(participant_id="eli", event_type="purchase"),
+                event_request(participant_id="eli", event_type="purchase"),
             ]
         ),
         metadata=owner.auth,

@@ -5,12 +5,11 @@ disarms their timers in the scheduler."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
-import grpc
 import pytest
 import redis.asyncio as aioredis
-from kalcifer.v1 import flow_pb2, flow_pb2_grpc, tenant_pb2, tenant_pb2_grpc, trigger_pb2, trigger_pb2_grpc
+from kalcifer.v1 import flow_pb2, flow_pb2_grpc, trigger_pb2, trigger_pb2_grpc
 from kalcifer_common.db.models import FlowInstance, Wait
 from kalcifer_common.structs import dict_to_struct
 from sqlalchemy import select
@@ -18,23 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.support.eventually import eventually
 from tests.support.processes import Suite
-from tests.support.rpc import bearer
+from tests.support.tenants import Tenant
 
 TIMERS_KEY = "kalcifer:timers"  # the scheduler's armed timers (default REDIS_KEY_PREFIX)
-
-
-@pytest.fixture(scope="module")
-def channel(suite: Suite) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(suite.address("api")) as opened:
-        yield opened
-
-
-@pytest.fixture(scope="module")
-def auth(suite: Suite, channel: grpc.Channel) -> tuple[tuple[str, str]]:
-    created = tenant_pb2_grpc.TenantServiceStub(channel).CreateTenant(
-        tenant_pb2.CreateTenantRequest(name="carried"), metadata=bearer(suite.admin_token)
-    )
-    return bearer(created.raw_key)
 
 
 @pytest.fixture
@@ -56,21 +41,20 @@ async def _state(sessions: async_sessionmaker[AsyncSession], instance_id: uuid.U
 
 
 async def test_lifecycle_through_the_api_bumps_run_revision_and_disarms_timers(
-    channel: grpc.Channel,
-    auth: tuple[tuple[str, str]],
+    flows: flow_pb2_grpc.FlowServiceStub,
+    triggers: trigger_pb2_grpc.TriggerServiceStub,
+    tenant: Tenant,
     sessions: async_sessionmaker[AsyncSession],
     timers: aioredis.Redis,
 ) -> None:
-    flows = flow_pb2_grpc.FlowServiceStub(channel)
+    auth = tenant.auth
     graph = flow_pb2.FlowGraph(
         nodes=[_node("signup", "event_entry", event_type="signup"), _node("pause", "wait", duration="45s")],
         edges=[flow_pb2.GraphEdge(source="signup", target="pause")],
     )
     flow = flows.CreateFlow(flow_pb2.CreateFlowRequest(flow=flow_pb2.Flow(name="carried"), graph=graph), metadata=auth)
     flows.ActivateFlow(flow_pb2.ActivateFlowRequest(id=flow.id), metadata=auth)
-    started = trigger_pb2_grpc.TriggerServiceStub(channel).TriggerFlow(
-        trigger_pb2.TriggerFlowRequest(flow_id=flow.id, participant_id="ann"), metadata=auth
-    )
+    started = triggers.TriggerFlow(trigger_pb2.TriggerFlowRequest(flow_id=flow.id, participant_id="ann"), metadata=auth)
     instance_id = uuid.UUID(started.instance_id)
     status, revision, waits = await _state(sessions, instance_id)
     assert (status, waits) == ("waiting", ["pending"])

@@ -4,8 +4,7 @@ versions, migration and rollback, and request_id replay."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -18,8 +17,6 @@ from kalcifer.v1 import (
     flow_pb2_grpc,
     node_type_pb2,
     node_type_pb2_grpc,
-    tenant_pb2,
-    tenant_pb2_grpc,
 )
 from kalcifer_common.db.models import FlowInstance, Wait
 from kalcifer_common.structs import dict_to_struct, struct_to_dict
@@ -27,46 +24,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.support.processes import Suite
-from tests.support.rpc import bearer, code_of, detail_of, field_violations, reason_of, rpc_error
+from tests.support.rpc import code_of, detail_of, field_violations, reason_of, rpc_error
+from tests.support.tenants import Tenant, new_tenant
 
 _S = flow_pb2.FlowStatus
 _V = flow_pb2.FlowVersionStatus
 OK = grpc.StatusCode.OK
 FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
-
-
-@dataclass(frozen=True)
-class Tenant:
-    id: uuid.UUID
-    key: str
-
-    @property
-    def auth(self) -> tuple[tuple[str, str]]:
-        return bearer(self.key)
-
-
-def new_tenant(suite: Suite, name: str = "flows") -> Tenant:
-    with grpc.insecure_channel(suite.address("api")) as channel:
-        created = tenant_pb2_grpc.TenantServiceStub(channel).CreateTenant(
-            tenant_pb2.CreateTenantRequest(name=name), metadata=bearer(suite.admin_token)
-        )
-    return Tenant(uuid.UUID(created.tenant.id), created.raw_key)
-
-
-@pytest.fixture(scope="module")
-def tenant(suite: Suite) -> Tenant:
-    return new_tenant(suite)
-
-
-@pytest.fixture(scope="module")
-def channel(suite: Suite) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(suite.address("api")) as opened:
-        yield opened
-
-
-@pytest.fixture(scope="module")
-def flows(channel: grpc.Channel) -> flow_pb2_grpc.FlowServiceStub:
-    return flow_pb2_grpc.FlowServiceStub(channel)
 
 
 def node(node_id: str, node_type: str, **config: Any) -> flow_pb2.GraphNode:
@@ -200,7 +164,7 @@ def test_create_refuses_bad_fields_naming_each(flows: flow_pb2_grpc.FlowServiceS
 def test_create_with_a_broken_graph_names_every_node_and_stores_nothing(
     flows: flow_pb2_grpc.FlowServiceStub, suite: Suite
 ) -> None:
-    fresh = new_tenant(suite)
+    fresh = new_tenant(suite, "flows")
     error = expect(lambda: create(flows, fresh, broken_graph()), grpc.StatusCode.INVALID_ARGUMENT)
     violations = field_violations(error)
     assert "nodes[1].config.duration" in violations
@@ -221,7 +185,7 @@ def test_get_bad_ids(flows: flow_pb2_grpc.FlowServiceStub, tenant: Tenant) -> No
 
 
 def test_list_is_newest_first_filtered_and_paginated(flows: flow_pb2_grpc.FlowServiceStub, suite: Suite) -> None:
-    fresh = new_tenant(suite)
+    fresh = new_tenant(suite, "flows")
     drafts = [create(flows, fresh, name=f"d{i}").id for i in range(3)]
     active = flow_in(flows, fresh, _S.FLOW_STATUS_ACTIVE).id
 
@@ -405,7 +369,7 @@ def test_activate_revalidates_the_draft(
     flows: flow_pb2_grpc.FlowServiceStub, channel: grpc.Channel, suite: Suite
 ) -> None:
     """A draft that used a webhook type deleted since is no longer valid: it never goes live."""
-    fresh = new_tenant(suite)
+    fresh = new_tenant(suite, "flows")
     node_types = node_type_pb2_grpc.NodeTypeServiceStub(channel)
     node_types.RegisterNodeType(
         node_type_pb2.RegisterNodeTypeRequest(

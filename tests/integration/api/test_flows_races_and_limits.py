@@ -3,35 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
-import pytest
-from kalcifer.v1 import flow_pb2, flow_pb2_grpc, tenant_pb2, tenant_pb2_grpc
+from kalcifer.v1 import flow_pb2, flow_pb2_grpc
 from kalcifer_common.db.models import Journey
 from kalcifer_common.structs import dict_to_struct
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.support.processes import Suite
-from tests.support.rpc import bearer, field_violations, reason_of, rpc_error
+from tests.support.rpc import field_violations, reason_of, rpc_error
+from tests.support.tenants import Tenant
 
 CONCURRENT = 6
-
-
-@pytest.fixture(scope="module")
-def tenant(suite: Suite) -> tuple[uuid.UUID, tuple[tuple[str, str]]]:
-    with grpc.insecure_channel(suite.address("api")) as channel:
-        created = tenant_pb2_grpc.TenantServiceStub(channel).CreateTenant(
-            tenant_pb2.CreateTenantRequest(name="flow-races"), metadata=bearer(suite.admin_token)
-        )
-    return uuid.UUID(created.tenant.id), bearer(created.raw_key)
-
-
-@pytest.fixture(scope="module")
-def flows(suite: Suite) -> Iterator[flow_pb2_grpc.FlowServiceStub]:
-    with grpc.insecure_channel(suite.address("api")) as channel:
-        yield flow_pb2_grpc.FlowServiceStub(channel)
 
 
 def graph(extra_nodes: int = 0, config: dict[str, Any] | None = None) -> flow_pb2.FlowGraph:
@@ -53,10 +36,8 @@ def _outcomes(futures: list[Any]) -> list[Any]:
     return results
 
 
-def test_concurrent_activations_of_one_flow_serialize(
-    flows: flow_pb2_grpc.FlowServiceStub, tenant: tuple[uuid.UUID, Any]
-) -> None:
-    auth = tenant[1]
+def test_concurrent_activations_of_one_flow_serialize(flows: flow_pb2_grpc.FlowServiceStub, tenant: Tenant) -> None:
+    auth = tenant.auth
     flow = flows.CreateFlow(flow_pb2.CreateFlowRequest(flow=flow_pb2.Flow(name="race"), graph=graph(1)), metadata=auth)
     futures = [
         flows.ActivateFlow.future(flow_pb2.ActivateFlowRequest(id=flow.id), metadata=auth) for _ in range(CONCURRENT)
@@ -69,10 +50,8 @@ def test_concurrent_activations_of_one_flow_serialize(
     assert {(e.code(), reason_of(e)) for e in lost} == {(grpc.StatusCode.FAILED_PRECONDITION, "INVALID_TRANSITION")}
 
 
-def test_concurrent_versions_get_distinct_numbers(
-    flows: flow_pb2_grpc.FlowServiceStub, tenant: tuple[uuid.UUID, Any]
-) -> None:
-    auth = tenant[1]
+def test_concurrent_versions_get_distinct_numbers(flows: flow_pb2_grpc.FlowServiceStub, tenant: Tenant) -> None:
+    auth = tenant.auth
     flow = flows.CreateFlow(
         flow_pb2.CreateFlowRequest(flow=flow_pb2.Flow(name="versions"), graph=graph(1)), metadata=auth
     )
@@ -86,10 +65,8 @@ def test_concurrent_versions_get_distinct_numbers(
     assert numbers == list(range(2, CONCURRENT + 2))
 
 
-def test_graphs_over_the_limits_are_refused(
-    flows: flow_pb2_grpc.FlowServiceStub, tenant: tuple[uuid.UUID, Any]
-) -> None:
-    auth = tenant[1]
+def test_graphs_over_the_limits_are_refused(flows: flow_pb2_grpc.FlowServiceStub, tenant: Tenant) -> None:
+    auth = tenant.auth
     too_many = graph(500)  # 501 nodes
     checked = flows.ValidateFlowGraph(flow_pb2.ValidateFlowGraphRequest(graph=too_many), metadata=auth)
     assert [(v.field, v.reason) for v in checked.violations] == [("nodes", "TOO_LARGE")]
@@ -109,10 +86,10 @@ def test_graphs_over_the_limits_are_refused(
 
 async def test_a_draft_with_a_journey_cannot_be_deleted(
     flows: flow_pb2_grpc.FlowServiceStub,
-    tenant: tuple[uuid.UUID, Any],
+    tenant: Tenant,
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    tenant_id, auth = tenant
+    tenant_id, auth = tenant.id, tenant.auth
     flow = flows.CreateFlow(flow_pb2.CreateFlowRequest(flow=flow_pb2.Flow(name="journeyed")), metadata=auth)
     async with sessions.begin() as session:
         session.add(Journey(tenant_id=tenant_id, flow_id=uuid.UUID(flow.id), name="j"))

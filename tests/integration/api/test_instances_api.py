@@ -5,32 +5,23 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from kalcifer.v1 import instance_pb2, instance_pb2_grpc, tenant_pb2, tenant_pb2_grpc
+from kalcifer.v1 import instance_pb2, instance_pb2_grpc
 from kalcifer_common.db.models import ExecutionStep, Flow, FlowInstance, FlowVersion
 from kalcifer_common.structs import struct_to_dict
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.support.processes import Suite
-from tests.support.rpc import bearer, field_violations, rpc_error
+from tests.support.rpc import field_violations, rpc_error
+from tests.support.tenants import Tenant, new_tenant
 
 _S = instance_pb2.InstanceStatus
 BASE_TIME = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class Tenant:
-    id: uuid.UUID
-    key: str
-
-    @property
-    def auth(self) -> tuple[tuple[str, str]]:
-        return bearer(self.key)
 
 
 @dataclass(frozen=True)
@@ -41,30 +32,6 @@ class Seeded:
     flow_b: uuid.UUID
     instances: list[uuid.UUID]  # newest first
     steps_of: uuid.UUID
-
-
-def _tenant(suite: Suite, name: str) -> Tenant:
-    with grpc.insecure_channel(suite.address("api")) as channel:
-        created = tenant_pb2_grpc.TenantServiceStub(channel).CreateTenant(
-            tenant_pb2.CreateTenantRequest(name=name), metadata=bearer(suite.admin_token)
-        )
-    return Tenant(uuid.UUID(created.tenant.id), created.raw_key)
-
-
-@pytest.fixture(scope="module")
-def tenant_a(suite: Suite) -> Tenant:
-    return _tenant(suite, "instances-a")
-
-
-@pytest.fixture(scope="module")
-def tenant_b(suite: Suite) -> Tenant:
-    return _tenant(suite, "instances-b")
-
-
-@pytest.fixture(scope="module")
-def instances(suite: Suite) -> Iterator[instance_pb2_grpc.InstanceServiceStub]:
-    with grpc.insecure_channel(suite.address("api")) as channel:
-        yield instance_pb2_grpc.InstanceServiceStub(channel)
 
 
 STATUSES = ["running", "waiting", "paused", "completed", "failed", "exited", "completed"]
@@ -353,7 +320,7 @@ def test_another_tenant_sees_none_of_these_instances(
 async def test_instances_entering_at_the_same_instant_are_paged_once_each(
     instances: instance_pb2_grpc.InstanceServiceStub, suite: Suite, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    tenant = _tenant(suite, "instances-ties")
+    tenant = new_tenant(suite, "instances-ties")
     flow_id = uuid.uuid4()
     same_instant = BASE_TIME - timedelta(days=1)
     ids = [uuid.uuid4() for _ in range(5)]

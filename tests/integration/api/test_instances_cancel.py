@@ -6,52 +6,15 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import grpc
-import pytest
-from kalcifer.v1 import instance_pb2, instance_pb2_grpc, tenant_pb2, tenant_pb2_grpc
+from kalcifer.v1 import instance_pb2, instance_pb2_grpc
 from kalcifer_common.db.models import Flow, FlowInstance, FlowVersion, Wait
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.support.processes import Suite
-from tests.support.rpc import bearer, reason_of, rpc_error
-
-
-@dataclass(frozen=True)
-class Tenant:
-    id: uuid.UUID
-    key: str
-
-    @property
-    def auth(self) -> tuple[tuple[str, str]]:
-        return bearer(self.key)
-
-
-def _tenant(suite: Suite, name: str) -> Tenant:
-    with grpc.insecure_channel(suite.address("api")) as channel:
-        created = tenant_pb2_grpc.TenantServiceStub(channel).CreateTenant(
-            tenant_pb2.CreateTenantRequest(name=name), metadata=bearer(suite.admin_token)
-        )
-    return Tenant(uuid.UUID(created.tenant.id), created.raw_key)
-
-
-@pytest.fixture(scope="module")
-def tenant_a(suite: Suite) -> Tenant:
-    return _tenant(suite, "cancel-a")
-
-
-@pytest.fixture(scope="module")
-def tenant_b(suite: Suite) -> Tenant:
-    return _tenant(suite, "cancel-b")
-
-
-@pytest.fixture(scope="module")
-def instances(suite: Suite) -> Iterator[instance_pb2_grpc.InstanceServiceStub]:
-    with grpc.insecure_channel(suite.address("api")) as channel:
-        yield instance_pb2_grpc.InstanceServiceStub(channel)
+from tests.support.rpc import reason_of, rpc_error
+from tests.support.tenants import Tenant
 
 
 async def _waiting_instance(sessions: async_sessionmaker[AsyncSession], tenant: Tenant) -> uuid.UUID:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, cast
 
 import grpc
@@ -16,30 +16,13 @@ from kalcifer_common.db.models import Flow, FlowVersion
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.integration.api.marketing import (
-    BROKEN_GRAPH,
-    Stubs,
-    Tenant,
-    flow_status,
-    new_tenant,
-    open_stubs,
-    seed_flow,
-)
+from tests.integration.api.marketing import BROKEN_GRAPH, Stubs, flow_status, seed_flow
 from tests.support.processes import Suite
 from tests.support.rpc import field_violations, reason_of, rpc_error
+from tests.support.tenants import Tenant, new_tenant
 
 J = journey_pb2
 _S = J.JourneyStatus
-
-
-@pytest.fixture(scope="module")
-def stubs(suite: Suite) -> Iterator[Stubs]:
-    yield from open_stubs(suite)
-
-
-@pytest.fixture(scope="module")
-def tenant(suite: Suite) -> Tenant:
-    return new_tenant(suite, "journeys")
 
 
 def _segment(stubs: Stubs, tenant: Tenant) -> str:

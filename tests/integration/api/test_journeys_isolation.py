@@ -4,25 +4,20 @@ RPC against tenant A's resources, gets NOT_FOUND or an empty list, and A's resou
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
-import pytest
 from google.protobuf import field_mask_pb2
 from kalcifer.v1 import customer_pb2, journey_pb2, segment_pb2
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.integration.api.marketing import Stubs, flow_status, new_tenant, open_stubs, seed_flow
+from tests.integration.api.marketing import Stubs, flow_status, seed_flow
 from tests.support.processes import Suite
 from tests.support.rpc import rpc_error
+from tests.support.tenants import new_tenant
 
 C, J, S = customer_pb2, journey_pb2, segment_pb2
-
-
-@pytest.fixture(scope="module")
-def stubs(suite: Suite) -> Iterator[Stubs]:
-    yield from open_stubs(suite)
 
 
 async def test_tenant_b_cannot_see_or_touch_tenant_a(

@@ -3,55 +3,32 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import struct_pb2
 from kalcifer.engine.v1 import engine_pb2, engine_pb2_grpc
-from kalcifer.v1 import flow_pb2, node_type_pb2, node_type_pb2_grpc, tenant_pb2, tenant_pb2_grpc
+from kalcifer.v1 import flow_pb2, node_type_pb2, node_type_pb2_grpc
 from kalcifer_common.structs import dict_to_struct, struct_to_dict
 
 from tests.support.processes import Suite
 from tests.support.rpc import bearer, field_violations, reason_of, rpc_error
+from tests.support.tenants import Tenant, new_tenant
 
 _C = node_type_pb2.NodeCategory
 
 
-@dataclass(frozen=True)
-class Tenant:
-    id: uuid.UUID
-    key: str
-
-    @property
-    def auth(self) -> tuple[tuple[str, str]]:
-        return bearer(self.key)
-
-
-def _tenant(suite: Suite, name: str) -> Tenant:
-    with grpc.insecure_channel(suite.address("api")) as channel:
-        created = tenant_pb2_grpc.TenantServiceStub(channel).CreateTenant(
-            tenant_pb2.CreateTenantRequest(name=name), metadata=bearer(suite.admin_token)
-        )
-    return Tenant(uuid.UUID(created.tenant.id), created.raw_key)
-
-
 @pytest.fixture
 def tenant_a(suite: Suite) -> Tenant:
-    return _tenant(suite, "node-types-a")
+    """A tenant of each test's own (overrides the module's): the tests register the same type keys."""
+    return new_tenant(suite, "node-types-a")
 
 
 @pytest.fixture
 def tenant_b(suite: Suite) -> Tenant:
-    return _tenant(suite, "node-types-b")
-
-
-@pytest.fixture(scope="module")
-def node_types(suite: Suite) -> Iterator[node_type_pb2_grpc.NodeTypeServiceStub]:
-    with grpc.insecure_channel(suite.address("api")) as channel:
-        yield node_type_pb2_grpc.NodeTypeServiceStub(channel)
+    """The other tenant of each test's own."""
+    return new_tenant(suite, "node-types-b")
 
 
 def _schema(data: dict[str, Any]) -> struct_pb2.Struct:

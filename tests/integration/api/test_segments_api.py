@@ -4,7 +4,6 @@ update masks, pagination, deletion rules and request_id replay."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -14,21 +13,18 @@ from google.protobuf import field_mask_pb2, struct_pb2
 from kalcifer.v1 import journey_pb2, segment_pb2
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.integration.api.marketing import Stubs, Tenant, new_tenant, open_stubs, seed_flow
+from tests.integration.api.marketing import Stubs, seed_flow
 from tests.support.processes import Suite
 from tests.support.rpc import field_violations, reason_of, rpc_error
+from tests.support.tenants import Tenant, new_tenant
 
 S = segment_pb2
 ALL, ANY = S.SEGMENT_MATCH_ALL, S.SEGMENT_MATCH_ANY
 
 
-@pytest.fixture(scope="module")
-def stubs(suite: Suite) -> Iterator[Stubs]:
-    yield from open_stubs(suite)
-
-
 @pytest.fixture
 def tenant(suite: Suite) -> Tenant:
+    """A tenant of each test's own (overrides the module's): the tests count and page through its segments."""
     return new_tenant(suite, "segments")
 
 

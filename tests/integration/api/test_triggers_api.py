@@ -3,46 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import grpc
 import pytest
-from kalcifer.v1 import tenant_pb2, tenant_pb2_grpc, trigger_pb2, trigger_pb2_grpc
+from kalcifer.v1 import trigger_pb2, trigger_pb2_grpc
 from kalcifer_common.structs import dict_to_struct
 
-from tests.support.processes import Suite
-from tests.support.rpc import bearer, field_violations, rpc_error
-
-
-@dataclass(frozen=True)
-class Tenant:
-    id: uuid.UUID
-    key: str
-
-    @property
-    def auth(self) -> tuple[tuple[str, str]]:
-        return bearer(self.key)
-
-
-def _tenant(suite: Suite, name: str) -> Tenant:
-    with grpc.insecure_channel(suite.address("api")) as channel:
-        created = tenant_pb2_grpc.TenantServiceStub(channel).CreateTenant(
-            tenant_pb2.CreateTenantRequest(name=name), metadata=bearer(suite.admin_token)
-        )
-    return Tenant(uuid.UUID(created.tenant.id), created.raw_key)
-
-
-@pytest.fixture(scope="module")
-def tenant(suite: Suite) -> Tenant:
-    return _tenant(suite, "triggers")
-
-
-@pytest.fixture(scope="module")
-def triggers(suite: Suite) -> Iterator[trigger_pb2_grpc.TriggerServiceStub]:
-    with grpc.insecure_channel(suite.address("api")) as channel:
-        yield trigger_pb2_grpc.TriggerServiceStub(channel)
-
+from tests.support.rpc import field_violations, rpc_error
+from tests.support.tenants import Tenant
 
 FLOW_ID = str(uuid.uuid4())
 BIG = dict_to_struct({"blob": "x" * (64 * 1024 + 1)})

@@ -5,64 +5,16 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import pytest
-from kalcifer.v1 import instance_pb2, instance_pb2_grpc, tenant_pb2, tenant_pb2_grpc, trigger_pb2, trigger_pb2_grpc
+from kalcifer.v1 import instance_pb2, instance_pb2_grpc, trigger_pb2, trigger_pb2_grpc
 from kalcifer_common.db.models import Flow, FlowVersion
 from kalcifer_common.structs import dict_to_struct, struct_to_dict
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.support.processes import Suite
-from tests.support.rpc import bearer, field_violations, reason_of, rpc_error
-
-
-@dataclass(frozen=True)
-class Tenant:
-    id: uuid.UUID
-    key: str
-
-    @property
-    def auth(self) -> tuple[tuple[str, str]]:
-        return bearer(self.key)
-
-
-def _tenant(suite: Suite, name: str) -> Tenant:
-    with grpc.insecure_channel(suite.address("api")) as channel:
-        created = tenant_pb2_grpc.TenantServiceStub(channel).CreateTenant(
-            tenant_pb2.CreateTenantRequest(name=name), metadata=bearer(suite.admin_token)
-        )
-    return Tenant(uuid.UUID(created.tenant.id), created.raw_key)
-
-
-@pytest.fixture(scope="module")
-def tenant_a(suite: Suite) -> Tenant:
-    return _tenant(suite, "starts-a")
-
-
-@pytest.fixture(scope="module")
-def tenant_b(suite: Suite) -> Tenant:
-    return _tenant(suite, "starts-b")
-
-
-@pytest.fixture(scope="module")
-def channel(suite: Suite) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(suite.address("api")) as opened:
-        yield opened
-
-
-@pytest.fixture(scope="module")
-def triggers(channel: grpc.Channel) -> trigger_pb2_grpc.TriggerServiceStub:
-    return trigger_pb2_grpc.TriggerServiceStub(channel)
-
-
-@pytest.fixture(scope="module")
-def instances(channel: grpc.Channel) -> instance_pb2_grpc.InstanceServiceStub:
-    return instance_pb2_grpc.InstanceServiceStub(channel)
-
+from tests.support.rpc import field_violations, reason_of, rpc_error
+from tests.support.tenants import Tenant
 
 # Trigger nodes run without a behaviour of their own (reaching one is entering), so these flows complete as soon
 # as they start: what is tested here is the API's side of a start, whatever the other node types do.

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.engine.support import INTERNAL_TOKEN, create_flow, create_tenant, graph, make_runtime
+from tests.support.eventually import eventually
 from tests.support.processes import free_port, wait_serving
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -111,15 +111,6 @@ async def counts(db: AsyncEngine, instance_ids: list[str]) -> dict[str, int]:
         return dict(row._mapping)
 
 
-async def until_completed(db: AsyncEngine, instance_ids: list[str], at_least: int, within: float) -> None:
-    """Poll until `at_least` of the instances completed (or the timeout passed)."""
-    deadline = time.monotonic() + within
-    for _ in range(100_000):
-        if (await counts(db, instance_ids))["completed"] >= at_least or time.monotonic() > deadline:
-            return
-        await asyncio.sleep(0.02)
-
-
 async def test_two_engines_resuming_the_same_500_instances_run_each_step_once(
     db_engine: AsyncEngine, database_url: str, tmp_path: Path
 ) -> None:
@@ -158,7 +149,13 @@ async def test_sigkill_mid_burst_then_restart_finishes_every_instance_once(
         channel = internal_channel(address, token=INTERNAL_TOKEN, timeout_seconds=60)
         stub = engine_pb2_grpc.EngineServiceStub(channel)
         burst = [asyncio.ensure_future(stub.ResumeInstances(resumes(pairs[n : n + 5]))) for n in range(0, 200, 5)]
-        await until_completed(db_engine, ids, 1, within=30)
+        await eventually(
+            lambda: counts(db_engine, ids),
+            until=lambda seen: seen["completed"] >= 1,
+            within=30,
+            interval=0.02,  # the kill must land mid-burst
+            what="the first instance of the burst completed",
+        )
         process.send_signal(signal.SIGKILL)
         process.wait(10)
         outcomes = await asyncio.gather(*burst, return_exceptions=True)
@@ -173,7 +170,12 @@ async def test_sigkill_mid_burst_then_restart_finishes_every_instance_once(
         RECOVERY_INTERVAL_SECONDS="0.2",
         RECOVERY_OVERDUE_SECONDS="0.1",
     ):
-        await until_completed(db_engine, ids, 200, within=60)
+        await eventually(
+            lambda: counts(db_engine, ids),
+            until=lambda seen: seen["completed"] == 200,
+            within=60,
+            what="every instance completed after the restart",
+        )
     assert await counts(db_engine, ids) == {
         "completed": 200,
         "resumed_steps": 200,

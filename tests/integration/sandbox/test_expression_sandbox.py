@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 from kalcifer_engine.sandbox import ExpressionFailed, ExpressionRunaway, ExpressionSandbox, SandboxLimits
 
+from tests.support.eventually import eventually
+
 TEN = "[1,2,3,4,5,6,7,8,9,10]"
 SIX_NESTED_MAPS = f"{TEN}.map(a,{TEN}.map(b,{TEN}.map(c,{TEN}.map(d,{TEN}.map(e,{TEN}.map(f,{TEN}))))))"
 
@@ -87,7 +89,7 @@ async def test_a_value_too_big_for_the_memory_limit_stops_its_worker() -> None:
 async def test_other_evaluations_proceed_while_one_runs_away(sandbox: ExpressionSandbox) -> None:
     await asyncio.gather(sandbox.evaluate("1", {}), sandbox.evaluate("1", {}))  # both workers started
     bomb = asyncio.ensure_future(sandbox.evaluate(SIX_NESTED_MAPS, {}))
-    await asyncio.sleep(0)  # let the bomb take a worker
+    await busy_worker(sandbox)  # the bomb holds a worker
     answers = [await sandbox.evaluate("n + 1", {"n": n}) for n in range(50)]
     assert answers == list(range(1, 51))
     assert not bomb.done()  # fifty answers came back while the bomb still held its worker
@@ -96,11 +98,8 @@ async def test_other_evaluations_proceed_while_one_runs_away(sandbox: Expression
 
 
 async def busy_worker(sandbox: ExpressionSandbox) -> int:
-    deadline = time.monotonic() + 10
-    while not sandbox.busy_pids:
-        assert time.monotonic() < deadline, "no worker took the evaluation within 10 s"
-        await asyncio.sleep(0.01)
-    return sandbox.busy_pids[0]
+    busy = await eventually(lambda: sandbox.busy_pids, within=10, interval=0.01, what="a worker taking the evaluation")
+    return busy[0]
 
 
 async def test_a_cancelled_evaluation_retires_its_worker(sandbox: ExpressionSandbox) -> None:

@@ -16,21 +16,29 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from kalcifer.engine.v1 import engine_pb2, engine_pb2_grpc
-from kalcifer.scheduler.v1 import scheduler_pb2_grpc
+from kalcifer.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from sqlalchemy import Uuid, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.support.eventually import eventually as eventually  # re-exported: bench/scheduler_lateness.py imports it
 from tests.support.processes import BIN, free_port, wait_serving
+from tests.support.rpc import bearer
+
+# The sweep period of every scheduler under test (see `scheduler_env`).
+SWEEP_SECONDS = 1.0
+# What a scheduler logs when its sweep fired overdue waits.
+SWEPT = "swept overdue waits"
 
 _MARK_FIRED = text(
     "UPDATE waits SET status = 'fired', resolved_time = now() WHERE id = ANY(:ids) AND status = 'pending' RETURNING id"
@@ -218,7 +226,7 @@ def scheduler_env(database_url: str, redis_url: str, engine_address: str, token:
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",
         "SHUTDOWN_GRACE_SECONDS": "2",
-        "SWEEP_INTERVAL_SECONDS": "1",
+        "SWEEP_INTERVAL_SECONDS": str(SWEEP_SECONDS),
         "CLAIM_LEASE_SECONDS": "4",
         "RESUME_RETRY_SECONDS": "2",
         "RPC_TIMEOUT_SECONDS": "3",
@@ -308,20 +316,77 @@ class Seeder:
         return [(str(instance), str(wait)) for instance, wait, _ in rows]
 
 
-async def eventually(predicate: Any, *, within: float, interval: float = 0.05) -> bool:
-    """Poll `predicate()` until true or `within` seconds pass; returns its last value."""
-    deadline = time.monotonic() + within
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(interval)
-
-
 def utc_now() -> datetime:
     """The current time, tz-aware UTC."""
     return datetime.now(UTC)
+
+
+def timestamp(moment: datetime) -> Timestamp:
+    """`moment` as a protobuf Timestamp."""
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+async def schedule(
+    channel: grpc.aio.Channel, token: str, pairs: Sequence[tuple[str, str]], fire_times: Sequence[datetime]
+) -> int:
+    """Arm a timer per (instance id, wait id) pair at its fire time through ScheduleResumes, 1,000 a call;
+    returns how many were newly scheduled."""
+    stub = scheduler_stub(channel)
+    scheduled = 0
+    for start in range(0, len(pairs), 1000):
+        chunk = zip(pairs[start : start + 1000], fire_times[start : start + 1000], strict=True)
+        request = scheduler_pb2.ScheduleResumesRequest(
+            resumes=[
+                scheduler_pb2.ScheduleResumeRequest(instance_id=instance, wait_id=wait, fire_time=timestamp(moment))
+                for (instance, wait), moment in chunk
+            ]
+        )
+        scheduled += (await stub.ScheduleResumes(request, metadata=bearer(token))).scheduled
+    return scheduled
+
+
+async def schedule_at(
+    address: str, token: str, pairs: Sequence[tuple[str, str]], fire_times: Sequence[datetime]
+) -> int:
+    """`schedule` on a channel of its own to the scheduler at `address`."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        return await schedule(channel, token, pairs, fire_times)
+
+
+async def swept_by(
+    replicas: Sequence[SchedulerProcess], seeder: Seeder, engine: RecordingEngine, *, sweeps: int = 2
+) -> None:
+    """Wait for proof that each replica ran `sweeps` sweeps of overdue waits from now on: what a test waits for
+    before asserting that something was *not* fired.
+
+    Only a sweep fires a wait that was overdue when written and never armed (the horizon arms only future fire
+    times), and a replica logs `SWEPT` when its sweep fired something. Such waits are written one at a time, each
+    once the last one fired and its sweep was logged, until every replica's log shows `sweeps` new sweeps.
+    """
+    marks = [replica.log().count(SWEPT) for replica in replicas]
+
+    def logged() -> list[int]:
+        return [replica.log().count(SWEPT) - mark for replica, mark in zip(replicas, marks, strict=True)]
+
+    async def one_more_sweep() -> list[int]:
+        before = sum(logged())
+        [(_, wait)] = await seeder.waits([utc_now() - timedelta(seconds=1)])
+        await eventually(
+            lambda: engine.applied_for([wait])[wait],
+            within=2 * SWEEP_SECONDS + 3,
+            what=f"a sweep firing the overdue wait {wait} nobody armed",
+        )
+        return await eventually(logged, until=lambda counts: sum(counts) > before, what="that sweep logged")
+
+    await eventually(
+        one_more_sweep,
+        until=lambda counts: min(counts) >= sweeps,
+        within=(2 * SWEEP_SECONDS + 3) * sweeps * len(replicas),
+        interval=0,
+        what=f"{sweeps} sweeps of each replica",
+    )
 
 
 def violations_of(error: grpc.aio.AioRpcError) -> dict[str, str]:

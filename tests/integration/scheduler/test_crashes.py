@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import uuid
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
-import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
-from kalcifer.scheduler.v1 import scheduler_pb2
 from sqlalchemy import Uuid, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 
@@ -18,25 +15,16 @@ from tests.integration.scheduler.support import (
     RecordingEngine,
     SchedulerProcess,
     Seeder,
-    eventually,
-    scheduler_stub,
+    schedule_at,
+    swept_by,
     utc_now,
 )
-from tests.support.rpc import bearer
+from tests.support.eventually import eventually
 
 
-async def _schedule(address: str, token: str, pairs: list[tuple[str, str]], fire_times: list[datetime]) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = scheduler_stub(channel)
-        for start in range(0, len(pairs), 1000):
-            resumes = []
-            for (instance, wait), moment in zip(
-                pairs[start : start + 1000], fire_times[start : start + 1000], strict=True
-            ):
-                stamp = Timestamp()
-                stamp.FromDatetime(moment)
-                resumes.append(scheduler_pb2.ScheduleResumeRequest(instance_id=instance, wait_id=wait, fire_time=stamp))
-            await stub.ScheduleResumes(scheduler_pb2.ScheduleResumesRequest(resumes=resumes), metadata=bearer(token))
+def _unfired(engine: RecordingEngine, waits: Sequence[str]) -> int:
+    """How many of the waits the engine has not applied yet."""
+    return sum(1 for arrivals in engine.applied_for(waits).values() if not arrivals)
 
 
 async def _diagnose(engine: RecordingEngine, waits: list[str]) -> str:
@@ -67,15 +55,28 @@ async def test_a_scheduler_killed_mid_firing_fires_every_due_timer_after_restart
     pairs = await seeder.waits(fire_times)
     waits = [wait for _, wait in pairs]
     try:
-        await _schedule(scheduler.address, token, pairs, fire_times)
-        await asyncio.sleep(max(0.0, (start - utc_now()).total_seconds()) + 0.4)
+        await schedule_at(scheduler.address, token, pairs, fire_times)
+        await eventually(
+            lambda: _unfired(engine, waits),
+            until=lambda unfired: unfired <= len(waits) * 9 // 10,
+            within=1.0 + 5,
+            what="a tenth of the timers firing",
+        )
         scheduler.stop(signal.SIGKILL)
-        fired_before_kill = sum(1 for arrivals in engine.applied_for(waits).values() if arrivals)
-        await asyncio.sleep(1.0)
+        fired_before_kill = len(waits) - _unfired(engine, waits)
+        # Nobody runs while the rest falls due.
+        await eventually(utc_now, until=lambda now: now > fire_times[-1], within=2, what="the last fire time passing")
         scheduler.start()
         # Claims of the killed process expire after the lease (4 s here), then a sweep takes them.
-        fired_all = await eventually(lambda: all(engine.applied_for(waits).values()), within=4 + 2 + 3)
-        assert fired_all, await _diagnose(engine, waits)
+        try:
+            await eventually(
+                lambda: _unfired(engine, waits),
+                until=lambda unfired: unfired == 0,
+                within=4 + 2 + 3,
+                what="every timer firing after the restart",
+            )
+        except AssertionError as failure:
+            raise AssertionError(f"{failure}; {await _diagnose(engine, waits)}") from failure
     finally:
         scheduler.stop()
     applied = engine.applied_for(waits)
@@ -99,10 +100,12 @@ async def test_two_schedulers_never_fire_a_timer_twice(
     waits = [wait for _, wait in pairs]
     try:
         # Both replicas arm every timer (as engine replicas behind a load balancer might), and both sweep.
-        await _schedule(first.address, token, pairs, fire_times)
-        await _schedule(second.address, token, pairs, fire_times)
-        assert await eventually(lambda: all(engine.applied_for(waits).values()), within=8)
-        await asyncio.sleep(2.5)  # two more sweep periods of both replicas
+        await schedule_at(first.address, token, pairs, fire_times)
+        await schedule_at(second.address, token, pairs, fire_times)
+        await eventually(
+            lambda: _unfired(engine, waits), until=lambda unfired: unfired == 0, within=8, what="every timer firing"
+        )
+        await swept_by([first, second], seeder, engine)  # two more sweeps of each replica
     finally:
         first.stop()
         second.stop()

@@ -19,7 +19,8 @@ from kalcifer.scheduler.v1 import scheduler_pb2
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.integration.scheduler.support import SchedulerProcess, Seeder, eventually, scheduler_stub, utc_now
+from tests.integration.scheduler.support import SchedulerProcess, Seeder, scheduler_stub, utc_now
+from tests.support.eventually import eventually
 from tests.support.rpc import bearer
 
 
@@ -82,19 +83,24 @@ async def _row(db: AsyncEngine, delivery_id: str) -> Any:
         return (await connection.execute(text("SELECT * FROM deliveries WHERE id = :id"), {"id": delivery_id})).one()
 
 
-async def _status_is(db: AsyncEngine, delivery_id: str, status: str, within: float) -> bool:
-    state: dict[str, str] = {}
+async def _reaches(db: AsyncEngine, delivery_id: str, status: str, within: float) -> Any:
+    """The delivery's row once it has `status`."""
+    return await eventually(
+        lambda: _row(db, delivery_id),
+        until=lambda row: row.status == status,
+        within=within,
+        interval=0.1,
+        what=f"delivery {delivery_id} {status}",
+    )
 
-    async def poll() -> None:
-        state["status"] = (await _row(db, delivery_id)).status
 
-    deadline = utc_now() + timedelta(seconds=within)
-    while utc_now() < deadline:
-        await poll()
-        if state["status"] == status:
-            return True
-        await eventually(lambda: False, within=0.1)
-    return False
+async def _delivery_sweeps_ran(db: AsyncEngine, tenant: uuid.UUID, sweeps: int = 2) -> None:
+    """Wait for proof that `sweeps` delivery sweeps ran (and their jobs were worked) from now on: what a test waits
+    for before asserting that something was *not* sent. A pending delivery nobody enqueued is sent only after a
+    sweep enqueued it; one is written at a time, each once the last was sent."""
+    for _ in range(sweeps):
+        control, _ = await _delivery(db, tenant, channel="sms")
+        await _reaches(db, control, "sent", within=5)
 
 
 async def test_a_pending_delivery_is_sent_once_through_the_log_provider(
@@ -105,9 +111,9 @@ async def test_a_pending_delivery_is_sent_once_through_the_log_provider(
     request = scheduler_pb2.EnqueueDeliveriesRequest(delivery_ids=[delivery_id])
     assert (await stub.EnqueueDeliveries(request, metadata=bearer(token))).enqueued == 1
 
-    assert await _status_is(sched_db, delivery_id, "sent", within=5)
+    await _reaches(sched_db, delivery_id, "sent", within=5)
     await stub.EnqueueDeliveries(request, metadata=bearer(token))  # a late duplicate request
-    await eventually(lambda: False, within=1.5)  # and a delivery sweep or two
+    await _delivery_sweeps_ran(sched_db, seeder.tenant_id)  # and a delivery sweep or two
     row = await _row(sched_db, delivery_id)
     assert (row.status, row.attempts, row.provider) == ("sent", 1, "log")
     assert row.provider_message_id.startswith("log-")
@@ -124,9 +130,9 @@ async def test_the_sweep_sends_deliveries_nobody_enqueued_and_waits_for_send_aft
         sched_db, seeder.tenant_id, channel="sms", send_after=utc_now() + timedelta(seconds=2)
     )
 
-    assert await _status_is(sched_db, now_id, "sent", within=4)
+    await _reaches(sched_db, now_id, "sent", within=4)
     assert (await _row(sched_db, later_id)).status == "pending"
-    assert await _status_is(sched_db, later_id, "sent", within=5)
+    await _reaches(sched_db, later_id, "sent", within=5)
     assert (await _row(sched_db, later_id)).sent_time >= (await _row(sched_db, later_id)).send_after
 
 
@@ -144,8 +150,7 @@ async def test_a_webhook_send_is_retried_with_backoff_and_carries_key_and_signat
     webhook.statuses = [500, 503]
     delivery_id, key = await _delivery(sched_db, seeder.tenant_id, channel="webhook")
 
-    assert await _status_is(sched_db, delivery_id, "sent", within=8)
-    row = await _row(sched_db, delivery_id)
+    row = await _reaches(sched_db, delivery_id, "sent", within=8)
     assert (row.attempts, row.provider, row.last_error) == (3, "webhook", None)
     mine = [(headers, body) for headers, body in webhook.requests if json.loads(body)["delivery_id"] == delivery_id]
     assert len(mine) == 3
@@ -161,8 +166,7 @@ async def test_a_webhook_that_keeps_failing_marks_the_delivery_failed(
     webhook.statuses = [400]  # final: a retry cannot help
     delivery_id, _ = await _delivery(sched_db, seeder.tenant_id, channel="webhook")
 
-    assert await _status_is(sched_db, delivery_id, "failed", within=5)
-    row = await _row(sched_db, delivery_id)
+    row = await _reaches(sched_db, delivery_id, "failed", within=5)
     assert row.attempts == 1
     assert "400" in row.last_error
 
@@ -180,7 +184,7 @@ async def test_a_delivery_left_sending_by_a_crash_is_resent_with_the_same_key(
         update_time=utc_now() - timedelta(hours=1),
     )
 
-    assert await _status_is(sched_db, delivery_id, "sent", within=5)
+    await _reaches(sched_db, delivery_id, "sent", within=5)
     assert (await _row(sched_db, delivery_id)).attempts == 2
     resent = [line for line in scheduler.log().splitlines() if "delivery sent" in line and key in line]
     assert len(resent) == 1
@@ -192,7 +196,7 @@ async def test_a_delivery_being_sent_right_now_is_not_taken_again(
 ) -> None:
     delivery_id, _ = await _delivery(sched_db, seeder.tenant_id, channel="in_app", status="sending", attempts=1)
 
-    await eventually(lambda: False, within=1.5)
+    await _delivery_sweeps_ran(sched_db, seeder.tenant_id)
     row = await _row(sched_db, delivery_id)
     assert (row.status, row.attempts) == ("sending", 1)
 
@@ -268,8 +272,7 @@ async def test_an_email_goes_out_through_smtp_once_with_a_message_id_from_its_ke
         sched_db, tenant, payload={"to": "ann@x.test", "subject": "Welcome", "text": "Hello Ann"}
     )
 
-    assert await _status_is(sched_db, delivery_id, "sent", within=6)
-    row = await _row(sched_db, delivery_id)
+    row = await _reaches(sched_db, delivery_id, "sent", within=6)
     assert (row.attempts, row.provider) == (2, "smtp")
     [mail] = [m for m in smtp.messages if key.encode() in m]
     assert b"Subject: Welcome" in mail

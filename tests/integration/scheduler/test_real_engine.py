@@ -28,12 +28,13 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.integration.scheduler.support import SchedulerProcess, new_token, scheduler_env, utc_now
+from tests.integration.scheduler.support import SWEEP_SECONDS, SchedulerProcess, new_token, scheduler_env
 from tests.support.databases import REPO_ROOT
+from tests.support.eventually import eventually
 from tests.support.processes import free_port, wait_serving
 from tests.support.rpc import bearer
 
-SWEEP_SECONDS = 1.0
+TIMERS_KEY = "kalcifer:timers"  # the scheduler's armed timers (default REDIS_KEY_PREFIX)
 
 
 @pytest.fixture(scope="module")
@@ -159,35 +160,75 @@ async def _rows(db: AsyncEngine, sql: str, **params: Any) -> list[Any]:
         return list((await connection.execute(text(sql), params)).all())
 
 
-async def _all_completed(db: AsyncEngine, instance_ids: list[str], within: float) -> bool:
-    ids = [uuid.UUID(i) for i in instance_ids]
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        rows = await _rows(
-            db, "SELECT count(*) AS n FROM flow_instances WHERE id = ANY(:ids) AND status = 'completed'", ids=ids
+async def _count(db: AsyncEngine, sql: str, instance_ids: list[str]) -> int:
+    """`sql` (a count over `:ids`) for the instances."""
+    [row] = await _rows(db, sql, ids=[uuid.UUID(i) for i in instance_ids])
+    return int(row.n)
+
+
+_COMPLETED = "SELECT count(*) AS n FROM flow_instances WHERE id = ANY(:ids) AND status = 'completed'"
+# Waits a scheduler has claimed, or that are resolved already.
+_TAKEN = (
+    "SELECT count(*) AS n FROM waits WHERE instance_id = ANY(:ids) AND (claim_until IS NOT NULL OR status <> 'pending')"
+)
+# Waits not due yet, by the clock claims compare with.
+_NOT_DUE = "SELECT count(*) AS n FROM waits WHERE instance_id = ANY(:ids) AND fire_time > now()"
+
+
+async def _all_completed(db: AsyncEngine, instance_ids: list[str], *, within: float, what: str) -> None:
+    await eventually(
+        lambda: _count(db, _COMPLETED, instance_ids),
+        until=lambda completed: completed == len(instance_ids),
+        within=within,
+        interval=0.1,
+        what=what,
+    )
+
+
+async def _pause_flow(db: AsyncEngine, tenant: uuid.UUID, seconds: float) -> str:
+    """entry -> t_pause(`seconds`) -> end."""
+    return await _flow(
+        db,
+        tenant,
+        [
+            _node("entry", "event_entry", event_type="signup"),
+            _node("pause", "t_pause", seconds=seconds),
+            _node("done", "t_end"),
+        ],
+        [{"source": "entry", "target": "pause"}, {"source": "pause", "target": "done"}],
+    )
+
+
+async def _had_every_chance_to_fire(
+    stub: engine_pb2_grpc.EngineServiceAsyncStub, token: str, tenant: uuid.UUID, db: AsyncEngine, seconds: float
+) -> None:
+    """Wait for proof that the scheduler had every chance to fire a timer due `seconds` from now (minus a moment):
+    an instance pausing half a sweep period longer completed (bucket jobs pop timers in fire-time order), then two
+    sweeps resumed an instance only a sweep can resume: one whose wait the engine armed for in an hour, moved into
+    the past in its row (the horizon arms only future fire times; the engine's own recovery waits 30 s)."""
+    [later] = await _start(stub, token, tenant, await _pause_flow(db, tenant, seconds + SWEEP_SECONDS / 2), 1)
+    await _all_completed(db, [later], within=seconds + SWEEP_SECONDS + 5, what="an instance pausing longer completing")
+    hour_flow = await _pause_flow(db, tenant, 3600)
+    for sweep in range(2):
+        [overdue] = await _start(stub, token, tenant, hour_flow, 1)
+        async with db.begin() as connection:
+            moved = await connection.execute(
+                text("UPDATE waits SET fire_time = now() - interval '1 second' WHERE instance_id = :i"),
+                {"i": uuid.UUID(overdue)},
+            )
+            assert moved.rowcount == 1
+        await _all_completed(
+            db, [overdue], within=2 * SWEEP_SECONDS + 3, what=f"sweep {sweep + 1} resuming an overdue wait"
         )
-        if rows[0].n == len(ids):
-            return True
-        await asyncio.sleep(0.1)
-    return False
 
 
 async def test_a_two_second_wait_resumes_the_instance_within_the_sweep_period(
     engine_stub: engine_pb2_grpc.EngineServiceAsyncStub, real_token: str, tenant: uuid.UUID, sched_db: AsyncEngine
 ) -> None:
-    flow = await _flow(
-        sched_db,
-        tenant,
-        [
-            _node("entry", "event_entry", event_type="signup"),
-            _node("pause", "t_pause", seconds=2),
-            _node("done", "t_end"),
-        ],
-        [{"source": "entry", "target": "pause"}, {"source": "pause", "target": "done"}],
-    )
+    flow = await _pause_flow(sched_db, tenant, 2)
     [instance] = await _start(engine_stub, real_token, tenant, flow, 1)
 
-    assert await _all_completed(sched_db, [instance], within=2 + SWEEP_SECONDS + 3)
+    await _all_completed(sched_db, [instance], within=2 + SWEEP_SECONDS + 3, what="the instance completing")
     [wait] = await _rows(
         sched_db,
         "SELECT fire_time, resolved_time, create_time, status FROM waits WHERE instance_id = :i",
@@ -215,7 +256,7 @@ async def test_wait_until_in_the_past_resumes_at_once(
     started = time.monotonic()
     [instance] = await _start(engine_stub, real_token, tenant, flow, 1)
 
-    assert await _all_completed(sched_db, [instance], within=3)
+    await _all_completed(sched_db, [instance], within=3, what="the instance completing")
     assert time.monotonic() - started < 1.0
 
 
@@ -226,26 +267,24 @@ async def test_after_a_flush_100_waiting_instances_each_resume_exactly_once(
     sched_db: AsyncEngine,
     sched_redis_url: str,
 ) -> None:
-    flow = await _flow(
-        sched_db,
-        tenant,
-        [
-            _node("entry", "event_entry", event_type="signup"),
-            _node("pause", "t_pause", seconds=2),
-            _node("done", "t_end"),
-        ],
-        [{"source": "entry", "target": "pause"}, {"source": "pause", "target": "done"}],
-    )
+    flow = await _pause_flow(sched_db, tenant, 2)
     instances = await _start(engine_stub, real_token, tenant, flow, 100)
+    ids = [uuid.UUID(i) for i in instances]
+    wait_ids = [str(w.id) for w in await _rows(sched_db, "SELECT id FROM waits WHERE instance_id = ANY(:ids)", ids=ids)]
     redis = Redis.from_url(sched_redis_url)
     try:
-        await asyncio.sleep(0.3)  # the engine's ScheduleResumes has landed
+        await eventually(
+            lambda: redis.zmscore(TIMERS_KEY, wait_ids),
+            until=lambda scores: None not in scores,
+            what="the engine's ScheduleResumes landing: all 100 timers armed",
+        )
         await redis.flushdb()  # this module's own db (FLUSHALL would empty other runs' dbs too)
     finally:
         await redis.aclose()
 
-    assert await _all_completed(sched_db, instances, within=2 + 2 * SWEEP_SECONDS + 5)
-    ids = [uuid.UUID(i) for i in instances]
+    await _all_completed(
+        sched_db, instances, within=2 + 2 * SWEEP_SECONDS + 5, what="all 100 instances completing after the flush"
+    )
     steps = await _rows(
         sched_db,
         "SELECT instance_id, count(*) AS n FROM execution_steps WHERE instance_id = ANY(:ids) AND node_id = 'done'"
@@ -303,7 +342,7 @@ async def test_an_event_cancels_the_timeout_and_the_timeout_never_resumes(
     )
     assert routed.resumed == 1
 
-    await asyncio.sleep(1 + 2 * SWEEP_SECONDS + 0.5)  # past the timeout, and two sweeps
+    await _had_every_chance_to_fire(engine_stub, real_token, tenant, sched_db, 1)  # past the timeout, two sweeps
     ran = [
         r.node_id
         for r in await _rows(
@@ -321,25 +360,28 @@ async def test_a_scheduler_killed_as_timers_fall_due_resumes_every_instance_afte
     sched_db: AsyncEngine,
     real_scheduler: SchedulerProcess,
 ) -> None:
-    flow = await _flow(
-        sched_db,
-        tenant,
-        [
-            _node("entry", "event_entry", event_type="signup"),
-            _node("pause", "t_pause", seconds=2),
-            _node("done", "t_end"),
-        ],
-        [{"source": "entry", "target": "pause"}, {"source": "pause", "target": "done"}],
-    )
+    flow = await _pause_flow(sched_db, tenant, 2)
     instances = await _start(engine_stub, real_token, tenant, flow, 300)
     ids = [uuid.UUID(i) for i in instances]
-    [first] = await _rows(sched_db, "SELECT min(fire_time) AS at FROM waits WHERE instance_id = ANY(:ids)", ids=ids)
-    await asyncio.sleep(max(0.0, (first.at - utc_now()).total_seconds()) + 0.05)
+    await eventually(
+        lambda: _count(sched_db, _TAKEN, instances),
+        until=lambda taken: taken > 0,
+        within=2 + 5,
+        interval=0.01,
+        what="the first timers falling due and being claimed",
+    )
     real_scheduler.stop(signal.SIGKILL)  # some timers claimed or in flight, most not fired yet
-    await asyncio.sleep(1.0)
+    await eventually(
+        lambda: _count(sched_db, _NOT_DUE, instances),
+        until=lambda not_due: not_due == 0,
+        within=2 + 5,
+        what="every timer falling due while no scheduler runs",
+    )
     real_scheduler.start()
 
-    assert await _all_completed(sched_db, instances, within=4 + 2 * SWEEP_SECONDS + 5)
+    await _all_completed(
+        sched_db, instances, within=4 + 2 * SWEEP_SECONDS + 5, what="all 300 instances completing after the restart"
+    )
     steps = await _rows(
         sched_db,
         "SELECT count(*) AS n FROM execution_steps WHERE instance_id = ANY(:ids) AND node_id = 'done'",

@@ -6,30 +6,26 @@ touching the Redis other test runs share.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2
-from kalcifer.scheduler.v1 import scheduler_pb2
 from kalcifer_cli.embedded import EmbeddedRedis
 
 from tests.integration.scheduler.support import (
+    SWEEP_SECONDS,
     RecordingEngine,
     SchedulerProcess,
     Seeder,
-    eventually,
+    schedule_at,
     scheduler_env,
-    scheduler_stub,
     utc_now,
 )
+from tests.support.eventually import eventually
 from tests.support.processes import free_port, health_status
-from tests.support.rpc import bearer
-
-SWEEP_SECONDS = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -52,20 +48,8 @@ def outage_scheduler(
     process.stop()
 
 
-async def _schedule(address: str, token: str, pairs: list[tuple[str, str]], fire_times: list[datetime]) -> None:
-    resumes = []
-    for (instance, wait), moment in zip(pairs, fire_times, strict=True):
-        stamp = Timestamp()
-        stamp.FromDatetime(moment)
-        resumes.append(scheduler_pb2.ScheduleResumeRequest(instance_id=instance, wait_id=wait, fire_time=stamp))
-    async with grpc.aio.insecure_channel(address) as channel:
-        await scheduler_stub(channel).ScheduleResumes(
-            scheduler_pb2.ScheduleResumesRequest(resumes=resumes), metadata=bearer(token)
-        )
-
-
-def _health(address: str) -> int | None:
-    return health_status(address)
+def _all_fired(engine: RecordingEngine, waits: Sequence[str]) -> bool:
+    return all(engine.applied_for(waits).values())
 
 
 async def test_timers_fire_through_a_redis_outage_and_a_restart_that_comes_back_empty(
@@ -78,33 +62,43 @@ async def test_timers_fire_through_a_redis_outage_and_a_restart_that_comes_back_
     address = outage_scheduler.address
     before = [utc_now() + timedelta(seconds=1.5) for _ in range(50)]
     armed = await seeder.waits(before)
-    await _schedule(address, token, armed, before)
+    await schedule_at(address, token, armed, before)
 
     private_redis.stop()
     not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
-    assert await eventually(lambda: _health(address) == not_serving, within=5)
+    await eventually(
+        lambda: health_status(address), until=lambda status: status == not_serving, within=5, what="NOT_SERVING"
+    )
     # While Redis is gone the table is the only record: the sweep fires the armed timers...
     waits = [wait for _, wait in armed]
-    assert await eventually(lambda: all(engine.applied_for(waits).values()), within=1.5 + 2 * SWEEP_SECONDS + 2)
+    await eventually(
+        lambda: _all_fired(engine, waits), within=1.5 + 2 * SWEEP_SECONDS + 2, what="the armed timers firing"
+    )
     # ...and the ones the engine could not even arm (ScheduleResume is UNAVAILABLE meanwhile).
     unarmed_times = [utc_now() + timedelta(seconds=0.5) for _ in range(20)]
     unarmed_pairs = await seeder.waits(unarmed_times)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await _schedule(address, token, unarmed_pairs, unarmed_times)
+        await schedule_at(address, token, unarmed_pairs, unarmed_times)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     unarmed = [wait for _, wait in unarmed_pairs]
-    assert await eventually(lambda: all(engine.applied_for(unarmed).values()), within=0.5 + 2 * SWEEP_SECONDS + 2)
+    await eventually(
+        lambda: _all_fired(engine, unarmed), within=0.5 + 2 * SWEEP_SECONDS + 2, what="the unarmed waits firing"
+    )
     for wait, moment in zip(unarmed, unarmed_times, strict=True):
         assert engine.applied_for([wait])[wait][0].at >= moment.timestamp()
 
     private_redis.start()  # the same address, nothing in it
     serving = health_pb2.HealthCheckResponse.SERVING
-    assert await eventually(lambda: _health(address) == serving, within=5)
+    await eventually(
+        lambda: health_status(address), until=lambda status: status == serving, within=5, what="SERVING again"
+    )
     after = [datetime.now(UTC) + timedelta(seconds=1) for _ in range(30)]
     rearmed = await seeder.waits(after)
-    await _schedule(address, token, rearmed, after)
+    await schedule_at(address, token, rearmed, after)
     later = [wait for _, wait in rearmed]
-    assert await eventually(lambda: all(engine.applied_for(later).values()), within=1 + 2 * SWEEP_SECONDS + 2)
+    await eventually(
+        lambda: _all_fired(engine, later), within=1 + 2 * SWEEP_SECONDS + 2, what="the re-armed timers firing"
+    )
 
     everything = waits + unarmed + later
     assert all(len(arrivals) == 1 for arrivals in engine.received(everything).values())

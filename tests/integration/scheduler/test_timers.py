@@ -2,50 +2,55 @@
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import grpc
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2
 from kalcifer.scheduler.v1 import scheduler_pb2
 from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.scheduler.support import (
+    SWEEP_SECONDS,
     RecordingEngine,
     SchedulerProcess,
     Seeder,
-    eventually,
+    schedule,
     scheduler_stub,
+    swept_by,
+    timestamp,
     utc_now,
     violations_of,
 )
+from tests.support.eventually import eventually
 from tests.support.processes import health_status
 from tests.support.rpc import bearer
 
-SWEEP_SECONDS = 1.0
 
-
-def _timestamp(moment: object) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)  # type: ignore[arg-type]
-    return stamp
-
-
-async def _schedule(channel: grpc.aio.Channel, token: str, pairs: list[tuple[str, str]], fire_times: list) -> int:  # type: ignore[type-arg]
-    stub = scheduler_stub(channel)
-    request = scheduler_pb2.ScheduleResumesRequest(
-        resumes=[
-            scheduler_pb2.ScheduleResumeRequest(instance_id=instance, wait_id=wait, fire_time=_timestamp(moment))
-            for (instance, wait), moment in zip(pairs, fire_times, strict=True)
-        ]
+async def _had_every_chance_to_fire(
+    moment: datetime,
+    channel: grpc.aio.Channel,
+    token: str,
+    engine: RecordingEngine,
+    seeder: Seeder,
+    scheduler: SchedulerProcess,
+) -> None:
+    """Wait for proof that the scheduler had every chance to fire a wait due at `moment`: a timer armed for half
+    a sweep period later fired (bucket jobs pop timers in fire-time order), then it swept twice with the wait
+    overdue by more than its grace (0.2 s here)."""
+    later = moment + timedelta(seconds=SWEEP_SECONDS / 2)
+    pairs = await seeder.waits([later])
+    await schedule(channel, token, pairs, [later])
+    wait = pairs[0][1]
+    await eventually(
+        lambda: engine.applied_for([wait])[wait], within=SWEEP_SECONDS + 5, what="a timer armed for later firing"
     )
-    response = await stub.ScheduleResumes(request, metadata=bearer(token))
-    return response.scheduled
+    await swept_by([scheduler], seeder, engine)
 
 
 async def test_a_two_second_wait_fires_after_two_seconds_and_within_the_sweep_period(
@@ -56,17 +61,16 @@ async def test_a_two_second_wait_fires_after_two_seconds_and_within_the_sweep_pe
     stub = scheduler_stub(channel)
     instance, wait = pairs[0]
     first = await stub.ScheduleResume(
-        scheduler_pb2.ScheduleResumeRequest(instance_id=instance, wait_id=wait, fire_time=_timestamp(fire)),
+        scheduler_pb2.ScheduleResumeRequest(instance_id=instance, wait_id=wait, fire_time=timestamp(fire)),
         metadata=bearer(token),
     )
     again = await stub.ScheduleResume(
-        scheduler_pb2.ScheduleResumeRequest(instance_id=instance, wait_id=wait, fire_time=_timestamp(fire)),
+        scheduler_pb2.ScheduleResumeRequest(instance_id=instance, wait_id=wait, fire_time=timestamp(fire)),
         metadata=bearer(token),
     )
     assert (first.scheduled, again.scheduled) == (True, False)
 
-    assert await eventually(lambda: engine.applied_for([wait])[wait], within=6)
-    arrival = engine.applied_for([wait])[wait][0]
+    [arrival] = await eventually(lambda: engine.applied_for([wait])[wait], within=6, what="the timer firing")
     lateness = arrival.at - fire.timestamp()
     assert 0 <= lateness <= SWEEP_SECONDS, lateness
     assert arrival.trigger == "timer"
@@ -78,25 +82,28 @@ async def test_wait_until_in_the_past_fires_at_once(
 ) -> None:
     fire = utc_now() - timedelta(hours=3)
     pairs = await seeder.waits([fire])
-    await _schedule(channel, token, pairs, [fire])
+    await schedule(channel, token, pairs, [fire])
     scheduled_at = utc_now().timestamp()
     wait = pairs[0][1]
 
-    assert await eventually(lambda: engine.applied_for([wait])[wait], within=3)
-    assert engine.applied_for([wait])[wait][0].at - scheduled_at < 0.5
+    [arrival] = await eventually(lambda: engine.applied_for([wait])[wait], within=3, what="the timer firing")
+    assert arrival.at - scheduled_at < 0.5
 
 
 async def test_a_cancelled_timer_never_resumes(
-    channel: grpc.aio.Channel, token: str, engine: RecordingEngine, seeder: Seeder, sched_db: object
+    channel: grpc.aio.Channel,
+    token: str,
+    engine: RecordingEngine,
+    seeder: Seeder,
+    sched_db: AsyncEngine,
+    scheduler: SchedulerProcess,
 ) -> None:
     fire = utc_now() + timedelta(seconds=0.5)
     pairs = await seeder.waits([fire], kind="event")
-    await _schedule(channel, token, pairs, [fire])
+    await schedule(channel, token, pairs, [fire])
     wait = pairs[0][1]
     # What the engine does when the awaited event arrives first: resolve the wait row, then cancel the timer.
-    from sqlalchemy import text
-
-    async with sched_db.begin() as connection:  # type: ignore[attr-defined]
+    async with sched_db.begin() as connection:
         await connection.execute(
             text("UPDATE waits SET status = 'cancelled', resolved_time = now() WHERE id = :id"), {"id": wait}
         )
@@ -105,8 +112,9 @@ async def test_a_cancelled_timer_never_resumes(
     )
     assert response.cancelled is True
 
-    # Past its fire time, a sweep and then some: nothing reached the engine.
-    assert not await eventually(lambda: engine.received([wait])[wait], within=0.5 + 2 * SWEEP_SECONDS + 0.5)
+    # Past its fire time, and two sweeps: nothing reached the engine.
+    await _had_every_chance_to_fire(fire, channel, token, engine, seeder, scheduler)
+    assert not engine.received([wait])[wait]
 
 
 async def test_an_event_wait_that_times_out_resumes_with_the_timeout_trigger(
@@ -114,11 +122,11 @@ async def test_an_event_wait_that_times_out_resumes_with_the_timeout_trigger(
 ) -> None:
     fire = utc_now() + timedelta(seconds=0.3)
     pairs = await seeder.waits([fire], kind="event")
-    await _schedule(channel, token, pairs, [fire])
+    await schedule(channel, token, pairs, [fire])
     wait = pairs[0][1]
 
-    assert await eventually(lambda: engine.applied_for([wait])[wait], within=3)
-    assert engine.applied_for([wait])[wait][0].trigger == "timeout"
+    [arrival] = await eventually(lambda: engine.applied_for([wait])[wait], within=3, what="the timeout firing")
+    assert arrival.trigger == "timeout"
 
 
 async def test_a_wait_nobody_armed_fires_from_its_row(
@@ -128,20 +136,21 @@ async def test_a_wait_nobody_armed_fires_from_its_row(
     fire = utc_now() + timedelta(seconds=1.5)
     wait = (await seeder.waits([fire]))[0][1]
 
-    assert await eventually(lambda: engine.applied_for([wait])[wait], within=6)
-    lateness = engine.applied_for([wait])[wait][0].at - fire.timestamp()
+    [arrival] = await eventually(lambda: engine.applied_for([wait])[wait], within=6, what="the unarmed wait firing")
+    lateness = arrival.at - fire.timestamp()
     assert 0 <= lateness <= 2 * SWEEP_SECONDS, lateness
 
 
 async def test_waits_of_paused_instances_are_held(
-    channel: grpc.aio.Channel, token: str, engine: RecordingEngine, seeder: Seeder
+    channel: grpc.aio.Channel, token: str, engine: RecordingEngine, seeder: Seeder, scheduler: SchedulerProcess
 ) -> None:
     fire = utc_now() + timedelta(seconds=0.2)
     pairs = await seeder.waits([fire], instance_status="paused")
-    await _schedule(channel, token, pairs, [fire])
+    await schedule(channel, token, pairs, [fire])
     wait = pairs[0][1]
 
-    assert not await eventually(lambda: engine.received([wait])[wait], within=0.2 + 2 * SWEEP_SECONDS)
+    await _had_every_chance_to_fire(fire, channel, token, engine, seeder, scheduler)
+    assert not engine.received([wait])[wait]
 
 
 async def test_a_thousand_timers_due_within_one_second_all_fire_none_early(
@@ -150,10 +159,10 @@ async def test_a_thousand_timers_due_within_one_second_all_fire_none_early(
     start = utc_now() + timedelta(seconds=1.5)
     fire_times = [start + timedelta(milliseconds=i) for i in range(1000)]
     pairs = await seeder.waits(fire_times)
-    assert await _schedule(channel, token, pairs, fire_times) == 1000
+    assert await schedule(channel, token, pairs, fire_times) == 1000
     waits = [wait for _, wait in pairs]
 
-    assert await eventually(lambda: all(engine.applied_for(waits).values()), within=10)
+    await eventually(lambda: all(engine.applied_for(waits).values()), within=10, what="all 1,000 timers firing")
     applied = engine.applied_for(waits)
     assert all(len(arrivals) == 1 for arrivals in applied.values())
     lateness = sorted(
@@ -174,7 +183,7 @@ async def test_after_a_redis_flushall_all_100_waits_resume_exactly_once(
 ) -> None:
     fire_times = [utc_now() + timedelta(seconds=1.5) for _ in range(100)]
     pairs = await seeder.waits(fire_times)
-    await _schedule(channel, token, pairs, fire_times)
+    await schedule(channel, token, pairs, fire_times)
     redis = Redis.from_url(sched_redis_url)
     try:
         await redis.flushdb()  # the test's own db: FLUSHALL would also empty other test runs' dbs
@@ -183,7 +192,11 @@ async def test_after_a_redis_flushall_all_100_waits_resume_exactly_once(
         await redis.aclose()
     waits = [wait for _, wait in pairs]
 
-    assert await eventually(lambda: all(engine.applied_for(waits).values()), within=1.5 + 2 * SWEEP_SECONDS + 1)
+    await eventually(
+        lambda: all(engine.applied_for(waits).values()),
+        within=1.5 + 2 * SWEEP_SECONDS + 1,
+        what="all 100 waits firing after the flush",
+    )
     assert all(len(arrivals) == 1 for arrivals in engine.applied_for(waits).values())
     assert all(len(arrivals) == 1 for arrivals in engine.received(waits).values())
 
@@ -214,14 +227,19 @@ async def test_health_is_not_serving_while_the_engine_is_down(
 ) -> None:
     await engine.stop()
     try:
-        down = await eventually(
-            lambda: health_status(scheduler.address) == health_pb2.HealthCheckResponse.NOT_SERVING, within=6
+        await eventually(
+            lambda: health_status(scheduler.address),
+            until=lambda status: status == health_pb2.HealthCheckResponse.NOT_SERVING,
+            within=6,
+            what="the scheduler NOT_SERVING",
         )
-        assert down
     finally:
         await engine.start()
-    assert await eventually(
-        lambda: health_status(scheduler.address) == health_pb2.HealthCheckResponse.SERVING, within=6
+    await eventually(
+        lambda: health_status(scheduler.address),
+        until=lambda status: status == health_pb2.HealthCheckResponse.SERVING,
+        within=6,
+        what="the scheduler SERVING again",
     )
 
 
@@ -232,7 +250,7 @@ async def test_a_batch_spread_over_many_buckets_arms_quickly_and_cancels_whole(
     pairs = [(str(uuid.uuid4()), str(uuid.uuid4())) for _ in range(1000)]
     fire_times = [start + timedelta(milliseconds=50 * i) for i in range(1000)]  # 1,000 buckets over 50 s
     began = time.monotonic()
-    scheduled = await _schedule(channel, token, pairs, fire_times)
+    scheduled = await schedule(channel, token, pairs, fire_times)
     took = time.monotonic() - began
     cancelled = await scheduler_stub(channel).CancelResumes(
         scheduler_pb2.CancelResumesRequest(wait_ids=[wait for _, wait in pairs]), metadata=bearer(token)
@@ -244,17 +262,26 @@ async def test_a_batch_spread_over_many_buckets_arms_quickly_and_cancels_whole(
 
 
 async def test_a_timer_due_while_the_engine_is_down_fires_once_it_is_back(
-    channel: grpc.aio.Channel, token: str, engine: RecordingEngine, seeder: Seeder
+    channel: grpc.aio.Channel, token: str, engine: RecordingEngine, seeder: Seeder, scheduler: SchedulerProcess
 ) -> None:
     fire = utc_now() + timedelta(seconds=0.3)
     pairs = await seeder.waits([fire])
-    await _schedule(channel, token, pairs, [fire])
+    await schedule(channel, token, pairs, [fire])
     wait = pairs[0][1]
+    given_up = scheduler.log().count("resume batch failed")
     await engine.stop()
     try:
-        await asyncio.sleep(0.3 + 3.0)  # due, then retried past the retry budget (2 s here) and released
+        # Due, then retried past the retry budget (2 s here), given up on and released for a later sweep.
+        await eventually(
+            lambda: scheduler.log().count("resume batch failed"),
+            until=lambda count: count > given_up,
+            within=0.3 + 2 + 3 + 2,
+            what="the scheduler giving up on the resume",
+        )
     finally:
         await engine.start()
 
-    assert await eventually(lambda: engine.applied_for([wait])[wait], within=2 * SWEEP_SECONDS + 2)
+    await eventually(
+        lambda: engine.applied_for([wait])[wait], within=2 * SWEEP_SECONDS + 2, what="the timer firing once it is back"
+    )
     assert len(engine.received([wait])[wait]) == 1
