@@ -32,11 +32,11 @@ from tests.integration.scheduler.support import (
     RecordingEngine,
     SchedulerProcess,
     Seeder,
-    eventually,
     new_token,
     scheduler_env,
     scheduler_stub,
 )
+from tests.support.eventually import eventually
 from tests.support.rpc import bearer
 
 RATES = (1000, 2000)

@@ -31,7 +31,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.support.eventually import eventually as eventually  # re-exported: bench/scheduler_lateness.py imports it
+from tests.support.eventually import eventually
 from tests.support.processes import BIN, free_port, wait_serving
 from tests.support.rpc import bearer
 
