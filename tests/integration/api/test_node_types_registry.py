@@ -4,10 +4,12 @@ dropped on change, never another tenant's."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 from kalcifer_common.db.models import NodeType as NodeTypeRow
 from kalcifer_common.db.models import Tenant
+from kalcifer_common.db.session import create_engine, create_sessionmaker
 from kalcifer_common.settings import EngineSettings
 from kalcifer_engine import tenant_registry
 from kalcifer_engine.deps import EngineDeps
@@ -16,12 +18,15 @@ from kalcifer_engine.nodes.registry import builtin_registry
 from kalcifer_engine.nodes.webhook import WebhookNodeType
 from kalcifer_engine.repo.node_types import NodeTypeStore
 from sqlalchemy import delete
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 
 @pytest.fixture
-def deps(db_engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> EngineDeps:
-    return EngineDeps(settings=EngineSettings(), db=db_engine, sessions=sessions, registry=builtin_registry())
+async def deps(database_url: str) -> AsyncIterator[EngineDeps]:
+    """The engine's dependencies as the engine connects: as its own role."""
+    db = create_engine(database_url, role=EngineSettings().database_role, pool_size=2)
+    yield EngineDeps(settings=EngineSettings(), db=db, sessions=create_sessionmaker(db), registry=builtin_registry())
+    await db.dispose()
 
 
 async def _tenant(sessions: async_sessionmaker[AsyncSession]) -> uuid.UUID:

@@ -61,13 +61,14 @@ def engine_process(database_url: str, log: Path, **env: str) -> Iterator[tuple[s
         process.wait(10)
 
 
-async def seed_waiting(db: AsyncEngine, database_url: str, count: int) -> list[tuple[str, str]]:
-    """`count` instances parked on a due timer; returns (instance id, wait id) pairs."""
-    runtime = make_runtime(db, database_url)
+async def seed_waiting(db: AsyncEngine, engine_db: AsyncEngine, database_url: str, count: int) -> list[tuple[str, str]]:
+    """`count` instances parked on a due timer, started by a runtime on the engine's role (`engine_db`); returns
+    (instance id, wait id) pairs."""
+    runtime = make_runtime(engine_db, database_url)
     tenant = await create_tenant(db)
     flow = await create_flow(db, tenant, DUE_THEN_SEND)
     effects = Effects()
-    async with db.begin() as conn:
+    async with engine_db.begin() as conn:
         for n in range(count):
             request = starts.StartRequest(tenant, flow, f"p{n}", {})
             await starts.start_instance(runtime, conn, request, effects, now=runtime.now())
@@ -112,9 +113,9 @@ async def counts(db: AsyncEngine, instance_ids: list[str]) -> dict[str, int]:
 
 
 async def test_two_engines_resuming_the_same_500_instances_run_each_step_once(
-    db_engine: AsyncEngine, database_url: str, tmp_path: Path
+    db_engine: AsyncEngine, engine_role_db: AsyncEngine, database_url: str, tmp_path: Path
 ) -> None:
-    pairs = await seed_waiting(db_engine, database_url, 500)
+    pairs = await seed_waiting(db_engine, engine_role_db, database_url, 500)
     ids = [i for i, _ in pairs]
     with (
         engine_process(database_url, tmp_path / "a.log") as (address_a, _),
@@ -141,9 +142,9 @@ async def test_two_engines_resuming_the_same_500_instances_run_each_step_once(
 
 
 async def test_sigkill_mid_burst_then_restart_finishes_every_instance_once(
-    db_engine: AsyncEngine, database_url: str, tmp_path: Path
+    db_engine: AsyncEngine, engine_role_db: AsyncEngine, database_url: str, tmp_path: Path
 ) -> None:
-    pairs = await seed_waiting(db_engine, database_url, 200)
+    pairs = await seed_waiting(db_engine, engine_role_db, database_url, 200)
     ids = [i for i, _ in pairs]
     with engine_process(database_url, tmp_path / "killed.log", RECOVERY_INTERVAL_SECONDS="3600") as (address, process):
         channel = internal_channel(address, token=INTERNAL_TOKEN, timeout_seconds=60)

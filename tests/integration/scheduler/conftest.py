@@ -45,6 +45,17 @@ async def sched_db(sched_database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture(scope="module")
+async def scheduler_role_db(sched_database_url: str) -> AsyncIterator[AsyncEngine]:
+    """The module's database as the scheduler connects to it: as `kalcifer_scheduler`, with only its grants."""
+    from kalcifer_common.db.session import create_engine
+    from kalcifer_common.settings import SchedulerSettings
+
+    engine = create_engine(sched_database_url, role=SchedulerSettings().database_role, pool_size=5)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="module")
 async def engine(sched_db: AsyncEngine) -> AsyncIterator[RecordingEngine]:
     """The recording EngineService."""
     recording = RecordingEngine(sched_db)

@@ -24,7 +24,7 @@ async def _exists(db: AsyncEngine, table: str, column: str, value: Any) -> bool:
 
 
 async def test_maintenance_expires_idempotency_records_and_leaves_instances_to_the_engine(
-    sched_db: AsyncEngine, seeder: Seeder
+    sched_db: AsyncEngine, scheduler_role_db: AsyncEngine, seeder: Seeder
 ) -> None:
     async with sched_db.begin() as connection:
         for request_id, expires in (
@@ -39,7 +39,7 @@ async def test_maintenance_expires_idempotency_records_and_leaves_instances_to_t
                 {"rid": request_id, "hash": "0" * 64, "expires": expires},
             )
 
-    report = await Maintenance(sched_db, stuck_seconds=300).run_once()
+    report = await Maintenance(scheduler_role_db, stuck_seconds=300).run_once()
 
     assert report.expired_idempotency_records >= 1
     assert not await _exists(sched_db, "idempotency_records", "request_id", "expired")
@@ -47,7 +47,7 @@ async def test_maintenance_expires_idempotency_records_and_leaves_instances_to_t
 
 
 async def test_segment_entry_starts_members_who_are_not_in_yet_once(
-    sched_db: AsyncEngine, engine: RecordingEngine
+    sched_db: AsyncEngine, scheduler_role_db: AsyncEngine, engine: RecordingEngine
 ) -> None:
     tenant, flow, segment = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     graph = {
@@ -93,7 +93,7 @@ async def test_segment_entry_starts_members_who_are_not_in_yet_once(
                 {"tenant": tenant, "external": external_id, "attributes": json.dumps({"tier": tier})},
             )
     async with grpc.aio.insecure_channel(engine.address) as channel:
-        entries = ScheduledEntries(sched_db, engine_pb2_grpc.EngineServiceStub(channel))
+        entries = ScheduledEntries(scheduler_role_db, engine_pb2_grpc.EngineServiceStub(channel))
         first = await entries.run_once()
         second = await entries.run_once()
 
@@ -157,7 +157,7 @@ async def _seed_journeys(
 
 
 async def test_a_scheduled_journey_enters_its_audience_at_its_cron_minute_only(
-    sched_db: AsyncEngine, engine: RecordingEngine
+    sched_db: AsyncEngine, scheduler_role_db: AsyncEngine, engine: RecordingEngine
 ) -> None:
     flow, journeys = await _seed_journeys(
         sched_db,
@@ -168,7 +168,7 @@ async def test_a_scheduled_journey_enters_its_audience_at_its_cron_minute_only(
     )
     monday_nine_paris = datetime(2026, 11, 30, 8, 0, 37, tzinfo=UTC)
     async with grpc.aio.insecure_channel(engine.address) as channel:
-        entries = ScheduledEntries(sched_db, engine_pb2_grpc.EngineServiceStub(channel))
+        entries = ScheduledEntries(scheduler_role_db, engine_pb2_grpc.EngineServiceStub(channel))
         too_early = await entries.run_once(monday_nine_paris - timedelta(minutes=5))
         on_time = await entries.run_once(monday_nine_paris)
         again = await entries.run_once(monday_nine_paris + timedelta(seconds=20))
@@ -183,7 +183,7 @@ async def test_a_scheduled_journey_enters_its_audience_at_its_cron_minute_only(
 
 
 async def test_a_scheduled_journey_enters_once_on_the_nights_the_clocks_change(
-    sched_db: AsyncEngine, engine: RecordingEngine
+    sched_db: AsyncEngine, scheduler_role_db: AsyncEngine, engine: RecordingEngine
 ) -> None:
     # New York 2026: 02:00 -> 03:00 on March 8th (07:00Z), 02:00 -> 01:00 on November 1st (06:00Z).
     new_york = "America/New_York"
@@ -199,7 +199,7 @@ async def test_a_scheduled_journey_enters_once_on_the_nights_the_clocks_change(
         datetime(2026, 11, 1, 6, 30, 30, tzinfo=UTC),  # 01:30 EST, the second pass
     ]
     async with grpc.aio.insecure_channel(engine.address) as channel:
-        entries = ScheduledEntries(sched_db, engine_pb2_grpc.EngineServiceStub(channel))
+        entries = ScheduledEntries(scheduler_role_db, engine_pb2_grpc.EngineServiceStub(channel))
         started = [await entries.run_once(moment) for moment in runs]
 
     assert started == [0, 2, 2, 0]

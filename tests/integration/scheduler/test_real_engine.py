@@ -169,7 +169,8 @@ async def _count(db: AsyncEngine, sql: str, instance_ids: list[str]) -> int:
 _COMPLETED = "SELECT count(*) AS n FROM flow_instances WHERE id = ANY(:ids) AND status = 'completed'"
 # Waits a scheduler has claimed, or that are resolved already.
 _TAKEN = (
-    "SELECT count(*) AS n FROM waits WHERE instance_id = ANY(:ids) AND (claim_until IS NOT NULL OR status <> 'pending')"
+    "SELECT count(*) AS n FROM waits w WHERE w.instance_id = ANY(:ids)"
+    " AND (w.status <> 'pending' OR EXISTS (SELECT 1 FROM wait_claims c WHERE c.wait_id = w.id))"
 )
 # Waits not due yet, by the clock claims compare with.
 _NOT_DUE = "SELECT count(*) AS n FROM waits WHERE instance_id = ANY(:ids) AND fire_time > now()"
