@@ -71,7 +71,7 @@ def _graph(timeout: str) -> dict[str, Any]:
             {"id": "entry", "type": "event_entry", "config": {"event_type": "signup"}},
             {"id": "wait", "type": "wait_for_event", "config": {"event_type": "purchase", "timeout": timeout}},
             {"id": "bought", "type": "goal_reached", "config": {"goal_name": "purchase"}},
-            {"id": "gave_up", "type": "exit", "config": {}},
+            {"id": "gave_up", "type": "exit", "config": {"reason": "no purchase"}},
         ],
         "edges": [
             {"source": "entry", "target": "wait"},
@@ -158,11 +158,14 @@ def test_without_the_event_the_instance_ends_on_timed_out(shop: Caller) -> None:
         interval=0.5,
         what="the instance leaving WAITING",
     )
-    assert instance["status"] == "INSTANCE_STATUS_EXITED", f"{instance['status']} ({instance.get('exit_reason')})"
-    assert instance["exit_reason"] == "exit"
+    # Reaching the `exit` node is the normal end (SPEC 6.3): COMPLETED, with no exit reason.
+    assert instance["status"] == "INSTANCE_STATUS_COMPLETED", f"{instance['status']} ({instance.get('exit_reason')})"
+    assert "exit_reason" not in instance
     steps = _steps(shop, instance_id)
     assert ("wait", "timed_out") in steps
     assert steps[-1][0] == "gave_up"
+    listed = shop.call("InstanceService/ListExecutionSteps", {"instance_id": instance_id})["steps"]
+    assert listed[-1]["output"] == {"reason": "no purchase"}, "the exit node's reason is its step's output"
     assert "bought" not in [node for node, _ in steps]
 
 

@@ -127,14 +127,22 @@ async def test_track_conversion_records_revenue_as_decimal() -> None:
         ("event_entry", {"event_type": "signup"}),
         ("segment_entry", {"segment_id": "s1"}),
         ("webhook_entry", {"webhook_path": "in"}),
-        ("exit", {}),
     ],
 )
-async def test_triggers_and_exit_complete(key: str, config: dict[str, Any]) -> None:
+async def test_triggers_complete(key: str, config: dict[str, Any]) -> None:
     ctx = FakeContext()
     assert await node(key).execute(config, ctx) == Completed({"participant_id": "p-1"})
     assert ctx.deliveries == []
     assert ctx.conversions == []
+
+
+@pytest.mark.parametrize(("config", "output"), [({}, {}), ({"reason": "unsubscribed"}, {"reason": "unsubscribed"})])
+async def test_exit_completes_with_its_reason_as_the_steps_output(
+    config: dict[str, Any], output: dict[str, Any]
+) -> None:
+    ctx = FakeContext()
+    assert await node("exit").execute(config, ctx) == Completed(output)
+    assert ctx.deliveries == []
 
 
 async def test_goal_reached_records_a_goal() -> None:

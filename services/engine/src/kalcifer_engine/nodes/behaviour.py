@@ -33,6 +33,12 @@ def entered(ctx: NodeContext) -> NodeResult:
     return Completed({"participant_id": ctx.participant_id})
 
 
+def ended(config: Config) -> NodeResult:
+    """`exit`: the normal end of the instance (COMPLETED); the configured `reason`, if any, is the step's output."""
+    reason = config.get("reason")
+    return Completed({"reason": reason} if isinstance(reason, str) and reason else {})
+
+
 def _customer_contact(ctx: NodeContext) -> dict[str, Any]:
     found, customer = ctx.lookup("customer")
     contact: dict[str, Any] = {}

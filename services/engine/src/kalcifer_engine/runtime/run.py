@@ -34,7 +34,6 @@ from kalcifer_engine.sandbox import ExpressionSandbox
 
 _log = get_logger(__name__)
 
-EXIT_NODE_TYPE = "exit"
 RESULT_TYPES = (Completed, Branched, Waiting, Failed)
 
 
@@ -320,14 +319,9 @@ class InstanceRun:
             )
 
     def _end_by(self, node: GraphNode) -> None:
-        if node.type == EXIT_NODE_TYPE:
-            reason = node.config.get("reason")
-            self.end_status, self.end_reason = (
-                InstanceStatus.EXITED,
-                reason if isinstance(reason, str) and reason else "exit",
-            )
-        else:
-            self.end_status, self.end_reason = InstanceStatus.COMPLETED, None
+        # Reaching an end node (`exit`, `goal_reached`) is the normal end: COMPLETED (SPEC 6.3). EXITED is only for
+        # participants taken out (cancel, exit criteria, archive, a removed node), each with its reason.
+        self.end_status, self.end_reason = InstanceStatus.COMPLETED, None
 
     def _fail(self, node_id: str, reason: str) -> None:
         if self.walk.outcome is None:

@@ -1,4 +1,4 @@
-"""`exit`: end the instance."""
+"""`exit`: end the instance (COMPLETED, SPEC 6.3: reaching an end node is the normal end)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from kalcifer_engine.nodes.schema import object_schema
 
 
 class Exit(NodeType):
-    """Ends the instance at once, cancelling its other paths; `reason` is recorded."""
+    """Ends the instance at once as COMPLETED, cancelling its other paths; `reason` goes into the step's output."""
 
     key = "exit"
     category = NodeCategory.END
@@ -19,5 +19,5 @@ class Exit(NodeType):
     )
 
     async def execute(self, config: _b.Config, ctx: _b.NodeContext) -> _b.NodeResult:
-        """See `behaviour.entered`."""
-        return _b.entered(ctx)
+        """See `behaviour.ended`."""
+        return _b.ended(config)
