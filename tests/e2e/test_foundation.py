@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import uuid
 
 import grpc
 import pytest
@@ -72,6 +73,26 @@ def test_grpcurl_creates_a_tenant_with_the_admin_token(suite: Suite) -> None:
     assert body["tenant"]["name"] == "acme"
     assert body["raw_key"].startswith("kal_")
     assert body["api_key"]["key_prefix"] == body["raw_key"][:12]
+
+
+def test_create_tenant_and_api_key_with_a_request_id_make_one_each(
+    suite: Suite, tenants: tenant_pb2_grpc.TenantServiceStub
+) -> None:
+    admin = bearer(suite.admin_token)
+    request = tenant_pb2.CreateTenantRequest(name="once", request_id=f"tenant-{uuid.uuid4()}")
+    first = tenants.CreateTenant(request, metadata=admin)
+    again = tenants.CreateTenant(request, metadata=admin)
+    assert (again.tenant, again.api_key) == (first.tenant, first.api_key), "a retry answers the same tenant and key"
+    assert first.raw_key.startswith("kal_")
+    assert again.raw_key == "", "the raw key is shown once; the idempotency record does not keep it"
+    other = tenant_pb2.CreateTenantRequest(name="different", request_id=request.request_id)
+    assert code_of(functools.partial(tenants.CreateTenant, other, metadata=admin)) == (grpc.StatusCode.INVALID_ARGUMENT)
+
+    key_request = tenant_pb2.CreateApiKeyRequest(tenant_id=first.tenant.id, name="ci", request_id="key-once")
+    key = tenants.CreateApiKey(key_request, metadata=admin)
+    assert tenants.CreateApiKey(key_request, metadata=admin).api_key == key.api_key
+    keys = tenants.ListApiKeys(tenant_pb2.ListApiKeysRequest(tenant_id=first.tenant.id), metadata=admin).api_keys
+    assert sorted(k.name for k in keys) == ["ci", "default"], "one tenant, one default key, one more key"
 
 
 def test_tenant_service_refuses_calls_without_the_admin_token(

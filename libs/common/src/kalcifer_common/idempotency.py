@@ -53,11 +53,13 @@ async def run_once(
     response_type: type[_T],
     compute: Callable[[], Awaitable[_T]],
     request_id: str | None = None,
+    stored: Callable[[_T], _T] | None = None,
 ) -> _T:
     """Run `compute` once per (scope, method, request id) and replay its response afterwards.
 
     `db` must be inside an open transaction that also holds `compute`'s writes, so the response is remembered
-    exactly when the change commits. Without a request id this is just `await compute()`.
+    exactly when the change commits. Without a request id this is just `await compute()`. `stored`, when given,
+    is what is remembered of the response (a secret shown once, such as a raw API key, is left out of it).
     """
     rid = checked_request_id(request_id if request_id is not None else getattr(request, "request_id", ""))
     if not rid:
@@ -94,7 +96,10 @@ async def run_once(
     await db.execute(
         update(_table)
         .where(_table.c.scope == scope, _table.c.method == method, _table.c.request_id == rid)
-        .values(response=response.SerializeToString(deterministic=True), status_code=0)
+        .values(
+            response=(stored(response) if stored is not None else response).SerializeToString(deterministic=True),
+            status_code=0,
+        )
     )
     return response
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from kalcifer.v1 import tenant_pb2, tenant_pb2_grpc
 from kalcifer_common.ids import parse_id
@@ -12,6 +12,7 @@ from kalcifer_common.rpc.errors import map_errors
 from kalcifer_common.timestamps import to_timestamp
 
 from kalcifer_api.domain.tenants import ApiKeyRecord, TenantRecord, mint_api_key, validated_name
+from kalcifer_api.repo.marketing_base import Reply
 from kalcifer_api.repo.tenants import TenantRepository
 
 DEFAULT_KEY_NAME = "default"
@@ -40,6 +41,17 @@ def api_key_to_proto(key: ApiKeyRecord) -> tenant_pb2.ApiKey:
     )
 
 
+_WithRawKey = TypeVar("_WithRawKey", tenant_pb2.CreateTenantResponse, tenant_pb2.CreateApiKeyResponse)
+
+
+def _without_raw_key(response: _WithRawKey) -> _WithRawKey:
+    """What an idempotency record keeps of an answer: everything but the raw key, which is shown once only."""
+    kept = type(response)()
+    kept.CopyFrom(response)
+    kept.raw_key = ""
+    return kept
+
+
 def _next_token(rows: list[Any], limit: int, query: object) -> str:
     if len(rows) <= limit:
         return ""
@@ -59,11 +71,21 @@ class TenantServicer(tenant_pb2_grpc.TenantServiceServicer):
     ) -> tenant_pb2.CreateTenantResponse:
         name = validated_name(request.name, "name")
         key = mint_api_key()
-        tenant, api_key = await self._tenants.create_tenant(
-            name, key_name=DEFAULT_KEY_NAME, key_hash=hash_api_key(key.raw_key), key_prefix=key.key_prefix
+        reply: Reply[tuple[TenantRecord, ApiKeyRecord], tenant_pb2.CreateTenantResponse] = Reply(
+            method="CreateTenant",
+            request=request,
+            response_type=tenant_pb2.CreateTenantResponse,
+            present=lambda made: tenant_pb2.CreateTenantResponse(
+                tenant=tenant_to_proto(made[0]), api_key=api_key_to_proto(made[1]), raw_key=key.raw_key
+            ),
         )
-        return tenant_pb2.CreateTenantResponse(
-            tenant=tenant_to_proto(tenant), api_key=api_key_to_proto(api_key), raw_key=key.raw_key
+        return await self._tenants.create_tenant(
+            name,
+            key_name=DEFAULT_KEY_NAME,
+            key_hash=hash_api_key(key.raw_key),
+            key_prefix=key.key_prefix,
+            reply=reply,
+            stored=_without_raw_key,
         )
 
     async def GetTenant(self, request: tenant_pb2.GetTenantRequest, context: Any) -> tenant_pb2.Tenant:
@@ -83,10 +105,20 @@ class TenantServicer(tenant_pb2_grpc.TenantServiceServicer):
         tenant_id = parse_id(request.tenant_id, "tenant_id")
         name = validated_name(request.name or DEFAULT_KEY_NAME, "name")
         key = mint_api_key()
-        api_key = await self._tenants.create_api_key(
-            tenant_id, name=name, key_hash=hash_api_key(key.raw_key), key_prefix=key.key_prefix
+        reply: Reply[ApiKeyRecord, tenant_pb2.CreateApiKeyResponse] = Reply(
+            method="CreateApiKey",
+            request=request,
+            response_type=tenant_pb2.CreateApiKeyResponse,
+            present=lambda made: tenant_pb2.CreateApiKeyResponse(api_key=api_key_to_proto(made), raw_key=key.raw_key),
         )
-        return tenant_pb2.CreateApiKeyResponse(api_key=api_key_to_proto(api_key), raw_key=key.raw_key)
+        return await self._tenants.create_api_key(
+            tenant_id,
+            name=name,
+            key_hash=hash_api_key(key.raw_key),
+            key_prefix=key.key_prefix,
+            reply=reply,
+            stored=_without_raw_key,
+        )
 
     async def ListApiKeys(self, request: tenant_pb2.ListApiKeysRequest, context: Any) -> tenant_pb2.ListApiKeysResponse:
         tenant_id = parse_id(request.tenant_id, "tenant_id")

@@ -1,19 +1,32 @@
-"""Tenants and their API keys in PostgreSQL."""
+"""Tenants and their API keys in PostgreSQL.
+
+Creating a tenant or a key honours `request_id` like every mutating call (scope `admin`): a retry answers the
+same tenant and key. The raw key is shown once and never stored, not even in the idempotency record: a replayed
+answer carries an empty `raw_key` (mint another key with CreateApiKey if the first answer was lost).
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from google.protobuf.message import Message
 from kalcifer_common.db.models import ApiKey, Tenant
 from kalcifer_common.errors import NotFound
+from kalcifer_common.idempotency import run_once
 from kalcifer_common.pagination import PageCursor
 from kalcifer_common.rpc.auth import ApiKeyIdentity
 from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kalcifer_api.domain.tenants import ApiKeyRecord, TenantRecord
+from kalcifer_api.repo.marketing_base import Reply
+
+_Response = TypeVar("_Response", bound=Message)
+# The idempotency scope of operator calls (TenantService is not tenant-scoped).
+ADMIN_SCOPE = "admin"
 
 
 def _tenant(row: Tenant) -> TenantRecord:
@@ -42,19 +55,40 @@ class TenantRepository:
         self._sessions = sessions
 
     async def create_tenant(
-        self, name: str, *, key_name: str, key_hash: str, key_prefix: str
-    ) -> tuple[TenantRecord, ApiKeyRecord]:
-        """A tenant and its first API key, in one transaction."""
+        self,
+        name: str,
+        *,
+        key_name: str,
+        key_hash: str,
+        key_prefix: str,
+        reply: Reply[tuple[TenantRecord, ApiKeyRecord], _Response],
+        stored: Callable[[_Response], _Response],
+    ) -> _Response:
+        """A tenant and its first API key, in one transaction; a repeated `request_id` replays `stored(answer)`."""
         async with self._sessions.begin() as session:
-            tenant = Tenant(id=uuid.uuid4(), name=name)
-            session.add(tenant)
-            await session.flush()
-            key = ApiKey(id=uuid.uuid4(), tenant_id=tenant.id, name=key_name, key_hash=key_hash, key_prefix=key_prefix)
-            session.add(key)
-            await session.flush()
-            await session.refresh(tenant)
-            await session.refresh(key)
-            return _tenant(tenant), _api_key(key)
+
+            async def compute() -> _Response:
+                tenant = Tenant(id=uuid.uuid4(), name=name)
+                session.add(tenant)
+                await session.flush()
+                key = ApiKey(
+                    id=uuid.uuid4(), tenant_id=tenant.id, name=key_name, key_hash=key_hash, key_prefix=key_prefix
+                )
+                session.add(key)
+                await session.flush()
+                await session.refresh(tenant)
+                await session.refresh(key)
+                return reply.present((_tenant(tenant), _api_key(key)))
+
+            return await run_once(
+                session,
+                scope=ADMIN_SCOPE,
+                method=reply.method,
+                request=reply.request,
+                response_type=reply.response_type,
+                compute=compute,
+                stored=stored,
+            )
 
     async def get_tenant(self, tenant_id: uuid.UUID) -> TenantRecord:
         """One tenant, or NOT_FOUND."""
@@ -72,16 +106,37 @@ class TenantRepository:
         async with self._sessions() as session:
             return [_tenant(row) for row in (await session.scalars(query)).all()]
 
-    async def create_api_key(self, tenant_id: uuid.UUID, *, name: str, key_hash: str, key_prefix: str) -> ApiKeyRecord:
-        """Another key for an existing tenant."""
+    async def create_api_key(
+        self,
+        tenant_id: uuid.UUID,
+        *,
+        name: str,
+        key_hash: str,
+        key_prefix: str,
+        reply: Reply[ApiKeyRecord, _Response],
+        stored: Callable[[_Response], _Response],
+    ) -> _Response:
+        """Another key for an existing tenant; a repeated `request_id` replays `stored(answer)`."""
         async with self._sessions.begin() as session:
-            if await session.get(Tenant, tenant_id) is None:
-                raise NotFound("tenant", str(tenant_id))
-            key = ApiKey(id=uuid.uuid4(), tenant_id=tenant_id, name=name, key_hash=key_hash, key_prefix=key_prefix)
-            session.add(key)
-            await session.flush()
-            await session.refresh(key)
-            return _api_key(key)
+
+            async def compute() -> _Response:
+                if await session.get(Tenant, tenant_id) is None:
+                    raise NotFound("tenant", str(tenant_id))
+                key = ApiKey(id=uuid.uuid4(), tenant_id=tenant_id, name=name, key_hash=key_hash, key_prefix=key_prefix)
+                session.add(key)
+                await session.flush()
+                await session.refresh(key)
+                return reply.present(_api_key(key))
+
+            return await run_once(
+                session,
+                scope=ADMIN_SCOPE,
+                method=reply.method,
+                request=reply.request,
+                response_type=reply.response_type,
+                compute=compute,
+                stored=stored,
+            )
 
     async def list_api_keys(self, tenant_id: uuid.UUID, *, limit: int, after: PageCursor | None) -> list[ApiKeyRecord]:
         """A tenant's keys (revoked ones included), oldest first."""
