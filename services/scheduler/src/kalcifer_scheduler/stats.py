@@ -8,7 +8,8 @@ from kalcifer_common.logging import get_logger
 
 _log = get_logger(__name__)
 
-# A timer that reaches the engine later than this after its fire time counts as late.
+# A timer that reaches the engine later than this after it fell due (its fire time, or its creation when that is
+# later) counts as late.
 LATE_AFTER_SECONDS = 1.0
 # Lateness samples kept between two stats lines (bounded: a percentile needs no more).
 _MAX_SAMPLES = 10_000

@@ -31,7 +31,8 @@ _ID_ARRAY = ARRAY(Uuid())
 # lease live and takes nothing.
 _CLAIM = """
     WITH due AS (
-        SELECT w.id, w.instance_id, w.kind, w.fire_time FROM waits w JOIN flow_instances i ON i.id = w.instance_id
+        SELECT w.id, w.instance_id, w.kind, w.fire_time, greatest(w.fire_time, w.create_time) AS due_time
+        FROM waits w JOIN flow_instances i ON i.id = w.instance_id
         WHERE {due} AND w.status = 'pending' AND w.fire_time IS NOT NULL AND i.status <> 'paused'
             AND NOT EXISTS (SELECT 1 FROM wait_claims c WHERE c.wait_id = w.id AND c.claim_until >= now())
         {order}
@@ -42,7 +43,8 @@ _CLAIM = """
             WHERE wait_claims.claim_until < now()
         RETURNING wait_id
     )
-    SELECT due.id, due.instance_id, due.kind, due.fire_time FROM due JOIN claimed ON claimed.wait_id = due.id
+    SELECT due.id, due.instance_id, due.kind, due.fire_time, due.due_time
+    FROM due JOIN claimed ON claimed.wait_id = due.id
 """
 
 _CLAIM_BY_IDS = text(_CLAIM.format(due="w.id = ANY(:ids) AND w.fire_time <= now()", order="")).bindparams(
@@ -78,6 +80,9 @@ class DueWait:
     instance_id: str
     kind: str
     fire_time: datetime
+    # When the wait became due for the scheduler: its fire time, or when it was created if that is later (a
+    # `wait_until` already in the past is due at once, not years late). Lateness is measured from here.
+    due_time: datetime
 
     @property
     def trigger(self) -> str:
@@ -134,7 +139,10 @@ class WaitClaims:
 
 
 def _due(rows: Sequence[object]) -> list[DueWait]:
-    waits = [DueWait(str(r.id), str(r.instance_id), r.kind, r.fire_time) for r in rows]  # type: ignore[attr-defined]
+    waits = [
+        DueWait(str(r.id), str(r.instance_id), r.kind, r.fire_time, r.due_time)  # type: ignore[attr-defined]
+        for r in rows
+    ]
     waits.sort(key=lambda wait: wait.fire_time)
     return waits
 

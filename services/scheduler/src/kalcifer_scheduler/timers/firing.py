@@ -70,6 +70,6 @@ class TimerFirer:
                 await self._claims.release([wait.wait_id for wait in batch])
                 continue
             at = time.time()
-            lateness = [at - wait.fire_time.timestamp() for wait in batch]
+            lateness = [at - wait.due_time.timestamp() for wait in batch]
             not_applied = sum(1 for result in results if not result.applied)
             self._stats.record_fired(lateness, swept=swept, not_applied=not_applied)
