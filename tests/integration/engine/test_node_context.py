@@ -30,7 +30,7 @@ class Probe(NodeType):
     config_schema = object_schema(description, {})
 
     async def execute(self, config: Mapping[str, Any], ctx: Any) -> NodeResult:
-        await ctx.update_profile({"tier": "gold"})
+        await ctx.update_profile({"tier": "gold", "legacy": None})
         await ctx.add_tag("vip")
         await ctx.add_tag("vip")
         await ctx.record_conversion("purchase", Decimal("9.50"))
@@ -71,7 +71,7 @@ async def test_every_context_effect_commits_with_the_step(rt: Runtime, db_engine
         await conn.execute(
             text(
                 "INSERT INTO customers (tenant_id, external_id, attributes, preferences) "
-                "VALUES (:t, 'c1', '{\"tier\": \"silver\"}', '{\"sms\": false}')"
+                'VALUES (:t, \'c1\', \'{"tier": "silver", "legacy": "x"}\', \'{"sms": false}\')'
             ),
             {"t": tenant},
         )
@@ -100,7 +100,8 @@ async def test_every_context_effect_commits_with_the_step(rt: Runtime, db_engine
         ).all()
     seen = row.context["accumulated"]["p"]
     assert row.status == "completed"
-    assert row.context["customer"]["attributes"] == {"tier": "gold"}  # the profile at start, then the update
+    # The profile at start, then the update: a null removes the attribute, as UpsertCustomer does.
+    assert row.context["customer"]["attributes"] == {"tier": "gold"}
     assert seen["key"] == f"{instance_id}:p:a1:v1"
     assert (seen["sms_since_an_hour"], seen["any_channel"]) == (1, 1)
     assert seen["variant"] == seen["variant_again"]

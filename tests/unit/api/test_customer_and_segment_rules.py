@@ -9,7 +9,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kalcifer_api.domain.customers import (
     email_problem,
-    merged_attributes,
     phone_problem,
     validated_patch,
     validated_tags,
@@ -19,6 +18,7 @@ from kalcifer_api.domain.customers import (
 from kalcifer_api.domain.marketing_common import check_etag, etag_of, masked_fields, timezone_problem
 from kalcifer_api.domain.segments import rule_violations, validated_definition
 from kalcifer_common.errors import EtagMismatch, InvalidArgument
+from kalcifer_common.profiles import merged_attributes
 
 
 @pytest.mark.parametrize("email", ["a@b.co", "first.last+tag@mail.example.org", "x@sub.domain.fr"])

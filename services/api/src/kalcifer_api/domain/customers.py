@@ -194,17 +194,6 @@ def validated_patch(
     )
 
 
-def merged_attributes(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """Top-level keys of `patch` replace those of `current`; a None value removes the key."""
-    merged = dict(current)
-    for key, value in patch.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = value
-    return merged
-
-
 def with_tags(current: Iterable[str], added: Iterable[str]) -> list[str]:
     """`current` followed by the tags of `added` it did not have, in the order they came."""
     return list(dict.fromkeys([*current, *added]))

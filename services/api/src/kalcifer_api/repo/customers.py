@@ -11,6 +11,7 @@ from google.protobuf.message import Message
 from kalcifer_common.db.models import Customer
 from kalcifer_common.errors import NotFound
 from kalcifer_common.pagination import PageCursor
+from kalcifer_common.profiles import merged_attributes
 from sqlalchemy import delete, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kalcifer_api.domain.customers import (
     CustomerPatch,
     CustomerRecord,
-    merged_attributes,
     with_tags,
     without_tags,
 )

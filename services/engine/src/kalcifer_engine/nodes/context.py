@@ -60,7 +60,8 @@ class NodeContext(Protocol):
         derived from instance, node and attempt, so a re-run of the same step never creates a second one."""
 
     async def update_profile(self, fields: Mapping[str, Any]) -> None:
-        """Merge `fields` into the participant's customer attributes (creating the profile if needed)."""
+        """Merge `fields` into the participant's customer attributes (creating the profile if needed); a null value
+        removes the attribute, as UpsertCustomer does (`kalcifer_common.profiles`)."""
 
     async def add_tag(self, tag: str) -> None:
         """Add `tag` to the participant's customer tags (no duplicates)."""

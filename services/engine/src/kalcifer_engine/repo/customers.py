@@ -15,8 +15,9 @@ from typing import Any
 from typing import cast as typed
 
 from kalcifer_common.db.models import AbAssignment, Conversion, Customer, Segment
-from sqlalchemy import Table, any_, case, func, literal, or_, select
-from sqlalchemy.dialects.postgresql import insert
+from kalcifer_common.profiles import AttributePatch
+from sqlalchemy import Table, Text, any_, case, cast, func, literal, or_, select
+from sqlalchemy.dialects.postgresql import ARRAY, array, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 _customers = typed(Table, Customer.__table__)
@@ -28,14 +29,17 @@ _segments = typed(Table, Segment.__table__)
 async def merge_profile(
     conn: AsyncConnection, tenant_id: uuid.UUID, participant_id: str, fields: Mapping[str, Any], now: datetime
 ) -> None:
-    """Merge `fields` into the customer's attributes, creating the customer if needed."""
-    values = dict(fields)
+    """Merge `fields` into the customer's attributes, creating the customer if needed; a null value removes the
+    attribute, as UpsertCustomer does (`kalcifer_common.profiles`)."""
+    patch = AttributePatch.of(fields)
     statement = insert(_customers).values(
-        tenant_id=tenant_id, external_id=participant_id, attributes=values, create_time=now, update_time=now
+        tenant_id=tenant_id, external_id=participant_id, attributes=patch.set, create_time=now, update_time=now
     )
+    merged = _customers.c.attributes.op("||")(statement.excluded.attributes)
+    if patch.removed:
+        merged = merged.op("-")(cast(array(patch.removed, type_=Text), ARRAY(Text)))
     statement = statement.on_conflict_do_update(
-        index_elements=["tenant_id", "external_id"],
-        set_={"attributes": _customers.c.attributes.op("||")(statement.excluded.attributes), "update_time": now},
+        index_elements=["tenant_id", "external_id"], set_={"attributes": merged, "update_time": now}
     )
     await conn.execute(statement)
 

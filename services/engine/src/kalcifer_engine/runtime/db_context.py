@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 from kalcifer_common import comparisons
+from kalcifer_common.profiles import merged_attributes
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.domain.variants import weighted_choice
@@ -127,11 +128,12 @@ class DbNodeContext:
         return key
 
     async def update_profile(self, fields: Mapping[str, Any]) -> None:
-        """Merge `fields` into the customer's attributes (and into `customer` in this run's context)."""
+        """Merge `fields` into the customer's attributes (and into `customer` in this run's context); a null value
+        removes the attribute, as UpsertCustomer does."""
         scope = self._scope
         await customers.merge_profile(scope.conn, scope.tenant_id, scope.participant_id, fields, scope.now)
         customer = scope.context.setdefault("customer", {"external_id": scope.participant_id})
-        customer.setdefault("attributes", {}).update(fields)
+        customer["attributes"] = merged_attributes(customer.get("attributes") or {}, fields)
 
     async def add_tag(self, tag: str) -> None:
         """Add `tag` to the customer's tags (and to `customer.tags` in this run's context)."""
