@@ -166,6 +166,8 @@ def test_without_the_event_the_instance_ends_on_timed_out(shop: Caller) -> None:
     assert steps[-1][0] == "gave_up"
     listed = shop.call("InstanceService/ListExecutionSteps", {"instance_id": instance_id})["steps"]
     assert listed[-1]["output"] == {"reason": "no purchase"}, "the exit node's reason is its step's output"
+    assert [step["status"] for step in listed] == ["STEP_STATUS_COMPLETED"] * 3, "one row per visit, none waiting"
+    assert [step["node_id"] for step in listed] == ["entry", "wait", "gave_up"]
     assert "bought" not in [node for node, _ in steps]
 
 

@@ -85,12 +85,21 @@ async def test_start_waits_then_resume_completes_with_steps_and_context(rt: Runt
     assert (row.status, row.current_nodes) == ("completed", [])
     assert row.end_time is not None
     assert row.context["accumulated"]["w"] == {"resumed_by": "timer"}
+    # One row per visit (SPEC 6.3): the wait's step, WAITING until then, is completed in place.
     assert await step_statuses(db_engine, instance_id) == [
         ("start", "completed"),
-        ("w", "waiting"),
         ("w", "completed"),
         ("s", "completed"),
     ]
+    async with db_engine.connect() as conn:
+        waited = (
+            await conn.execute(
+                text("SELECT end_time, output FROM execution_steps WHERE instance_id = :i AND node_id = 'w'"),
+                {"i": instance_id},
+            )
+        ).one()
+    assert waited.end_time is not None
+    assert waited.output == {"resumed_by": "timer"}
     async with db_engine.connect() as conn:
         keys = (
             (
@@ -121,7 +130,7 @@ async def test_duplicate_and_stale_resumes_change_nothing(rt: Runtime, db_engine
     assert again == resumes.ResumeOutcome(False, resumes.INSTANCE_FINISHED)
     stale = await resumes.resume_one(rt, resumes.ResumeRequest(instance_id, uuid.uuid4(), "timer"))
     assert not stale.applied
-    assert len(await step_statuses(db_engine, instance_id)) == 4
+    assert len(await step_statuses(db_engine, instance_id)) == 3
     async with db_engine.connect() as conn:
         assert (
             await conn.execute(text("SELECT count(*) FROM deliveries WHERE instance_id = :i"), {"i": instance_id})
@@ -332,6 +341,7 @@ async def test_cancel_pause_resume_and_exit_flow_instances(rt: Runtime, db_engin
     cancelled = await lifecycle.cancel_instance(rt, tenant, a, "operator said so")
     assert (cancelled.status, cancelled.exit_reason) == ("exited", "operator said so")
     assert await pending_waits(db_engine, a) == []
+    assert await step_statuses(db_engine, a) == [("start", "completed"), ("w", "cancelled")], "no step left waiting"
     with pytest.raises(FailedPrecondition) as finished:
         await lifecycle.cancel_instance(rt, tenant, a, "")
     assert finished.value.reason == "INSTANCE_FINISHED"
@@ -351,6 +361,7 @@ async def test_cancel_pause_resume_and_exit_flow_instances(rt: Runtime, db_engin
     assert await lifecycle.exit_flow_instances(rt, tenant, flow, "") == 1
     row = await instance(db_engine, c)
     assert (row.status, row.exit_reason) == ("exited", "flow_archived")
+    assert await step_statuses(db_engine, c) == [("start", "completed"), ("w", "cancelled")]
 
 
 async def test_recovery_carries_a_flows_status_to_instances_that_missed_it(rt: Runtime, db_engine: AsyncEngine) -> None:

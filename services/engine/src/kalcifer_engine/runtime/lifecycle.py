@@ -16,7 +16,7 @@ from kalcifer_common.errors import FailedPrecondition, NotFound
 from kalcifer_common.statuses import FLOW_ARCHIVED_EXIT_REASON, LIVE_INSTANCE_STATUSES, FlowStatus, InstanceStatus
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from kalcifer_engine.repo import flows, instances, waits
+from kalcifer_engine.repo import flows, instances, steps, waits
 from kalcifer_engine.repo.instances import InstanceRow
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.resumes import ResumeRequest, resume_many
@@ -34,6 +34,7 @@ async def cancel_instance(rt: Runtime, tenant_id: uuid.UUID, instance_id: uuid.U
         if not instance.live:
             raise FailedPrecondition("INSTANCE_FINISHED", f"instance {instance_id} is already {instance.status}")
         effects.cancelled_timers += await waits.cancel_pending_waits(conn, instance_id, now)
+        await steps.cancel_waiting_steps(conn, [instance_id], now)
         await instances.save_instance(
             conn,
             instance_id,
@@ -106,6 +107,7 @@ async def exit_flow_instances(rt: Runtime, tenant_id: uuid.UUID, flow_id: uuid.U
         now = rt.now()
         ids = await instances.exit_live_instances(conn, tenant_id, flow_id, reason or FLOW_ARCHIVED_EXIT_REASON, now)
         effects.cancelled_timers += await waits.cancel_pending_waits_of(conn, ids, now)
+        await steps.cancel_waiting_steps(conn, ids, now)
     await rt.after_commit(effects)
     return len(ids)
 

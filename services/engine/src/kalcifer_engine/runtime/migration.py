@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from kalcifer_engine.domain.graph import FlowGraph
 from kalcifer_engine.nodes.base import Waiting
 from kalcifer_engine.repo import flows, instances
+from kalcifer_engine.repo.steps import cancel_waiting_steps
 from kalcifer_engine.repo.waits import cancel_pending_waits, pending_waits, rearm_wait
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.db_context import DbNodeContext, RunScope
@@ -131,6 +132,7 @@ async def _migrate_one(
     nodes = {w.node_id for w in waits} | set(instance.current_nodes)
     if any(new_graph.node(node_id) is None for node_id in nodes):
         effects.cancelled_timers += await cancel_pending_waits(conn, instance_id, now)
+        await cancel_waiting_steps(conn, [instance_id], now)
         await instances.save_instance(
             conn,
             instance_id,

@@ -26,7 +26,7 @@ from kalcifer_engine.nodes.base import Branched, Completed, Failed, NodeCategory
 from kalcifer_engine.nodes.registry import NodeRegistry
 from kalcifer_engine.repo.connection import DATABASE_ERRORS
 from kalcifer_engine.repo.instances import InstanceRow
-from kalcifer_engine.repo.steps import write_run
+from kalcifer_engine.repo.steps import cancel_waiting_steps, write_run
 from kalcifer_engine.repo.waits import WaitRow, cancel_pending_waits
 from kalcifer_engine.runtime.db_context import DbNodeContext, RunScope
 from kalcifer_engine.runtime.walker import Walk, WalkOutcome
@@ -69,6 +69,15 @@ class Effects:
         return bool(self.timers or self.cancelled_timers or self.deliveries or self.event_waits)
 
 
+def _waiting_step_of(wait: WaitRow) -> uuid.UUID | None:
+    """The step a wait's node left WAITING (recorded in the wait's metadata since steps are one per visit)."""
+    step_id = wait.meta.get("step_id")
+    try:
+        return uuid.UUID(step_id) if isinstance(step_id, str) else None
+    except ValueError:
+        return None
+
+
 def plain_json(value: Mapping[str, Any]) -> dict[str, Any]:
     """A node's output as plain JSON (dates, decimals and the like become strings), as it will be stored."""
     loaded: dict[str, Any] = orjson.loads(orjson.dumps(dict(value), default=str))
@@ -103,6 +112,8 @@ class InstanceRun:
         self.walk = Walk(graph)
         self.current_nodes = list(instance.current_nodes)
         self.step_rows: list[dict[str, Any]] = []
+        # Steps of earlier runs' waits that this run resolved, finished in place (id, status, output, ...).
+        self.finished_steps: list[dict[str, Any]] = []
         self.wait_rows: list[dict[str, Any]] = []
         self.effects = Effects()
         self.steps_taken = 0
@@ -131,7 +142,10 @@ class InstanceRun:
         else:
             attempt = wait.meta.get("attempt", 1)
             await self._run_node(
-                wait.node_id, attempt=attempt if isinstance(attempt, int) else 1, resume=(trigger, data)
+                wait.node_id,
+                attempt=attempt if isinstance(attempt, int) else 1,
+                resume=(trigger, data),
+                step_id=_waiting_step_of(wait),
             )
         await self._drain()
 
@@ -145,12 +159,13 @@ class InstanceRun:
         self._record_step(
             wait.node_id,
             node_type,
-            "failed",
+            StepStatus.FAILED,
             {"trigger": "event"},
             None,
             reason,
             attempt if isinstance(attempt, int) else 1,
             datetime.now(UTC),
+            step_id=_waiting_step_of(wait),
         )
         self._fail(wait.node_id, f"node {wait.node_id!r} ({node_type}) failed: {reason}")
 
@@ -166,7 +181,12 @@ class InstanceRun:
             await self._run_node(node_id)
 
     async def _run_node(
-        self, node_id: str, *, attempt: int = 1, resume: tuple[str, Mapping[str, Any]] | None = None
+        self,
+        node_id: str,
+        *,
+        attempt: int = 1,
+        resume: tuple[str, Mapping[str, Any]] | None = None,
+        step_id: uuid.UUID | None = None,
     ) -> None:
         self.steps_taken += 1
         started = datetime.now(UTC)
@@ -187,7 +207,7 @@ class InstanceRun:
             result = Failed(f"unknown node type {node.type!r}")
         else:
             result = await self._call(node, node_type, attempt, resume)
-        self._apply(node, node_type, result, attempt, step_input, started)
+        self._apply(node, node_type, result, attempt, step_input, started, step_id)
 
     async def _call(
         self, node: GraphNode, node_type: NodeType, attempt: int, resume: tuple[str, Mapping[str, Any]] | None
@@ -223,25 +243,47 @@ class InstanceRun:
         attempt: int,
         step_input: dict[str, Any],
         started: datetime,
+        step_id: uuid.UUID | None = None,
     ) -> None:
+        """Record the visit's step (in place, `step_id`, when it resolves a wait's step) and act on the result."""
         ends_instance = node_type is not None and node_type.category is NodeCategory.END
         if isinstance(result, Completed | Branched):
             output = plain_json(result.output)
             if isinstance(result, Branched):
                 output = {"branch": result.key, **output}
             self.context.setdefault("accumulated", {})[node.id] = output
-            self._record_step(node.id, node.type, StepStatus.COMPLETED, step_input, output, None, attempt, started)
+            self._record_step(
+                node.id, node.type, StepStatus.COMPLETED, step_input, output, None, attempt, started, step_id=step_id
+            )
             self.walk.advance(node.id, result, ends_instance=ends_instance)
             if ends_instance:
                 self._end_by(node)
         elif isinstance(result, Waiting):
-            self._record_step(
-                node.id, node.type, StepStatus.WAITING, step_input, plain_json(result.output), None, attempt, started
+            waiting_step = self._record_step(
+                node.id,
+                node.type,
+                StepStatus.WAITING,
+                step_input,
+                plain_json(result.output),
+                None,
+                attempt,
+                started,
+                step_id=step_id,
             )
-            self._park(node.id, result, attempt)
+            self._park(node.id, result, attempt, extra={"step_id": str(waiting_step)})
             self.walk.advance(node.id, result)
         else:
-            self._record_step(node.id, node.type, "failed", step_input, None, result.reason, attempt, started)
+            self._record_step(
+                node.id,
+                node.type,
+                StepStatus.FAILED,
+                step_input,
+                None,
+                result.reason,
+                attempt,
+                started,
+                step_id=step_id,
+            )
             retries = node_type.retries if node_type is not None else 0
             if result.retryable and attempt <= retries:
                 fire_time = self.now + retry_delay(self.settings, attempt)
@@ -262,10 +304,22 @@ class InstanceRun:
         error: str | None,
         attempt: int,
         started: datetime,
-    ) -> None:
+        *,
+        step_id: uuid.UUID | None = None,
+    ) -> uuid.UUID:
+        """A step row for this visit; with `step_id` (the step of the wait this visit resolves) that row is
+        finished in place instead: one row per visit (SPEC 6.3). Returns the row's id."""
+        end_time = None if status == StepStatus.WAITING else datetime.now(UTC)
+        if step_id is not None:
+            self.finished_steps.append(
+                {"id": step_id, "status": status, "input": step_input, "output": output, "error": error}
+                | {"end_time": end_time}
+            )
+            return step_id
+        row_id = uuid.uuid4()
         self.step_rows.append(
             {
-                "id": uuid.uuid4(),
+                "id": row_id,
                 "tenant_id": self.instance.tenant_id,
                 "instance_id": self.instance.id,
                 "node_id": node_id,
@@ -277,9 +331,10 @@ class InstanceRun:
                 "error": error,
                 "attempt": attempt,
                 "start_time": started,
-                "end_time": None if status == StepStatus.WAITING else datetime.now(UTC),
+                "end_time": end_time,
             }
         )
+        return row_id
 
     def _park(self, node_id: str, waiting: Waiting, attempt: int, *, extra: dict[str, Any] | None = None) -> None:
         wait_id = uuid.uuid4()
@@ -336,11 +391,12 @@ class InstanceRun:
         if self.end_status is not None:
             # The instance is over: waits of other paths (earlier runs) and of this run are void.
             self.effects.cancelled_timers += await cancel_pending_waits(conn, self.instance.id, self.now)
+            await cancel_waiting_steps(conn, [self.instance.id], self.now)
             new_wait_ids = {row["id"] for row in self.wait_rows}
             self.effects.timers = [t for t in self.effects.timers if t[1] not in new_wait_ids]
             self.effects.event_waits = []
             self.wait_rows = []
-            for row in self.step_rows:
+            for row in [*self.step_rows, *self.finished_steps]:
                 if row["status"] == StepStatus.WAITING:
                     row["status"], row["end_time"] = StepStatus.CANCELLED, self.now
             self.current_nodes = []
@@ -355,6 +411,7 @@ class InstanceRun:
             conn,
             self.instance.id,
             steps=self.step_rows,
+            finished_steps=self.finished_steps,
             new_waits=self.wait_rows,
             status=status,
             current_nodes=self.current_nodes,
