@@ -278,6 +278,37 @@ async def test_event_resumes_matching_wait_cancels_timeout_and_starts_event_flow
         await route(rt, tenant, uuid.uuid4(), "newbie", "signup", {})
 
 
+async def test_an_event_entry_filter_sees_the_customer_profile_and_the_participant(
+    rt: Runtime, db_engine: AsyncEngine
+) -> None:
+    tenant = await create_tenant(db_engine)
+    async with db_engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO customers (tenant_id, external_id, attributes) VALUES"
+                " (:t, 'gold-ann', '{\"tier\": \"gold\"}'), (:t, 'silver-bob', '{\"tier\": \"silver\"}')"
+            ),
+            {"t": tenant},
+        )
+    vip_filter = "customer.attributes.tier == 'gold' && _participant_id.startsWith('gold') && event.plan == 'pro'"
+    await create_flow(
+        db_engine,
+        tenant,
+        graph(
+            [("go", "event_entry", {"event_type": "signup", "filter": vip_filter}), ("w", "t_pause", {"seconds": 60})],
+            [("go", "w")],
+        ),
+    )
+
+    async def signup(participant: str) -> int:
+        event_id = await store_event(db_engine, tenant, participant, "signup", {"plan": "pro"})
+        return (await route(rt, tenant, event_id, participant, "signup", {"plan": "pro"})).started
+
+    assert await signup("silver-bob") == 0
+    assert await signup("nobody") == 0, "no profile: `customer` is missing, the filter does not pass"
+    assert await signup("gold-ann") == 1
+
+
 async def test_timeout_takes_the_timed_out_branch(rt: Runtime, db_engine: AsyncEngine) -> None:
     tenant = await create_tenant(db_engine)
     g = graph(

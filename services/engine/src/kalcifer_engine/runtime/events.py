@@ -15,7 +15,7 @@ when routed; if both happen, the wait's pending check makes the second a no-op.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,6 +25,7 @@ from kalcifer_common.logging import get_logger
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.repo.connection import DATABASE_ERRORS
+from kalcifer_engine.repo.customers import customer_profile
 from kalcifer_engine.repo.events import claim_event, recent_events, save_route_result, stored_route_result
 from kalcifer_engine.repo.flows import flows_with_entry
 from kalcifer_engine.repo.waits import pending_event_waits
@@ -115,6 +116,21 @@ async def _start_matching_flows(
     candidates = await flows_with_entry(conn, event.tenant_id, shape)
     started: list[str] = []
     payload = {"event": dict(event.data)}
+    profile: list[dict[str, Any] | None] = []  # the participant's profile, read once, on the first filter
+
+    async def entry_context(flow_id: uuid.UUID) -> dict[str, Any]:
+        """What an entry filter sees besides `event` (SPEC 6.2): the context the instance would start with."""
+        if not profile:
+            profile.append(await customer_profile(conn, event.tenant_id, event.participant_id))
+        context: dict[str, Any] = {
+            "_participant_id": event.participant_id,
+            "_tenant_id": str(event.tenant_id),
+            "_flow_id": str(flow_id),
+        }
+        if profile[0] is not None:
+            context["customer"] = profile[0]
+        return context
+
     for flow_id, version in candidates:
         graph = await rt.graph(conn, flow_id, version)
         entries = tuple(
@@ -123,7 +139,9 @@ async def _start_matching_flows(
                 for node in graph.nodes
                 if node.type == EVENT_ENTRY
                 and node.config.get("event_type") == event.event_type
-                and await _entry_filter_passes(rt, flow_id, node.id, _filter_of(node.config), payload["event"])
+                and await _entry_filter_passes(
+                    rt, flow_id, node.id, _filter_of(node.config), payload["event"], entry_context
+                )
             ]
         )
         if not entries:
@@ -150,11 +168,19 @@ async def _start_matching_flows(
 
 
 async def _entry_filter_passes(
-    rt: Runtime, flow_id: uuid.UUID, node_id: str, expression: str | None, event: Mapping[str, Any]
+    rt: Runtime,
+    flow_id: uuid.UUID,
+    node_id: str,
+    expression: str | None,
+    event: Mapping[str, Any],
+    context_of: Callable[[uuid.UUID], Awaitable[dict[str, Any]]],
 ) -> bool:
-    """An entry filter stopped by its budget starts nothing (there is no instance yet whose step could fail)."""
+    """Whether the entry's filter passes over `event` and the would-be context (the customer profile included).
+    An entry filter stopped by its budget starts nothing (there is no instance yet whose step could fail)."""
+    if expression is None:
+        return True
     try:
-        return await filter_passes(rt.expressions, expression, {}, event)
+        return await filter_passes(rt.expressions, expression, await context_of(flow_id), event)
     except ExpressionRunaway as error:
         _log.warning("event_entry filter stopped", flow_id=str(flow_id), node_id=node_id, reason=str(error))
         return False
