@@ -443,6 +443,27 @@ async def test_recovery_prunes_finished_instances_past_the_retention_with_their_
     assert steps == 0
 
 
+async def test_re_entry_never_holds_after_the_old_instances_were_pruned(rt: Runtime, db_engine: AsyncEngine) -> None:
+    tenant = await create_tenant(db_engine)
+    flow = await create_flow(db_engine, tenant, graph([TRIGGER], []), re_entry="never")
+    first = await start(rt, tenant, flow, participant="once")
+    assert (await instance(db_engine, first)).status == "completed"
+    async with db_engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE flow_instances SET end_time = now() - interval '400 days' WHERE id = :i"), {"i": first}
+        )
+    assert await recovery.prune_finished_instances(rt) >= 1
+    async with db_engine.connect() as conn:
+        left = (
+            await conn.execute(text("SELECT count(*) FROM flow_instances WHERE flow_id = :f"), {"f": flow})
+        ).scalar()
+    assert left == 0, "the old instance is gone"
+
+    with pytest.raises(AlreadyExists):
+        await start(rt, tenant, flow, participant="once")
+    assert await start(rt, tenant, flow, participant="someone-else")
+
+
 async def test_migrate_all_moves_exits_and_rearms(rt: Runtime, db_engine: AsyncEngine) -> None:
     tenant = await create_tenant(db_engine)
     v1 = graph([TRIGGER, ("w", "t_pause", {"seconds": 600}), ("gone", "t_pause", {"seconds": 600})], [("start", "w")])

@@ -275,6 +275,20 @@ class FlowInstance(Base):
     update_time: Mapped[datetime] = _updated()
 
 
+class FlowEntry(Base):
+    """The entry ledger: a participant entered a flow (SPEC 4, re-entry). One compact row per (flow, participant),
+    written with the participant's first instance and never pruned, so `RE_ENTRY_POLICY_NEVER` holds after their
+    instances are gone."""
+
+    __tablename__ = "flow_entries"
+    __table_args__ = (Index("ix_flow_entries_tenant_id", "tenant_id"),)
+
+    flow_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("flows.id", ondelete="CASCADE"), primary_key=True)
+    participant_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = _tenant_id()
+    first_enter_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
 class ExecutionStep(Base):
     """The record of one node run (or attempt) within an instance, in execution order (`seq`)."""
 

@@ -133,8 +133,7 @@ _ENTER_FLOW = f"""
                     'preferences', c.preferences, 'timezone', c.timezone, 'email', c.email, 'phone', c.phone))
                 FROM customers c WHERE c.tenant_id = $1 AND c.external_id = $3) AS customer,
                f.re_entry = 'never' AND EXISTS (
-                    SELECT 1 FROM flow_instances p
-                    WHERE p.tenant_id = $1 AND p.flow_id = $2 AND p.participant_id = $3) AS entered_before
+                    SELECT 1 FROM flow_entries e WHERE e.flow_id = $2 AND e.participant_id = $3) AS entered_before
         FROM flows f WHERE f.id = $2 AND f.tenant_id = $1
     ), ins AS (
         INSERT INTO flow_instances (id, tenant_id, flow_id, version_number, participant_id, status, exclusive,
@@ -149,6 +148,11 @@ _ENTER_FLOW = f"""
             WHERE exclusive AND status IN ({", ".join(f"'{s}'" for s in LIVE_INSTANCE_STATUSES)})
         DO NOTHING
         RETURNING context
+    ), ledger AS (
+        -- The entry ledger outlives pruned instances, so `never` holds forever (SPEC 4).
+        INSERT INTO flow_entries (flow_id, participant_id, tenant_id, first_enter_time)
+        SELECT $2, $3, $1, $6 FROM ins
+        ON CONFLICT (flow_id, participant_id) DO NOTHING
     )
     SELECT f.status, f.active_version_number, f.entered_before, (SELECT context FROM ins) AS context FROM f
 """  # noqa: S608 - the f-string splices a constant tuple
@@ -177,7 +181,8 @@ async def enter_flow(
     """Insert a running instance if the flow admits the participant, in one round trip; None: no such flow.
 
     One statement reads the flow and the participant's profile (merged into `context` at `customer`), applies
-    the re-entry policy (`never`: no previous instance; `always`: a non-exclusive row) and inserts. `ON CONFLICT
+    the re-entry policy (`never`: no row in the entry ledger `flow_entries`, which pruning never touches;
+    `always`: a non-exclusive row), inserts, and records the entry in the ledger. `ON CONFLICT
     DO NOTHING` on the partial unique index (its predicate spelled out literally, so PostgreSQL can infer the
     index) waits for a concurrent insert to commit or roll back, so twenty racing starts give one instance and
     nineteen answers without one, and no aborted transaction to clean up.
