@@ -464,6 +464,68 @@ async def test_re_entry_never_holds_after_the_old_instances_were_pruned(rt: Runt
     assert await start(rt, tenant, flow, participant="someone-else")
 
 
+async def test_racing_first_entries_of_a_never_flow_that_ends_at_once_make_one_instance(
+    rt: Runtime, db_engine: AsyncEngine
+) -> None:
+    tenant = await create_tenant(db_engine)
+    flow = await create_flow(db_engine, tenant, graph([TRIGGER], []), re_entry="never")
+
+    async def enter() -> bool:
+        try:
+            await start(rt, tenant, flow, participant="racer")
+        except AlreadyExists:
+            return False
+        return True
+
+    outcomes = await asyncio.gather(*(enter() for _ in range(10)))
+
+    assert outcomes.count(True) == 1
+    async with db_engine.connect() as conn:
+        count = (
+            await conn.execute(text("SELECT count(*) FROM flow_instances WHERE flow_id = :f"), {"f": flow})
+        ).scalar()
+    assert count == 1, "each instance completes inside its own entry; the ledger still lets only one in"
+
+
+async def test_a_resume_of_an_archived_flows_instance_exits_it_instead_of_running_it(
+    rt: Runtime, db_engine: AsyncEngine
+) -> None:
+    tenant = await create_tenant(db_engine)
+    flow = await create_flow(
+        db_engine,
+        tenant,
+        graph([TRIGGER, ("w", "t_pause", {"seconds": 600}), ("s", "t_send", {})], [("start", "w"), ("w", "s")]),
+    )
+    instance_id = await start(rt, tenant, flow, participant="late")
+    [wait] = await pending_waits(db_engine, instance_id)
+    await make_due(db_engine, wait.id)
+    async with db_engine.begin() as conn:  # archived, and the engine's ExitFlowInstances has not run yet
+        await conn.execute(text("UPDATE flows SET status = 'archived' WHERE id = :f"), {"f": flow})
+
+    outcome = await resumes.resume_one(rt, resumes.ResumeRequest(instance_id, wait.id, "timer"))
+
+    assert not outcome.applied
+    row = await instance(db_engine, instance_id)
+    assert (row.status, row.exit_reason) == ("exited", "flow_archived")
+    assert await step_statuses(db_engine, instance_id) == [("start", "completed"), ("w", "cancelled")], "s never ran"
+
+
+async def test_archiving_exits_live_instances_in_batches(
+    rt: Runtime, db_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = await create_tenant(db_engine)
+    flow = await create_flow(db_engine, tenant, graph([TRIGGER, ("w", "t_pause", {"seconds": 600})], [("start", "w")]))
+    ids = [await start(rt, tenant, flow, participant=f"p{n}") for n in range(7)]
+    async with db_engine.begin() as conn:
+        await conn.execute(text("UPDATE flows SET status = 'archived' WHERE id = :f"), {"f": flow})
+    monkeypatch.setattr(lifecycle, "EXIT_BATCH", 3)
+
+    assert await lifecycle.exit_flow_instances(rt, tenant, flow, "") == 7
+
+    assert {(await instance(db_engine, i)).status for i in ids} == {"exited"}
+    assert [await pending_waits(db_engine, i) for i in ids] == [[]] * 7
+
+
 async def test_migrate_all_moves_exits_and_rearms(rt: Runtime, db_engine: AsyncEngine) -> None:
     tenant = await create_tenant(db_engine)
     v1 = graph([TRIGGER, ("w", "t_pause", {"seconds": 600}), ("gone", "t_pause", {"seconds": 600})], [("start", "w")])

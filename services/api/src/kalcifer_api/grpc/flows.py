@@ -9,6 +9,7 @@ transaction with `request_id` replay; a replayed call asks the engine nothing.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any
 
@@ -301,7 +302,10 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
                 flow_id=str(flow_id),
                 to_version_number=number,
                 strategy=request.strategy,
-                request_id=f"MigrateFlowVersion:{request.request_id}" if request.request_id else "",
+                # The engine's own key: fixed length whatever the caller's id (at most 200 characters either way).
+                request_id=f"MigrateFlowVersion:{hashlib.sha256(request.request_id.encode()).hexdigest()}"
+                if request.request_id
+                else "",
             )
         )
 

@@ -61,7 +61,12 @@ async def flows_with_instances_in(
         select(_flows.c.tenant_id, _flows.c.id)
         .where(
             _flows.c.status == flow_status,
-            exists().where(_instances.c.flow_id == _flows.c.id, _instances.c.status.in_(list(instance_statuses))),
+            # tenant_id too: the (tenant_id, flow_id, status) index answers it without a scan.
+            exists().where(
+                _instances.c.tenant_id == _flows.c.tenant_id,
+                _instances.c.flow_id == _flows.c.id,
+                _instances.c.status.in_(list(instance_statuses)),
+            ),
         )
         .limit(limit)
     )

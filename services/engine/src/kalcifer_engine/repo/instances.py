@@ -135,6 +135,15 @@ _ENTER_FLOW = f"""
                f.re_entry = 'never' AND EXISTS (
                     SELECT 1 FROM flow_entries e WHERE e.flow_id = $2 AND e.participant_id = $3) AS entered_before
         FROM flows f WHERE f.id = $2 AND f.tenant_id = $1
+    ), claim AS (
+        -- NEVER: claim the participant's one entry in the ledger before inserting the instance. A concurrent first
+        -- entry waits on the ledger's key here, then takes nothing, even if the first instance already ended.
+        INSERT INTO flow_entries (flow_id, participant_id, tenant_id, first_enter_time)
+        SELECT $2, $3, $1, $6 FROM f
+        WHERE f.re_entry = 'never' AND f.status = 'active' AND f.active_version_number IS NOT NULL
+            AND NOT f.entered_before
+        ON CONFLICT (flow_id, participant_id) DO NOTHING
+        RETURNING 1
     ), ins AS (
         INSERT INTO flow_instances (id, tenant_id, flow_id, version_number, participant_id, status, exclusive,
                                     context, current_nodes, run_revision, enter_time, update_time)
@@ -144,14 +153,15 @@ _ENTER_FLOW = f"""
                '[]'::jsonb, 0, $6, $6
         FROM f
         WHERE f.status = 'active' AND f.active_version_number IS NOT NULL AND NOT f.entered_before
+            AND (f.re_entry <> 'never' OR EXISTS (SELECT 1 FROM claim))
         ON CONFLICT (tenant_id, flow_id, participant_id)
             WHERE exclusive AND status IN ({", ".join(f"'{s}'" for s in LIVE_INSTANCE_STATUSES)})
         DO NOTHING
         RETURNING context
     ), ledger AS (
-        -- The entry ledger outlives pruned instances, so `never` holds forever (SPEC 4).
+        -- The entry ledger outlives pruned instances, so `never` holds forever (SPEC 4); `never` wrote it above.
         INSERT INTO flow_entries (flow_id, participant_id, tenant_id, first_enter_time)
-        SELECT $2, $3, $1, $6 FROM ins
+        SELECT $2, $3, $1, $6 FROM ins, f WHERE f.re_entry <> 'never'
         ON CONFLICT (flow_id, participant_id) DO NOTHING
     )
     SELECT f.status, f.active_version_number, f.entered_before, (SELECT context FROM ins) AS context FROM f
@@ -289,17 +299,24 @@ async def release_paused_instances(
 
 
 async def exit_live_instances(
-    conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, reason: str, now: datetime
+    conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, reason: str, now: datetime, *, limit: int
 ) -> list[uuid.UUID]:
-    """End every live instance of the flow as EXITED with `reason`; returns their ids (their waits are the
-    caller's to cancel)."""
-    exited = await conn.execute(
-        update(_instances)
+    """End up to `limit` live instances of the flow as EXITED with `reason` (rows another transaction holds are
+    skipped, for the next batch); returns their ids (their waits are the caller's to cancel)."""
+    batch = (
+        select(_instances.c.id)
         .where(
             _instances.c.tenant_id == tenant_id,
             _instances.c.flow_id == flow_id,
             _instances.c.status.in_(LIVE_INSTANCE_STATUSES),
         )
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    exited = await conn.execute(
+        update(_instances)
+        .where(_instances.c.id.in_(batch))
         .values(
             status=InstanceStatus.EXITED,
             lease_until=None,
@@ -312,6 +329,16 @@ async def exit_live_instances(
         .returning(_instances.c.id)
     )
     return [row.id for row in exited]
+
+
+async def has_live_instances(conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID) -> bool:
+    """Whether the flow still has a live instance."""
+    query = select(_instances.c.id).where(
+        _instances.c.tenant_id == tenant_id,
+        _instances.c.flow_id == flow_id,
+        _instances.c.status.in_(LIVE_INSTANCE_STATUSES),
+    )
+    return (await conn.execute(query.limit(1))).first() is not None
 
 
 async def stuck_running_instances(conn: AsyncConnection, untouched_since: datetime, limit: int) -> list[uuid.UUID]:

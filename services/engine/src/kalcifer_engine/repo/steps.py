@@ -16,7 +16,8 @@ from typing import Any, cast
 
 from kalcifer_common.db.models import ExecutionStep
 from kalcifer_common.statuses import StepStatus
-from sqlalchemy import Table, update
+from sqlalchemy import Table, Uuid, any_, bindparam, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.repo.connection import driver, json_text
@@ -103,6 +104,9 @@ async def cancel_waiting_steps(conn: AsyncConnection, instance_ids: Sequence[uui
     if instance_ids:
         await conn.execute(
             update(_steps)
-            .where(_steps.c.instance_id.in_(list(instance_ids)), _steps.c.status == StepStatus.WAITING)
+            .where(
+                _steps.c.instance_id == any_(bindparam("ids", list(instance_ids), type_=ARRAY(Uuid()))),
+                _steps.c.status == StepStatus.WAITING,
+            )
             .values(status=StepStatus.CANCELLED, end_time=now)
         )

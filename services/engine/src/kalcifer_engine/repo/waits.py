@@ -18,8 +18,8 @@ from typing import cast as typed
 
 from kalcifer_common.db.models import FlowInstance, Wait
 from kalcifer_common.statuses import LIVE_INSTANCE_STATUSES, InstanceStatus, WaitStatus
-from sqlalchemy import ColumnElement, Table, cast, func, literal, or_, select, update
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import ColumnElement, Table, Uuid, any_, bindparam, cast, func, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.repo.connection import driver, json_text
@@ -160,15 +160,20 @@ async def pending_waits(conn: AsyncConnection, instance_id: uuid.UUID) -> list[W
     return [_wait(row) for row in await conn.execute(query.order_by(_waits.c.create_time, _waits.c.id))]
 
 
+def _uuid_array(ids: Sequence[uuid.UUID]) -> Any:
+    return bindparam("ids", list(ids), type_=ARRAY(Uuid()))
+
+
 async def cancel_pending_waits_of(
     conn: AsyncConnection, instance_ids: Sequence[uuid.UUID], now: datetime
 ) -> list[uuid.UUID]:
     """Cancel every pending wait of these instances; returns the ids of those that had a timer."""
     if not instance_ids:
         return []
+    # One array parameter, not one bind per id: a batch may hold thousands of instances.
     statement = (
         update(_waits)
-        .where(_waits.c.instance_id.in_(instance_ids), _waits.c.status == WaitStatus.PENDING)
+        .where(_waits.c.instance_id == any_(_uuid_array(instance_ids)), _waits.c.status == WaitStatus.PENDING)
         .values(status=WaitStatus.CANCELLED, resolved_time=now)
         .returning(_waits.c.id, _waits.c.fire_time)
     )

@@ -9,10 +9,14 @@ change of an instance bumps its `run_revision`, as every engine write of an inst
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from kalcifer_common.errors import FailedPrecondition, NotFound
+from kalcifer_common.logging import get_logger
 from kalcifer_common.statuses import FLOW_ARCHIVED_EXIT_REASON, LIVE_INSTANCE_STATUSES, FlowStatus, InstanceStatus
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -21,6 +25,9 @@ from kalcifer_engine.repo.instances import InstanceRow
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.resumes import ResumeRequest, resume_many
 from kalcifer_engine.runtime.run import Effects
+
+_log = get_logger(__name__)
+_T = TypeVar("_T")
 
 
 async def cancel_instance(rt: Runtime, tenant_id: uuid.UUID, instance_id: uuid.UUID, reason: str) -> InstanceRow:
@@ -99,17 +106,29 @@ async def resume_flow_instances(rt: Runtime, tenant_id: uuid.UUID, flow_id: uuid
     return FlowResumed(resumed, sum(1 for outcome in outcomes if outcome.applied))
 
 
+# Instances exited per transaction: an archive of a flow with a million live instances is many short
+# transactions, never one that outlives its deadline or holds every row.
+EXIT_BATCH = 1000
+
+
 async def exit_flow_instances(rt: Runtime, tenant_id: uuid.UUID, flow_id: uuid.UUID, reason: str) -> int:
-    """Exit every live instance of the flow (after ArchiveFlow) and cancel their waits."""
-    effects = Effects()
-    async with rt.db.begin() as conn:
-        await _require_flow(conn, tenant_id, flow_id)
-        now = rt.now()
-        ids = await instances.exit_live_instances(conn, tenant_id, flow_id, reason or FLOW_ARCHIVED_EXIT_REASON, now)
-        effects.cancelled_timers += await waits.cancel_pending_waits_of(conn, ids, now)
-        await steps.cancel_waiting_steps(conn, ids, now)
-    await rt.after_commit(effects)
-    return len(ids)
+    """Exit every live instance of the flow (after ArchiveFlow) and cancel their waits, `EXIT_BATCH` per
+    transaction. Rows a run holds right now are skipped and taken by a later batch (or by recovery)."""
+    exited = 0
+    while True:
+        effects = Effects()
+        async with rt.db.begin() as conn:
+            await _require_flow(conn, tenant_id, flow_id)
+            now = rt.now()
+            ids = await instances.exit_live_instances(
+                conn, tenant_id, flow_id, reason or FLOW_ARCHIVED_EXIT_REASON, now, limit=EXIT_BATCH
+            )
+            effects.cancelled_timers += await waits.cancel_pending_waits_of(conn, ids, now)
+            await steps.cancel_waiting_steps(conn, ids, now)
+        await rt.after_commit(effects)
+        exited += len(ids)
+        if len(ids) < EXIT_BATCH:
+            return exited
 
 
 @dataclass(frozen=True)
@@ -137,9 +156,22 @@ async def reconcile_flow_holds(rt: Runtime) -> FlowHoldsReconciled:
     released, live instances of ARCHIVED flows exit. Bounded to `_FLOWS_PER_PASS` flows of each kind per pass."""
     paused = resumed = exited = 0
     for tenant_id, flow_id in await _flows_needing(rt, FlowStatus.PAUSED, (InstanceStatus.WAITING,)):
-        paused += await pause_flow_instances(rt, tenant_id, flow_id)
+        paused += await _one_flow(pause_flow_instances(rt, tenant_id, flow_id), flow_id, 0)
     for tenant_id, flow_id in await _flows_needing(rt, FlowStatus.ACTIVE, (InstanceStatus.PAUSED,)):
-        resumed += (await resume_flow_instances(rt, tenant_id, flow_id)).resumed
+        released = await _one_flow(resume_flow_instances(rt, tenant_id, flow_id), flow_id, FlowResumed(0, 0))
+        resumed += released.resumed
     for tenant_id, flow_id in await _flows_needing(rt, FlowStatus.ARCHIVED, LIVE_INSTANCE_STATUSES):
-        exited += await exit_flow_instances(rt, tenant_id, flow_id, FLOW_ARCHIVED_EXIT_REASON)
+        exited += await _one_flow(exit_flow_instances(rt, tenant_id, flow_id, FLOW_ARCHIVED_EXIT_REASON), flow_id, 0)
     return FlowHoldsReconciled(paused, resumed, exited)
+
+
+async def _one_flow(step: Awaitable[_T], flow_id: uuid.UUID, failed: _T) -> _T:
+    """One flow's reconciliation; a failure is logged and leaves the other flows (and recovery's other work) to
+    go on, and the flow is tried again next pass."""
+    try:
+        return await step
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:  # noqa: BLE001 - one flow must not stop the others
+        _log.warning("could not carry a flow's status to its instances", flow_id=str(flow_id), error=repr(error))
+        return failed

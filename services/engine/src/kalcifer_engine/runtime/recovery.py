@@ -27,13 +27,13 @@ from datetime import timedelta
 from typing import Final
 
 from kalcifer_common.logging import get_logger
-from kalcifer_common.statuses import InstanceStatus
+from kalcifer_common.statuses import FlowStatus, InstanceStatus
 
 from kalcifer_engine.repo import events, instances, waits
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.events import EventToRoute, route_event
 from kalcifer_engine.runtime.lifecycle import reconcile_flow_holds
-from kalcifer_engine.runtime.resumes import ResumeRequest, resume_many
+from kalcifer_engine.runtime.resumes import ResumeRequest, exit_archived_instance, resume_many
 from kalcifer_engine.runtime.run import Effects
 
 _log = get_logger(__name__)
@@ -81,17 +81,21 @@ async def _rerun(rt: Runtime, instance_id: uuid.UUID) -> bool:
         instance = await instances.lock_instance(conn, instance_id)
         if instance is None or instance.status != InstanceStatus.RUNNING:
             return False
-        waiting = Counter(w.node_id for w in await waits.pending_waits(conn, instance_id))
-        heads: list[str] = []
-        for node_id in instance.current_nodes:
-            if waiting[node_id]:
-                waiting[node_id] -= 1
-            else:
-                heads.append(node_id)
-        run = await rt.instance_run(conn, instance, rt.now())
-        await run.run_heads(heads)
-        await run.finish()
-        effects.extend(run.effects)
+        if instance.flow_status == FlowStatus.ARCHIVED:
+            # Its flow was archived meanwhile: exit it, never run it.
+            await exit_archived_instance(conn, instance, effects, now=rt.now())
+        else:
+            waiting = Counter(w.node_id for w in await waits.pending_waits(conn, instance_id))
+            heads: list[str] = []
+            for node_id in instance.current_nodes:
+                if waiting[node_id]:
+                    waiting[node_id] -= 1
+                else:
+                    heads.append(node_id)
+            run = await rt.instance_run(conn, instance, rt.now())
+            await run.run_heads(heads)
+            await run.finish()
+            effects.extend(run.effects)
     await rt.after_commit(effects)
     return True
 

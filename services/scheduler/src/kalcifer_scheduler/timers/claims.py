@@ -26,19 +26,21 @@ TRIGGER_OF_KIND: dict[str, str] = {WaitKind.TIMER: "timer", WaitKind.EVENT: "tim
 
 _ID_ARRAY = ARRAY(Uuid())
 
-# The due waits (a CTE), then one claim per wait that has no live lease; only the waits whose claim this statement
-# wrote are returned. A concurrent claimer of the same wait blocks on the claim row's unique key, then finds the
-# lease live and takes nothing.
+# The due waits (a CTE; not of paused instances or flows: the engine would only hold them), then one claim per
+# wait that has no live lease; only the waits whose claim this statement wrote are returned. A concurrent claimer
+# of the same wait blocks on the claim row's unique key, then finds the lease live and takes nothing. Claims are
+# written in wait-id order by every statement, so two claimers of overlapping sets cannot deadlock.
 _CLAIM = """
     WITH due AS (
         SELECT w.id, w.instance_id, w.kind, w.fire_time, greatest(w.fire_time, w.create_time) AS due_time
-        FROM waits w JOIN flow_instances i ON i.id = w.instance_id
+        FROM waits w JOIN flow_instances i ON i.id = w.instance_id JOIN flows f ON f.id = i.flow_id
         WHERE {due} AND w.status = 'pending' AND w.fire_time IS NOT NULL AND i.status <> 'paused'
+            AND f.status <> 'paused'
             AND NOT EXISTS (SELECT 1 FROM wait_claims c WHERE c.wait_id = w.id AND c.claim_until >= now())
         {order}
     ), claimed AS (
         INSERT INTO wait_claims (wait_id, claim_until)
-        SELECT id, now() + make_interval(secs => :lease) FROM due
+        SELECT id, now() + make_interval(secs => :lease) FROM due ORDER BY id
         ON CONFLICT (wait_id) DO UPDATE SET claim_until = excluded.claim_until
             WHERE wait_claims.claim_until < now()
         RETURNING wait_id
