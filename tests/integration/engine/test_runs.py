@@ -628,6 +628,29 @@ async def test_an_event_for_a_paused_flow_is_held_and_applied_on_resume(rt: Runt
     assert row.context["accumulated"]["a"]["branch"] == "event_received"
 
 
+async def test_recovery_applies_an_event_held_during_a_pause_whose_release_was_cut_off(
+    rt: Runtime, db_engine: AsyncEngine
+) -> None:
+    tenant = await create_tenant(db_engine)
+    g = graph(
+        [TRIGGER, ("a", "t_await", {"event_type": "paid"}), ("yes", "t_send", {})],
+        [("start", "a"), ("a", "yes", "event_received")],
+    )
+    flow = await create_flow(db_engine, tenant, g)
+    instance_id = await start(rt, tenant, flow, participant="cut-off")
+    async with db_engine.begin() as conn:
+        await conn.execute(text("UPDATE flows SET status = 'paused' WHERE id = :f"), {"f": flow})
+    paid = await store_event(db_engine, tenant, "cut-off", "paid", {"amount": 5})
+    assert (await route(rt, tenant, paid, "cut-off", "paid", {"amount": 5})).resumed == 0, "held"
+    async with db_engine.begin() as conn:  # resumed; the engine's call that applies held events never came
+        await conn.execute(text("UPDATE flows SET status = 'active' WHERE id = :f"), {"f": flow})
+
+    await recovery.recover_once(rt)
+
+    row = await instance(db_engine, instance_id)
+    assert (row.status, row.context["event"]) == ("completed", {"amount": 5})
+
+
 async def test_events_racing_the_arming_of_their_waits_are_never_lost_nor_applied_twice(
     rt: Runtime, db_engine: AsyncEngine
 ) -> None:

@@ -349,6 +349,12 @@ class Wait(Base):
         ),
         Index("ix_waits_instance_id", "instance_id"),
         Index("ix_waits_tenant_id", "tenant_id"),
+        # Recovery: waits keeping an event that arrived while their flow was paused (few, and found at once).
+        Index(
+            "ix_waits_pending_held_event",
+            "instance_id",
+            postgresql_where=text("status = 'pending' AND branch_path ? 'held_event'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = _id()

@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from typing import cast as typed
 
-from kalcifer_common.db.models import Flow, FlowInstance, FlowVersion
+from kalcifer_common.db.models import Flow, FlowInstance, FlowVersion, Wait
+from kalcifer_common.statuses import FlowStatus, InstanceStatus, WaitStatus
 from sqlalchemy import Table, exists, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -20,6 +21,7 @@ from kalcifer_engine.repo.connection import driver, json_text
 _flows = typed(Table, Flow.__table__)
 _versions = typed(Table, FlowVersion.__table__)
 _instances = typed(Table, FlowInstance.__table__)
+_waits = typed(Table, Wait.__table__)
 
 
 async def load_graph(conn: AsyncConnection, flow_id: uuid.UUID, version_number: int) -> dict[str, Any] | None:
@@ -71,3 +73,25 @@ async def flows_with_instances_in(
         .limit(limit)
     )
     return [(row.tenant_id, row.id) for row in await conn.execute(query)]
+
+
+async def active_flows_with_held_events(conn: AsyncConnection, limit: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """(tenant id, flow id) of up to `limit` ACTIVE flows with a live, unpaused instance whose pending wait still
+    keeps an event held while the flow was paused (a ResumeFlowInstances cut off before applying it)."""
+    query = (
+        select(_instances.c.tenant_id, _instances.c.flow_id)
+        .select_from(
+            _waits.join(_instances, _instances.c.id == _waits.c.instance_id).join(
+                _flows, _flows.c.id == _instances.c.flow_id
+            )
+        )
+        .where(
+            _waits.c.status == WaitStatus.PENDING,
+            _waits.c.branch_path.has_key("held_event"),
+            _flows.c.status == FlowStatus.ACTIVE,
+            _instances.c.status != InstanceStatus.PAUSED,
+        )
+        .distinct()
+        .limit(limit)
+    )
+    return [(row.tenant_id, row.flow_id) for row in await conn.execute(query)]

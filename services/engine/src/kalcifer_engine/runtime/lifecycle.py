@@ -153,11 +153,15 @@ async def _flows_needing(
 async def reconcile_flow_holds(rt: Runtime) -> FlowHoldsReconciled:
     """Carry every flow's committed status to instances that missed it (the API's call after a pause, resume or
     archive never arrived): waiting instances of PAUSED flows pause, paused instances of ACTIVE flows are
-    released, live instances of ARCHIVED flows exit. Bounded to `_FLOWS_PER_PASS` flows of each kind per pass."""
+    released (and events held during the pause are applied, also when a release was cut off before applying
+    them), live instances of ARCHIVED flows exit. Bounded to `_FLOWS_PER_PASS` flows of each kind per pass."""
     paused = resumed = exited = 0
     for tenant_id, flow_id in await _flows_needing(rt, FlowStatus.PAUSED, (InstanceStatus.WAITING,)):
         paused += await _one_flow(pause_flow_instances(rt, tenant_id, flow_id), flow_id, 0)
-    for tenant_id, flow_id in await _flows_needing(rt, FlowStatus.ACTIVE, (InstanceStatus.PAUSED,)):
+    async with rt.db.connect() as conn:
+        holding_events = await flows.active_flows_with_held_events(conn, _FLOWS_PER_PASS)
+    to_release = await _flows_needing(rt, FlowStatus.ACTIVE, (InstanceStatus.PAUSED,))
+    for tenant_id, flow_id in dict.fromkeys([*to_release, *holding_events]):
         released = await _one_flow(resume_flow_instances(rt, tenant_id, flow_id), flow_id, FlowResumed(0, 0))
         resumed += released.resumed
     for tenant_id, flow_id in await _flows_needing(rt, FlowStatus.ARCHIVED, LIVE_INSTANCE_STATUSES):
