@@ -267,6 +267,13 @@ async def publish_in(
     return await read_flow_in(session, tenant_id, flow_id)
 
 
+async def one_snapshot(session: AsyncSession) -> None:
+    """Make the session's reads see one snapshot (REPEATABLE READ): the unlocked checks made before a write read
+    the flow and its versions as they were at one moment, not a flow still DRAFT beside a version another request
+    just published. Call it before the session's first statement."""
+    await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
 class FlowTransaction:
     """The steps of one write transaction on the calling tenant's flows; each returns the domain result."""
 
@@ -349,6 +356,7 @@ class FlowRepository(IdempotentRepository):
     async def graph_to_activate(self, flow_id: uuid.UUID) -> tuple[int, dict[str, Any]]:
         """The number and graph of the version ActivateFlow would publish (errors as `draft_to_activate`)."""
         async with self._sessions() as session:
+            await one_snapshot(session)
             _, version = await flow_lifecycle.draft_to_activate(session, self.tenant_id, flow_id, lock=False)
             return version.version_number, version.graph
 
@@ -356,6 +364,7 @@ class FlowRepository(IdempotentRepository):
         """The graph of the version MigrateFlowVersion or a rollback would publish (errors as
         `publishable_version`)."""
         async with self._sessions() as session:
+            await one_snapshot(session)
             _, version = await publishable_version(
                 session, self.tenant_id, flow_id, version_number, rollback=rollback, lock=False
             )

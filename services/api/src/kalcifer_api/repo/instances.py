@@ -14,12 +14,11 @@ from typing import Any, TypeVar, cast
 from google.protobuf.message import Message
 from kalcifer_common.db.models import ExecutionStep, FlowInstance
 from kalcifer_common.errors import InvalidArgument, NotFound
-from kalcifer_common.idempotency import run_once
 from kalcifer_common.pagination import PageCursor
 from sqlalchemy import Table, select, tuple_
 
 from kalcifer_api.domain.instances import InstanceFilter, InstanceRecord, StepRecord, current_node_ids, step_branch
-from kalcifer_api.repo.scoped import TenantScopedRepository
+from kalcifer_api.repo.marketing_base import IdempotentRepository, Reply
 
 _instances = cast(Table, FlowInstance.__table__)
 _steps = cast(Table, ExecutionStep.__table__)
@@ -73,7 +72,7 @@ def _step_position(cursor: PageCursor) -> int:
         raise InvalidArgument.single("page_token", "is not a token this API issued") from None
 
 
-class InstanceRepository(TenantScopedRepository):
+class InstanceRepository(IdempotentRepository):
     """The calling tenant's instances and their steps."""
 
     async def get(self, instance_id: uuid.UUID) -> InstanceRecord:
@@ -133,19 +132,9 @@ class InstanceRepository(TenantScopedRepository):
         response_type: type[_Response],
         compute: Callable[[], Awaitable[_Response]],
     ) -> _Response:
-        """`compute` once per request_id of the caller (`run_once`); without a request_id it just runs.
-
-        The reservation's transaction stays open while `compute` asks the engine, so the answer is remembered
-        exactly when the engine's change happened; a failed call leaves no record and may be retried.
-        """
-        if not getattr(request, "request_id", ""):
-            return await compute()
-        async with self._sessions.begin() as session:
-            return await run_once(
-                session,
-                scope=self.idempotency_scope,
-                method=method,
-                request=request,
-                response_type=response_type,
-                compute=compute,
-            )
+        """`compute` once per request_id of the caller; without a request_id it just runs. No transaction is open
+        while `compute` asks the engine (`IdempotentRepository._call_once`); the answer is remembered after it."""
+        reply: Reply[_Response, _Response] = Reply(
+            method=method, request=request, response_type=response_type, present=lambda answer: answer
+        )
+        return await self._call_once(reply, compute)

@@ -28,6 +28,7 @@ from kalcifer_api.domain.journeys import (
 from kalcifer_api.domain.marketing_common import check_etag
 from kalcifer_api.domain.marketing_settings import MarketingSettings
 from kalcifer_api.repo import flow_lifecycle
+from kalcifer_api.repo.flows import one_snapshot
 from kalcifer_api.repo.marketing_base import IdempotentRepository, Reply
 
 _Response = TypeVar("_Response", bound=Message)
@@ -118,6 +119,7 @@ class JourneyRepository(IdempotentRepository):
     async def get(self, journey_id: uuid.UUID) -> JourneyRecord:
         """One journey, or NOT_FOUND."""
         async with self._sessions() as session:
+            await one_snapshot(session)
             row = await session.scalar(
                 select(Journey).where(Journey.tenant_id == self.tenant_id, Journey.id == journey_id)
             )
@@ -191,6 +193,7 @@ class JourneyRepository(IdempotentRepository):
         """Before LaunchJourney's transaction: the number and graph of the version launching would publish, when
         the journey's flow is still a DRAFT (None otherwise: nothing to validate). Unlocked reads."""
         async with self._sessions() as session:
+            await one_snapshot(session)
             row = await session.scalar(
                 select(Journey).where(Journey.tenant_id == self.tenant_id, Journey.id == journey_id)
             )

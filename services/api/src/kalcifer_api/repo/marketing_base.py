@@ -80,3 +80,23 @@ class IdempotentRepository(TenantScopedRepository):
                 return replayed
             await prepare()
         return await self._mutate(reply, work)
+
+    async def _call_once(
+        self, reply: Reply[_Response, _Response], call: Callable[[], Awaitable[_Response]]
+    ) -> _Response:
+        """Another service's answer to `call()`, once per `request_id`, with no transaction open while it runs
+        (SPEC 10: no transaction is held across an RPC): a stored answer is replayed; otherwise the call is made,
+        then its answer remembered in a short transaction (a twin that finished first has its answer replayed).
+        Without a `request_id` this is just `await call()`. A retry after a lost answer reaches the other service
+        again, so `call` must be idempotent in effect there."""
+        if not getattr(reply.request, "request_id", ""):
+            return await call()
+        replayed = await self._replayed(reply)
+        if replayed is not None:
+            return replayed
+        answer = await call()
+
+        async def remembered(session: AsyncSession) -> _Response:
+            return answer
+
+        return await self._mutate(reply, remembered)

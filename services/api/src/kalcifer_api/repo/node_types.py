@@ -1,8 +1,9 @@
 """Node type calls need no table of the API's own (the engine stores them); this gives them `request_id` replay.
 
-The idempotency record is written in the API's transaction once the engine has answered, so a retry after a
-lost answer may reach the engine again; that is harmless because the engine's operations are idempotent in
-effect (re-registering a key stores the same definition; a second delete of the same key finds nothing).
+The idempotency record is written in a short transaction of the API's once the engine has answered (none is
+open while the engine is asked), so a retry after a lost answer may reach the engine again; that is harmless
+because the engine's operations are idempotent in effect (re-registering a key stores the same definition; a
+second delete of the same key finds nothing).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from google.protobuf.message import Message
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from kalcifer_api.repo.marketing_base import IdempotentRepository, Reply
 
@@ -24,12 +24,9 @@ class NodeTypeCalls(IdempotentRepository):
     async def once(
         self, method: str, request: Message, response_type: type[_Response], call: Callable[[], Awaitable[_Response]]
     ) -> _Response:
-        """`call()`'s answer, or the stored answer of an earlier request with the same `request_id`."""
-
-        async def work(session: AsyncSession) -> _Response:
-            return await call()
-
+        """`call()`'s answer, or the stored answer of an earlier request with the same `request_id` (see
+        `IdempotentRepository._call_once`: no transaction is open while the engine is asked)."""
         reply: Reply[_Response, _Response] = Reply(
             method=method, request=request, response_type=response_type, present=lambda answer: answer
         )
-        return await self._mutate(reply, work)
+        return await self._call_once(reply, call)
