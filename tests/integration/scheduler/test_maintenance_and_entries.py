@@ -104,6 +104,51 @@ async def test_segment_entry_starts_members_who_are_not_in_yet_once(
     assert all(start.request_id.endswith(":0") for start in mine)
 
 
+async def test_segment_entry_never_starts_a_member_the_entry_ledger_knows_after_pruning(
+    sched_db: AsyncEngine, scheduler_role_db: AsyncEngine, engine: RecordingEngine
+) -> None:
+    tenant, flow, segment = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    graph = {"nodes": [{"id": "entry", "type": "segment_entry", "config": {"segment_id": str(segment)}}], "edges": []}
+    async with sched_db.begin() as connection:
+        await connection.execute(text("INSERT INTO tenants (id, name) VALUES (:id, 'never')"), {"id": tenant})
+        await connection.execute(
+            text(
+                "INSERT INTO flows (id, tenant_id, name, status, active_version_number, re_entry)"
+                " VALUES (:id, :tenant, 'once', 'active', 1, 'never')"
+            ),
+            {"id": flow, "tenant": tenant},
+        )
+        await connection.execute(
+            text(
+                "INSERT INTO flow_versions (tenant_id, flow_id, version_number, status, graph)"
+                " VALUES (:tenant, :flow, 1, 'active', CAST(:graph AS jsonb))"
+            ),
+            {"tenant": tenant, "flow": flow, "graph": json.dumps(graph)},
+        )
+        await connection.execute(
+            text("INSERT INTO segments (id, tenant_id, name, match, rules) VALUES (:id, :tenant, 'all', 'all', '[]')"),
+            {"id": segment, "tenant": tenant},
+        )
+        for external_id in ("dee", "eve"):
+            await connection.execute(
+                text("INSERT INTO customers (tenant_id, external_id) VALUES (:tenant, :external)"),
+                {"tenant": tenant, "external": external_id},
+            )
+        # dee entered long ago; her instance was pruned, the ledger row stays.
+        await connection.execute(
+            text(
+                "INSERT INTO flow_entries (flow_id, participant_id, tenant_id, first_enter_time)"
+                " VALUES (:flow, 'dee', :tenant, now() - interval '400 days')"
+            ),
+            {"flow": flow, "tenant": tenant},
+        )
+    async with grpc.aio.insecure_channel(engine.address) as channel:
+        started = await ScheduledEntries(scheduler_role_db, engine_pb2_grpc.EngineServiceStub(channel)).run_once()
+
+    assert started >= 1
+    assert [s.participant_id for s in engine.starts if s.flow_id == str(flow)] == ["eve"]
+
+
 async def _seed_journeys(
     sched_db: AsyncEngine, schedules: dict[str, dict[str, str]], re_entry: str = "after_exit"
 ) -> tuple[uuid.UUID, dict[str, uuid.UUID]]:

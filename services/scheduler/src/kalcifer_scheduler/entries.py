@@ -8,7 +8,8 @@ Every run (an arq cron job each minute, unique across replicas):
   members who are not in the journey's flow start it.
 
 Membership is `kalcifer_common.segments` (the one implementation the API and engine use too). "Not in" is: no
-live instance, or, when the re-entry policy is `never`, no instance ever. Each StartInstance carries a request id
+live instance, or, when the re-entry policy is `never`, no row in the entry ledger `flow_entries` (which outlives
+pruned instances). Each StartInstance carries a request id
 naming the entry (flow and node and how many instances the participant had, or journey and schedule slot) and the
 participant, so two replicas, a retried run or a slot seen twice start one instance. The engine's unique
 live-instance index stays the final guard (ALREADY_EXISTS is taken as "already in").
@@ -52,7 +53,9 @@ _CANDIDATES = text(
          WHERE i.tenant_id = c.tenant_id AND i.flow_id = :flow AND i.participant_id = c.external_id) AS entered,
         EXISTS (SELECT 1 FROM flow_instances i
          WHERE i.tenant_id = c.tenant_id AND i.flow_id = :flow AND i.participant_id = c.external_id
-           AND i.status IN ('running', 'waiting', 'paused')) AS live
+           AND i.status IN ('running', 'waiting', 'paused')) AS live,
+        EXISTS (SELECT 1 FROM flow_entries e WHERE e.flow_id = :flow AND e.participant_id = c.external_id)
+            AS ever_entered
     FROM customers c
     WHERE c.tenant_id = :tenant AND c.id > :after
     ORDER BY c.id
@@ -182,7 +185,8 @@ class ScheduledEntries:
             for row in rows:
                 # A scheduled journey that allows re-entry "always" enters members again while they are still in.
                 concurrent = entry.re_entry == "always" and not entry.per_generation
-                if (row.live and not concurrent) or (entry.re_entry == "never" and row.entered):
+                # The entry ledger, not the instances (pruned after the retention), says who ever entered.
+                if (row.live and not concurrent) or (entry.re_entry == "never" and row.ever_entered):
                     continue
                 profile = segments.customer_profile(
                     external_id=row.external_id,
