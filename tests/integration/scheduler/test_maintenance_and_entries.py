@@ -46,9 +46,15 @@ async def test_maintenance_expires_idempotency_records_and_leaves_instances_to_t
     assert await _exists(sched_db, "idempotency_records", "request_id", "fresh")
 
 
-async def test_segment_entry_starts_members_who_are_not_in_yet_once(
-    sched_db: AsyncEngine, scheduler_role_db: AsyncEngine, engine: RecordingEngine
-) -> None:
+async def _seed_segment_entry_flow(
+    sched_db: AsyncEngine,
+    *,
+    re_entry: str,
+    rules: list[dict[str, Any]],
+    customers: dict[str, dict[str, Any]],
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """A tenant with an active flow entered by `segment_entry` on a segment of `rules`, and `customers`
+    (external id -> attributes); returns the tenant's and the flow's ids."""
     tenant, flow, segment = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     graph = {
         "nodes": [
@@ -61,10 +67,10 @@ async def test_segment_entry_starts_members_who_are_not_in_yet_once(
         await connection.execute(text("INSERT INTO tenants (id, name) VALUES (:id, 'entries')"), {"id": tenant})
         await connection.execute(
             text(
-                "INSERT INTO flows (id, tenant_id, name, status, active_version_number)"
-                " VALUES (:id, :tenant, 'gold welcome', 'active', 1)"
+                "INSERT INTO flows (id, tenant_id, name, status, active_version_number, re_entry)"
+                " VALUES (:id, :tenant, 'segment flow', 'active', 1, :re_entry)"
             ),
-            {"id": flow, "tenant": tenant},
+            {"id": flow, "tenant": tenant, "re_entry": re_entry},
         )
         await connection.execute(
             text(
@@ -76,22 +82,30 @@ async def test_segment_entry_starts_members_who_are_not_in_yet_once(
         await connection.execute(
             text(
                 "INSERT INTO segments (id, tenant_id, name, match, rules)"
-                " VALUES (:id, :tenant, 'gold', 'all', CAST(:rules AS jsonb))"
+                " VALUES (:id, :tenant, 'members', 'all', CAST(:rules AS jsonb))"
             ),
-            {
-                "id": segment,
-                "tenant": tenant,
-                "rules": json.dumps([{"field": "attributes.tier", "operator": "eq", "value": "gold"}]),
-            },
+            {"id": segment, "tenant": tenant, "rules": json.dumps(rules)},
         )
-        for external_id, tier in (("ann", "gold"), ("bob", "silver"), ("cy", "gold")):
+        for external_id, attributes in customers.items():
             await connection.execute(
                 text(
                     "INSERT INTO customers (tenant_id, external_id, attributes)"
                     " VALUES (:tenant, :external, CAST(:attributes AS jsonb))"
                 ),
-                {"tenant": tenant, "external": external_id, "attributes": json.dumps({"tier": tier})},
+                {"tenant": tenant, "external": external_id, "attributes": json.dumps(attributes)},
             )
+    return tenant, flow
+
+
+async def test_segment_entry_starts_members_who_are_not_in_yet_once(
+    sched_db: AsyncEngine, scheduler_role_db: AsyncEngine, engine: RecordingEngine
+) -> None:
+    _, flow = await _seed_segment_entry_flow(
+        sched_db,
+        re_entry="after_exit",
+        rules=[{"field": "attributes.tier", "operator": "eq", "value": "gold"}],
+        customers={"ann": {"tier": "gold"}, "bob": {"tier": "silver"}, "cy": {"tier": "gold"}},
+    )
     async with grpc.aio.insecure_channel(engine.address) as channel:
         entries = ScheduledEntries(scheduler_role_db, engine_pb2_grpc.EngineServiceStub(channel))
         first = await entries.run_once()
@@ -107,33 +121,10 @@ async def test_segment_entry_starts_members_who_are_not_in_yet_once(
 async def test_segment_entry_never_starts_a_member_the_entry_ledger_knows_after_pruning(
     sched_db: AsyncEngine, scheduler_role_db: AsyncEngine, engine: RecordingEngine
 ) -> None:
-    tenant, flow, segment = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    graph = {"nodes": [{"id": "entry", "type": "segment_entry", "config": {"segment_id": str(segment)}}], "edges": []}
+    tenant, flow = await _seed_segment_entry_flow(
+        sched_db, re_entry="never", rules=[], customers={"dee": {}, "eve": {}}
+    )
     async with sched_db.begin() as connection:
-        await connection.execute(text("INSERT INTO tenants (id, name) VALUES (:id, 'never')"), {"id": tenant})
-        await connection.execute(
-            text(
-                "INSERT INTO flows (id, tenant_id, name, status, active_version_number, re_entry)"
-                " VALUES (:id, :tenant, 'once', 'active', 1, 'never')"
-            ),
-            {"id": flow, "tenant": tenant},
-        )
-        await connection.execute(
-            text(
-                "INSERT INTO flow_versions (tenant_id, flow_id, version_number, status, graph)"
-                " VALUES (:tenant, :flow, 1, 'active', CAST(:graph AS jsonb))"
-            ),
-            {"tenant": tenant, "flow": flow, "graph": json.dumps(graph)},
-        )
-        await connection.execute(
-            text("INSERT INTO segments (id, tenant_id, name, match, rules) VALUES (:id, :tenant, 'all', 'all', '[]')"),
-            {"id": segment, "tenant": tenant},
-        )
-        for external_id in ("dee", "eve"):
-            await connection.execute(
-                text("INSERT INTO customers (tenant_id, external_id) VALUES (:tenant, :external)"),
-                {"tenant": tenant, "external": external_id},
-            )
         # dee entered long ago; her instance was pruned, the ledger row stays.
         await connection.execute(
             text(
