@@ -7,11 +7,14 @@ The statements every run executes are constant SQL sent to the asyncpg driver in
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import literal, select
+from sqlalchemy import BindParameter, Uuid, bindparam, literal, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -68,3 +71,9 @@ def json_text(value: Any) -> str:
     """`value` as JSON text, for a `$n::jsonb` parameter of a driver statement."""
     # asyncpg hands back its own UUID type, which orjson does not know; str() is its canonical form.
     return orjson.dumps(value, default=str).decode()
+
+
+def uuid_array(ids: Sequence[uuid.UUID]) -> BindParameter[Any]:
+    """`ids` as one `uuid[]` parameter (for `= ANY(...)`): a batch may hold thousands of ids, and asyncpg takes at
+    most 32,767 parameters per statement."""
+    return bindparam("ids", list(ids), type_=ARRAY(Uuid()))

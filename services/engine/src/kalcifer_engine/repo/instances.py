@@ -17,7 +17,7 @@ from typing import cast as typed
 
 from kalcifer_common.db.models import Flow, FlowInstance
 from kalcifer_common.statuses import FINAL_INSTANCE_STATUSES, LIVE_INSTANCE_STATUSES, FlowStatus, InstanceStatus
-from sqlalchemy import ColumnElement, Table, exists, select, text, update
+from sqlalchemy import Table, exists, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.repo.connection import driver, json_text
@@ -257,45 +257,30 @@ async def move_to_version(conn: AsyncConnection, instance_id: uuid.UUID, version
     )
 
 
-def _flow_is(flow_id: uuid.UUID, status: str) -> ColumnElement[bool]:
-    """The flow's committed status is `status` (checked in the same statement as the instance update)."""
-    return exists().where(_flows.c.id == flow_id, _flows.c.status == status)
-
-
-async def pause_waiting_instances(
-    conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, now: datetime
+async def move_flow_instances(
+    conn: AsyncConnection,
+    tenant_id: uuid.UUID,
+    flow_id: uuid.UUID,
+    now: datetime,
+    *,
+    from_status: InstanceStatus,
+    to_status: InstanceStatus,
+    flow_status: FlowStatus,
 ) -> int:
-    """WAITING instances of the flow become PAUSED, only if the flow's status is PAUSED; returns how many."""
-    paused = await conn.execute(
+    """The flow's instances in `from_status` go to `to_status`, only while the flow's committed status is
+    `flow_status` (checked in the same statement); returns how many moved."""
+    moved = await conn.execute(
         update(_instances)
         .where(
             _instances.c.tenant_id == tenant_id,
             _instances.c.flow_id == flow_id,
-            _instances.c.status == InstanceStatus.WAITING,
-            _flow_is(flow_id, FlowStatus.PAUSED),
+            _instances.c.status == from_status,
+            exists().where(_flows.c.id == flow_id, _flows.c.status == flow_status),
         )
-        .values(status=InstanceStatus.PAUSED, update_time=now, run_revision=_instances.c.run_revision + 1)
+        .values(status=to_status, update_time=now, run_revision=_instances.c.run_revision + 1)
         .returning(_instances.c.id)
     )
-    return len(paused.all())
-
-
-async def release_paused_instances(
-    conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, now: datetime
-) -> int:
-    """PAUSED instances of the flow go back to WAITING, only if the flow's status is ACTIVE; returns how many."""
-    released = await conn.execute(
-        update(_instances)
-        .where(
-            _instances.c.tenant_id == tenant_id,
-            _instances.c.flow_id == flow_id,
-            _instances.c.status == InstanceStatus.PAUSED,
-            _flow_is(flow_id, FlowStatus.ACTIVE),
-        )
-        .values(status=InstanceStatus.WAITING, update_time=now, run_revision=_instances.c.run_revision + 1)
-        .returning(_instances.c.id)
-    )
-    return len(released.all())
+    return len(moved.all())
 
 
 async def exit_live_instances(

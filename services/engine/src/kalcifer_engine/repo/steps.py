@@ -16,11 +16,10 @@ from typing import Any, cast
 
 from kalcifer_common.db.models import ExecutionStep
 from kalcifer_common.statuses import StepStatus
-from sqlalchemy import Table, Uuid, any_, bindparam, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Table, any_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from kalcifer_engine.repo.connection import driver, json_text
+from kalcifer_engine.repo.connection import driver, json_text, uuid_array
 
 _STEP_COLUMNS = (
     "id uuid, tenant_id uuid, instance_id uuid, node_id text, node_type text, version_number int, status text, "
@@ -105,7 +104,7 @@ async def cancel_waiting_steps(conn: AsyncConnection, instance_ids: Sequence[uui
         await conn.execute(
             update(_steps)
             .where(
-                _steps.c.instance_id == any_(bindparam("ids", list(instance_ids), type_=ARRAY(Uuid()))),
+                _steps.c.instance_id == any_(uuid_array(instance_ids)),
                 _steps.c.status == StepStatus.WAITING,
             )
             .values(status=StepStatus.CANCELLED, end_time=now)

@@ -18,11 +18,11 @@ from typing import cast as typed
 
 from kalcifer_common.db.models import FlowInstance, Wait
 from kalcifer_common.statuses import LIVE_INSTANCE_STATUSES, InstanceStatus, WaitStatus
-from sqlalchemy import ColumnElement, Table, Uuid, any_, bindparam, cast, func, literal, or_, select, update
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy import ColumnElement, Table, any_, cast, func, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from kalcifer_engine.repo.connection import driver, json_text
+from kalcifer_engine.repo.connection import driver, json_text, uuid_array
 
 _waits = typed(Table, Wait.__table__)
 _instances = typed(Table, FlowInstance.__table__)
@@ -145,13 +145,7 @@ async def merge_wait_meta(conn: AsyncConnection, wait_id: uuid.UUID, meta: dict[
 
 async def cancel_pending_waits(conn: AsyncConnection, instance_id: uuid.UUID, now: datetime) -> list[uuid.UUID]:
     """Cancel every pending wait of an instance; returns the ids of those that had a timer."""
-    statement = (
-        update(_waits)
-        .where(_waits.c.instance_id == instance_id, _waits.c.status == WaitStatus.PENDING)
-        .values(status=WaitStatus.CANCELLED, resolved_time=now)
-        .returning(_waits.c.id, _waits.c.fire_time)
-    )
-    return [row.id for row in await conn.execute(statement) if row.fire_time is not None]
+    return await cancel_pending_waits_of(conn, [instance_id], now)
 
 
 async def pending_waits(conn: AsyncConnection, instance_id: uuid.UUID) -> list[WaitRow]:
@@ -160,20 +154,15 @@ async def pending_waits(conn: AsyncConnection, instance_id: uuid.UUID) -> list[W
     return [_wait(row) for row in await conn.execute(query.order_by(_waits.c.create_time, _waits.c.id))]
 
 
-def _uuid_array(ids: Sequence[uuid.UUID]) -> Any:
-    return bindparam("ids", list(ids), type_=ARRAY(Uuid()))
-
-
 async def cancel_pending_waits_of(
     conn: AsyncConnection, instance_ids: Sequence[uuid.UUID], now: datetime
 ) -> list[uuid.UUID]:
     """Cancel every pending wait of these instances; returns the ids of those that had a timer."""
     if not instance_ids:
         return []
-    # One array parameter, not one bind per id: a batch may hold thousands of instances.
     statement = (
         update(_waits)
-        .where(_waits.c.instance_id == any_(_uuid_array(instance_ids)), _waits.c.status == WaitStatus.PENDING)
+        .where(_waits.c.instance_id == any_(uuid_array(instance_ids)), _waits.c.status == WaitStatus.PENDING)
         .values(status=WaitStatus.CANCELLED, resolved_time=now)
         .returning(_waits.c.id, _waits.c.fire_time)
     )

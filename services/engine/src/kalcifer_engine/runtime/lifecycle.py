@@ -24,7 +24,7 @@ from kalcifer_engine.repo import flows, instances, steps, waits
 from kalcifer_engine.repo.instances import InstanceRow
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.resumes import ResumeRequest, resume_many
-from kalcifer_engine.runtime.run import Effects
+from kalcifer_engine.runtime.run import Effects, exit_instance
 
 _log = get_logger(__name__)
 _T = TypeVar("_T")
@@ -40,18 +40,7 @@ async def cancel_instance(rt: Runtime, tenant_id: uuid.UUID, instance_id: uuid.U
             raise NotFound("instance", f"instances/{instance_id}")
         if not instance.live:
             raise FailedPrecondition("INSTANCE_FINISHED", f"instance {instance_id} is already {instance.status}")
-        effects.cancelled_timers += await waits.cancel_pending_waits(conn, instance_id, now)
-        await steps.cancel_waiting_steps(conn, [instance_id], now)
-        await instances.save_instance(
-            conn,
-            instance_id,
-            status=InstanceStatus.EXITED,
-            current_nodes=[],
-            context=instance.context,
-            exit_reason=reason or "cancelled",
-            now=now,
-            finished=True,
-        )
+        await exit_instance(conn, instance, reason or "cancelled", effects, now=now)
         final = await instances.read_instance(conn, instance_id)
     await rt.after_commit(effects)
     assert final is not None
@@ -68,7 +57,15 @@ async def pause_flow_instances(rt: Runtime, tenant_id: uuid.UUID, flow_id: uuid.
     flow). Nothing changes unless the flow is PAUSED. NOT_FOUND for an unknown flow."""
     async with rt.db.begin() as conn:
         await _require_flow(conn, tenant_id, flow_id)
-        return await instances.pause_waiting_instances(conn, tenant_id, flow_id, rt.now())
+        return await instances.move_flow_instances(
+            conn,
+            tenant_id,
+            flow_id,
+            rt.now(),
+            from_status=InstanceStatus.WAITING,
+            to_status=InstanceStatus.PAUSED,
+            flow_status=FlowStatus.PAUSED,
+        )
 
 
 @dataclass(frozen=True)
@@ -84,7 +81,15 @@ async def resume_flow_instances(rt: Runtime, tenant_id: uuid.UUID, flow_id: uuid
     arrived meanwhile. Nothing changes unless the flow is ACTIVE. NOT_FOUND for an unknown flow."""
     async with rt.db.begin() as conn:
         await _require_flow(conn, tenant_id, flow_id)
-        resumed = await instances.release_paused_instances(conn, tenant_id, flow_id, rt.now())
+        resumed = await instances.move_flow_instances(
+            conn,
+            tenant_id,
+            flow_id,
+            rt.now(),
+            from_status=InstanceStatus.PAUSED,
+            to_status=InstanceStatus.WAITING,
+            flow_status=FlowStatus.ACTIVE,
+        )
         held = await waits.held_waits(conn, tenant_id, flow_id, rt.now())
     requests: list[ResumeRequest] = []
     for wait in held:

@@ -16,18 +16,16 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 from kalcifer_common.errors import FailedPrecondition, InvalidArgument, NotFound
-from kalcifer_common.statuses import InstanceStatus
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.domain.graph import FlowGraph
 from kalcifer_engine.nodes.base import Waiting
 from kalcifer_engine.repo import flows, instances
-from kalcifer_engine.repo.steps import cancel_waiting_steps
-from kalcifer_engine.repo.waits import cancel_pending_waits, pending_waits, rearm_wait
+from kalcifer_engine.repo.waits import pending_waits, rearm_wait
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.db_context import DbNodeContext, RunScope
 from kalcifer_engine.runtime.replay import Replay
-from kalcifer_engine.runtime.run import Effects
+from kalcifer_engine.runtime.run import Effects, exit_instance
 
 NODE_REMOVED = "node_removed_in_new_version"
 NEW_ENTRIES_ONLY = "new_entries_only"
@@ -131,18 +129,7 @@ async def _migrate_one(
     waits = await pending_waits(conn, instance_id)
     nodes = {w.node_id for w in waits} | set(instance.current_nodes)
     if any(new_graph.node(node_id) is None for node_id in nodes):
-        effects.cancelled_timers += await cancel_pending_waits(conn, instance_id, now)
-        await cancel_waiting_steps(conn, [instance_id], now)
-        await instances.save_instance(
-            conn,
-            instance_id,
-            status=InstanceStatus.EXITED,
-            current_nodes=[],
-            context=instance.context,
-            exit_reason=NODE_REMOVED,
-            now=now,
-            finished=True,
-        )
+        await exit_instance(conn, instance, NODE_REMOVED, effects, now=now)
         return "exited"
     registry = await rt.registry(conn, instance.tenant_id)
     for wait in waits:

@@ -27,14 +27,14 @@ from datetime import timedelta
 from typing import Final
 
 from kalcifer_common.logging import get_logger
-from kalcifer_common.statuses import FlowStatus, InstanceStatus
+from kalcifer_common.statuses import FLOW_ARCHIVED_EXIT_REASON, FlowStatus, InstanceStatus
 
 from kalcifer_engine.repo import events, instances, waits
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.events import EventToRoute, route_event
 from kalcifer_engine.runtime.lifecycle import reconcile_flow_holds
-from kalcifer_engine.runtime.resumes import ResumeRequest, exit_archived_instance, resume_many
-from kalcifer_engine.runtime.run import Effects
+from kalcifer_engine.runtime.resumes import ResumeRequest, resume_many
+from kalcifer_engine.runtime.run import Effects, exit_instance
 
 _log = get_logger(__name__)
 
@@ -83,7 +83,7 @@ async def _rerun(rt: Runtime, instance_id: uuid.UUID) -> bool:
             return False
         if instance.flow_status == FlowStatus.ARCHIVED:
             # Its flow was archived meanwhile: exit it, never run it.
-            await exit_archived_instance(conn, instance, effects, now=rt.now())
+            await exit_instance(conn, instance, FLOW_ARCHIVED_EXIT_REASON, effects, now=rt.now())
         else:
             waiting = Counter(w.node_id for w in await waits.pending_waits(conn, instance_id))
             heads: list[str] = []

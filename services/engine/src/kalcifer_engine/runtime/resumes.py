@@ -20,11 +20,10 @@ from kalcifer_common.statuses import FLOW_ARCHIVED_EXIT_REASON, FlowStatus, Inst
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.repo.connection import DATABASE_ERRORS
-from kalcifer_engine.repo.instances import InstanceRow, lock_instance, save_instance
-from kalcifer_engine.repo.steps import cancel_waiting_steps
-from kalcifer_engine.repo.waits import WaitRow, cancel_pending_waits, fire_wait, get_wait, merge_wait_meta
+from kalcifer_engine.repo.instances import InstanceRow, lock_instance
+from kalcifer_engine.repo.waits import WaitRow, fire_wait, get_wait, merge_wait_meta
 from kalcifer_engine.runtime.core import Runtime
-from kalcifer_engine.runtime.run import Effects
+from kalcifer_engine.runtime.run import Effects, exit_instance
 from kalcifer_engine.sandbox import ExpressionFailed, ExpressionRunaway, ExpressionSandbox
 
 _log = get_logger(__name__)
@@ -104,7 +103,7 @@ async def resume_in(
         return _ignored(request, INSTANCE_FINISHED)
     if instance.flow_status == FlowStatus.ARCHIVED:
         # The flow was archived and its instances' exit has not reached this one yet: exit it now, never run it.
-        await exit_archived_instance(conn, instance, effects, now=now)
+        await exit_instance(conn, instance, FLOW_ARCHIVED_EXIT_REASON, effects, now=now)
         return _ignored(request, INSTANCE_FINISHED)
     by_event = request.trigger == "event"
     held = instance.status == InstanceStatus.PAUSED or instance.flow_status == FlowStatus.PAUSED
@@ -152,24 +151,6 @@ async def resume_in(
     await run.finish()
     effects.extend(run.effects)
     return ResumeOutcome(True)
-
-
-async def exit_archived_instance(
-    conn: AsyncConnection, instance: InstanceRow, effects: Effects, *, now: datetime
-) -> None:
-    """End a live instance of an archived flow as EXITED `flow_archived`, with its waits and waiting steps."""
-    effects.cancelled_timers += await cancel_pending_waits(conn, instance.id, now)
-    await cancel_waiting_steps(conn, [instance.id], now)
-    await save_instance(
-        conn,
-        instance.id,
-        status=InstanceStatus.EXITED,
-        current_nodes=[],
-        context=instance.context,
-        exit_reason=FLOW_ARCHIVED_EXIT_REASON,
-        now=now,
-        finished=True,
-    )
 
 
 async def _fail_at_wait(

@@ -25,7 +25,7 @@ from kalcifer_engine.domain.graph import FlowGraph, GraphNode
 from kalcifer_engine.nodes.base import Branched, Completed, Failed, NodeCategory, NodeResult, NodeType, Waiting
 from kalcifer_engine.nodes.registry import NodeRegistry
 from kalcifer_engine.repo.connection import DATABASE_ERRORS
-from kalcifer_engine.repo.instances import InstanceRow
+from kalcifer_engine.repo.instances import InstanceRow, save_instance
 from kalcifer_engine.repo.steps import cancel_waiting_steps, write_run
 from kalcifer_engine.repo.waits import WaitRow, cancel_pending_waits
 from kalcifer_engine.runtime.db_context import DbNodeContext, RunScope
@@ -67,6 +67,26 @@ class Effects:
 
     def __bool__(self) -> bool:
         return bool(self.timers or self.cancelled_timers or self.deliveries or self.event_waits)
+
+
+async def exit_instance(
+    conn: AsyncConnection, instance: InstanceRow, reason: str, effects: Effects, *, now: datetime
+) -> None:
+    """Take a live instance out (SPEC 6.3 EXITED, with `reason`): its pending waits are cancelled (their timers
+    disarmed after the commit, through `effects`) and its waiting steps end CANCELLED. For CancelInstance, a
+    migration that removed the instance's node, and a run of an instance whose flow was archived."""
+    effects.cancelled_timers += await cancel_pending_waits(conn, instance.id, now)
+    await cancel_waiting_steps(conn, [instance.id], now)
+    await save_instance(
+        conn,
+        instance.id,
+        status=InstanceStatus.EXITED,
+        current_nodes=[],
+        context=instance.context,
+        exit_reason=reason,
+        now=now,
+        finished=True,
+    )
 
 
 def _waiting_step_of(wait: WaitRow) -> uuid.UUID | None:
@@ -312,8 +332,14 @@ class InstanceRun:
         end_time = None if status == StepStatus.WAITING else datetime.now(UTC)
         if step_id is not None:
             self.finished_steps.append(
-                {"id": step_id, "status": status, "input": step_input, "output": output, "error": error}
-                | {"end_time": end_time}
+                {
+                    "id": step_id,
+                    "status": status,
+                    "input": step_input,
+                    "output": output,
+                    "error": error,
+                    "end_time": end_time,
+                }
             )
             return step_id
         row_id = uuid.uuid4()
