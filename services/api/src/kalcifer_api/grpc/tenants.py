@@ -78,6 +78,7 @@ class TenantServicer(tenant_pb2_grpc.TenantServiceServicer):
             present=lambda made: tenant_pb2.CreateTenantResponse(
                 tenant=tenant_to_proto(made[0]), api_key=api_key_to_proto(made[1]), raw_key=key.raw_key
             ),
+            remembered=_without_raw_key,
         )
         return await self._tenants.create_tenant(
             name,
@@ -85,7 +86,6 @@ class TenantServicer(tenant_pb2_grpc.TenantServiceServicer):
             key_hash=hash_api_key(key.raw_key),
             key_prefix=key.key_prefix,
             reply=reply,
-            stored=_without_raw_key,
         )
 
     async def GetTenant(self, request: tenant_pb2.GetTenantRequest, context: Any) -> tenant_pb2.Tenant:
@@ -110,6 +110,7 @@ class TenantServicer(tenant_pb2_grpc.TenantServiceServicer):
             request=request,
             response_type=tenant_pb2.CreateApiKeyResponse,
             present=lambda made: tenant_pb2.CreateApiKeyResponse(api_key=api_key_to_proto(made), raw_key=key.raw_key),
+            remembered=_without_raw_key,
         )
         return await self._tenants.create_api_key(
             tenant_id,
@@ -117,7 +118,6 @@ class TenantServicer(tenant_pb2_grpc.TenantServiceServicer):
             key_hash=hash_api_key(key.raw_key),
             key_prefix=key.key_prefix,
             reply=reply,
-            stored=_without_raw_key,
         )
 
     async def ListApiKeys(self, request: tenant_pb2.ListApiKeysRequest, context: Any) -> tenant_pb2.ListApiKeysResponse:

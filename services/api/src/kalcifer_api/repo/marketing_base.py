@@ -31,6 +31,9 @@ class Reply(Generic[_Result, _Response]):
     request: Message
     response_type: type[_Response]
     present: Callable[[_Result], _Response]
+    # What the idempotency record keeps of the answer (default: all of it); a secret shown once, such as a raw
+    # API key, is left out, and a replay answers without it.
+    remembered: Callable[[_Response], _Response] | None = None
 
 
 class IdempotentRepository(TenantScopedRepository):
@@ -53,6 +56,7 @@ class IdempotentRepository(TenantScopedRepository):
                 request=reply.request,
                 response_type=reply.response_type,
                 compute=compute,
+                stored=reply.remembered,
             )
 
     async def _replayed(self, reply: Reply[_Result, _Response]) -> _Response | None:

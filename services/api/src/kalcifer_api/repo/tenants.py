@@ -8,21 +8,19 @@ answer carries an empty `raw_key` (mint another key with CreateApiKey if the fir
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 from kalcifer_common.db.models import ApiKey, Tenant
 from kalcifer_common.errors import NotFound
-from kalcifer_common.idempotency import run_once
 from kalcifer_common.pagination import PageCursor
 from kalcifer_common.rpc.auth import ApiKeyIdentity
 from sqlalchemy import func, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from kalcifer_api.domain.tenants import ApiKeyRecord, TenantRecord
-from kalcifer_api.repo.marketing_base import Reply
+from kalcifer_api.repo.marketing_base import IdempotentRepository, Reply
 
 _Response = TypeVar("_Response", bound=Message)
 # The idempotency scope of operator calls (TenantService is not tenant-scoped).
@@ -48,11 +46,14 @@ def _position(cursor: PageCursor) -> Any:
     return tuple_(datetime.fromisoformat(cursor.sort_key), uuid.UUID(cursor.last_id))
 
 
-class TenantRepository:
-    """Tenants and API keys; the operator-only side of the data model."""
+class TenantRepository(IdempotentRepository):
+    """Tenants and API keys; the operator-only side of the data model (not tenant-scoped: its `request_id`s
+    live in the operator's own scope)."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
+    @property
+    def idempotency_scope(self) -> str:
+        """Operator calls share one `request_id` namespace."""
+        return ADMIN_SCOPE
 
     async def create_tenant(
         self,
@@ -62,33 +63,21 @@ class TenantRepository:
         key_hash: str,
         key_prefix: str,
         reply: Reply[tuple[TenantRecord, ApiKeyRecord], _Response],
-        stored: Callable[[_Response], _Response],
     ) -> _Response:
-        """A tenant and its first API key, in one transaction; a repeated `request_id` replays `stored(answer)`."""
-        async with self._sessions.begin() as session:
+        """A tenant and its first API key, in one transaction; a repeated `request_id` replays the answer."""
 
-            async def compute() -> _Response:
-                tenant = Tenant(id=uuid.uuid4(), name=name)
-                session.add(tenant)
-                await session.flush()
-                key = ApiKey(
-                    id=uuid.uuid4(), tenant_id=tenant.id, name=key_name, key_hash=key_hash, key_prefix=key_prefix
-                )
-                session.add(key)
-                await session.flush()
-                await session.refresh(tenant)
-                await session.refresh(key)
-                return reply.present((_tenant(tenant), _api_key(key)))
+        async def work(session: AsyncSession) -> tuple[TenantRecord, ApiKeyRecord]:
+            tenant = Tenant(id=uuid.uuid4(), name=name)
+            session.add(tenant)
+            await session.flush()
+            key = ApiKey(id=uuid.uuid4(), tenant_id=tenant.id, name=key_name, key_hash=key_hash, key_prefix=key_prefix)
+            session.add(key)
+            await session.flush()
+            await session.refresh(tenant)
+            await session.refresh(key)
+            return _tenant(tenant), _api_key(key)
 
-            return await run_once(
-                session,
-                scope=ADMIN_SCOPE,
-                method=reply.method,
-                request=reply.request,
-                response_type=reply.response_type,
-                compute=compute,
-                stored=stored,
-            )
+        return await self._mutate(reply, work)
 
     async def get_tenant(self, tenant_id: uuid.UUID) -> TenantRecord:
         """One tenant, or NOT_FOUND."""
@@ -107,36 +96,20 @@ class TenantRepository:
             return [_tenant(row) for row in (await session.scalars(query)).all()]
 
     async def create_api_key(
-        self,
-        tenant_id: uuid.UUID,
-        *,
-        name: str,
-        key_hash: str,
-        key_prefix: str,
-        reply: Reply[ApiKeyRecord, _Response],
-        stored: Callable[[_Response], _Response],
+        self, tenant_id: uuid.UUID, *, name: str, key_hash: str, key_prefix: str, reply: Reply[ApiKeyRecord, _Response]
     ) -> _Response:
-        """Another key for an existing tenant; a repeated `request_id` replays `stored(answer)`."""
-        async with self._sessions.begin() as session:
+        """Another key for an existing tenant; a repeated `request_id` replays the answer."""
 
-            async def compute() -> _Response:
-                if await session.get(Tenant, tenant_id) is None:
-                    raise NotFound("tenant", str(tenant_id))
-                key = ApiKey(id=uuid.uuid4(), tenant_id=tenant_id, name=name, key_hash=key_hash, key_prefix=key_prefix)
-                session.add(key)
-                await session.flush()
-                await session.refresh(key)
-                return reply.present(_api_key(key))
+        async def work(session: AsyncSession) -> ApiKeyRecord:
+            if await session.get(Tenant, tenant_id) is None:
+                raise NotFound("tenant", str(tenant_id))
+            key = ApiKey(id=uuid.uuid4(), tenant_id=tenant_id, name=name, key_hash=key_hash, key_prefix=key_prefix)
+            session.add(key)
+            await session.flush()
+            await session.refresh(key)
+            return _api_key(key)
 
-            return await run_once(
-                session,
-                scope=ADMIN_SCOPE,
-                method=reply.method,
-                request=reply.request,
-                response_type=reply.response_type,
-                compute=compute,
-                stored=stored,
-            )
+        return await self._mutate(reply, work)
 
     async def list_api_keys(self, tenant_id: uuid.UUID, *, limit: int, after: PageCursor | None) -> list[ApiKeyRecord]:
         """A tenant's keys (revoked ones included), oldest first."""
