@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 from typing import cast as typed
 
+from kalcifer_common import segments
 from kalcifer_common.db.models import AbAssignment, Conversion, Customer, Segment
 from kalcifer_common.profiles import AttributePatch
 from sqlalchemy import Table, Text, any_, case, cast, func, literal, or_, select
@@ -85,16 +86,15 @@ async def customer_profile(conn: AsyncConnection, tenant_id: uuid.UUID, particip
     row = (await conn.execute(query)).first()
     if row is None:
         return None
-    profile = {
-        "external_id": row.external_id,
-        "attributes": dict(row.attributes or {}),
-        "tags": list(row.tags or []),
-        "preferences": dict(row.preferences or {}),
-    }
-    for key in ("timezone", "email", "phone"):
-        if getattr(row, key):
-            profile[key] = getattr(row, key)
-    return profile
+    return segments.customer_profile(
+        external_id=row.external_id,
+        attributes=row.attributes,
+        tags=row.tags or (),
+        preferences=row.preferences,
+        timezone=row.timezone,
+        email=row.email,
+        phone=row.phone,
+    )
 
 
 async def insert_conversion(
