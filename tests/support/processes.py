@@ -71,6 +71,8 @@ class Suite:
     ports: dict[str, int]
     log_dir: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Settings of this suite beyond the defaults (e.g. OUTBOUND_ALLOWLIST for a module's local endpoints).
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def address(self, service: str) -> str:
         """`127.0.0.1:PORT` of one service."""
@@ -93,6 +95,7 @@ class Suite:
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "INFO",
             "SHUTDOWN_GRACE_SECONDS": "5",
+            **self.extra_env,
         }
 
     def start(self, service: str) -> subprocess.Popen[bytes]:
@@ -123,8 +126,11 @@ class Suite:
 
 
 @contextmanager
-def running_suite(database_url: str, redis_url: str, log_dir: Path) -> Iterator[Suite]:
-    """All three services, started in dependency order; stopped with SIGTERM afterwards."""
+def running_suite(
+    database_url: str, redis_url: str, log_dir: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[Suite]:
+    """All three services, started in dependency order (with `extra_env` on top of the defaults); stopped with
+    SIGTERM afterwards."""
     log_dir.mkdir(parents=True, exist_ok=True)
     suite = Suite(
         database_url=database_url,
@@ -133,6 +139,7 @@ def running_suite(database_url: str, redis_url: str, log_dir: Path) -> Iterator[
         internal_token=secrets.token_urlsafe(16),
         ports={name: free_port() for name in SERVICE_NAMES},
         log_dir=log_dir,
+        extra_env=dict(extra_env or {}),
     )
     try:
         for name in SERVICE_NAMES:

@@ -591,7 +591,7 @@ async def test_a_run_holds_the_instance_row_lock_until_it_commits(rt: Runtime, d
     async with db_engine.begin() as conn:
         locked = await lock_instance(conn, instance_id)
         assert locked is not None
-        fired = await fire_wait(conn, wait.id, instance_id, by_event=False, now=rt.now(), meta={})
+        fired = await fire_wait(conn, wait.id, instance_id, by="timer", now=rt.now(), meta={})
         assert fired is not None
         async with db_engine.connect() as other:
             grabbed = await other.execute(

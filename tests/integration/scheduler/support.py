@@ -234,6 +234,8 @@ def scheduler_env(database_url: str, redis_url: str, engine_address: str, token:
         "STATS_INTERVAL_SECONDS": "2",
         "DELIVERY_SWEEP_INTERVAL_SECONDS": "0.5",
         "DELIVERY_BACKOFF_SECONDS": "0.2",
+        # Local test endpoints listen on 127.0.0.1; every other loopback address stays refused.
+        "OUTBOUND_ALLOWLIST": "127.0.0.1",
         **extra,
     }
 

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from kalcifer_common import comparisons
 from kalcifer_engine.domain.variants import weighted_choice
 from kalcifer_engine.sandbox import evaluate_here
+from kalcifer_engine.sandbox.templating import render_here
 
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 
 
 @dataclass
 class FakeContext:
-    """Deterministic: sticky variants hash the participant; the clock is `now`; http answers come from `answer`."""
+    """Deterministic: sticky variants hash the participant; the clock is `now`; templates render in-process."""
 
     participant_id: str = "p-1"
     data: dict[str, Any] = field(default_factory=dict)
@@ -31,13 +32,11 @@ class FakeContext:
     segments: set[str] = field(default_factory=set)
     refused_channels: set[str] = field(default_factory=set)
     delivery_counts: dict[str, int] = field(default_factory=dict)
-    answer: Callable[[str, Mapping[str, Any], timedelta], Mapping[str, Any]] | None = None
     deliveries: list[tuple[str, str | None, dict[str, Any]]] = field(default_factory=list)
     profile: dict[str, Any] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
     conversions: list[tuple[str, Decimal | None, str]] = field(default_factory=list)
     count_queries: list[tuple[str, datetime]] = field(default_factory=list)
-    posts: list[tuple[str, dict[str, Any], timedelta]] = field(default_factory=list)
     assigned: dict[str, str] = field(default_factory=dict)
 
     def lookup(self, path: str) -> tuple[bool, Any]:
@@ -76,7 +75,5 @@ class FakeContext:
     async def evaluate(self, expression: str, extra: Mapping[str, Any] | None = None) -> Any:
         return evaluate_here(expression, {**self.data, **(extra or {})})
 
-    async def http_post(self, url: str, body: Mapping[str, Any], *, time_limit: timedelta) -> Mapping[str, Any]:
-        self.posts.append((url, dict(body), time_limit))
-        assert self.answer is not None, "set FakeContext.answer before a webhook call"
-        return self.answer(url, body, time_limit)
+    async def render(self, templates: Any) -> Any:
+        return render_here(templates, self.data)

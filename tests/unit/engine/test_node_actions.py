@@ -6,7 +6,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from kalcifer_engine.nodes.base import Completed, Failed, NodeType
+from kalcifer_common.outbound import CallAnswer, CallSpec
+from kalcifer_engine.nodes.base import Completed, Failed, NodeResult, NodeType, Waiting
 
 from tests.unit.engine.fake_context import FakeContext
 from tests.unit.engine.samples import REGISTRY
@@ -56,31 +57,67 @@ async def test_channel_send_without_customer_or_data() -> None:
     assert ctx.deliveries == [("email", "t1", {"participant_id": "p-1", "data": {}})]
 
 
-async def test_call_webhook_is_a_webhook_delivery() -> None:
-    ctx = FakeContext(data={"a": 1})
-    config = {"url": "https://x.example/h", "method": "PUT", "headers": {"X-K": "v"}, "body": {"b": 2}}
+async def test_call_webhook_parks_on_its_call_with_templates_filled_in() -> None:
+    ctx = FakeContext(data={"a": 1, "customer": {"attributes": {"tier": "gold"}}, "_participant_id": "p-1"})
+    config = {
+        "url": "https://x.example/h/{{ _participant_id }}",
+        "method": "PUT",
+        "headers": {"X-Tier": "{{ customer.attributes.tier }}"},
+        "body": {"b": 2, "who": "{{ _participant_id }}", "n": [1, "{{ a + 1 }}"]},
+        "timeout": "4s",
+    }
     result = await node("call_webhook").execute(config, ctx)
-    assert isinstance(result, Completed)
-    assert ctx.deliveries == [
+    body = {"b": 2, "who": "p-1", "n": [1, "2"]}
+    assert result == Waiting(
+        kind="call", call=CallSpec("https://x.example/h/p-1", "PUT", {"X-Tier": "gold"}, body, 4.0)
+    )
+    assert ctx.deliveries == []
+
+
+async def test_call_webhook_defaults_to_posting_the_context_unrendered() -> None:
+    ctx = FakeContext(data={"a": "{{ 7 * 7 }}"})
+    result = await node("call_webhook").execute({"url": "https://x.example/h"}, ctx)
+    assert isinstance(result, Waiting)
+    assert result.call is not None
+    assert (result.call.method, result.call.body, result.call.deadline_seconds) == ("POST", {"a": "{{ 7 * 7 }}"}, 10.0)
+
+
+async def test_call_webhook_get_sends_no_body() -> None:
+    result = await node("call_webhook").execute({"url": "https://x.example/h", "method": "GET"}, FakeContext())
+    assert isinstance(result, Waiting)
+    assert result.call is not None
+    assert result.call.body is None
+
+
+@pytest.mark.parametrize(
+    ("config", "why"),
+    [
+        ({"url": "https://x.example/{{ missing.field }}"}, "could not fill in its templates"),
+        ({"url": "{{ 'ftp://x' }}"}, "is not an http(s) URL"),
+        ({"url": "https://x.example/", "body": {"x": "{% for %}"}}, "could not fill in its templates"),
+    ],
+)
+async def test_call_webhook_templates_that_fail_fail_the_step(config: dict[str, Any], why: str) -> None:
+    result = await node("call_webhook").execute(config, FakeContext())
+    assert isinstance(result, Failed)
+    assert why in result.reason
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (CallAnswer(ok=True, status=200, body=b'{"score": 42}'), Completed({"score": 42})),
+        (CallAnswer(ok=True, status=200, body=b"[1, 2]"), Completed({"body": [1, 2]})),
+        (CallAnswer(ok=True, status=204), Completed({"status": 204})),
+        (CallAnswer(ok=True, status=200, body=b"fine"), Completed({"status": 200, "body": "fine"})),
         (
-            "webhook",
-            None,
-            {
-                "url": "https://x.example/h",
-                "method": "PUT",
-                "headers": {"X-K": "v"},
-                "body": {"b": 2},
-                "timeout": "10s",
-            },
-        )
-    ]
-
-
-async def test_call_webhook_defaults_to_posting_the_context() -> None:
-    ctx = FakeContext(data={"a": 1})
-    await node("call_webhook").execute({"url": "https://x.example/h"}, ctx)
-    assert ctx.deliveries[0][2]["method"] == "POST"
-    assert ctx.deliveries[0][2]["body"] == {"a": 1}
+            CallAnswer(ok=False, status=500, error="answered HTTP 500", attempts=3),
+            Failed("the call failed after 3 attempt(s): answered HTTP 500"),
+        ),
+    ],
+)
+async def test_call_webhook_resumes_with_its_answer(answer: CallAnswer, expected: NodeResult) -> None:
+    assert await node("call_webhook").resume({}, FakeContext(), "call", answer.to_data()) == expected
 
 
 async def test_update_profile_merges_fields() -> None:

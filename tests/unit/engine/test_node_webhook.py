@@ -1,12 +1,13 @@
-"""Tenant webhook node types: the call they make and how every answer shape and failure maps (SPEC 6.7)."""
+"""Tenant webhook node types: the call they park on and how every answer shape and failure maps (SPEC 6.7, 6.10)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
+from kalcifer_common.outbound import CallAnswer, CallSpec
 from kalcifer_engine.nodes.base import Branched, Completed, Failed, NodeResult, Waiting
 from kalcifer_engine.nodes.webhook import WebhookNodeType
 
@@ -27,46 +28,29 @@ def webhook_type() -> WebhookNodeType:
     )
 
 
-def answering(answer: object) -> FakeContext:
-    def reply(url: str, body: Mapping[str, Any], time_limit: timedelta) -> Mapping[str, Any]:
-        return answer  # type: ignore[return-value]  # malformed answers on purpose
-
-    return FakeContext(data={"customer": {"tier": "gold"}}, answer=reply)
-
-
-def raising(error: Exception) -> FakeContext:
-    def reply(url: str, body: Mapping[str, Any], time_limit: timedelta) -> Mapping[str, Any]:
-        raise error
-
-    return FakeContext(answer=reply)
+async def answered(answer: object) -> NodeResult:
+    """The node resumed with a 200 whose body is `answer` as JSON."""
+    data = CallAnswer(ok=True, status=200, body=orjson.dumps(answer)).to_data()
+    return await webhook_type().resume({"threshold": 3}, FakeContext(), "call", data)
 
 
-async def run(ctx: FakeContext) -> NodeResult:
-    return await webhook_type().execute({"threshold": 3}, ctx)
+async def test_execute_parks_on_a_post_of_config_context_node_and_participant() -> None:
+    ctx = FakeContext(data={"customer": {"tier": "gold"}})
+    result = await webhook_type().execute({"threshold": 3}, ctx)
+    body = {
+        "config": {"threshold": 3},
+        "context": {"customer": {"tier": "gold"}},
+        "node_id": "n1",
+        "participant_id": "p-1",
+    }
+    assert result == Waiting(kind="call", call=CallSpec(URL, "POST", {}, body, 2.5))
 
 
-async def test_execute_posts_config_context_node_and_participant() -> None:
-    ctx = answering({"result": "completed"})
-    await run(ctx)
-    assert ctx.posts == [
-        (
-            URL,
-            {
-                "config": {"threshold": 3},
-                "context": {"customer": {"tier": "gold"}},
-                "node_id": "n1",
-                "participant_id": "p-1",
-            },
-            timedelta(milliseconds=2500),
-        )
-    ]
-
-
-async def test_resume_adds_trigger_and_data() -> None:
-    ctx = answering({"result": "completed"})
-    await webhook_type().resume({}, ctx, "event", {"amount": 3})
-    assert ctx.posts[0][1]["trigger"] == "event"
-    assert ctx.posts[0][1]["data"] == {"amount": 3}
+async def test_an_event_resume_parks_on_a_new_call_with_trigger_and_data() -> None:
+    result = await webhook_type().resume({}, FakeContext(), "event", {"amount": 3})
+    assert isinstance(result, Waiting)
+    assert result.call is not None
+    assert (result.call.body["trigger"], result.call.body["data"]) == ("event", {"amount": 3})
 
 
 @pytest.mark.parametrize(
@@ -91,7 +75,7 @@ async def test_resume_adds_trigger_and_data() -> None:
     ],
 )
 async def test_answers_map_to_results(answer: dict[str, Any], expected: NodeResult) -> None:
-    assert await run(answering(answer)) == expected
+    assert await answered(answer) == expected
 
 
 @pytest.mark.parametrize(
@@ -120,29 +104,30 @@ async def test_answers_map_to_results(answer: dict[str, Any], expected: NodeResu
     ],
 )
 async def test_malformed_answers_fail_without_retry(answer: object, why: str) -> None:
-    result = await run(answering(answer))
+    result = await answered(answer)
     assert isinstance(result, Failed)
     assert why in result.reason
     assert not result.retryable
 
 
 async def test_failed_without_reason() -> None:
-    assert await run(answering({"result": "failed"})) == Failed("node type 'score_lead' failed: no reason")
+    assert await answered({"result": "failed"}) == Failed("node type 'score_lead' failed: no reason")
 
 
-@pytest.mark.parametrize("error", [TimeoutError(), ConnectionError("refused")])
-async def test_timeouts_and_connection_errors_are_retryable(error: Exception) -> None:
-    result = await run(raising(error))
-    assert isinstance(result, Failed)
-    assert result.retryable
+async def test_a_call_that_got_no_answer_fails_the_step_with_why() -> None:
+    data = CallAnswer(ok=False, status=503, error="answered HTTP 503", attempts=3).to_data()
+    result = await webhook_type().resume({}, FakeContext(), "call", data)
+    assert result == Failed("node type 'score_lead': the call failed after 3 attempt(s): answered HTTP 503")
 
 
 async def test_a_non_json_answer_fails_without_retry() -> None:
-    result = await run(raising(ValueError("Expecting value")))
+    data = CallAnswer(ok=True, status=200, body=b"<html>").to_data()
+    result = await webhook_type().resume({}, FakeContext(), "call", data)
     assert isinstance(result, Failed)
     assert "not JSON" in result.reason
     assert not result.retryable
 
 
-def test_webhook_types_allow_retries() -> None:
-    assert webhook_type().retries == 3
+def test_retries_are_the_calls_not_the_engines() -> None:
+    # The scheduler retries the call under one Idempotency-Key; an engine retry would make a second, new call.
+    assert webhook_type().retries == 0

@@ -77,8 +77,9 @@ def test_builtin_branches_match_the_spec(key: str) -> None:
     assert node_type.branches(VALID_CONFIGS[key][0]) == SPEC_NODES[key][1]
 
 
-def test_only_the_waits_are_resumable() -> None:
-    assert {t.key for t in REGISTRY.all() if t.resumable} == {"wait", "wait_until", "wait_for_event"}
+def test_the_waits_and_call_webhook_are_resumable() -> None:
+    # call_webhook parks on its outbound call and is resumed with the answer (SPEC 6.10).
+    assert {t.key for t in REGISTRY.all() if t.resumable} == {"wait", "wait_until", "wait_for_event", "call_webhook"}
 
 
 @pytest.mark.parametrize("key", sorted(SPEC_NODES))

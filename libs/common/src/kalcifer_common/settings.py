@@ -29,6 +29,9 @@ class CommonSettings(BaseSettings):
     log_level: str = Field(default="INFO", description="Minimum log level.")
     log_format: Literal["json", "console"] = Field(default="json", description="json for machines, console for people.")
     db_pool_size: int = Field(default=10, ge=1, le=200, description="Connections kept in each process's pool.")
+    db_max_overflow: int = Field(
+        default=10, ge=0, le=200, description="Connections a pool may open beyond DB_POOL_SIZE under load."
+    )
     shutdown_grace_seconds: float = Field(default=10.0, gt=0, description="How long SIGTERM waits for in-flight calls.")
     rpc_timeout_seconds: float = Field(default=10.0, gt=0, description="Deadline of every internal gRPC call.")
 
@@ -145,5 +148,20 @@ class SchedulerSettings(CommonSettings):
     stuck_running_seconds: float = Field(
         default=300.0, gt=0, description="A running instance whose lease expired this long ago counts as stuck."
     )
+    outbound_allowlist: str = Field(
+        default="",
+        description="Hosts, host:port or CIDRs (comma-separated) that outbound calls may reach although they resolve "
+        "to loopback, private, link-local or metadata addresses.",
+    )
+    outbound_max_response_bytes: int = Field(
+        default=256 * 1024, ge=1024, le=4 * 1024 * 1024, description="Largest answer an outbound call may get."
+    )
+    outbound_max_attempts: int = Field(
+        default=3, ge=1, le=10, description="Attempts of one outbound call (within its deadline) before it fails."
+    )
+    outbound_backoff_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="Delay before an outbound call's second attempt; doubles after."
+    )
+    outbound_concurrency: int = Field(default=50, ge=1, le=10_000, description="Outbound calls in flight at once.")
     health_interval_seconds: float = Field(default=2.0, gt=0, description="How often Redis and the engine are probed.")
     stats_interval_seconds: float = Field(default=10.0, gt=0, description="How often counters are logged.")

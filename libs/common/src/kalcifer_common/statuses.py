@@ -64,10 +64,12 @@ class StepStatus(StrEnum):
 
 
 class WaitKind(StrEnum):
-    """waits.kind: a timer fires at its time; an event wait is resumed by an event (or times out)."""
+    """waits.kind: a timer fires at its time; an event wait is resumed by an event (or times out); a call wait is
+    resumed with the answer of the outbound call the scheduler makes for it (SPEC 6.10)."""
 
     TIMER = "timer"
     EVENT = "event"
+    CALL = "call"
 
 
 class WaitStatus(StrEnum):

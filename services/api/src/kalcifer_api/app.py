@@ -93,7 +93,12 @@ def tenant_scoped_bindings(
 
 async def serve(settings: ApiSettings) -> None:
     """Run the API until SIGTERM/SIGINT."""
-    engine = create_engine(settings.database_url, role=settings.database_role, pool_size=settings.db_pool_size)
+    engine = create_engine(
+        settings.database_url,
+        role=settings.database_role,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
     await wait_for_database(engine)
     sessions = create_sessionmaker(engine)
     tenants = TenantRepository(sessions)

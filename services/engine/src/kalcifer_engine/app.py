@@ -22,7 +22,11 @@ async def serve(settings: EngineSettings, *, builtins: NodeRegistry | None = Non
         raise SystemExit("KALCIFER_INTERNAL_TOKEN must be set: the engine accepts only internal callers")
     # No pre-ping: a dropped connection fails one run, answered UNAVAILABLE, and callers retry (3 round trips saved).
     engine = create_engine(
-        settings.database_url, role=settings.database_role, pool_size=settings.db_pool_size, pre_ping=False
+        settings.database_url,
+        role=settings.database_role,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pre_ping=False,
     )
     await wait_for_database(engine)
     deps = EngineDeps(

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
-import httpx
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.worker import Worker
 from kalcifer.engine.v1 import engine_pb2_grpc
@@ -29,6 +28,9 @@ from kalcifer_scheduler.grpc.servicer import SchedulerServicer
 from kalcifer_scheduler.health import HealthMonitor
 from kalcifer_scheduler.keys import RedisKeys
 from kalcifer_scheduler.maintenance import Maintenance
+from kalcifer_scheduler.outbound.calls import CallMaker
+from kalcifer_scheduler.outbound.client import OutboundClient
+from kalcifer_scheduler.outbound.policy import OutboundPolicy
 from kalcifer_scheduler.runtime import SchedulerRuntime, sweep_grace_seconds
 from kalcifer_scheduler.stats import SchedulerStats
 from kalcifer_scheduler.timers.claims import WaitClaims
@@ -39,12 +41,18 @@ from kalcifer_scheduler.workers import build_workers, run_supervised
 
 _log = get_logger(__name__)
 
+# A webhook delivery's one attempt (the delivery queue retries it later with backoff).
 _WEBHOOK_TIMEOUT_SECONDS = 10.0
 
 
 async def build_runtime(settings: SchedulerSettings, redis: ArqRedis) -> SchedulerRuntime:
     """Wire the scheduler's collaborators (the database must answer; the engine may come later)."""
-    db = create_engine(settings.database_url, role=settings.database_role, pool_size=settings.db_pool_size)
+    db = create_engine(
+        settings.database_url,
+        role=settings.database_role,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
     await wait_for_database(db)
     engine_channel = internal_channel(
         settings.engine_addr, token=settings.kalcifer_internal_token, timeout_seconds=settings.rpc_timeout_seconds
@@ -59,14 +67,30 @@ async def build_runtime(settings: SchedulerSettings, redis: ArqRedis) -> Schedul
     sender = ResumeSender(
         engine_stub, deadline_seconds=settings.rpc_timeout_seconds, retry_seconds=settings.resume_retry_seconds
     )
-    firer = TimerFirer(claims=claims, store=store, sender=sender, stats=stats, batch_size=settings.fire_batch_size)
-    http = httpx.AsyncClient(timeout=_WEBHOOK_TIMEOUT_SECONDS)
+    try:
+        policy = OutboundPolicy.parse(settings.outbound_allowlist)
+    except ValueError as error:
+        raise SystemExit(str(error)) from error
+    http = OutboundClient(policy, max_response_bytes=settings.outbound_max_response_bytes)
+    calls = CallMaker(
+        claims=claims,
+        client=http,
+        sender=sender,
+        stats=stats,
+        concurrency=settings.outbound_concurrency,
+        max_attempts=settings.outbound_max_attempts,
+        backoff_seconds=settings.outbound_backoff_seconds,
+    )
+    firer = TimerFirer(
+        claims=claims, store=store, sender=sender, stats=stats, batch_size=settings.fire_batch_size, calls=calls
+    )
     return SchedulerRuntime(
         settings=settings,
         db=db,
         redis=redis,
         engine_channel=engine_channel,
         http=http,
+        calls=calls,
         stats=stats,
         timers=store,
         firer=firer,
@@ -89,7 +113,11 @@ async def build_runtime(settings: SchedulerSettings, redis: ArqRedis) -> Schedul
         ),
         delivery_sender=DeliverySender(
             db,
-            providers={"log": LogProvider(), "webhook": WebhookProvider(http), "smtp": SmtpProvider()},
+            providers={
+                "log": LogProvider(),
+                "webhook": WebhookProvider(http, timeout_seconds=_WEBHOOK_TIMEOUT_SECONDS),
+                "smtp": SmtpProvider(),
+            },
             stats=stats,
             lease_seconds=settings.claim_lease_seconds,
             max_attempts=settings.delivery_max_attempts,
@@ -162,6 +190,7 @@ async def serve(settings: SchedulerSettings) -> None:
         for worker in workers:
             with contextlib.suppress(Exception):
                 await worker.close()
+        await runtime.calls.close()
         await runtime.http.aclose()
         await runtime.engine_channel.close(grace=None)
         await redis.aclose()

@@ -5,13 +5,16 @@ decides exactly-once application by wait id, so a retry after a lost reply is al
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import grpc
 from kalcifer.engine.v1 import engine_pb2, engine_pb2_grpc
 from kalcifer_common.logging import get_logger
 
 from kalcifer_scheduler.timers.claims import DueWait
+
+Data = Mapping[str, Any]
 
 _log = get_logger(__name__)
 
@@ -41,13 +44,23 @@ class ResumeSender:
         self._retry_seconds = retry_seconds
 
     async def send(self, waits: Sequence[DueWait]) -> list[engine_pb2.ResumeInstanceResponse]:
-        """Resume every wait in one call; returns one result per wait, in order. Raises ResumeFailed."""
-        request = engine_pb2.ResumeInstancesRequest(
-            resumes=[
+        """Resume every wait (with its timer trigger) in one call; one result per wait, in order. Raises
+        ResumeFailed."""
+        return await self._send(
+            [
                 engine_pb2.ResumeInstanceRequest(instance_id=w.instance_id, wait_id=w.wait_id, trigger=w.trigger)
                 for w in waits
             ]
         )
+
+    async def send_answer(self, wait: DueWait, trigger: str, data: Data) -> engine_pb2.ResumeInstanceResponse:
+        """Resume one wait with `trigger` and `data` (a call wait with its answer). Raises ResumeFailed."""
+        resume = engine_pb2.ResumeInstanceRequest(instance_id=wait.instance_id, wait_id=wait.wait_id, trigger=trigger)
+        resume.data.update(dict(data))
+        return (await self._send([resume]))[0]
+
+    async def _send(self, resumes: list[engine_pb2.ResumeInstanceRequest]) -> list[engine_pb2.ResumeInstanceResponse]:
+        request = engine_pb2.ResumeInstancesRequest(resumes=resumes)
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + self._retry_seconds
         delay = 0.05
@@ -58,7 +71,7 @@ class ResumeSender:
                 code = error.code()
                 if code not in RETRYABLE or loop.time() + delay > give_up_at:
                     raise ResumeFailed(code, error.details() or "") from error
-                _log.warning("engine resume retry", code=code.name, batch=len(waits), retry_in=delay)
+                _log.warning("engine resume retry", code=code.name, batch=len(resumes), retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue

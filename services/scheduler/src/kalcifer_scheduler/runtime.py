@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
-import httpx
 from arq.connections import ArqRedis
 from kalcifer_common.settings import SchedulerSettings
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -17,6 +16,8 @@ from kalcifer_scheduler.deliveries.queue import DeliveryQueue
 from kalcifer_scheduler.deliveries.sender import DeliverySender
 from kalcifer_scheduler.entries import ScheduledEntries
 from kalcifer_scheduler.maintenance import Maintenance
+from kalcifer_scheduler.outbound.calls import CallMaker
+from kalcifer_scheduler.outbound.client import OutboundClient
 from kalcifer_scheduler.stats import SchedulerStats
 from kalcifer_scheduler.timers.firing import TimerFirer
 from kalcifer_scheduler.timers.store import TimerStore
@@ -31,7 +32,8 @@ class SchedulerRuntime:
     db: AsyncEngine
     redis: ArqRedis
     engine_channel: grpc.aio.Channel
-    http: httpx.AsyncClient
+    http: OutboundClient
+    calls: CallMaker
     stats: SchedulerStats
     timers: TimerStore
     firer: TimerFirer

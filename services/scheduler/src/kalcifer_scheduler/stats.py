@@ -29,6 +29,8 @@ class SchedulerStats:
     deliveries_sent: int = 0
     deliveries_retried: int = 0
     deliveries_failed: int = 0
+    calls_answered: int = 0
+    calls_failed: int = 0
     _lateness: list[float] = field(default_factory=list)
 
     def record_fired(self, lateness_seconds: list[float], *, swept: bool, not_applied: int) -> None:
@@ -62,6 +64,8 @@ class SchedulerStats:
             deliveries_sent=self.deliveries_sent,
             deliveries_retried=self.deliveries_retried,
             deliveries_failed=self.deliveries_failed,
+            calls_answered=self.calls_answered,
+            calls_failed=self.calls_failed,
             lateness_p50_s=pick(0.5),
             lateness_p99_s=pick(0.99),
             window_samples=len(samples),

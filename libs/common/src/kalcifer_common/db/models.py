@@ -321,7 +321,7 @@ class ExecutionStep(Base):
 
 
 class Wait(Base):
-    """A path of an instance parked on a timer or an event; its id is the scheduler's job id.
+    """A path of an instance parked on a timer, an event or an outbound call; its id is the scheduler's job id.
 
     The row is the truth about a timer: the Redis job only makes it fire on time, the sweep catches the rest.
     """
@@ -332,6 +332,7 @@ class Wait(Base):
         _one_of("status", WAIT_STATUSES),
         CheckConstraint("kind <> 'timer' OR fire_time IS NOT NULL", name="timer_has_fire_time"),
         CheckConstraint("kind <> 'event' OR event_type IS NOT NULL", name="event_has_event_type"),
+        CheckConstraint("kind <> 'call' OR fire_time IS NOT NULL", name="call_has_fire_time"),
         # The scheduler's sweep and horizon arming: pending timers (and event timeouts) by fire time. Partial, so
         # the index holds only what is still to fire however many waits have been resolved.
         Index(

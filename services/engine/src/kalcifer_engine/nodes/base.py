@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import Any, Literal, TypeAlias
 
 from kalcifer_common.errors import FieldViolation
+from kalcifer_common.outbound import CallSpec
 
 from kalcifer_engine.nodes.schema import ConfigValidator, compiled_validator
 
@@ -48,17 +49,20 @@ class Branched:
 
 @dataclass(frozen=True, slots=True)
 class Waiting:
-    """The path parks here until a timer fires (`fire_time`) or an event arrives (`event_type`, `event_filter`).
+    """The path parks here until a timer fires (`fire_time`), an event arrives (`event_type`, `event_filter`) or
+    the outbound call `call` was made (SPEC 6.10: the scheduler makes it, out of any run, and resumes the node
+    with trigger `call` and the `CallAnswer` as data).
 
     `timeout_branch` names the branch to take when an event wait's timer fires first (`wait_for_event`).
     """
 
-    kind: Literal["timer", "event"]
+    kind: Literal["timer", "event", "call"]
     fire_time: datetime | None = None
     event_type: str | None = None
     event_filter: str | None = None
     timeout_branch: str | None = None
     output: dict[str, Any] = field(default_factory=dict)
+    call: CallSpec | None = None
 
     def __post_init__(self) -> None:
         # A wait row that can never fire is a stuck instance; refuse it where it is made, not where it hangs.
@@ -68,6 +72,8 @@ class Waiting:
             raise ValueError("fire_time must be timezone-aware")
         if self.kind == "event" and not self.event_type:
             raise ValueError("an event wait needs an event_type")
+        if (self.kind == "call") != (self.call is not None):
+            raise ValueError("a call wait, and only a call wait, has a call")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +130,8 @@ class NodeType(ABC):
     async def resume(self, config: Mapping[str, Any], ctx: Any, trigger: str, data: Mapping[str, Any]) -> NodeResult:
         """Continue a waiting node after its timer fired or its event arrived.
 
-        `trigger` is one of `behaviour.TIMER`, `EVENT` (`data` is the event) or `TIMEOUT` (an event wait gave up).
+        `trigger` is one of `behaviour.TIMER`, `EVENT` (`data` is the event), `TIMEOUT` (an event wait gave up) or
+        `CALL` (`data` is the outbound call's `CallAnswer.to_data()`).
         """
         raise NotImplementedError(f"node type {self.key!r} cannot resume yet")
 

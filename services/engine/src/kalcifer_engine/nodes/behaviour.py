@@ -7,6 +7,7 @@ Bad data yields `Failed`, never an exception, so the walker can record why a pat
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -14,11 +15,12 @@ from typing import Any, TypeAlias
 
 from kalcifer_common.comparisons import MISSING, compare
 from kalcifer_common.durations import parse_duration
+from kalcifer_common.outbound import CALL_TRIGGER, CallAnswer, CallSpec
 
 from kalcifer_engine.nodes.base import Branched, Completed, Failed, NodeResult, Waiting
 from kalcifer_engine.nodes.context import NodeContext
 
-__all__ = ["EVENT", "TIMEOUT", "TIMER", "Config", "NodeContext", "NodeResult"]
+__all__ = ["CALL", "EVENT", "TIMEOUT", "TIMER", "Config", "NodeContext", "NodeResult"]
 
 Config: TypeAlias = Mapping[str, Any]
 
@@ -26,6 +28,11 @@ Config: TypeAlias = Mapping[str, Any]
 TIMER = "timer"  # a timer wait's fire_time arrived (wait, wait_until)
 EVENT = "event"  # the awaited event arrived (wait_for_event); `data` is the event
 TIMEOUT = "timeout"  # an event wait's fire_time came first (wait_for_event -> its timeout_branch)
+CALL = CALL_TRIGGER  # the outbound call of a call wait was made; `data` is its `CallAnswer`
+
+DEFAULT_CALL_TIMEOUT = "10s"
+# What a filled-in call_webhook url must look like (the scheduler checks where it points).
+_HTTP_URL = re.compile(r"https?://[^\s/?#]+([/?#]\S*)?")
 
 
 def entered(ctx: NodeContext) -> NodeResult:
@@ -61,16 +68,42 @@ async def send(channel: str, config: Config, ctx: NodeContext, extra_fields: tup
 
 
 async def call_webhook(config: Config, ctx: NodeContext) -> NodeResult:
-    """A delivery on channel 'webhook'; the scheduler's delivery queue makes the request (and retries it)."""
-    payload = {
-        "url": config["url"],
-        "method": config.get("method", "POST"),
-        "headers": dict(config.get("headers") or {}),
-        "body": config["body"] if "body" in config else dict(ctx.data),
-        "timeout": config.get("timeout", "10s"),
-    }
-    key = await ctx.create_delivery("webhook", None, payload)
-    return Completed({"delivery_key": key})
+    """Park on the call (SPEC 6.10); the scheduler makes it out of the run and resumes with the answer.
+
+    `url`, header values and the strings of `body` are Jinja2 templates over the context (rendered in the
+    sandbox); without a `body`, a non-GET request sends the context itself, as data (never rendered).
+    """
+    method = config.get("method", "POST")
+    templates = {"url": config["url"], "headers": dict(config.get("headers") or {})}
+    if "body" in config:
+        templates["body"] = config["body"]
+    try:
+        rendered = await ctx.render(templates)
+    except ValueError as error:
+        return Failed(f"call_webhook could not fill in its templates: {error}")
+    url = rendered["url"]
+    if not isinstance(url, str) or not _HTTP_URL.fullmatch(url):
+        return Failed(f"call_webhook url {str(url)[:200]!r} is not an http(s) URL once filled in")
+    default_body = None if method == "GET" else dict(ctx.data)
+    body = rendered.get("body", default_body)
+    deadline = parse_duration(config.get("timeout", DEFAULT_CALL_TIMEOUT)).total_seconds()
+    return Waiting(kind="call", call=CallSpec(url, method, dict(rendered["headers"]), body, deadline))
+
+
+def resumed_call(trigger: str, data: Config) -> NodeResult:
+    """`call_webhook` after its call: a 2xx answer's JSON object is the output (other JSON is at `body`)."""
+    if trigger != CALL:
+        return Failed(f"a call wait cannot be resumed by {trigger!r}")
+    answer = CallAnswer.from_data(data)
+    if not answer.ok:
+        return Failed(f"the call failed after {answer.attempts} attempt(s): {answer.error}")
+    try:
+        body = answer.json_body()
+    except ValueError:
+        return Completed({"status": answer.status, "body": answer.body.decode("utf-8", errors="replace")})
+    if isinstance(body, dict):
+        return Completed(body)
+    return Completed({"status": answer.status} if body is None else {"body": body})
 
 
 async def update_profile(config: Config, ctx: NodeContext) -> NodeResult:

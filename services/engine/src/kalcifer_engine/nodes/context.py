@@ -1,6 +1,6 @@
 """What a node sees and may do while it runs: the `ctx` of `NodeType.execute` / `resume` (SPEC 6.1).
 
-Nodes never touch the database or the network themselves (except tenant webhook types, through `http`). They
+Nodes never touch the database or the network themselves (outbound calls park on a `call` wait). They
 read the instance context and ask for effects; the runtime backs this protocol with SQL statements that join the
 run's one transaction (deliveries, profile changes, conversions are committed together with the step), and unit
 tests back it with an in-memory fake. Keeping nodes behind this seam is what makes a run atomic and a node
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -86,5 +86,6 @@ class NodeContext(Protocol):
         """Evaluate a CEL expression over the context (plus `extra`, e.g. `event`) within its time and memory
         budget; raises `ValueError` (`ExpressionRunaway` when the budget stopped it)."""
 
-    async def http_post(self, url: str, body: Mapping[str, Any], *, time_limit: timedelta) -> Mapping[str, Any]:
-        """POST JSON and return the JSON answer; raises `ConnectionError`/`TimeoutError`/`ValueError`."""
+    async def render(self, templates: Any) -> Any:
+        """`templates` (a JSON value) with every templated string rendered over the context: Jinja2, sandboxed,
+        strict undefined, within the sandbox's budget; raises `ValueError` saying which template failed."""

@@ -1,20 +1,23 @@
 """Runtime node types backed by a tenant's HTTPS webhook (SPEC 6.7).
 
 A tenant registers one in the database, so every engine replica sees it; its configs are validated like a
-built-in's, against the JSON Schema it declared. `execute` / `resume`
-post the call and map the JSON answer onto the result classes (`answer_result`).
+built-in's, against the JSON Schema it declared. `execute` / `resume` park on a call to the endpoint (SPEC 6.10:
+the scheduler makes it out of the run, and resumes the node with trigger `call` and the answer), and the answer's
+JSON is mapped onto the result classes (`answer_result`). A type that answers `waiting` is called again, with the
+trigger and its data, when that wait resolves.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from kalcifer_common.errors import FieldViolation, InvalidArgument
 from kalcifer_common.expressions import expression_problem
+from kalcifer_common.outbound import CALL_TRIGGER, CallAnswer, CallSpec
 
 from kalcifer_engine.nodes.base import Branched, Completed, Failed, NodeCategory, NodeResult, NodeType, Waiting
 from kalcifer_engine.nodes.context import NodeContext
@@ -66,20 +69,27 @@ class WebhookNodeType(NodeType):
         """The branches the tenant declared."""
         return self._branches
 
-    # A webhook type's call can fail on a network blip; let the engine retry it a few times with backoff.
-    retries = 3
-
     async def execute(self, config: Mapping[str, Any], ctx: NodeContext) -> NodeResult:
-        """POST {config, context, node_id, participant_id} to the endpoint and map its answer."""
-        return await self._call(config, ctx, None, None)
+        """Park on a POST of {config, context, node_id, participant_id} to the endpoint."""
+        return self._call(config, ctx, None, None)
 
     async def resume(
         self, config: Mapping[str, Any], ctx: NodeContext, trigger: str, data: Mapping[str, Any]
     ) -> NodeResult:
-        """Like `execute`, with `trigger` and `data` (the event) added to the body."""
-        return await self._call(config, ctx, trigger, data)
+        """The call's answer (trigger `call`) mapped to a result; any other trigger (the type answered `waiting`
+        and that wait resolved) parks on a new call with `trigger` and `data` (the event) added to the body."""
+        if trigger != CALL_TRIGGER:
+            return self._call(config, ctx, trigger, data)
+        answer = CallAnswer.from_data(data)
+        if not answer.ok:
+            return Failed(f"node type {self.key!r}: the call failed after {answer.attempts} attempt(s): {answer.error}")
+        try:
+            body = answer.json_body()
+        except ValueError as error:
+            return Failed(f"node type {self.key!r}: {error}")
+        return answer_result(self.key, self._branches, body)
 
-    async def _call(
+    def _call(
         self, config: Mapping[str, Any], ctx: NodeContext, trigger: str | None, data: Mapping[str, Any] | None
     ) -> NodeResult:
         body: dict[str, Any] = {
@@ -91,15 +101,8 @@ class WebhookNodeType(NodeType):
         if trigger is not None:
             body["trigger"] = trigger
             body["data"] = dict(data or {})
-        try:
-            answer = await ctx.http_post(self.endpoint_url, body, time_limit=timedelta(milliseconds=self.timeout_ms))
-        except TimeoutError:
-            return Failed(f"node type {self.key!r}: no answer within {self.timeout_ms} ms", retryable=True)
-        except ConnectionError as error:
-            return Failed(f"node type {self.key!r}: cannot reach its endpoint: {error}", retryable=True)
-        except ValueError as error:
-            return Failed(f"node type {self.key!r}: its answer is not JSON: {error}")
-        return answer_result(self.key, self._branches, answer)
+        spec = CallSpec(self.endpoint_url, "POST", {}, body, self.timeout_ms / 1000)
+        return Waiting(kind="call", call=spec)
 
 
 def answer_result(key: str, branches: tuple[str, ...], answer: object) -> NodeResult:

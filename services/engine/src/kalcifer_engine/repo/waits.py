@@ -17,8 +17,8 @@ from typing import Any
 from typing import cast as typed
 
 from kalcifer_common.db.models import FlowInstance, Wait
-from kalcifer_common.statuses import LIVE_INSTANCE_STATUSES, InstanceStatus, WaitStatus
-from sqlalchemy import ColumnElement, Table, any_, cast, func, literal, or_, select, update
+from kalcifer_common.statuses import LIVE_INSTANCE_STATUSES, InstanceStatus, WaitKind, WaitStatus
+from sqlalchemy import ColumnElement, Table, and_, any_, cast, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -80,7 +80,8 @@ _WAIT_FIELDS = "id, instance_id, node_id, kind, status, fire_time, event_type, e
 _FIRE_WAIT = f"""
     UPDATE waits SET status = 'fired', resolved_time = $3, branch_path = coalesce(branch_path, '{{}}') || $4::jsonb
     WHERE id = $1 AND instance_id = $2 AND status = 'pending'
-      AND (CASE WHEN $5 THEN kind = 'event' ELSE fire_time <= $3 END)
+      AND (CASE $5 WHEN 'event' THEN kind = 'event' WHEN 'call' THEN kind = 'call'
+           ELSE kind <> 'call' AND fire_time <= $3 END)
     RETURNING {_WAIT_FIELDS}
 """  # noqa: S608 - constant column list
 _GET_WAIT = f"SELECT {_WAIT_FIELDS} FROM waits WHERE id = $1"  # noqa: S608 - constant column list
@@ -105,15 +106,16 @@ async def fire_wait(
     wait_id: uuid.UUID,
     instance_id: uuid.UUID,
     *,
-    by_event: bool,
+    by: str,
     now: datetime,
     meta: dict[str, Any],
 ) -> WaitRow | None:
-    """Mark a pending wait fired when this resume may fire it (an event for an event wait; a due timer).
+    """Mark a pending wait fired when this resume may fire it: `by` "event" fires an event wait, "call" a call
+    wait (with the call's answer), anything else a due timer or event timeout.
 
-    None when the wait is not pending, belongs to another instance, is of the other kind, or is not yet due.
+    None when the wait is not pending, belongs to another instance, is of another kind, or is not yet due.
     """
-    row = await (await driver(conn)).fetchrow(_FIRE_WAIT, wait_id, instance_id, now, json_text(meta), by_event)
+    row = await (await driver(conn)).fetchrow(_FIRE_WAIT, wait_id, instance_id, now, json_text(meta), by)
     return None if row is None else _wait_record(row)
 
 
@@ -171,7 +173,8 @@ async def cancel_pending_waits_of(
 
 async def held_waits(conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, now: datetime) -> list[WaitRow]:
     """Pending waits of the flow's live instances that a pause held back: timers due by `now`, and waits that
-    keep an event that arrived meanwhile (`held_event` in their metadata)."""
+    keep an event that arrived meanwhile (`held_event` in their metadata). Not call waits: the scheduler makes
+    their call once the flow runs again."""
     query = (
         select(*_WAIT_COLUMNS)
         .join(_instances, _instances.c.id == _waits.c.instance_id)
@@ -180,7 +183,10 @@ async def held_waits(conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.
             _instances.c.flow_id == flow_id,
             _instances.c.status.in_(LIVE_INSTANCE_STATUSES),
             _waits.c.status == WaitStatus.PENDING,
-            or_(_waits.c.fire_time <= now, _waits.c.branch_path.has_key("held_event")),
+            or_(
+                and_(_waits.c.fire_time <= now, _waits.c.kind != WaitKind.CALL),
+                _waits.c.branch_path.has_key("held_event"),
+            ),
         )
     )
     return [_wait(row) for row in await conn.execute(query)]
@@ -205,13 +211,15 @@ async def rearm_wait(
 
 
 async def overdue_waits(conn: AsyncConnection, due_before: datetime, limit: int) -> list[WaitRow]:
-    """Pending timers due before `due_before` (not of paused instances), earliest first, at most `limit`."""
+    """Pending timers due before `due_before` (not of paused instances, not call waits, which only the scheduler's
+    call can resume), earliest first, at most `limit`."""
     query = (
         select(*_WAIT_COLUMNS)
         .join(_instances, _instances.c.id == _waits.c.instance_id)
         .where(
             _waits.c.status == WaitStatus.PENDING,
             _waits.c.fire_time <= due_before,
+            _waits.c.kind != WaitKind.CALL,
             _instances.c.status != InstanceStatus.PAUSED,
         )
         .order_by(_waits.c.fire_time)

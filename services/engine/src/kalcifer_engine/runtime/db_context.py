@@ -9,11 +9,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import httpx
 from kalcifer_common import comparisons
 from kalcifer_common.profiles import merged_attributes
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -195,21 +194,6 @@ class DbNodeContext:
             variables.update(extra)
         return await self._scope.expressions.evaluate(expression, variables)
 
-    async def http_post(self, url: str, body: Mapping[str, Any], *, time_limit: timedelta) -> Mapping[str, Any]:
-        """POST JSON and return the JSON object answered."""
-        try:
-            async with httpx.AsyncClient(timeout=time_limit.total_seconds()) as client:
-                response = await client.post(url, json=dict(body))
-        except httpx.TimeoutException as error:
-            raise TimeoutError(f"{url} did not answer within {time_limit.total_seconds()}s") from error
-        except httpx.HTTPError as error:
-            raise ConnectionError(f"{url}: {error}") from error
-        if response.status_code >= 400:
-            raise ConnectionError(f"{url} answered HTTP {response.status_code}")
-        try:
-            answer = response.json()
-        except ValueError as error:
-            raise ValueError(f"{url} did not answer JSON") from error
-        if not isinstance(answer, Mapping):
-            raise ValueError(f"{url} answered JSON that is not an object")
-        return answer
+    async def render(self, templates: Any) -> Any:
+        """Render the templated strings of `templates` over the context in the expression sandbox."""
+        return await self._scope.expressions.render(templates, self._scope.context)

@@ -4,7 +4,8 @@ Every resume names its wait. Under the instance's row lock the wait is marked fi
 the run it starts, so a duplicate, a late timer after an event, or a resume racing another replica finds the wait
 no longer pending and changes nothing (applied=false with a reason). Triggers: "timer" (a duration or date
 elapsed, or a retry's backoff), "timeout" (a wait_for_event gave up; a "timer" resume of an event wait means the
-same), "event" (the awaited event arrived; its data goes to context `event`).
+same), "event" (the awaited event arrived; its data goes to context `event`), "call" (the scheduler made a call
+wait's outbound call; its data is the answer, SPEC 6.10). Only "call" resumes a call wait, and only a call wait.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from datetime import datetime
 from typing import Any, Final
 
 from kalcifer_common.logging import get_logger
-from kalcifer_common.statuses import FLOW_ARCHIVED_EXIT_REASON, FlowStatus, InstanceStatus, WaitStatus
+from kalcifer_common.outbound import CALL_TRIGGER
+from kalcifer_common.statuses import FLOW_ARCHIVED_EXIT_REASON, FlowStatus, InstanceStatus, WaitKind, WaitStatus
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.repo.connection import DATABASE_ERRORS
@@ -28,14 +30,15 @@ from kalcifer_engine.sandbox import ExpressionFailed, ExpressionRunaway, Express
 
 _log = get_logger(__name__)
 
-TRIGGERS: Final = frozenset({"timer", "event", "timeout"})
+TRIGGERS: Final = frozenset({"timer", "event", "timeout", CALL_TRIGGER})
 
 # Reasons of applied=false (the proto documents them).
 WAIT_NOT_FOUND: Final = "wait_not_found"  # duplicate, stale, cancelled, or another instance's wait
 INSTANCE_FINISHED: Final = "instance_finished"
 NOT_DUE: Final = "not_due"  # a timer resume before its fire time: re-armed, applied later
 HELD_FLOW_PAUSED: Final = "held_flow_paused"  # kept pending, applied by ResumeFlowInstances
-TRIGGER_MISMATCH: Final = "trigger_mismatch"  # an "event" resume of a timer wait
+# An "event" resume of a timer wait; a "call" resume of another kind of wait, or another trigger for a call wait.
+TRIGGER_MISMATCH: Final = "trigger_mismatch"
 FILTER_NOT_MATCHED: Final = "filter_not_matched"  # the event does not pass the wait's filter
 # The wait's filter was stopped by its time or memory budget: the instance failed at that wait (held ones wait on).
 FILTER_STOPPED: Final = "filter_stopped"
@@ -131,11 +134,14 @@ async def resume_in(
                 held_event = {"data": dict(request.data), "event_id": meta.get("event_id")}
                 await merge_wait_meta(conn, wait.id, {"held_event": held_event})
             return _ignored(request, HELD_FLOW_PAUSED)
-    fired = await fire_wait(conn, request.wait_id, instance.id, by_event=by_event, now=now, meta=meta)
+    by = "event" if by_event else (WaitKind.CALL if request.trigger == CALL_TRIGGER else "timer")
+    fired = await fire_wait(conn, request.wait_id, instance.id, by=by, now=now, meta=meta)
     if fired is None:
         existing = await get_wait(conn, request.wait_id)
         if existing is None or existing.instance_id != instance.id or existing.status != WaitStatus.PENDING:
             return _ignored(request, WAIT_NOT_FOUND)
+        if (existing.kind == WaitKind.CALL) != (by == WaitKind.CALL):
+            return _ignored(request, TRIGGER_MISMATCH)
         if existing.fire_time is not None:
             effects.timers.append((instance.id, existing.id, existing.fire_time))
         return _ignored(request, NOT_DUE)
@@ -147,7 +153,7 @@ async def resume_in(
     if by_event and fired.fire_time is not None:
         effects.cancelled_timers.append(fired.id)
     run = await rt.instance_run(conn, instance, now)
-    await run.resume(fired, trigger, request.data if by_event else {})
+    await run.resume(fired, trigger, request.data if by_event or by == WaitKind.CALL else {})
     await run.finish()
     effects.extend(run.effects)
     return ResumeOutcome(True)
@@ -164,7 +170,7 @@ async def _fail_at_wait(
     now: datetime,
 ) -> None:
     """Fail the instance at `wait` (a runaway filter): every event would stop it again, so waiting on is futile."""
-    await fire_wait(conn, wait.id, instance.id, by_event=True, now=now, meta={"fired_by": FILTER_STOPPED})
+    await fire_wait(conn, wait.id, instance.id, by="event", now=now, meta={"fired_by": FILTER_STOPPED})
     if wait.fire_time is not None:
         effects.cancelled_timers.append(wait.id)
     run = await rt.instance_run(conn, instance, now)

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 from kalcifer_common.logging import get_logger
+from kalcifer_common.outbound import SPEC_KEY
 from kalcifer_common.settings import EngineSettings
 from kalcifer_common.statuses import FINAL_INSTANCE_STATUSES, FlowStatus, InstanceStatus, StepStatus, WaitStatus
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -367,6 +368,11 @@ class InstanceRun:
         meta: dict[str, Any] = {"attempt": attempt, "reached_time": self.now.isoformat(), **(extra or {})}
         if waiting.timeout_branch:
             meta["timeout_branch"] = waiting.timeout_branch
+        fire_time = waiting.fire_time
+        if waiting.call is not None:
+            # Due at once: the scheduler's timer path (Redis bucket, or the sweep) claims it and makes the call.
+            meta[SPEC_KEY] = waiting.call.to_json()
+            fire_time = self.now
         self.wait_rows.append(
             {
                 "id": wait_id,
@@ -375,7 +381,7 @@ class InstanceRun:
                 "node_id": node_id,
                 "kind": waiting.kind,
                 "status": WaitStatus.PENDING,
-                "fire_time": waiting.fire_time,
+                "fire_time": fire_time,
                 "event_type": waiting.event_type,
                 "event_filter": waiting.event_filter,
                 "participant_id": self.instance.participant_id,
@@ -384,8 +390,8 @@ class InstanceRun:
             }
         )
         self.current_nodes.append(node_id)
-        if waiting.fire_time is not None:
-            self.effects.timers.append((self.instance.id, wait_id, waiting.fire_time))
+        if fire_time is not None:
+            self.effects.timers.append((self.instance.id, wait_id, fire_time))
         if waiting.kind == "event" and waiting.event_type:
             since = self.now - timedelta(seconds=self.settings.event_lookback_seconds)
             self.effects.event_waits.append(

@@ -28,7 +28,7 @@ import orjson
 from kalcifer_common.logging import get_logger
 
 from kalcifer_engine.sandbox.errors import ExpressionFailed, ExpressionRunaway, SandboxUnavailable
-from kalcifer_engine.sandbox.protocol import HEADER, MAX_FRAME_BYTES, READY, frame
+from kalcifer_engine.sandbox.protocol import CEL, HEADER, JINJA, MAX_FRAME_BYTES, READY, frame
 
 _log = get_logger(__name__)
 
@@ -155,7 +155,15 @@ class ExpressionSandbox:
         Raises `ExpressionFailed` (no value for this data), `ExpressionRunaway` (stopped: time, memory or a crash)
         or `SandboxUnavailable` (no worker would start, or the sandbox is closing).
         """
-        payload = orjson.dumps([expression, dict(variables)], default=str)
+        return await self._run(CEL, expression, variables)
+
+    async def render(self, templates: Any, variables: Mapping[str, Any]) -> Any:
+        """The JSON value `templates` with every templated string rendered over `variables` (Jinja2, sandboxed,
+        strict undefined: `templating.render_here`), under the same budget and with the same errors as `evaluate`."""
+        return await self._run(JINJA, templates, variables)
+
+    async def _run(self, kind: str, source: Any, variables: Mapping[str, Any]) -> Any:
+        payload = orjson.dumps([kind, source, dict(variables)], default=str)
         if len(payload) > MAX_FRAME_BYTES:
             raise ExpressionFailed(f"the variables are {len(payload)} bytes as JSON; at most {MAX_FRAME_BYTES}")
         worker = await self._acquire()
@@ -167,7 +175,7 @@ class ExpressionSandbox:
             if self._closed:
                 raise SandboxUnavailable("the expression sandbox is shutting down") from error
             self.runaways += 1
-            _log.warning("expression stopped", reason=why, expression=expression[:200])
+            _log.warning("expression stopped", reason=why, kind=kind, source=str(source)[:200])
             raise ExpressionRunaway(why) from error
         except BaseException:
             # Cancelled mid-exchange: the worker may still answer this frame later, so it cannot serve another.

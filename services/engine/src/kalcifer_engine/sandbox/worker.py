@@ -1,4 +1,4 @@
-"""A worker process of the expression sandbox: `python -m kalcifer_engine.sandbox.worker FD MEMORY_MB PARENT_PID`.
+"""A worker of the expression sandbox (CEL, Jinja2): `python -m kalcifer_engine.sandbox.worker FD MEMORY_MB PARENT_PID`.
 
 It limits its own address space (an expression that builds huge values dies here, not in the engine), asks the
 kernel to kill it when the engine dies, then answers frames on the inherited socket until the engine closes it.
@@ -18,7 +18,8 @@ import orjson
 
 from kalcifer_engine.sandbox.errors import ExpressionFailed
 from kalcifer_engine.sandbox.evaluation import evaluate_here
-from kalcifer_engine.sandbox.protocol import HEADER, READY, frame
+from kalcifer_engine.sandbox.protocol import CEL, HEADER, READY, frame
+from kalcifer_engine.sandbox.templating import render_here
 
 _PR_SET_PDEATHSIG = 1
 
@@ -47,9 +48,10 @@ def serve(sock: socket.socket) -> None:
         body = _read_exactly(sock, HEADER.unpack(header)[0])
         if body is None:
             return
-        expression, variables = orjson.loads(body)
+        kind, source, variables = orjson.loads(body)
         try:
-            answer = orjson.dumps([True, evaluate_here(expression, variables)])
+            value = evaluate_here(source, variables) if kind == CEL else render_here(source, variables)
+            answer = orjson.dumps([True, value])
         except ExpressionFailed as error:
             answer = orjson.dumps([False, str(error)])
         except MemoryError:

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any, Protocol
 
-import httpx
 import orjson
 from kalcifer_common.logging import get_logger
+
+from kalcifer_scheduler.outbound.client import OutboundClient
+from kalcifer_scheduler.outbound.policy import OutboundError
 
 _log = get_logger(__name__)
 
@@ -81,12 +83,14 @@ class LogProvider:
 
 
 class WebhookProvider:
-    """POSTs the message as JSON to `settings.url`, signed with HMAC-SHA256 of the body under `settings.secret`."""
+    """POSTs the message as JSON to `settings.url` (through `OutboundClient`: checked address, deadline, size cap),
+    signed with HMAC-SHA256 of the body under `settings.secret`."""
 
     name = "webhook"
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: OutboundClient, *, timeout_seconds: float) -> None:
         self._client = client
+        self._timeout = timeout_seconds
 
     async def send(self, message: Outgoing, settings: Mapping[str, Any]) -> str:
         """One POST; 2xx is sent, 429/5xx and network errors may be retried, other statuses are final."""
@@ -112,13 +116,15 @@ class WebhookProvider:
             IDEMPOTENCY_HEADER: message.idempotency_key,
         }
         try:
-            response = await self._client.post(url, content=body, headers=headers)
-        except httpx.HTTPError as error:
-            raise SendError(f"webhook unreachable: {error}", retryable=True) from error
-        if response.status_code == 429 or response.status_code >= 500:
-            raise SendError(f"webhook answered {response.status_code}", retryable=True)
-        if response.status_code >= 300:
-            raise SendError(f"webhook answered {response.status_code}", retryable=False)
+            response = await self._client.request(
+                "POST", url, headers=headers, content=body, timeout_seconds=self._timeout
+            )
+        except OutboundError as error:
+            raise SendError(f"webhook unreachable: {error}", retryable=error.retryable) from error
+        if response.status == 429 or response.status >= 500:
+            raise SendError(f"webhook answered {response.status}", retryable=True)
+        if response.status >= 300:
+            raise SendError(f"webhook answered {response.status}", retryable=False)
         answered = response.headers.get("x-message-id", "")
         return answered or "webhook-" + hashlib.sha256(message.idempotency_key.encode()).hexdigest()[:24]
 

@@ -43,9 +43,9 @@ _CLAIM = """
         SELECT id, now() + make_interval(secs => :lease) FROM due ORDER BY id
         ON CONFLICT (wait_id) DO UPDATE SET claim_until = excluded.claim_until
             WHERE wait_claims.claim_until < now()
-        RETURNING wait_id
+        RETURNING wait_id, claim_until
     )
-    SELECT due.id, due.instance_id, due.kind, due.fire_time, due.due_time
+    SELECT due.id, due.instance_id, due.kind, due.fire_time, due.due_time, claimed.claim_until
     FROM due JOIN claimed ON claimed.wait_id = due.id
 """
 
@@ -60,6 +60,24 @@ _NOT_YET_DUE = text(
 # Ordered by fire time on ix_waits_pending_fire_time and bounded, so a sweep costs the same at a million waits.
 _CLAIM_OVERDUE = text(
     _CLAIM.format(due="w.fire_time <= now() - make_interval(secs => :grace)", order="ORDER BY w.fire_time LIMIT :limit")
+)
+
+# A call wait's claim, taken over by the call that is about to be made: extended to cover the call's deadline
+# (from its spec) plus the usual lease, only if it is still the claim this replica took (`token`); with the spec.
+_RENEW_CALL = text(
+    """
+    WITH spec AS (
+        SELECT w.id, w.branch_path -> 'call' AS call FROM waits w
+        WHERE w.id = :id AND w.status = 'pending' AND w.kind = 'call'
+    ), renewed AS (
+        UPDATE wait_claims c
+        SET claim_until = now() + make_interval(
+            secs => :lease + coalesce((SELECT (spec.call ->> 'deadline_seconds')::float8 FROM spec), 30))
+        WHERE c.wait_id = :id AND c.claim_until = :token AND EXISTS (SELECT 1 FROM spec)
+        RETURNING c.claim_until
+    )
+    SELECT renewed.claim_until, spec.call FROM renewed, spec
+    """
 )
 
 _RELEASE = text("DELETE FROM wait_claims WHERE wait_id = ANY(:ids)").bindparams(bindparam("ids", type_=_ID_ARRAY))
@@ -85,10 +103,13 @@ class DueWait:
     # When the wait became due for the scheduler: its fire time, or when it was created if that is later (a
     # `wait_until` already in the past is due at once, not years late). Lateness is measured from here.
     due_time: datetime
+    # The end of this replica's lease on it: also the token that says the claim is still ours.
+    claim_until: datetime | None = None
 
     @property
     def trigger(self) -> str:
-        """The EngineService trigger: "timer", or "timeout" for a wait_for_event's deadline."""
+        """The EngineService trigger: "timer", or "timeout" for a wait_for_event's deadline (call waits are resumed
+        by their call, `outbound.calls`, never by this)."""
         return TRIGGER_OF_KIND.get(self.kind, "timer")
 
 
@@ -127,6 +148,17 @@ class WaitClaims:
             ).all()
         return _due(rows)
 
+    async def take_call(self, wait: DueWait) -> tuple[datetime, object] | None:
+        """Extend the claim of call wait `wait` over its call (deadline + lease) and read the call's spec; None
+        when the claim is no longer this replica's (expired and taken) or the wait is no longer pending."""
+        async with self._db.begin() as connection:
+            row = (
+                await connection.execute(
+                    _RENEW_CALL, {"id": uuid.UUID(wait.wait_id), "token": wait.claim_until, "lease": self._lease}
+                )
+            ).first()
+        return None if row is None else (row.claim_until, row.call)
+
     async def release(self, wait_ids: Sequence[str]) -> None:
         """Drop the claims of waits that could not be fired, so the next sweep retries them."""
         if wait_ids:
@@ -142,7 +174,7 @@ class WaitClaims:
 
 def _due(rows: Sequence[object]) -> list[DueWait]:
     waits = [
-        DueWait(str(r.id), str(r.instance_id), r.kind, r.fire_time, r.due_time)  # type: ignore[attr-defined]
+        DueWait(str(r.id), str(r.instance_id), r.kind, r.fire_time, r.due_time, r.claim_until)  # type: ignore[attr-defined]
         for r in rows
     ]
     waits.sort(key=lambda wait: wait.fire_time)

@@ -1,4 +1,5 @@
-"""Firing: due timers popped from Redis (or found by the sweep) are claimed in PostgreSQL and resumed in batches."""
+"""Firing: due timers popped from Redis (or found by the sweep) are claimed in PostgreSQL and resumed in batches
+(call waits are claimed the same way, then handed to `outbound.calls`)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import time
 from collections.abc import Sequence
 
 from kalcifer_common.logging import get_logger
+from kalcifer_common.statuses import WaitKind
 
 from kalcifer_scheduler.engine_resumes import ResumeFailed, ResumeSender
+from kalcifer_scheduler.outbound.calls import CallMaker
 from kalcifer_scheduler.stats import SchedulerStats
 from kalcifer_scheduler.timers.claims import DueWait, WaitClaims
 from kalcifer_scheduler.timers.store import Timer, TimerStore, now_ms, to_ms
@@ -29,7 +32,9 @@ class TimerFirer:
         sender: ResumeSender,
         stats: SchedulerStats,
         batch_size: int,
+        calls: CallMaker,
     ) -> None:
+        self._calls = calls
         self._claims = claims
         self._store = store
         self._sender = sender
@@ -59,7 +64,12 @@ class TimerFirer:
         return len(due)
 
     async def fire(self, waits: Sequence[DueWait], *, swept: bool) -> None:
-        """Resume claimed waits in batches; a batch the engine does not take is released for the next sweep."""
+        """Resume claimed waits in batches; a batch the engine does not take is released for the next sweep.
+        Call waits go to the `CallMaker` instead: their resume comes with the call's answer."""
+        calls = [wait for wait in waits if wait.kind == WaitKind.CALL]
+        if calls:
+            self._calls.start(calls)
+            waits = [wait for wait in waits if wait.kind != WaitKind.CALL]
         for start in range(0, len(waits), self._batch_size):
             batch = waits[start : start + self._batch_size]
             try:
