@@ -23,6 +23,8 @@ from kalcifer.v1 import (
     flow_pb2_grpc,
     instance_pb2,
     instance_pb2_grpc,
+    node_type_pb2,
+    node_type_pb2_grpc,
     trigger_pb2,
     trigger_pb2_grpc,
 )
@@ -230,6 +232,46 @@ def test_an_endpoint_that_never_answers_fails_the_step_at_the_deadline_while_oth
     assert step["status"] == "STEP_STATUS_FAILED"
     assert "no answer within" in step["error"]
     endpoint.release()
+
+
+def test_a_webhook_node_type_is_called_out_of_the_run_and_its_answer_picks_the_branch(
+    caller: Caller, endpoint: Endpoint
+) -> None:
+    endpoint.script(default=Reply(200, {"result": "branched", "branch": "hot", "output": {"score": 91}}))
+    node_types = node_type_pb2_grpc.NodeTypeServiceStub(caller.channel)
+    node_types.RegisterNodeType(
+        node_type_pb2.RegisterNodeTypeRequest(
+            node_type=node_type_pb2.NodeType(
+                key="score_lead",
+                category=node_type_pb2.NODE_CATEGORY_CONDITION,
+                config_schema=dict_to_struct({"type": "object"}),
+                branches=["hot", "cold"],
+                endpoint_url=endpoint.url("/score-lead"),
+            )
+        ),
+        metadata=caller.auth,
+    )
+    flow_id = caller.active_flow(
+        [
+            ("start", "event_entry", {"event_type": "go"}),
+            ("score", "score_lead", {"threshold": 3}),
+            ("hot", "exit", {}),
+            ("cold", "exit", {}),
+        ],
+        [("start", "score", ""), ("score", "hot", "hot"), ("score", "cold", "cold")],
+    )
+    participant = f"p-{uuid.uuid4().hex[:8]}"
+
+    finished = caller.finished(caller.start(flow_id, participant))
+
+    [request] = endpoint.requests_to("/score-lead")
+    assert request.json()["config"] == {"threshold": 3}
+    assert request.json()["participant_id"] == participant
+    assert request.headers["idempotency-key"]
+    assert finished.status == COMPLETED
+    steps = caller.steps(finished.id)
+    assert _one_step(steps, "score")["output"] == {"branch": "hot", "score": 91}
+    assert [step["node_id"] for step in steps if step["node_id"] in ("hot", "cold")] == ["hot"]
 
 
 def test_a_call_to_an_address_not_allowlisted_is_refused_without_a_retry(caller: Caller) -> None:
