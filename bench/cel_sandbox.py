@@ -11,7 +11,7 @@ import asyncio
 import time
 
 import cel
-from kalcifer_engine.sandbox import ExpressionSandbox, SandboxLimits
+from kalcifer_common.sandbox import ExpressionSandbox, SandboxLimits
 
 from bench.harness import BenchEnv, Comparison, median, percentile
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from kalcifer_engine.sandbox import ExpressionFailed, ExpressionRunaway, ExpressionSandbox, SandboxLimits
+from kalcifer_common.sandbox import ExpressionFailed, ExpressionRunaway, ExpressionSandbox, SandboxLimits
 
 from tests.support.eventually import eventually
 
@@ -119,7 +119,7 @@ async def test_close_stops_every_worker_and_refuses_more_work() -> None:
     assert len(pids) == 2
     await box.close()
     assert not any(alive(pid) for pid in pids)
-    from kalcifer_engine.sandbox import SandboxUnavailable
+    from kalcifer_common.sandbox import SandboxUnavailable
 
     with pytest.raises(SandboxUnavailable):
         await box.evaluate("1", {})

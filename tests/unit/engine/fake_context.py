@@ -10,9 +10,9 @@ from decimal import Decimal
 from typing import Any
 
 from kalcifer_common import comparisons
+from kalcifer_common.sandbox import evaluate_here
+from kalcifer_common.sandbox.templating import render_here
 from kalcifer_engine.domain.variants import weighted_choice
-from kalcifer_engine.sandbox import evaluate_here
-from kalcifer_engine.sandbox.templating import render_here
 
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from kalcifer_common.errors import NotFound
 from kalcifer_common.logging import get_logger
+from kalcifer_common.sandbox import ExpressionSandbox, SandboxLimits
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
 from kalcifer_engine.deps import EngineDeps
@@ -22,7 +23,6 @@ from kalcifer_engine.repo.flows import load_graph
 from kalcifer_engine.repo.instances import InstanceRow
 from kalcifer_engine.runtime.run import Effects, InstanceRun
 from kalcifer_engine.runtime.scheduler_client import SchedulerClient
-from kalcifer_engine.sandbox import ExpressionSandbox, SandboxLimits
 from kalcifer_engine.tenant_registry import registry_for
 
 _log = get_logger(__name__)

@@ -15,12 +15,12 @@ from typing import Any
 
 from kalcifer_common import comparisons
 from kalcifer_common.profiles import merged_attributes
+from kalcifer_common.sandbox import ExpressionSandbox
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.domain.variants import weighted_choice
 from kalcifer_engine.repo import customers, deliveries
 from kalcifer_engine.repo.instances import InstanceRow
-from kalcifer_engine.sandbox import ExpressionSandbox
 
 
 @dataclass

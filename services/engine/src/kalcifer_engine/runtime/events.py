@@ -22,6 +22,7 @@ from typing import Any
 
 from kalcifer_common.errors import NotFound
 from kalcifer_common.logging import get_logger
+from kalcifer_common.sandbox import ExpressionRunaway
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.repo.connection import DATABASE_ERRORS
@@ -33,7 +34,6 @@ from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.resumes import ResumeRequest, filter_passes, resume_in
 from kalcifer_engine.runtime.run import ArmedEventWait, Effects
 from kalcifer_engine.runtime.starts import StartRequest, start_instance
-from kalcifer_engine.sandbox import ExpressionRunaway
 
 _log = get_logger(__name__)
 

@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from kalcifer_common.logging import get_logger
 from kalcifer_common.outbound import CALL_TRIGGER
+from kalcifer_common.sandbox import ExpressionFailed, ExpressionRunaway, ExpressionSandbox
 from kalcifer_common.statuses import FLOW_ARCHIVED_EXIT_REASON, FlowStatus, InstanceStatus, WaitKind, WaitStatus
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -26,7 +27,6 @@ from kalcifer_engine.repo.instances import InstanceRow, lock_instance
 from kalcifer_engine.repo.waits import WaitRow, fire_wait, get_wait, merge_wait_meta
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.run import Effects, exit_instance
-from kalcifer_engine.sandbox import ExpressionFailed, ExpressionRunaway, ExpressionSandbox
 
 _log = get_logger(__name__)
 

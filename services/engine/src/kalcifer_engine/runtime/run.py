@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from kalcifer_common.logging import get_logger
 from kalcifer_common.outbound import SPEC_KEY
+from kalcifer_common.sandbox import ExpressionSandbox
 from kalcifer_common.settings import EngineSettings
 from kalcifer_common.statuses import FINAL_INSTANCE_STATUSES, FlowStatus, InstanceStatus, StepStatus, WaitStatus
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -31,7 +32,6 @@ from kalcifer_engine.repo.steps import cancel_waiting_steps, write_run
 from kalcifer_engine.repo.waits import WaitRow, cancel_pending_waits
 from kalcifer_engine.runtime.db_context import DbNodeContext, RunScope
 from kalcifer_engine.runtime.walker import Walk, WalkOutcome
-from kalcifer_engine.sandbox import ExpressionSandbox
 
 _log = get_logger(__name__)
 

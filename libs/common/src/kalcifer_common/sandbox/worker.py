@@ -1,4 +1,4 @@
-"""A worker of the expression sandbox (CEL, Jinja2): `python -m kalcifer_engine.sandbox.worker FD MEMORY_MB PARENT_PID`.
+"""A worker of the expression sandbox (CEL, Jinja2): `python -m kalcifer_common.sandbox.worker FD MEMORY_MB PARENT_PID`.
 
 It limits its own address space (an expression that builds huge values dies here, not in the engine), asks the
 kernel to kill it when the engine dies, then answers frames on the inherited socket until the engine closes it.
@@ -16,10 +16,10 @@ import sys
 
 import orjson
 
-from kalcifer_engine.sandbox.errors import ExpressionFailed
-from kalcifer_engine.sandbox.evaluation import evaluate_here
-from kalcifer_engine.sandbox.protocol import CEL, HEADER, READY, frame
-from kalcifer_engine.sandbox.templating import render_here
+from kalcifer_common.sandbox.errors import ExpressionFailed
+from kalcifer_common.sandbox.evaluation import evaluate_here
+from kalcifer_common.sandbox.protocol import CEL, HEADER, READY, frame
+from kalcifer_common.sandbox.templating import render_here
 
 _PR_SET_PDEATHSIG = 1
 

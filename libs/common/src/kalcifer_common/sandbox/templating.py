@@ -16,7 +16,7 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
-from kalcifer_engine.sandbox.errors import ExpressionFailed
+from kalcifer_common.sandbox.errors import ExpressionFailed
 
 _MARKERS = ("{{", "{%", "{#")
 

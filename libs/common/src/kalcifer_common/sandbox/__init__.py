@@ -5,9 +5,9 @@ time budget, exceeds its memory limit or crashes; the caller gets `ExpressionRun
 Ordinary evaluation errors (a missing field, a type mismatch) are `ExpressionFailed`. Both are `ValueError`s.
 """
 
-from kalcifer_engine.sandbox.errors import ExpressionFailed, ExpressionRunaway, SandboxUnavailable
-from kalcifer_engine.sandbox.evaluation import evaluate_here
-from kalcifer_engine.sandbox.pool import ExpressionSandbox, SandboxLimits
+from kalcifer_common.sandbox.errors import ExpressionFailed, ExpressionRunaway, SandboxUnavailable
+from kalcifer_common.sandbox.evaluation import evaluate_here
+from kalcifer_common.sandbox.pool import ExpressionSandbox, SandboxLimits
 
 __all__ = [
     "ExpressionFailed",

@@ -1,4 +1,4 @@
-"""`ExpressionSandbox`: a few worker processes that evaluate CEL for one engine process, each on a short leash.
+"""`ExpressionSandbox`: a few worker processes that evaluate CEL and render templates for one process, on a short leash.
 
 Why processes: the CEL runtime is native code that holds the GIL while it runs, so a thread can neither interrupt
 it nor survive its crash. A worker is killed when an evaluation overruns `timeout_seconds`; it dies by itself
@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from kalcifer_common.logging import get_logger
 
-from kalcifer_engine.sandbox.errors import ExpressionFailed, ExpressionRunaway, SandboxUnavailable
-from kalcifer_engine.sandbox.protocol import CEL, HEADER, JINJA, MAX_FRAME_BYTES, READY, frame
+from kalcifer_common.logging import get_logger
+from kalcifer_common.sandbox.errors import ExpressionFailed, ExpressionRunaway, SandboxUnavailable
+from kalcifer_common.sandbox.protocol import CEL, HEADER, JINJA, MAX_FRAME_BYTES, READY, frame
 
 _log = get_logger(__name__)
 
@@ -108,7 +108,7 @@ def _start_process(memory_mb: int) -> tuple[subprocess.Popen[bytes], socket.sock
             [
                 sys.executable,
                 "-m",
-                "kalcifer_engine.sandbox.worker",
+                "kalcifer_common.sandbox.worker",
                 str(theirs.fileno()),
                 str(memory_mb),
                 str(os.getpid()),

@@ -15,7 +15,7 @@ from typing import Any
 import cel
 import orjson
 
-from kalcifer_engine.sandbox.errors import ExpressionFailed
+from kalcifer_common.sandbox.errors import ExpressionFailed
 
 
 @lru_cache(maxsize=1024)
