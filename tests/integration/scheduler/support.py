@@ -50,6 +50,12 @@ _START = text(
     " VALUES (:id, :tenant, :flow, 1, :participant, 'waiting')"
 )
 
+# The entry ledger row the engine writes with a participant's first instance of a flow.
+_LEDGER = text(
+    "INSERT INTO flow_entries (flow_id, participant_id, tenant_id, first_enter_time)"
+    " VALUES (:flow, :participant, :tenant, now()) ON CONFLICT DO NOTHING"
+)
+
 
 @dataclass(frozen=True)
 class Arrival:
@@ -134,20 +140,19 @@ class RecordingEngine:
     async def start_instance(
         self, request: engine_pb2.StartInstanceRequest, context: Any
     ) -> engine_pb2.StartInstanceResponse:
-        """Insert a live instance, as the engine would before its first wait; a live one is ALREADY_EXISTS."""
+        """Insert a live instance and its entry ledger row, as the engine would before its first wait; a live one is
+        ALREADY_EXISTS."""
         self.starts.append(request)
         instance_id = uuid.uuid4()
+        names = {
+            "tenant": uuid.UUID(request.tenant_id),
+            "flow": uuid.UUID(request.flow_id),
+            "participant": request.participant_id,
+        }
         try:
             async with self.db.begin() as connection:
-                await connection.execute(
-                    _START,
-                    {
-                        "id": instance_id,
-                        "tenant": uuid.UUID(request.tenant_id),
-                        "flow": uuid.UUID(request.flow_id),
-                        "participant": request.participant_id,
-                    },
-                )
+                await connection.execute(_START, {"id": instance_id, **names})
+                await connection.execute(_LEDGER, names)
         except IntegrityError:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_IN_FLOW")
         return engine_pb2.StartInstanceResponse(instance_id=str(instance_id))
