@@ -19,7 +19,7 @@ from kalcifer_scheduler.maintenance import Maintenance
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.integration.scheduler.support import RecordingEngine, Seeder, utc_now
+from tests.integration.scheduler.support import RecordingEngine, Seeder, SegmentFlow, seed_segment_flow, utc_now
 from tests.support.processes import free_port
 
 
@@ -87,128 +87,10 @@ def customer_reads(db: AsyncEngine, tenant: uuid.UUID | None = None) -> Iterator
         event.remove(db.sync_engine, "after_cursor_execute", count)
 
 
-@dataclass
-class SegmentFlow:
-    """A tenant with an active flow entered at its `segment_entry` node "entry" on a segment of its own."""
-
-    db: AsyncEngine
-    tenant: uuid.UUID
-    flow: uuid.UUID
-    segment: uuid.UUID
-
-    async def set_attributes(self, external_id: str, attributes: dict[str, Any]) -> None:
-        """Change a customer's attributes, as UpsertCustomer does (update_time moves)."""
-        async with self.db.begin() as connection:
-            await connection.execute(
-                text(
-                    "UPDATE customers SET attributes = CAST(:attributes AS jsonb), update_time = now()"
-                    " WHERE tenant_id = :tenant AND external_id = :external"
-                ),
-                {"tenant": self.tenant, "external": external_id, "attributes": json.dumps(attributes)},
-            )
-
-    async def set_rules(self, rules: list[dict[str, Any]]) -> None:
-        """Change the segment's definition, as UpdateSegment does (the revision moves)."""
-        async with self.db.begin() as connection:
-            await connection.execute(
-                text(
-                    "UPDATE segments SET rules = CAST(:rules AS jsonb), revision = revision + 1, update_time = now()"
-                    " WHERE id = :id"
-                ),
-                {"id": self.segment, "rules": json.dumps(rules)},
-            )
-
-    async def finish_instances(self) -> None:
-        """Complete every live instance of the flow."""
-        async with self.db.begin() as connection:
-            await connection.execute(
-                text(
-                    "UPDATE flow_instances SET status = 'completed', end_time = now()"
-                    " WHERE flow_id = :flow AND status IN ('running', 'waiting', 'paused')"
-                ),
-                {"flow": self.flow},
-            )
-
-    async def members(self) -> dict[str, uuid.UUID]:
-        """The segment's members as the scheduler last read them, with their join ids."""
-        async with self.db.connect() as connection:
-            rows = await connection.execute(
-                text("SELECT participant_id, join_id FROM segment_entry_members WHERE flow_id = :flow"),
-                {"flow": self.flow},
-            )
-            return {row.participant_id: row.join_id for row in rows}
-
-    def starts(self, engine: RecordingEngine) -> list[str]:
-        """The participants the engine was asked to start in this flow, in order."""
-        return [start.participant_id for start in engine.starts if start.flow_id == str(self.flow)]
-
-
-async def _seed_segment_flow(
-    sched_db: AsyncEngine,
-    *,
-    re_entry: str = "after_exit",
-    rules: list[dict[str, Any]],
-    customers: dict[str, dict[str, Any]],
-    unchanged_for: timedelta = timedelta(0),
-    crowd: int = 0,
-) -> SegmentFlow:
-    """A `SegmentFlow` with `customers` (external id -> attributes) and `crowd` more without attributes, all last
-    changed `unchanged_for` ago."""
-    seeded = SegmentFlow(sched_db, uuid.uuid4(), uuid.uuid4(), uuid.uuid4())
-    graph = {
-        "nodes": [
-            {"id": "entry", "type": "segment_entry", "config": {"segment_id": str(seeded.segment)}},
-            {"id": "done", "type": "exit", "config": {}},
-        ],
-        "edges": [{"source": "entry", "target": "done"}],
-    }
-    names = {"tenant": seeded.tenant, "flow": seeded.flow, "segment": seeded.segment}
-    async with sched_db.begin() as connection:
-        await connection.execute(text("INSERT INTO tenants (id, name) VALUES (:tenant, 'entries')"), names)
-        await connection.execute(
-            text(
-                "INSERT INTO flows (id, tenant_id, name, status, active_version_number, re_entry)"
-                " VALUES (:flow, :tenant, 'segment flow', 'active', 1, :re_entry)"
-            ),
-            {**names, "re_entry": re_entry},
-        )
-        await connection.execute(
-            text(
-                "INSERT INTO flow_versions (tenant_id, flow_id, version_number, status, graph)"
-                " VALUES (:tenant, :flow, 1, 'active', CAST(:graph AS jsonb))"
-            ),
-            {**names, "graph": json.dumps(graph)},
-        )
-        await connection.execute(
-            text(
-                "INSERT INTO segments (id, tenant_id, name, match, rules)"
-                " VALUES (:segment, :tenant, 'members', 'all', CAST(:rules AS jsonb))"
-            ),
-            {**names, "rules": json.dumps(rules)},
-        )
-        changed = {"changed": utc_now() - unchanged_for}
-        for external_id, attributes in customers.items():
-            await connection.execute(
-                text(
-                    "INSERT INTO customers (tenant_id, external_id, attributes, create_time, update_time)"
-                    " VALUES (:tenant, :external, CAST(:attributes AS jsonb), :changed, :changed)"
-                ),
-                {**names, **changed, "external": external_id, "attributes": json.dumps(attributes)},
-            )
-        await connection.execute(
-            text(
-                "INSERT INTO customers (tenant_id, external_id, create_time, update_time)"
-                " SELECT :tenant, 'crowd-' || n, :changed, :changed FROM generate_series(1, :crowd) AS n"
-            ),
-            {**names, **changed, "crowd": crowd},
-        )
-    return seeded
-
-
 async def test_a_flow_becoming_active_enters_its_segments_members_once(
     sched_db: AsyncEngine, scheduler_role_db: AsyncEngine, engine: RecordingEngine
 ) -> None:
-    seeded = await _seed_segment_flow(
+    seeded = await seed_segment_flow(
         sched_db, rules=_GOLD, customers={"ann": {"tier": "gold"}, "bob": {"tier": "silver"}, "cy": {"tier": "gold"}}
     )
     async with grpc.aio.insecure_channel(engine.address) as channel:
@@ -230,7 +112,7 @@ async def test_a_flow_becoming_active_enters_its_segments_members_once(
 async def test_a_customer_joining_the_segment_enters_once_and_staying_a_member_enters_no_more(
     sched_db: AsyncEngine, scheduler_role_db: AsyncEngine, engine: RecordingEngine
 ) -> None:
-    seeded = await _seed_segment_flow(sched_db, rules=_GOLD, customers={"bob": {"tier": "silver"}})
+    seeded = await seed_segment_flow(sched_db, rules=_GOLD, customers={"bob": {"tier": "silver"}})
     async with grpc.aio.insecure_channel(engine.address) as channel:
         entries = _entries(channel, scheduler_role_db)
         at_activation = await entries.run_once()
@@ -250,7 +132,7 @@ async def test_a_customer_joining_the_segment_enters_once_and_staying_a_member_e
 async def test_leaving_and_joining_again_enters_again(
     sched_db: AsyncEngine, scheduler_role_db: AsyncEngine, engine: RecordingEngine
 ) -> None:
-    seeded = await _seed_segment_flow(sched_db, rules=_GOLD, customers={"ann": {"tier": "gold"}})
+    seeded = await seed_segment_flow(sched_db, rules=_GOLD, customers={"ann": {"tier": "gold"}})
     async with grpc.aio.insecure_channel(engine.address) as channel:
         entries = _entries(channel, scheduler_role_db)
         entered = await entries.run_once()
@@ -276,7 +158,7 @@ async def test_leaving_and_joining_again_enters_again(
 async def test_joining_again_does_not_enter_a_flow_whose_re_entry_policy_is_never(
     sched_db: AsyncEngine, scheduler_role_db: AsyncEngine, engine: RecordingEngine
 ) -> None:
-    seeded = await _seed_segment_flow(sched_db, re_entry="never", rules=_GOLD, customers={"ann": {"tier": "gold"}})
+    seeded = await seed_segment_flow(sched_db, re_entry="never", rules=_GOLD, customers={"ann": {"tier": "gold"}})
     async with grpc.aio.insecure_channel(engine.address) as channel:
         entries = _entries(channel, scheduler_role_db)
         entered = await entries.run_once()
@@ -294,7 +176,7 @@ async def test_joining_again_does_not_enter_a_flow_whose_re_entry_policy_is_neve
 async def test_segment_entry_never_starts_a_member_the_entry_ledger_knows_after_pruning(
     sched_db: AsyncEngine, scheduler_role_db: AsyncEngine, engine: RecordingEngine
 ) -> None:
-    seeded = await _seed_segment_flow(sched_db, re_entry="never", rules=[], customers={"dee": {}, "eve": {}})
+    seeded = await seed_segment_flow(sched_db, re_entry="never", rules=[], customers={"dee": {}, "eve": {}})
     async with sched_db.begin() as connection:
         # dee entered long ago; her instance was pruned, the ledger row stays.
         await connection.execute(
@@ -350,7 +232,7 @@ async def _examined_by_a_quiet_read(db: AsyncEngine, seeded: SegmentFlow) -> tup
 async def test_ten_thousand_customers_that_do_not_change_cost_a_run_no_customer_row(
     sched_db: AsyncEngine, scheduler_role_db: AsyncEngine, engine: RecordingEngine
 ) -> None:
-    seeded = await _seed_segment_flow(
+    seeded = await seed_segment_flow(
         sched_db,
         rules=_GOLD,
         customers={"ann": {"tier": "gold"}, "bob": {"tier": "gold"}},
@@ -387,7 +269,7 @@ async def test_ten_thousand_customers_that_do_not_change_cost_a_run_no_customer_
 async def test_a_run_reads_a_bounded_number_of_customers_and_the_next_run_goes_on(
     sched_db: AsyncEngine, scheduler_role_db: AsyncEngine, engine: RecordingEngine
 ) -> None:
-    seeded = await _seed_segment_flow(
+    seeded = await seed_segment_flow(
         sched_db,
         rules=_GOLD,
         customers={"zed": {"tier": "gold"}},
@@ -416,7 +298,7 @@ async def test_a_run_reads_a_bounded_number_of_customers_and_the_next_run_goes_o
 async def test_a_segment_definition_change_evaluates_every_customer_again(
     sched_db: AsyncEngine, scheduler_role_db: AsyncEngine, engine: RecordingEngine
 ) -> None:
-    seeded = await _seed_segment_flow(
+    seeded = await seed_segment_flow(
         sched_db,
         rules=_GOLD,
         customers={"ann": {"tier": "gold"}, "bob": {"tier": "silver"}, "cy": {"tier": "bronze"}},
@@ -440,7 +322,7 @@ async def test_a_segment_definition_change_evaluates_every_customer_again(
 async def test_joins_the_engine_did_not_answer_enter_at_the_next_run(
     sched_db: AsyncEngine, scheduler_role_db: AsyncEngine, engine: RecordingEngine
 ) -> None:
-    seeded = await _seed_segment_flow(sched_db, rules=_GOLD, customers={"ann": {"tier": "gold"}})
+    seeded = await seed_segment_flow(sched_db, rules=_GOLD, customers={"ann": {"tier": "gold"}})
     async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as nobody:
         unanswered = await _entries(nobody, scheduler_role_db).run_once()
     owed = await seeded.members()
