@@ -3,6 +3,7 @@ keeps the API and the scheduler from writing instances, steps and waits."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -62,6 +63,51 @@ async def test_the_scheduler_role_leases_waits_in_its_own_table_and_cannot_write
     assert await _try(scheduler, "DELETE FROM wait_claims") == "ok", "its leases live in its own table"
     assert await _try(scheduler, "UPDATE deliveries SET status = status") == "ok"
     assert "permission denied for table flows" in await _try(scheduler, "UPDATE flows SET status = status")
+
+
+async def test_the_scheduler_alone_writes_what_segment_entry_has_read(as_service: dict[str, AsyncEngine]) -> None:
+    for table in ("segment_entry_cursors", "segment_entry_members"):
+        assert await _try(as_service["scheduler"], f"DELETE FROM {table}") == "ok"
+        for service in ("api", "engine"):
+            assert f"permission denied for table {table}" in await _try(as_service[service], f"DELETE FROM {table}")
+            assert await _try(as_service[service], f"SELECT count(*) FROM {table}") == "ok"
+
+
+async def test_the_api_deleting_a_customer_deletes_their_segment_memberships(
+    as_service: dict[str, AsyncEngine], db_engine: AsyncEngine
+) -> None:
+    tenant, flow, customer = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    async with db_engine.begin() as conn:
+        await conn.execute(text("INSERT INTO tenants (id, name) VALUES (:t, 'roles')"), {"t": tenant})
+        await conn.execute(
+            text("INSERT INTO flows (id, tenant_id, name) VALUES (:f, :t, 'f')"), {"f": flow, "t": tenant}
+        )
+        await conn.execute(
+            text("INSERT INTO customers (id, tenant_id, external_id) VALUES (:c, :t, 'ann')"),
+            {"c": customer, "t": tenant},
+        )
+    async with as_service["scheduler"].begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO segment_entry_cursors (flow_id, node_id, tenant_id, segment_id, segment_revision)"
+                " VALUES (:f, 'entry', :t, gen_random_uuid(), 1)"
+            ),
+            {"f": flow, "t": tenant},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO segment_entry_members (flow_id, node_id, customer_id, tenant_id, participant_id)"
+                " VALUES (:f, 'entry', :c, :t, 'ann')"
+            ),
+            {"f": flow, "c": customer, "t": tenant},
+        )
+
+    async with as_service["api"].begin() as conn:
+        await conn.execute(text("DELETE FROM customers WHERE id = :c"), {"c": customer})
+
+    async with db_engine.connect() as conn:
+        left = await conn.execute(text("SELECT count(*) FROM segment_entry_members WHERE flow_id = :f"), {"f": flow})
+        assert left.scalar_one() == 0
 
 
 async def test_the_engine_role_writes_instances_but_not_what_the_api_owns(as_service: dict[str, AsyncEngine]) -> None:

@@ -4,6 +4,7 @@ and request_id replay."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -63,6 +64,28 @@ def test_upsert_creates_then_merges_the_profile(stubs: Stubs, tenant: Tenant) ->
     assert merged.create_time == created.create_time
     got = stubs.customers.GetCustomer(C.GetCustomerRequest(external_id="u-1"), metadata=tenant.auth)
     assert got == merged
+
+
+def test_every_change_of_a_profile_moves_its_update_time(stubs: Stubs, tenant: Tenant) -> None:
+    # segment_entry finds the customers who joined a segment by their update_time (the scheduler's entries).
+    auth = tenant.auth
+    changes: list[Callable[[], C.Customer]] = [
+        lambda: _upsert(stubs, tenant, external_id="moved", attributes=dict_to_struct({"tier": "silver"})),
+        lambda: _upsert(stubs, tenant, external_id="moved", attributes=dict_to_struct({"tier": "gold"})),
+        lambda: stubs.customers.AddCustomerTags(
+            C.AddCustomerTagsRequest(external_id="moved", tags=["vip"]), metadata=auth
+        ),
+        lambda: stubs.customers.RemoveCustomerTags(
+            C.RemoveCustomerTagsRequest(external_id="moved", tags=["vip"]), metadata=auth
+        ),
+        lambda: stubs.customers.SetCustomerPreferences(
+            C.SetCustomerPreferencesRequest(external_id="moved", channels={"sms": True}), metadata=auth
+        ),
+    ]
+
+    times = [change().update_time.ToDatetime() for change in changes]
+
+    assert times == sorted(set(times)), "each change later than the one before"
 
 
 @pytest.mark.parametrize(

@@ -114,6 +114,7 @@ async def test_every_context_effect_commits_with_the_step(rt: Runtime, db_engine
     assert seen["attempt"] == 1
     assert customer.attributes == {"tier": "gold"}
     assert customer.tags == ["vip"]
+    assert customer.update_time > customer.create_time, "segment_entry finds the changed customers by update_time"
     assert [(k.kind, k.name, k.revenue) for k in kinds] == [
         ("conversion", "purchase", Decimal("9.50")),
         ("goal", "onboarded", None),

@@ -1,4 +1,5 @@
-"""What the scheduler tests share: an EngineService that records resumes, scheduler processes, wait rows.
+"""What the scheduler tests share: an EngineService that records resumes, scheduler processes, wait rows, flows
+entered by `segment_entry`.
 
 `RecordingEngine` is a real grpc.aio server at the scheduler's service edge, standing in for the engine until its
 ResumeInstances lands: like the engine it applies a resume at most once per wait (a conditional UPDATE of the
@@ -8,6 +9,7 @@ wait row) and answers a duplicate with applied=false, and it records when each r
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import signal
@@ -48,6 +50,12 @@ _MARK_FIRED = text(
 _START = text(
     "INSERT INTO flow_instances (id, tenant_id, flow_id, version_number, participant_id, status)"
     " VALUES (:id, :tenant, :flow, 1, :participant, 'waiting')"
+)
+
+# The entry ledger row the engine writes with a participant's first instance of a flow.
+_LEDGER = text(
+    "INSERT INTO flow_entries (flow_id, participant_id, tenant_id, first_enter_time)"
+    " VALUES (:flow, :participant, :tenant, now()) ON CONFLICT DO NOTHING"
 )
 
 
@@ -134,20 +142,19 @@ class RecordingEngine:
     async def start_instance(
         self, request: engine_pb2.StartInstanceRequest, context: Any
     ) -> engine_pb2.StartInstanceResponse:
-        """Insert a live instance, as the engine would before its first wait; a live one is ALREADY_EXISTS."""
+        """Insert a live instance and its entry ledger row, as the engine would before its first wait; a live one is
+        ALREADY_EXISTS."""
         self.starts.append(request)
         instance_id = uuid.uuid4()
+        names = {
+            "tenant": uuid.UUID(request.tenant_id),
+            "flow": uuid.UUID(request.flow_id),
+            "participant": request.participant_id,
+        }
         try:
             async with self.db.begin() as connection:
-                await connection.execute(
-                    _START,
-                    {
-                        "id": instance_id,
-                        "tenant": uuid.UUID(request.tenant_id),
-                        "flow": uuid.UUID(request.flow_id),
-                        "participant": request.participant_id,
-                    },
-                )
+                await connection.execute(_START, {"id": instance_id, **names})
+                await connection.execute(_LEDGER, names)
         except IntegrityError:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_IN_FLOW")
         return engine_pb2.StartInstanceResponse(instance_id=str(instance_id))
@@ -404,3 +411,130 @@ def violations_of(error: grpc.aio.AioRpcError) -> dict[str, str]:
                 if packed.Unpack(bad_request):
                     return {v.field: v.description for v in bad_request.field_violations}
     return {}
+
+
+@dataclass
+class SegmentFlow:
+    """A tenant with an active flow entered at its `segment_entry` node "entry" on a segment of its own."""
+
+    db: AsyncEngine
+    tenant: uuid.UUID
+    flow: uuid.UUID
+    segment: uuid.UUID
+
+    async def set_attributes(self, external_id: str, attributes: dict[str, Any]) -> None:
+        """Change a customer's attributes, as UpsertCustomer does (update_time moves)."""
+        async with self.db.begin() as connection:
+            await connection.execute(
+                text(
+                    "UPDATE customers SET attributes = CAST(:attributes AS jsonb), update_time = now()"
+                    " WHERE tenant_id = :tenant AND external_id = :external"
+                ),
+                {"tenant": self.tenant, "external": external_id, "attributes": json.dumps(attributes)},
+            )
+
+    async def set_rules(self, rules: list[dict[str, Any]]) -> None:
+        """Change the segment's definition, as UpdateSegment does (the revision moves)."""
+        async with self.db.begin() as connection:
+            await connection.execute(
+                text(
+                    "UPDATE segments SET rules = CAST(:rules AS jsonb), revision = revision + 1, update_time = now()"
+                    " WHERE id = :id"
+                ),
+                {"id": self.segment, "rules": json.dumps(rules)},
+            )
+
+    async def finish_instances(self) -> None:
+        """Complete every live instance of the flow."""
+        async with self.db.begin() as connection:
+            await connection.execute(
+                text(
+                    "UPDATE flow_instances SET status = 'completed', end_time = now()"
+                    " WHERE flow_id = :flow AND status IN ('running', 'waiting', 'paused')"
+                ),
+                {"flow": self.flow},
+            )
+
+    async def members(self) -> dict[str, uuid.UUID]:
+        """The segment's members as the scheduler last read them, with their join ids."""
+        async with self.db.connect() as connection:
+            rows = await connection.execute(
+                text("SELECT participant_id, join_id FROM segment_entry_members WHERE flow_id = :flow"),
+                {"flow": self.flow},
+            )
+            return {row.participant_id: row.join_id for row in rows}
+
+    async def instances(self) -> list[tuple[str, str]]:
+        """(participant, status) of every instance of the flow, oldest first."""
+        async with self.db.connect() as connection:
+            rows = await connection.execute(
+                text("SELECT participant_id, status FROM flow_instances WHERE flow_id = :flow ORDER BY enter_time, id"),
+                {"flow": self.flow},
+            )
+            return [(row.participant_id, row.status) for row in rows]
+
+    def starts(self, engine: RecordingEngine) -> list[str]:
+        """The participants the engine was asked to start in this flow, in order."""
+        return [start.participant_id for start in engine.starts if start.flow_id == str(self.flow)]
+
+
+async def seed_segment_flow(
+    sched_db: AsyncEngine,
+    *,
+    re_entry: str = "after_exit",
+    rules: list[dict[str, Any]],
+    customers: dict[str, dict[str, Any]],
+    unchanged_for: timedelta = timedelta(0),
+    crowd: int = 0,
+) -> SegmentFlow:
+    """A `SegmentFlow` with `customers` (external id -> attributes) and `crowd` more without attributes, all last
+    changed `unchanged_for` ago."""
+    seeded = SegmentFlow(sched_db, uuid.uuid4(), uuid.uuid4(), uuid.uuid4())
+    graph = {
+        "nodes": [
+            {"id": "entry", "type": "segment_entry", "config": {"segment_id": str(seeded.segment)}},
+            {"id": "done", "type": "exit", "config": {}},
+        ],
+        "edges": [{"source": "entry", "target": "done"}],
+    }
+    names = {"tenant": seeded.tenant, "flow": seeded.flow, "segment": seeded.segment}
+    async with sched_db.begin() as connection:
+        await connection.execute(text("INSERT INTO tenants (id, name) VALUES (:tenant, 'entries')"), names)
+        await connection.execute(
+            text(
+                "INSERT INTO flows (id, tenant_id, name, status, active_version_number, re_entry)"
+                " VALUES (:flow, :tenant, 'segment flow', 'active', 1, :re_entry)"
+            ),
+            {**names, "re_entry": re_entry},
+        )
+        await connection.execute(
+            text(
+                "INSERT INTO flow_versions (tenant_id, flow_id, version_number, status, graph)"
+                " VALUES (:tenant, :flow, 1, 'active', CAST(:graph AS jsonb))"
+            ),
+            {**names, "graph": json.dumps(graph)},
+        )
+        await connection.execute(
+            text(
+                "INSERT INTO segments (id, tenant_id, name, match, rules)"
+                " VALUES (:segment, :tenant, 'members', 'all', CAST(:rules AS jsonb))"
+            ),
+            {**names, "rules": json.dumps(rules)},
+        )
+        changed = {"changed": utc_now() - unchanged_for}
+        for external_id, attributes in customers.items():
+            await connection.execute(
+                text(
+                    "INSERT INTO customers (tenant_id, external_id, attributes, create_time, update_time)"
+                    " VALUES (:tenant, :external, CAST(:attributes AS jsonb), :changed, :changed)"
+                ),
+                {**names, **changed, "external": external_id, "attributes": json.dumps(attributes)},
+            )
+        await connection.execute(
+            text(
+                "INSERT INTO customers (tenant_id, external_id, create_time, update_time)"
+                " SELECT :tenant, 'crowd-' || n, :changed, :changed FROM generate_series(1, :crowd) AS n"
+            ),
+            {**names, **changed, "crowd": crowd},
+        )
+    return seeded

@@ -165,3 +165,9 @@ class SchedulerSettings(CommonSettings):
     outbound_concurrency: int = Field(default=50, ge=1, le=10_000, description="Outbound calls in flight at once.")
     health_interval_seconds: float = Field(default=2.0, gt=0, description="How often Redis and the engine are probed.")
     stats_interval_seconds: float = Field(default=10.0, gt=0, description="How often counters are logged.")
+    segment_entry_overlap_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="segment_entry reads customers changed this long before a run again in the next runs, so a "
+        "transaction that wrote a customer and committed up to this long after it started is still seen.",
+    )

@@ -15,7 +15,8 @@ How a timer fires (SPEC 6.5; the wait row in PostgreSQL is the truth, Redis only
    next slice of the horizon.
 
 Also: `deliveries` (sent once through the tenant's provider, `pending -> sending -> sent|failed`, retried with
-backoff), `flow_triggers` (segment_entry flows and scheduled journeys, each minute), `maintenance` (pruning and
+backoff), `flow_triggers` (each minute: customers who joined a segment_entry flow's segment since the last run,
+found from the customers that changed, and scheduled journeys' audiences), `maintenance` (pruning and
 expiry, each minute), health (NOT_SERVING while Redis or the engine is unreachable) and periodic counters.
 Every setting is a `SchedulerSettings` field (`kalcifer_common.settings`), read from the environment.
 """

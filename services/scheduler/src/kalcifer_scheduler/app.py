@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.worker import Worker
@@ -124,7 +125,7 @@ async def build_runtime(settings: SchedulerSettings, redis: ArqRedis) -> Schedul
             backoff_seconds=settings.delivery_backoff_seconds,
         ),
         maintenance=Maintenance(db, stuck_seconds=settings.stuck_running_seconds),
-        entries=ScheduledEntries(db, engine_stub),
+        entries=ScheduledEntries(db, engine_stub, overlap=timedelta(seconds=settings.segment_entry_overlap_seconds)),
     )
 
 

@@ -72,7 +72,8 @@ async def run_maintenance(ctx: dict[str, Any]) -> str:
 
 
 async def evaluate_scheduled_entries(ctx: dict[str, Any]) -> int:
-    """flow_triggers (cron): start segment_entry flows for segment members who are not in yet."""
+    """flow_triggers (cron): enter the customers who joined a segment_entry flow's segment since the last run, and
+    the audiences of scheduled journeys whose schedule fired (see `entries`)."""
     runtime = _runtime(ctx)
     if runtime.entries is None:
         return 0

@@ -25,6 +25,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -525,6 +526,8 @@ class Customer(Base):
         Index("ix_customers_tenant_id_create_time_id", "tenant_id", "create_time", "id"),
         # ListCustomers filtered by tag (`tags @> ARRAY[tag]`).
         Index("ix_customers_tags", "tags", postgresql_using="gin"),
+        # segment_entry reads only the customers changed since its last run, keyset on (update_time, id).
+        Index("ix_customers_tenant_id_update_time_id", "tenant_id", "update_time", "id"),
     )
 
     id: Mapped[uuid.UUID] = _id()
@@ -538,6 +541,67 @@ class Customer(Base):
     phone: Mapped[str | None] = mapped_column(Text, nullable=True)
     create_time: Mapped[datetime] = _created()
     update_time: Mapped[datetime] = _updated()
+
+
+class SegmentEntryCursor(Base):
+    """How far the scheduler has followed a segment for one `segment_entry` node of an active flow: the segment
+    (and its revision) the members were evaluated against, and the (update_time, id) of the tenant's customers
+    read up to. The scheduler's own table (see its `entries/segment_entry.py`)."""
+
+    __tablename__ = "segment_entry_cursors"
+    __table_args__ = (
+        CheckConstraint("(read_update_time IS NULL) = (read_customer_id IS NULL)", name="read_pair"),
+        Index("ix_segment_entry_cursors_tenant_id", "tenant_id"),
+    )
+
+    flow_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("flows.id", ondelete="CASCADE"), primary_key=True)
+    node_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = _tenant_id()
+    # Not a foreign key: a deleted segment leaves the cursor (and its members) as they were.
+    segment_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    segment_revision: Mapped[int] = mapped_column(Integer, nullable=False)
+    # The last customer read, in (update_time, id) order; NULL: none yet, the next run reads every customer.
+    read_update_time: Mapped[datetime | None] = _optional_time()
+    read_customer_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    update_time: Mapped[datetime] = _updated()
+
+
+class SegmentEntryMember(Base):
+    """A customer who is a member of the segment of a `segment_entry` node, as the scheduler last read them: the
+    row is inserted when they join (and enter), deleted when they leave (or their customer row is deleted)."""
+
+    __tablename__ = "segment_entry_members"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["flow_id", "node_id"],
+            ["segment_entry_cursors.flow_id", "segment_entry_cursors.node_id"],
+            ondelete="CASCADE",
+        ),
+        # Keeps ON DELETE CASCADE from scanning the table for every deleted customer (and tenant).
+        Index("ix_segment_entry_members_customer_id", "customer_id"),
+        Index("ix_segment_entry_members_tenant_id", "tenant_id"),
+        # Joins whose StartInstance is still owed (few, and found at once), oldest first.
+        Index(
+            "ix_segment_entry_members_start_pending",
+            "flow_id",
+            "node_id",
+            "join_time",
+            postgresql_where=text("start_pending"),
+        ),
+    )
+
+    flow_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    node_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    customer_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    tenant_id: Mapped[uuid.UUID] = _tenant_id()
+    participant_id: Mapped[str] = mapped_column(Text, nullable=False)
+    # Names this join (a rejoin gets a new one): the StartInstance request id is `segment_entry:<flow>:<join_id>`.
+    join_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False, server_default=text("gen_random_uuid()"))
+    join_time: Mapped[datetime] = _created()
+    # True until the engine answered this join's StartInstance (started, or the participant was already in).
+    start_pending: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
 
 
 class Delivery(Base):
