@@ -13,6 +13,7 @@ from kalcifer_common import comparisons
 from kalcifer_common.sandbox import evaluate_here
 from kalcifer_common.sandbox.templating import render_here
 from kalcifer_engine.domain.variants import weighted_choice
+from kalcifer_engine.nodes.governance import JourneyRules
 
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 
@@ -34,6 +35,8 @@ class FakeContext:
     delivery_counts: dict[str, int] = field(default_factory=dict)
     deliveries: list[tuple[str, str | None, dict[str, Any]]] = field(default_factory=list)
     profile: dict[str, Any] = field(default_factory=dict)
+    send_afters: list[datetime | None] = field(default_factory=list)
+    rules: JourneyRules | None = None
     tags: list[str] = field(default_factory=list)
     conversions: list[tuple[str, Decimal | None, str]] = field(default_factory=list)
     count_queries: list[tuple[str, datetime]] = field(default_factory=list)
@@ -42,8 +45,16 @@ class FakeContext:
     def lookup(self, path: str) -> tuple[bool, Any]:
         return comparisons.lookup(self.data, path)
 
-    async def create_delivery(self, channel: str, template_id: str | None, payload: Mapping[str, Any]) -> str:
+    async def create_delivery(
+        self,
+        channel: str,
+        template_id: str | None,
+        payload: Mapping[str, Any],
+        *,
+        send_after: datetime | None = None,
+    ) -> str:
         self.deliveries.append((channel, template_id, dict(payload)))
+        self.send_afters.append(send_after)
         return f"{self.instance_id}:{self.node_id}:{self.attempt}"
 
     async def update_profile(self, fields: Mapping[str, Any]) -> None:
@@ -71,6 +82,13 @@ class FakeContext:
 
     async def preference(self, channel: str) -> bool:
         return channel not in self.refused_channels
+
+    async def recipient(self) -> Mapping[str, Any] | None:
+        customer = self.data.get("customer")
+        return customer if isinstance(customer, Mapping) else None
+
+    async def journey_rules(self) -> JourneyRules | None:
+        return self.rules
 
     async def evaluate(self, expression: str, extra: Mapping[str, Any] | None = None) -> Any:
         return evaluate_here(expression, {**self.data, **(extra or {})})

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from kalcifer_common.outbound import CallAnswer, CallSpec
-from kalcifer_engine.nodes.base import Completed, Failed, NodeResult, NodeType, Waiting
+from kalcifer_engine.nodes.base import Completed, Failed, NodeResult, NodeType, Skipped, Waiting
+from kalcifer_engine.nodes.governance import JourneyRules
 
-from tests.unit.engine.fake_context import FakeContext
+from tests.unit.engine.fake_context import NOW, FakeContext
 from tests.unit.engine.samples import REGISTRY
 
 
@@ -53,8 +55,61 @@ async def test_channel_send_creates_one_delivery(key: str, channel: str, extra: 
 
 async def test_channel_send_without_customer_or_data() -> None:
     ctx = FakeContext()
-    await node("send_email").execute({"template_id": "t1"}, ctx)
-    assert ctx.deliveries == [("email", "t1", {"participant_id": "p-1", "data": {}})]
+    await node("send_push").execute({"template_id": "t1"}, ctx)
+    assert ctx.deliveries == [("push", "t1", {"participant_id": "p-1", "data": {}})]
+
+
+@pytest.mark.parametrize(
+    ("key", "customer", "missing"),
+    [
+        ("send_email", {}, "email"),
+        ("send_email", {"email": "  "}, "email"),
+        ("send_sms", {"email": "a@example.com"}, "phone"),
+        ("send_whatsapp", {"phone": ""}, "phone"),
+    ],
+)
+async def test_a_send_with_no_address_is_skipped_no_contact(key: str, customer: dict[str, Any], missing: str) -> None:
+    ctx = FakeContext(data={"customer": customer})
+    result = await node(key).execute({"template_id": "t1"}, ctx)
+    assert isinstance(result, Skipped)
+    assert (result.reason, result.output["missing"]) == ("NO_CONTACT", missing)
+    assert ctx.deliveries == []
+
+
+async def test_a_send_on_an_opted_out_channel_is_skipped_preference_off() -> None:
+    ctx = FakeContext(data=CUSTOMER, refused_channels={"email"})
+    assert await node("send_email").execute({"template_id": "t1"}, ctx) == Skipped(
+        "PREFERENCE_OFF", {"channel": "email"}
+    )
+    assert ctx.deliveries == []
+
+
+def _rules(cap: dict[str, Any] | None = None, quiet: dict[str, Any] | None = None) -> JourneyRules:
+    return JourneyRules.from_row("j1", cap, quiet)
+
+
+async def test_a_send_at_the_journeys_cap_is_skipped_frequency_capped() -> None:
+    ctx = FakeContext(data=CUSTOMER, delivery_counts={"any": 2}, rules=_rules({"max_messages": 2, "time_window": "1d"}))
+    result = await node("send_sms").execute({"template_id": "t1"}, ctx)
+    assert result == Skipped("FREQUENCY_CAPPED", {"count": 2, "max_messages": 2})
+    assert ctx.count_queries == [("any", NOW - timedelta(days=1))]
+
+
+async def test_a_cap_on_another_channel_does_not_count_this_send() -> None:
+    cap = {"max_messages": 1, "time_window": "1d", "channel": "email"}
+    ctx = FakeContext(data=CUSTOMER, delivery_counts={"email": 5}, rules=_rules(cap))
+    assert isinstance(await node("send_sms").execute({"template_id": "t1"}, ctx), Completed)
+    assert ctx.count_queries == []
+
+
+async def test_a_send_in_quiet_hours_is_deferred_to_their_end_in_the_customers_timezone() -> None:
+    # NOW is 12:00 UTC = 21:00 in Tokyo: inside 20:00-08:00, so the send waits for 08:00 Tokyo = 23:00 UTC.
+    customer = {"customer": {**CUSTOMER["customer"], "timezone": "Asia/Tokyo"}}
+    ctx = FakeContext(data=customer, rules=_rules(quiet={"start": "20:00", "end": "08:00"}))
+    result = await node("send_email").execute({"template_id": "t1"}, ctx)
+    expected = datetime(2026, 1, 15, 23, 0, tzinfo=UTC)
+    assert result == Completed({"delivery_key": f"{ctx.instance_id}:n1:1", "deferred_until": expected.isoformat()})
+    assert ctx.send_afters == [expected]
 
 
 async def test_call_webhook_parks_on_its_call_with_templates_filled_in() -> None:

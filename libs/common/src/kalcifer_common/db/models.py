@@ -669,6 +669,8 @@ class Conversion(Base):
         _one_of("kind", CONVERSION_KINDS),
         # Analytics per flow over a time range.
         Index("ix_conversions_tenant_id_flow_id_create_time", "tenant_id", "flow_id", "create_time"),
+        # A goal counts once per instance, however many goal events and goal_reached nodes reach it.
+        Index("uq_conversions_goal_once", "instance_id", "name", unique=True, postgresql_where=text("kind = 'goal'")),
     )
 
     id: Mapped[uuid.UUID] = _id()

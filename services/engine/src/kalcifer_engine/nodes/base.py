@@ -40,6 +40,15 @@ class Completed:
 
 
 @dataclass(frozen=True, slots=True)
+class Skipped:
+    """The node did not do what it was asked, for `reason` (SPEC 7: `FREQUENCY_CAPPED`, `PREFERENCE_OFF`,
+    `NO_CONTACT`); its step is SKIPPED with the reason in its output, and the path goes on as after `Completed`."""
+
+    reason: str
+    output: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Branched:
     """The node chose branch `key`; the path follows the edges labelled `key`."""
 
@@ -84,7 +93,7 @@ class Failed:
     retryable: bool = False
 
 
-NodeResult: TypeAlias = Completed | Branched | Waiting | Failed
+NodeResult: TypeAlias = Completed | Skipped | Branched | Waiting | Failed
 
 
 class NodeType(ABC):

@@ -17,7 +17,8 @@ from kalcifer_common.comparisons import MISSING, compare
 from kalcifer_common.durations import parse_duration
 from kalcifer_common.outbound import CALL_TRIGGER, CallAnswer, CallSpec
 
-from kalcifer_engine.nodes.base import Branched, Completed, Failed, NodeResult, Waiting
+from kalcifer_engine.nodes import governance
+from kalcifer_engine.nodes.base import Branched, Completed, Failed, NodeResult, Skipped, Waiting
 from kalcifer_engine.nodes.context import NodeContext
 
 __all__ = ["CALL", "EVENT", "TIMEOUT", "TIMER", "Config", "NodeContext", "NodeResult"]
@@ -46,25 +47,41 @@ def ended(config: Config) -> NodeResult:
     return Completed({"reason": reason} if isinstance(reason, str) and reason else {})
 
 
-def _customer_contact(ctx: NodeContext) -> dict[str, Any]:
-    found, customer = ctx.lookup("customer")
-    contact: dict[str, Any] = {}
-    if found and isinstance(customer, Mapping):
-        for name in ("email", "phone"):
-            if customer.get(name) is not None:
-                contact[name] = customer[name]
-    return contact
-
-
 async def send(channel: str, config: Config, ctx: NodeContext, extra_fields: tuple[str, ...]) -> NodeResult:
-    """Create a delivery; the template data merges the participant, their contact and the node's `data`."""
-    payload: dict[str, Any] = {"participant_id": ctx.participant_id, **_customer_contact(ctx)}
+    """Create a delivery, governed as SPEC 7 says (`domain.governance`): skipped when the customer opted out of
+    the channel, has no address for it, or reached the journey's frequency cap; deferred out of quiet hours.
+
+    The payload carries the participant, their contact, the node's `data` and the channel's own fields.
+    """
+    if not await ctx.preference(channel):
+        return Skipped(governance.PREFERENCE_OFF, {"channel": channel})
+    profile = await ctx.recipient()
+    missing = governance.missing_contact(channel, profile)
+    if missing is not None:
+        return Skipped(governance.NO_CONTACT, {"channel": channel, "missing": missing})
+    rules = await ctx.journey_rules()
+    cap = rules.frequency_cap if rules is not None else None
+    if cap is not None and cap.counts(channel):
+        count = await ctx.count_deliveries(cap.channel or "any", ctx.now - cap.window)
+        if count >= cap.max_messages:
+            return Skipped(governance.FREQUENCY_CAPPED, {"count": count, "max_messages": cap.max_messages})
+    send_after = None
+    if rules is not None and rules.quiet_hours is not None:
+        zone = (profile or {}).get("timezone")
+        send_after = governance.deferred_until(ctx.now, rules.quiet_hours, zone if isinstance(zone, str) else None)
+    payload: dict[str, Any] = {"participant_id": ctx.participant_id}
+    for name in ("email", "phone"):
+        if profile and profile.get(name) is not None:
+            payload[name] = profile[name]
     payload["data"] = dict(config.get("data") or {})
     for name in extra_fields:
         if name in config:
             payload[name] = config[name]
-    key = await ctx.create_delivery(channel, config["template_id"], payload)
-    return Completed({"delivery_key": key})
+    key = await ctx.create_delivery(channel, config["template_id"], payload, send_after=send_after)
+    output: dict[str, Any] = {"delivery_key": key}
+    if send_after is not None:
+        output["deferred_until"] = send_after.isoformat()
+    return Completed(output)
 
 
 async def call_webhook(config: Config, ctx: NodeContext) -> NodeResult:

@@ -15,6 +15,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+from kalcifer_engine.nodes.governance import JourneyRules
+
 
 class NodeContext(Protocol):
     """One node's view of one path of one instance, during one run."""
@@ -55,9 +57,17 @@ class NodeContext(Protocol):
         """`(found, value)` of a dotted path in the context (`customer.attributes.tier`, `event.items.0.sku`),
         resolved by `kalcifer_common.comparisons.resolve`; `(False, None)` when the path does not resolve."""
 
-    async def create_delivery(self, channel: str, template_id: str | None, payload: Mapping[str, Any]) -> str:
-        """Record a pending delivery on `channel` (sent later by the scheduler); returns its idempotency key,
-        derived from instance, node and attempt, so a re-run of the same step never creates a second one."""
+    async def create_delivery(
+        self,
+        channel: str,
+        template_id: str | None,
+        payload: Mapping[str, Any],
+        *,
+        send_after: datetime | None = None,
+    ) -> str:
+        """Record a pending delivery on `channel` (sent later by the scheduler, not before `send_after`); returns
+        its idempotency key, derived from instance, node and attempt, so a re-run of the same step never creates a
+        second one."""
 
     async def update_profile(self, fields: Mapping[str, Any]) -> None:
         """Merge `fields` into the participant's customer attributes (creating the profile if needed); a null value
@@ -70,8 +80,9 @@ class NodeContext(Protocol):
         """Record a conversion (`track_conversion`) or a goal (`goal_reached`, kind="goal")."""
 
     async def count_deliveries(self, channel: str, since: datetime) -> int:
-        """Deliveries on `channel` to this participant in this tenant created at or after `since` (all flows);
-        `channel` "any" counts every channel."""
+        """Messages sent or scheduled on `channel` to this participant in this tenant created at or after `since`
+        (all flows; failed deliveries do not count); `channel` "any" counts every channel. The count holds until
+        the run commits: concurrent sends to the same participant wait for it."""
 
     async def sticky_variant(self, variants: Sequence[tuple[str, float]]) -> str:
         """The participant's variant at this node of this flow: assigned once by weight, the same ever after."""
@@ -81,6 +92,12 @@ class NodeContext(Protocol):
 
     async def preference(self, channel: str) -> bool:
         """Whether the participant accepts messages on `channel` (true unless their preferences say false)."""
+
+    async def recipient(self) -> Mapping[str, Any] | None:
+        """The participant's customer profile as stored now (email, phone, timezone, preferences, ...), or None."""
+
+    async def journey_rules(self) -> JourneyRules | None:
+        """The governance of the journey wrapping this flow (frequency cap, quiet hours), or None."""
 
     async def evaluate(self, expression: str, extra: Mapping[str, Any] | None = None) -> Any:
         """Evaluate a CEL expression over the context (plus `extra`, e.g. `event`) within its time and memory

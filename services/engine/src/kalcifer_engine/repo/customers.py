@@ -17,7 +17,7 @@ from typing import cast as typed
 from kalcifer_common import segments
 from kalcifer_common.db.models import AbAssignment, Conversion, Customer, Segment
 from kalcifer_common.profiles import AttributePatch
-from sqlalchemy import Table, Text, any_, case, cast, func, literal, or_, select
+from sqlalchemy import Table, Text, any_, case, cast, func, literal, or_, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, array, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -63,15 +63,6 @@ async def add_tag(conn: AsyncConnection, tenant_id: uuid.UUID, participant_id: s
     await conn.execute(statement)
 
 
-async def customer_preferences(conn: AsyncConnection, tenant_id: uuid.UUID, participant_id: str) -> dict[str, Any]:
-    """The customer's preferences ({} without a profile)."""
-    query = select(_customers.c.preferences).where(
-        _customers.c.tenant_id == tenant_id, _customers.c.external_id == participant_id
-    )
-    found: dict[str, Any] | None = (await conn.execute(query)).scalar_one_or_none()
-    return dict(found or {})
-
-
 async def customer_profile(conn: AsyncConnection, tenant_id: uuid.UUID, participant_id: str) -> dict[str, Any] | None:
     """The customer profile as flows see it at `customer`, or None."""
     query = select(
@@ -109,19 +100,23 @@ async def insert_conversion(
     kind: str,
     now: datetime,
 ) -> None:
-    """Record a conversion or a reached goal."""
-    await conn.execute(
-        insert(_conversions).values(
-            tenant_id=tenant_id,
-            instance_id=instance_id,
-            flow_id=flow_id,
-            participant_id=participant_id,
-            name=name,
-            revenue=revenue,
-            kind=kind,
-            create_time=now,
-        )
+    """Record a conversion, or a reached goal: a goal counts once per instance (`uq_conversions_goal_once`), however
+    many `goal_reached` nodes and goal events reach it."""
+    statement = insert(_conversions).values(
+        tenant_id=tenant_id,
+        instance_id=instance_id,
+        flow_id=flow_id,
+        participant_id=participant_id,
+        name=name,
+        revenue=revenue,
+        kind=kind,
+        create_time=now,
     )
+    if kind == "goal":
+        statement = statement.on_conflict_do_nothing(
+            index_elements=["instance_id", "name"], index_where=text("kind = 'goal'")
+        )
+    await conn.execute(statement)
 
 
 async def sticky_variant(

@@ -13,6 +13,7 @@ from typing import Any
 from typing import cast as typed
 
 from kalcifer_common.db.models import Delivery
+from kalcifer_common.statuses import DeliveryStatus
 from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -25,8 +26,8 @@ _INSERT_DELIVERY = """
         SELECT $9 || ':v' || (count(*) + 1)::text AS key FROM deliveries WHERE instance_id = $3 AND node_id = $4
     ), ins AS (
         INSERT INTO deliveries (id, tenant_id, instance_id, node_id, participant_id, channel, template_id, payload,
-                                idempotency_key, create_time, update_time)
-        SELECT $1, $2, $3, $4, $5, $6, $7, $8::jsonb, k.key, $10, $10 FROM k
+                                idempotency_key, create_time, update_time, send_after)
+        SELECT $1, $2, $3, $4, $5, $6, $7, $8::jsonb, k.key, $10, $10, $11 FROM k
         ON CONFLICT (idempotency_key) DO NOTHING
         RETURNING id
     )
@@ -46,8 +47,10 @@ async def insert_delivery(
     payload: Mapping[str, Any],
     key_prefix: str,
     now: datetime,
+    send_after: datetime | None = None,
 ) -> tuple[uuid.UUID | None, str]:
-    """A pending delivery keyed `key_prefix:v<visit>`; returns (its id, or None if the key existed; the key).
+    """A pending delivery keyed `key_prefix:v<visit>`, not sent before `send_after` (quiet hours); returns (its
+    id, or None if the key existed; the key).
 
     The visit number (how many deliveries this node already made for this instance, plus one) tells apart two
     arrivals at the same node (a join), while a re-run of the same step after a crash sees the same committed
@@ -65,14 +68,23 @@ async def insert_delivery(
         json_text(dict(payload)),
         key_prefix,
         now,
+        send_after,
     )
     return row["id"], str(row["key"])
+
+
+# Sends to one participant are counted and made one transaction at a time (a transaction-scoped advisory lock
+# on tenant and participant), so two flows sending at once cannot both see room under a cap and both send.
+_LOCK_RECIPIENT = "SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || $2, 0))"
 
 
 async def count_deliveries(
     conn: AsyncConnection, tenant_id: uuid.UUID, participant_id: str, channel: str, since: datetime
 ) -> int:
-    """Deliveries to a participant on a channel ("any" = all channels) created at or after `since`."""
+    """Messages sent or scheduled (every delivery but failed ones) to a participant on a channel ("any" = all
+    channels) created at or after `since`, in every flow of the tenant. Takes the participant's send lock for the
+    rest of the transaction first (see `_LOCK_RECIPIENT`)."""
+    await (await driver(conn)).execute(_LOCK_RECIPIENT, str(tenant_id), participant_id)
     query = (
         select(func.count())
         .select_from(_deliveries)
@@ -80,6 +92,7 @@ async def count_deliveries(
             _deliveries.c.tenant_id == tenant_id,
             _deliveries.c.participant_id == participant_id,
             _deliveries.c.create_time >= since,
+            _deliveries.c.status != DeliveryStatus.FAILED,
         )
     )
     if channel != "any":

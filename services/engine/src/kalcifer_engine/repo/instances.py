@@ -10,6 +10,7 @@ write of an instance bumps its `run_revision`.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,10 +18,10 @@ from typing import cast as typed
 
 from kalcifer_common.db.models import Flow, FlowInstance
 from kalcifer_common.statuses import FINAL_INSTANCE_STATUSES, LIVE_INSTANCE_STATUSES, FlowStatus, InstanceStatus
-from sqlalchemy import Table, exists, select, text, update
+from sqlalchemy import Table, any_, exists, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from kalcifer_engine.repo.connection import driver, json_text
+from kalcifer_engine.repo.connection import driver, json_text, uuid_array
 
 _instances = typed(Table, FlowInstance.__table__)
 _flows = typed(Table, Flow.__table__)
@@ -246,6 +247,21 @@ async def live_instance_ids(
     if on_version:
         query = query.where(_instances.c.version_number == on_version)
     return [row.id for row in await conn.execute(query.order_by(_instances.c.id))]
+
+
+async def participant_live_instances(
+    conn: AsyncConnection, tenant_id: uuid.UUID, participant_id: str, flow_ids: Sequence[uuid.UUID]
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """(instance id, flow id) of the participant's live instances in these flows, in id order (the lock order)."""
+    if not flow_ids:
+        return []
+    query = select(_instances.c.id, _instances.c.flow_id).where(
+        _instances.c.tenant_id == tenant_id,
+        _instances.c.flow_id == any_(uuid_array(flow_ids)),
+        _instances.c.participant_id == participant_id,
+        _instances.c.status.in_(LIVE_INSTANCE_STATUSES),
+    )
+    return [(row.id, row.flow_id) for row in await conn.execute(query.order_by(_instances.c.id))]
 
 
 async def move_to_version(conn: AsyncConnection, instance_id: uuid.UUID, version_number: int, now: datetime) -> None:

@@ -16,10 +16,12 @@ from typing import Any
 from kalcifer_common import comparisons
 from kalcifer_common.profiles import merged_attributes
 from kalcifer_common.sandbox import ExpressionSandbox
+from kalcifer_common.segments import matches
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.domain.variants import weighted_choice
-from kalcifer_engine.repo import customers, deliveries
+from kalcifer_engine.nodes.governance import JourneyRules
+from kalcifer_engine.repo import customers, deliveries, journeys
 from kalcifer_engine.repo.instances import InstanceRow
 
 
@@ -37,6 +39,9 @@ class RunScope:
     expressions: ExpressionSandbox
     # Deliveries created by this run, handed to the scheduler's queue once the run commits.
     delivery_ids: list[uuid.UUID] = field(default_factory=list)
+    # Read at most once per run: the stored profile (dropped when the run changes it) and the journey's rules.
+    profile: list[dict[str, Any] | None] = field(default_factory=list)
+    rules: list[JourneyRules | None] = field(default_factory=list)
 
     @classmethod
     def of(
@@ -107,7 +112,14 @@ class DbNodeContext:
         """`(found, value)` of a dotted path in the context (`kalcifer_common.comparisons.resolve`)."""
         return comparisons.lookup(self._scope.context, path)
 
-    async def create_delivery(self, channel: str, template_id: str | None, payload: Mapping[str, Any]) -> str:
+    async def create_delivery(
+        self,
+        channel: str,
+        template_id: str | None,
+        payload: Mapping[str, Any],
+        *,
+        send_after: datetime | None = None,
+    ) -> str:
         """A pending delivery in this run's transaction; its key is `<instance>:<node>:a<attempt>:v<visit>`."""
         scope = self._scope
         delivery_id, key = await deliveries.insert_delivery(
@@ -121,6 +133,7 @@ class DbNodeContext:
             payload=payload,
             key_prefix=f"{scope.instance_id}:{self._node_id}:a{self._attempt}",
             now=scope.now,
+            send_after=send_after,
         )
         if delivery_id is not None:
             scope.delivery_ids.append(delivery_id)
@@ -130,6 +143,7 @@ class DbNodeContext:
         """Merge `fields` into the customer's attributes (and into `customer` in this run's context); a null value
         removes the attribute, as UpsertCustomer does."""
         scope = self._scope
+        scope.profile.clear()
         await customers.merge_profile(scope.conn, scope.tenant_id, scope.participant_id, fields, scope.now)
         customer = scope.context.setdefault("customer", {"external_id": scope.participant_id})
         customer["attributes"] = merged_attributes(customer.get("attributes") or {}, fields)
@@ -137,6 +151,7 @@ class DbNodeContext:
     async def add_tag(self, tag: str) -> None:
         """Add `tag` to the customer's tags (and to `customer.tags` in this run's context)."""
         scope = self._scope
+        scope.profile.clear()
         await customers.add_tag(scope.conn, scope.tenant_id, scope.participant_id, tag, scope.now)
         tags = scope.context.setdefault("customer", {"external_id": scope.participant_id}).setdefault("tags", [])
         if tag not in tags:
@@ -172,20 +187,34 @@ class DbNodeContext:
 
     async def in_segment(self, segment_id: str) -> bool:
         """Whether the participant's stored profile matches the segment (False for an unknown segment)."""
-        from kalcifer_common.segments import matches
-
         scope = self._scope
         segment = await customers.segment_rules(scope.conn, scope.tenant_id, segment_id)
         if segment is None:
             return False
-        profile = await customers.customer_profile(scope.conn, scope.tenant_id, scope.participant_id)
+        profile = await self.recipient()
         return matches(segment[1], segment[0], profile or {"external_id": scope.participant_id})
 
     async def preference(self, channel: str) -> bool:
         """True unless the customer's preferences say false for `channel`."""
+        preferences = (await self.recipient() or {}).get("preferences") or {}
+        return not isinstance(preferences, Mapping) or preferences.get(channel) is not False
+
+    async def recipient(self) -> Mapping[str, Any] | None:
+        """The stored customer profile, read once per run (again after this run changed it)."""
         scope = self._scope
-        preferences = await customers.customer_preferences(scope.conn, scope.tenant_id, scope.participant_id)
-        return preferences.get(channel) is not False
+        if not scope.profile:
+            scope.profile.append(await customers.customer_profile(scope.conn, scope.tenant_id, scope.participant_id))
+        return scope.profile[0]
+
+    async def journey_rules(self) -> JourneyRules | None:
+        """The governance of the journey wrapping the flow, read once per run."""
+        scope = self._scope
+        if not scope.rules:
+            row = await journeys.governance_of_flow(scope.conn, scope.tenant_id, scope.flow_id)
+            scope.rules.append(
+                None if row is None else JourneyRules.from_row(str(row.journey_id), row.frequency_cap, row.quiet_hours)
+            )
+        return scope.rules[0]
 
     async def evaluate(self, expression: str, extra: Mapping[str, Any] | None = None) -> Any:
         """Evaluate a CEL expression over the context (plus `extra`) in the expression sandbox."""

@@ -1,4 +1,5 @@
-"""Routing stored events (SPEC 6.6): resume the participant's matching waits, start matching event_entry flows.
+"""Routing stored events (SPEC 6.6): apply journeys' goals and exit criteria, resume the participant's matching
+waits, start matching event_entry flows.
 
 Routing one event is one transaction that claims the event row (`routed_time`), runs every resume and start it
 causes, and stores its answer (`route_result`); a repeated RouteEvent for the same event replays that answer, and
@@ -18,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from kalcifer_common.errors import NotFound
@@ -26,13 +28,15 @@ from kalcifer_common.sandbox import ExpressionRunaway
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.repo.connection import DATABASE_ERRORS
-from kalcifer_engine.repo.customers import customer_profile
+from kalcifer_engine.repo.customers import customer_profile, insert_conversion
 from kalcifer_engine.repo.events import claim_event, recent_events, save_route_result, stored_route_result
 from kalcifer_engine.repo.flows import flows_with_entry
+from kalcifer_engine.repo.instances import lock_instance, participant_live_instances
+from kalcifer_engine.repo.journeys import journeys_listening
 from kalcifer_engine.repo.waits import pending_event_waits
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.resumes import ResumeRequest, filter_passes, resume_in
-from kalcifer_engine.runtime.run import ArmedEventWait, Effects
+from kalcifer_engine.runtime.run import ArmedEventWait, Effects, exit_instance
 from kalcifer_engine.runtime.starts import StartRequest, start_instance
 
 _log = get_logger(__name__)
@@ -89,6 +93,7 @@ async def _route_in(
         if not stored:
             raise NotFound("event", f"events/{event.event_id}")
         return RouteResult.from_json(answer)
+    await _apply_journeys(rt, conn, event, effects, now=now)
     resumed: list[str] = []
     waiting = await pending_event_waits(conn, event.tenant_id, event.participant_id, event.event_type)
     for wait in waiting:
@@ -106,6 +111,64 @@ async def _route_in(
     result = RouteResult(len(resumed), len(started), tuple(resumed + started))
     await save_route_result(conn, event.event_id, result.to_json())
     return result
+
+
+async def _apply_journeys(
+    rt: Runtime, conn: AsyncConnection, event: EventToRoute, effects: Effects, *, now: datetime
+) -> None:
+    """Journeys' goals and exit criteria on this event (SPEC 7), before the event resumes or starts anything: for
+    each of the participant's live instances of a journey's flow, a matching goal records a conversion (once per
+    instance; revenue from the event's `revenue`), and a matching exit criterion exits the instance
+    (`exit_criterion:<event_type>`), cancelling its waits and timers. Filters see `event` and the instance context;
+    one that cannot be evaluated, or that runs over its budget, does not match."""
+    listening = await journeys_listening(conn, event.tenant_id, event.event_type)
+    if not listening:
+        return
+    by_flow = {journey.flow_id: journey for journey in listening}
+    live = await participant_live_instances(conn, event.tenant_id, event.participant_id, list(by_flow))
+    for instance_id, flow_id in live:
+        instance = await lock_instance(conn, instance_id)
+        if instance is None or not instance.live:
+            continue
+        journey = by_flow[flow_id]
+        for goal in journey.goals:
+            if await _journey_filter_passes(rt, goal, instance.context, event):
+                await insert_conversion(
+                    conn,
+                    tenant_id=event.tenant_id,
+                    instance_id=instance.id,
+                    flow_id=flow_id,
+                    participant_id=event.participant_id,
+                    name=str(goal.get("name", "")),
+                    revenue=_revenue(event.data),
+                    kind="goal",
+                    now=now,
+                )
+        for criterion in journey.exits:
+            if await _journey_filter_passes(rt, criterion, instance.context, event):
+                await exit_instance(conn, instance, f"exit_criterion:{event.event_type}", effects, now=now)
+                break
+
+
+async def _journey_filter_passes(
+    rt: Runtime, rule: Mapping[str, Any], context: Mapping[str, Any], event: EventToRoute
+) -> bool:
+    try:
+        return await filter_passes(rt.expressions, _filter_of(rule), context, event.data)
+    except ExpressionRunaway as error:
+        _log.warning("journey filter stopped", event_type=event.event_type, reason=str(error))
+        return False
+
+
+def _revenue(data: Mapping[str, Any]) -> Decimal | None:
+    value = data.get("revenue")
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        amount = Decimal(str(value))
+    except ArithmeticError:
+        return None
+    return amount if amount.is_finite() else None
 
 
 async def _start_matching_flows(

@@ -24,7 +24,16 @@ from kalcifer_common.statuses import FINAL_INSTANCE_STATUSES, FlowStatus, Instan
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.domain.graph import FlowGraph, GraphNode
-from kalcifer_engine.nodes.base import Branched, Completed, Failed, NodeCategory, NodeResult, NodeType, Waiting
+from kalcifer_engine.nodes.base import (
+    Branched,
+    Completed,
+    Failed,
+    NodeCategory,
+    NodeResult,
+    NodeType,
+    Skipped,
+    Waiting,
+)
 from kalcifer_engine.nodes.registry import NodeRegistry
 from kalcifer_engine.repo.connection import DATABASE_ERRORS
 from kalcifer_engine.repo.instances import InstanceRow, save_instance
@@ -35,7 +44,7 @@ from kalcifer_engine.runtime.walker import Walk, WalkOutcome
 
 _log = get_logger(__name__)
 
-RESULT_TYPES = (Completed, Branched, Waiting, Failed)
+RESULT_TYPES = (Completed, Skipped, Branched, Waiting, Failed)
 
 
 @dataclass(frozen=True)
@@ -279,6 +288,13 @@ class InstanceRun:
             self.walk.advance(node.id, result, ends_instance=ends_instance)
             if ends_instance:
                 self._end_by(node)
+        elif isinstance(result, Skipped):
+            output = {"skipped": result.reason, **plain_json(result.output)}
+            self.context.setdefault("accumulated", {})[node.id] = output
+            self._record_step(
+                node.id, node.type, StepStatus.SKIPPED, step_input, output, None, attempt, started, step_id=step_id
+            )
+            self.walk.advance(node.id, result)
         elif isinstance(result, Waiting):
             waiting_step = self._record_step(
                 node.id,

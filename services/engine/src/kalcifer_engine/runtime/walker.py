@@ -1,8 +1,8 @@
 """Which node runs next (SPEC 5, traversal): pure bookkeeping of one run's path heads, no I/O.
 
 A run starts with one or more heads (the entry trigger nodes, or the successors of a resumed wait). Each node's
-result decides where its path goes: `Completed` follows every outgoing edge (fan-out makes parallel paths),
-`Branched(key)` follows the edges labelled `key`, `Waiting` parks the path, `Failed` ends the whole instance, and
+result decides where its path goes: `Completed` and `Skipped` follow every outgoing edge (fan-out makes parallel
+paths), `Branched(key)` follows the edges labelled `key`, `Waiting` parks the path, `Failed` ends the instance, and
 a node of the END category ends the whole instance at once (the other paths are dropped and their waits
 cancelled). A path also ends at a node without matching outgoing edges. A node reached by two edges (a join)
 runs once per arrival: each arrival is its own path.
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from kalcifer_engine.domain.graph import FlowGraph
-from kalcifer_engine.nodes.base import Branched, Completed, Failed, NodeResult, Waiting
+from kalcifer_engine.nodes.base import Branched, Completed, Failed, NodeResult, Skipped, Waiting
 
 
 class WalkOutcome(StrEnum):
@@ -29,7 +29,7 @@ class WalkOutcome(StrEnum):
 
 def successors(graph: FlowGraph, node_id: str, result: NodeResult) -> tuple[str, ...]:
     """The nodes the path continues to after `node_id` returned `result` (empty: the path ends or parks)."""
-    if isinstance(result, Completed):
+    if isinstance(result, Completed | Skipped):
         return tuple(edge.target for edge in graph.outgoing(node_id))
     if isinstance(result, Branched):
         return tuple(edge.target for edge in graph.outgoing(node_id) if edge.branch == result.key)
