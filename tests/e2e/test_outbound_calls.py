@@ -230,7 +230,7 @@ def test_an_endpoint_that_never_answers_fails_the_step_at_the_deadline_while_oth
     assert 5.5 <= took.total_seconds() <= 15
     step = _one_step(caller.steps(stuck), "call")
     assert step["status"] == "STEP_STATUS_FAILED"
-    assert "no answer within" in step["error"]
+    assert step["error"].endswith("no answer from 127.0.0.1")
     endpoint.release()
 
 
@@ -274,15 +274,24 @@ def test_a_webhook_node_type_is_called_out_of_the_run_and_its_answer_picks_the_b
     assert [step["node_id"] for step in steps if step["node_id"] in ("hot", "cold")] == ["hot"]
 
 
-def test_a_call_to_an_address_not_allowlisted_is_refused_without_a_retry(caller: Caller) -> None:
-    flow_id = _call_flow(caller, {"url": "http://127.0.0.2:9/internal"})
+@pytest.mark.parametrize("url", ["http://127.0.0.2:9/internal", "http://169.254.169.254/latest/meta-data/"])
+def test_a_call_to_an_address_not_allowlisted_fails_as_an_unreachable_host_would(
+    calls_suite: Suite, caller: Caller, url: str
+) -> None:
+    refused = caller.finished(caller.start(_call_flow(caller, {"url": url}), f"p-{uuid.uuid4().hex[:8]}"))
+    closed = caller.finished(
+        caller.start(_call_flow(caller, {"url": "http://127.0.0.1:9/closed"}), f"p-{uuid.uuid4().hex[:8]}")
+    )
 
-    finished = caller.finished(caller.start(flow_id, f"p-{uuid.uuid4().hex[:8]}"))
-
-    assert finished.status == FAILED
-    step = _one_step(caller.steps(finished.id), "call")
-    assert "after 1 attempt(s)" in step["error"]
-    assert "OUTBOUND_ALLOWLIST" in step["error"]
+    host = url.split("/")[2].split(":")[0]
+    assert (refused.status, closed.status) == (FAILED, FAILED)
+    refused_error = _one_step(caller.steps(refused.id), "call")["error"]
+    closed_error = _one_step(caller.steps(closed.id), "call")["error"]
+    # The same words and the same number of attempts: no oracle of what lies behind the firewall.
+    assert refused_error == f"the call failed after 3 attempt(s): no answer from {host}"
+    assert closed_error == "the call failed after 3 attempt(s): no answer from 127.0.0.1"
+    # The operator's log says why.
+    assert "OUTBOUND_ALLOWLIST" in calls_suite.log_of("scheduler")
 
 
 def test_a_sigkill_mid_call_makes_the_call_again_with_the_same_key_and_continues_once(

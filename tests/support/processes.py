@@ -95,6 +95,8 @@ class Suite:
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "INFO",
             "SHUTDOWN_GRACE_SECONDS": "5",
+            # Tests' local endpoints; every other loopback, private or metadata address stays refused.
+            "OUTBOUND_ALLOWLIST": "127.0.0.1,localhost",
             **self.extra_env,
         }
 

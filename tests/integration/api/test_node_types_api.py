@@ -178,7 +178,7 @@ def test_each_bad_field_is_invalid_argument(
     assert field in field_violations(error)
 
 
-def test_https_and_loopback_http_endpoints_are_accepted(
+def test_https_and_allowlisted_http_endpoints_are_accepted(
     node_types: node_type_pb2_grpc.NodeTypeServiceStub, tenant_a: Tenant
 ) -> None:
     for url in ("https://crm.example.com/score", "http://localhost:8080/x"):

@@ -8,9 +8,9 @@ from typing import Any, cast
 
 import pytest
 from kalcifer_common.outbound import CallSpec
+from kalcifer_common.outbound_policy import OutboundError, OutboundPolicy
 from kalcifer_scheduler.outbound.calls import CallMaker
 from kalcifer_scheduler.outbound.client import OutboundClient
-from kalcifer_scheduler.outbound.policy import OutboundError, OutboundPolicy
 from kalcifer_scheduler.stats import SchedulerStats
 
 from tests.support.endpoint import Endpoint, Reply, running_endpoint
@@ -75,7 +75,7 @@ async def test_a_redirect_is_an_answer_not_followed(client: OutboundClient, endp
 
 async def test_an_endpoint_that_hangs_times_out_at_the_deadline(client: OutboundClient, endpoint: Endpoint) -> None:
     endpoint.script(Reply(hang=True))
-    with pytest.raises(OutboundError, match=r"no answer within 0\.5s") as timed_out:
+    with pytest.raises(OutboundError, match=r"no answer from 127\.0\.0\.1") as timed_out:
         await client.request("GET", endpoint.url("/hang"), headers={}, content=None, timeout_seconds=0.5)
     assert timed_out.value.retryable
     endpoint.release()
@@ -96,7 +96,14 @@ async def test_a_call_retries_non_2xx_answers_then_fails_saying_why(client: Outb
     assert keys == {"k1"}
 
 
-async def test_a_call_to_a_refused_address_is_not_retried(client: OutboundClient) -> None:
-    answer = await _maker(client).call(CallSpec("http://127.0.0.3:9/x", "GET", {}, None, 5), idempotency_key="k2")
-    assert (answer.ok, answer.attempts) == (False, 1)
-    assert "OUTBOUND_ALLOWLIST" in answer.error
+async def test_a_refused_address_is_told_and_retried_like_a_closed_port(client: OutboundClient) -> None:
+    refused = await _maker(client).call(CallSpec("http://127.0.0.3:9/x", "GET", {}, None, 5), idempotency_key="k2")
+    closed = await _maker(client).call(CallSpec("http://127.0.0.1:9/x", "GET", {}, None, 5), idempotency_key="k3")
+    assert (refused.ok, refused.attempts, refused.error) == (False, 3, "no answer from 127.0.0.3")
+    assert (closed.ok, closed.attempts, closed.error) == (False, 3, "no answer from 127.0.0.1")
+
+
+async def test_a_node_type_call_over_plain_http_is_refused_unless_allowlisted(client: OutboundClient) -> None:
+    spec = CallSpec("http://hooks.example.com/x", "POST", {}, {}, 5, https_only=True)
+    answer = await _maker(client).call(spec, idempotency_key="k4")
+    assert (answer.ok, answer.attempts, answer.error) == (False, 1, "hooks.example.com must be called over https://")

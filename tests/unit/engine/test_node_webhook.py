@@ -43,7 +43,7 @@ async def test_execute_parks_on_a_post_of_config_context_node_and_participant() 
         "node_id": "n1",
         "participant_id": "p-1",
     }
-    assert result == Waiting(kind="call", call=CallSpec(URL, "POST", {}, body, 2.5))
+    assert result == Waiting(kind="call", call=CallSpec(URL, "POST", {}, body, 2.5, https_only=True))
 
 
 async def test_an_event_resume_parks_on_a_new_call_with_trigger_and_data() -> None:

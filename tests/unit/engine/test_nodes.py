@@ -316,7 +316,8 @@ def test_webhook_type_branches_are_the_declared_ones() -> None:
         ({"config_schema": {"$ref": "https://evil.example/schema.json"}}, "config_schema"),
         ({"branches": ("hot", "hot")}, "branches"),
         ({"category": "end"}, "branches"),
-        ({"endpoint_url": "http://ml.example.com/score"}, "endpoint_url"),
+        ({"endpoint_url": "ftp://ml.example.com/score"}, "endpoint_url"),
+        ({"endpoint_url": "https:///no-host"}, "endpoint_url"),
         ({"timeout_ms": 120_000}, "timeout_ms"),
     ],
 )
@@ -326,5 +327,7 @@ def test_bad_webhook_type_definitions_are_refused(overrides: dict[str, Any], fie
     assert [v.field for v in caught.value.violations] == [field]
 
 
-def test_webhook_type_may_call_plain_http_on_loopback_only() -> None:
+def test_a_stored_plain_http_type_still_loads() -> None:
+    # Whether plain http is allowed is OUTBOUND_ALLOWLIST's to say, at registration and again at every call, so a
+    # stored type loads whatever the allowlist is today (tests/integration/api/test_node_types_api.py, outbound).
     assert score_type(endpoint_url="http://127.0.0.1:8080/score").endpoint_url.startswith("http://")

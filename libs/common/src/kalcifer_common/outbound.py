@@ -25,13 +25,15 @@ MAX_DEADLINE_SECONDS: Final = 30.0
 
 @dataclass(frozen=True, slots=True)
 class CallSpec:
-    """One HTTP call to make: `body` is JSON (None sends no body)."""
+    """One HTTP call to make: `body` is JSON (None sends no body); `https_only` (webhook node types) refuses plain
+    http unless the destination is in OUTBOUND_ALLOWLIST."""
 
     url: str
     method: str = "POST"
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
     deadline_seconds: float = 10.0
+    https_only: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """As stored in the wait's metadata."""
@@ -41,6 +43,7 @@ class CallSpec:
             "headers": dict(self.headers),
             "body": self.body,
             "deadline_seconds": self.deadline_seconds,
+            "https_only": self.https_only,
         }
 
     @classmethod
@@ -60,7 +63,7 @@ class CallSpec:
             raise ValueError("the call spec's headers must map strings to strings")
         if not isinstance(deadline, int | float) or not 0 < deadline <= MAX_DEADLINE_SECONDS:
             raise ValueError(f"the call spec's deadline must be in (0, {MAX_DEADLINE_SECONDS:g}] seconds")
-        return cls(url, method, dict(headers), value.get("body"), float(deadline))
+        return cls(url, method, dict(headers), value.get("body"), float(deadline), value.get("https_only") is True)
 
 
 @dataclass(frozen=True, slots=True)

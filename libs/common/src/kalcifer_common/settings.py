@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kalcifer_common.outbound_policy import OutboundPolicy
+
 
 class CommonSettings(BaseSettings):
     """Settings every Kalcifer process reads."""
@@ -34,11 +36,22 @@ class CommonSettings(BaseSettings):
     )
     shutdown_grace_seconds: float = Field(default=10.0, gt=0, description="How long SIGTERM waits for in-flight calls.")
     rpc_timeout_seconds: float = Field(default=10.0, gt=0, description="Deadline of every internal gRPC call.")
+    outbound_allowlist: str = Field(
+        default="",
+        description="Hosts, host:port or CIDRs (comma-separated) that outbound calls may reach although they resolve "
+        "to loopback, private, link-local or metadata addresses.",
+    )
 
     @field_validator("log_level")
     @classmethod
     def _upper_level(cls, value: str) -> str:
         return value.upper()
+
+    @field_validator("outbound_allowlist")
+    @classmethod
+    def _readable_allowlist(cls, value: str) -> str:
+        OutboundPolicy.parse(value)  # a bad entry stops the process at start, naming the entry
+        return value
 
 
 class ApiSettings(CommonSettings):
@@ -147,11 +160,6 @@ class SchedulerSettings(CommonSettings):
     delivery_backoff_seconds: float = Field(default=5.0, gt=0, description="First retry delay of a failed send.")
     stuck_running_seconds: float = Field(
         default=300.0, gt=0, description="A running instance whose lease expired this long ago counts as stuck."
-    )
-    outbound_allowlist: str = Field(
-        default="",
-        description="Hosts, host:port or CIDRs (comma-separated) that outbound calls may reach although they resolve "
-        "to loopback, private, link-local or metadata addresses.",
     )
     outbound_max_response_bytes: int = Field(
         default=256 * 1024, ge=1024, le=4 * 1024 * 1024, description="Largest answer an outbound call may get."

@@ -14,6 +14,7 @@ from kalcifer.engine.v1 import engine_pb2_grpc
 from kalcifer.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from kalcifer_common.db.session import create_engine
 from kalcifer_common.logging import get_logger
+from kalcifer_common.outbound_policy import OutboundPolicy
 from kalcifer_common.rpc.auth import AuthInterceptor, AuthPolicy
 from kalcifer_common.rpc.clients import internal_channel
 from kalcifer_common.rpc.server import GrpcServer, binding, wait_for_shutdown_signal
@@ -31,7 +32,6 @@ from kalcifer_scheduler.keys import RedisKeys
 from kalcifer_scheduler.maintenance import Maintenance
 from kalcifer_scheduler.outbound.calls import CallMaker
 from kalcifer_scheduler.outbound.client import OutboundClient
-from kalcifer_scheduler.outbound.policy import OutboundPolicy
 from kalcifer_scheduler.runtime import SchedulerRuntime, sweep_grace_seconds
 from kalcifer_scheduler.stats import SchedulerStats
 from kalcifer_scheduler.timers.claims import WaitClaims
@@ -68,10 +68,7 @@ async def build_runtime(settings: SchedulerSettings, redis: ArqRedis) -> Schedul
     sender = ResumeSender(
         engine_stub, deadline_seconds=settings.rpc_timeout_seconds, retry_seconds=settings.resume_retry_seconds
     )
-    try:
-        policy = OutboundPolicy.parse(settings.outbound_allowlist)
-    except ValueError as error:
-        raise SystemExit(str(error)) from error
+    policy = OutboundPolicy.parse(settings.outbound_allowlist)  # checked when the settings were read
     http = OutboundClient(policy, max_response_bytes=settings.outbound_max_response_bytes)
     calls = CallMaker(
         claims=claims,

@@ -19,6 +19,7 @@ from kalcifer.v1 import node_type_pb2
 from kalcifer_common.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from kalcifer_common.graphs import graph_to_json
 from kalcifer_common.ids import parse_id
+from kalcifer_common.outbound_policy import OutboundPolicy
 from kalcifer_common.structs import struct_to_dict
 
 from kalcifer_engine import tenant_registry
@@ -49,8 +50,11 @@ def _optional_tenant(value: str) -> uuid.UUID | None:
     return parse_id(value, "tenant_id") if value else None
 
 
-def _registration_violations(node_type: node_type_pb2.NodeType, schema: dict[str, Any]) -> list[FieldViolation]:
-    """What `WebhookNodeType` does not check itself: required category, registrable categories, sizes, URL shape."""
+def _registration_violations(
+    node_type: node_type_pb2.NodeType, schema: dict[str, Any], outbound: OutboundPolicy
+) -> list[FieldViolation]:
+    """What `WebhookNodeType` does not check itself: required category, registrable categories, sizes, URL shape,
+    and https (plain http only to a destination OUTBOUND_ALLOWLIST lists)."""
     found: list[FieldViolation] = []
     category = CATEGORY_FROM_PROTO.get(node_type.category)
     allowed = ", ".join(node_type_pb2.NodeCategory.Name(CATEGORY_TO_PROTO[c]) for c in REGISTRABLE_CATEGORIES)
@@ -68,16 +72,26 @@ def _registration_violations(node_type: node_type_pb2.NodeType, schema: dict[str
         found.append(FieldViolation("node_type.endpoint_url", "is required (the https URL the engine posts to)"))
     else:
         try:
-            urlsplit(node_type.endpoint_url).port  # noqa: B018 - raises ValueError on a malformed host or port
+            url = urlsplit(node_type.endpoint_url)
+            port = url.port or 80
         except ValueError:
             found.append(FieldViolation("node_type.endpoint_url", f"{quote(node_type.endpoint_url)} is not a URL"))
+        else:
+            if url.scheme == "http" and not outbound.allows_plain_http(url.hostname or "", port):
+                found.append(
+                    FieldViolation(
+                        "node_type.endpoint_url",
+                        f"{quote(node_type.endpoint_url)} must be an https:// URL (plain http only to a destination "
+                        "listed in OUTBOUND_ALLOWLIST)",
+                    )
+                )
     return found
 
 
-def _webhook_type(node_type: node_type_pb2.NodeType) -> WebhookNodeType:
+def _webhook_type(node_type: node_type_pb2.NodeType, outbound: OutboundPolicy) -> WebhookNodeType:
     """The validated definition, or INVALID_ARGUMENT naming every bad field of `node_type`."""
     schema = struct_to_dict(node_type.config_schema)
-    found = _registration_violations(node_type, schema)
+    found = _registration_violations(node_type, schema, outbound)
     category = CATEGORY_FROM_PROTO.get(node_type.category, NodeCategory.ACTION)
     malformed_url = any(v.field == "node_type.endpoint_url" for v in found)
     definition: WebhookNodeType | None = None
@@ -145,7 +159,7 @@ class RegistryRpcs:
             raise AlreadyExists(
                 f"node type {key!r} is a built-in; choose another key", metadata={"key": key, "builtin": "true"}
             )
-        definition = _webhook_type(request.node_type)
+        definition = _webhook_type(request.node_type, OutboundPolicy.parse(self.deps.settings.outbound_allowlist))
         await NodeTypeStore(self.deps.sessions).upsert(tenant_id, definition)
         tenant_registry.invalidate(self.deps, tenant_id)
         return node_type_to_proto(definition)

@@ -25,8 +25,6 @@ from kalcifer_engine.nodes.schema import quote, schema_errors
 
 KEY_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
 MAX_TIMEOUT_MS = 30_000
-# Plain http only to the machine itself: tests and local development, never across a network.
-_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class WebhookNodeType(NodeType):
@@ -101,7 +99,7 @@ class WebhookNodeType(NodeType):
         if trigger is not None:
             body["trigger"] = trigger
             body["data"] = dict(data or {})
-        spec = CallSpec(self.endpoint_url, "POST", {}, body, self.timeout_ms / 1000)
+        spec = CallSpec(self.endpoint_url, "POST", {}, body, self.timeout_ms / 1000, https_only=True)
         return Waiting(kind="call", call=spec)
 
 
@@ -186,8 +184,10 @@ def definition_violations(
         found.append(FieldViolation("branches", "branch keys must be unique"))
     if category == NodeCategory.END and branches:
         found.append(FieldViolation("branches", "an end node ends the instance; it cannot have branches"))
+    # Plain http is refused at registration unless OUTBOUND_ALLOWLIST lists the destination (`registry_rpcs`),
+    # and again when the call is made (`CallSpec.https_only`), so a narrowed allowlist applies to stored types too.
     url = urlsplit(endpoint_url)
-    if not url.hostname or not (url.scheme == "https" or (url.scheme == "http" and url.hostname in _LOOPBACK_HOSTS)):
+    if not url.hostname or url.scheme not in ("http", "https"):
         found.append(FieldViolation("endpoint_url", f"{quote(endpoint_url)} must be an https:// URL"))
     if not 1 <= timeout_ms <= MAX_TIMEOUT_MS:
         found.append(FieldViolation("timeout_ms", f"must be between 1 and {MAX_TIMEOUT_MS}; got {timeout_ms}"))

@@ -18,9 +18,9 @@ from typing import Any, Protocol
 
 import orjson
 from kalcifer_common.logging import get_logger
+from kalcifer_common.outbound_policy import OutboundError
 
 from kalcifer_scheduler.outbound.client import OutboundClient
-from kalcifer_scheduler.outbound.policy import OutboundError
 
 _log = get_logger(__name__)
 

@@ -4,7 +4,8 @@ A call wait is due the moment its run parks on it, so the timer paths (a Redis b
 like a timer and hand it here. Each call runs in its own task, at most `concurrency` at once:
 1. `take_call` extends this replica's claim over the call's deadline and reads its spec (no claim, no call);
 2. the request goes out with the wait id as `Idempotency-Key`, retried with doubling backoff on network errors,
-   timeouts and non-2xx answers while attempts and the spec's total deadline last (a refused address is final);
+   timeouts and non-2xx answers while attempts and the spec's total deadline last (a refused address is retried
+   like any unreachable host, and told alike: `OutboundClient`);
 3. the answer (or why there is none) resumes the wait with trigger `call`.
 Nothing is held meanwhile: no connection, no row lock. If this process dies at any point, the claim's lease runs
 out and a sweep (of any replica) claims the wait again and makes the call again with the same key; the engine
@@ -20,10 +21,10 @@ from collections.abc import Sequence
 import orjson
 from kalcifer_common.logging import get_logger
 from kalcifer_common.outbound import CALL_TRIGGER, CallAnswer, CallSpec
+from kalcifer_common.outbound_policy import OutboundError
 
 from kalcifer_scheduler.engine_resumes import ResumeFailed, ResumeSender
 from kalcifer_scheduler.outbound.client import OutboundClient
-from kalcifer_scheduler.outbound.policy import OutboundError
 from kalcifer_scheduler.stats import SchedulerStats
 from kalcifer_scheduler.timers.claims import DueWait, WaitClaims
 
@@ -129,6 +130,7 @@ class CallMaker:
                     headers=headers,
                     content=content,
                     timeout_seconds=max(give_up_at - loop.time(), 0.001),
+                    https_only=spec.https_only,
                 )
             except OutboundError as error:
                 why, status = str(error), 0

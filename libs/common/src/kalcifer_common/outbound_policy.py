@@ -28,10 +28,11 @@ class OutboundError(Exception):
 
 
 class OutboundRefused(OutboundError):
-    """The target is not a place calls may go (never retried: the same URL would be refused again)."""
+    """The target is not a place calls may go. Its message is for the operator's log: the tenant is told what an
+    unreachable host tells (`OutboundClient`), so refusals are no oracle of what lies behind the firewall."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, retryable=False)
+        super().__init__(message, retryable=True)
 
 
 def _public(address: IPAddress) -> bool:
@@ -75,6 +76,17 @@ class OutboundPolicy:
     def _listed(self, host: str, port: int) -> bool:
         name = host.lower().strip("[]")
         return name in self.hosts or (name, port) in self.host_ports
+
+    def allows_plain_http(self, host: str, port: int) -> bool:
+        """Whether `host:port` is allowlisted by name, by `host:port`, or (an address literal) by CIDR: the only
+        destinations a webhook node type may call over plain http."""
+        if self._listed(host, port):
+            return True
+        try:
+            address = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
 
     def _address_allowed(self, address: IPAddress) -> bool:
         return _public(address) or any(address in network for network in self.networks)

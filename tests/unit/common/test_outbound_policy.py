@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from kalcifer_scheduler.outbound.policy import OutboundError, OutboundPolicy, OutboundRefused
+from kalcifer_common.outbound_policy import OutboundError, OutboundPolicy, OutboundRefused
 
 REFUSED = [
     "127.0.0.1",  # loopback
@@ -23,12 +23,12 @@ REFUSED = [
 
 
 @pytest.mark.parametrize("address", REFUSED)
-async def test_a_non_public_address_is_refused_naming_it_and_the_setting(address: str) -> None:
+async def test_a_non_public_address_is_refused_naming_it_and_the_setting_for_the_operator(address: str) -> None:
     with pytest.raises(OutboundRefused) as refused:
         await OutboundPolicy.parse("").addresses(address, 443)
     assert address in str(refused.value)
     assert "OUTBOUND_ALLOWLIST" in str(refused.value)
-    assert not refused.value.retryable
+    assert refused.value.retryable  # like any unreachable host (the client tells the tenant no more than that)
 
 
 async def test_a_name_is_checked_on_what_it_resolves_to() -> None:
@@ -66,6 +66,21 @@ async def test_the_allowlist_lets_listed_targets_through(allowlist: str, host: s
 async def test_the_allowlist_lets_nothing_else_through(allowlist: str, host: str, port: int) -> None:
     with pytest.raises(OutboundRefused):
         await OutboundPolicy.parse(allowlist).addresses(host, port)
+
+
+@pytest.mark.parametrize(
+    ("allowlist", "host", "port", "allowed"),
+    [
+        ("hooks.internal", "hooks.internal", 80, True),
+        ("127.0.0.1:8080", "127.0.0.1", 8080, True),
+        ("127.0.0.1:8080", "127.0.0.1", 80, False),
+        ("10.0.0.0/8", "10.1.2.3", 80, True),
+        ("10.0.0.0/8", "hooks.internal", 80, False),  # a name is not judged by what it might resolve to
+        ("", "crm.example.com", 80, False),
+    ],
+)
+def test_plain_http_is_for_allowlisted_destinations_only(allowlist: str, host: str, port: int, allowed: bool) -> None:
+    assert OutboundPolicy.parse(allowlist).allows_plain_http(host, port) is allowed
 
 
 @pytest.mark.parametrize("entry", ["http://x.example", "10.0.0.0/33", "host:port", "a/b"])
