@@ -26,6 +26,7 @@ from arq.connections import RedisSettings, create_pool
 from arq.worker import Worker
 from google.protobuf.timestamp_pb2 import Timestamp
 from kalcifer.scheduler.v1 import scheduler_pb2
+from kalcifer_scheduler.job_codec import JSON_JOBS
 
 from bench.harness import BenchEnv, Comparison, median, percentile
 from tests.integration.scheduler.support import (
@@ -98,7 +99,7 @@ async def _empty_job(ctx: dict[str, Any], due: float) -> None:
 
 async def _raw_arq(env: BenchEnv, rate: int) -> list[float]:
     queue = f"bench-raw-arq-{rate}"
-    redis = await create_pool(RedisSettings.from_dsn(env.redis_url))
+    redis = await create_pool(RedisSettings.from_dsn(env.redis_url), **JSON_JOBS)
     lateness: list[float] = []
     worker = Worker(
         functions=[func(_empty_job, keep_result=0)],
@@ -110,6 +111,7 @@ async def _raw_arq(env: BenchEnv, rate: int) -> list[float]:
         handle_signals=False,
         ctx={"lateness": lateness},
         log_results=False,
+        **JSON_JOBS,
     )
     try:
         start = datetime.now(UTC) + timedelta(seconds=LEAD_SECONDS + rate / 1000)

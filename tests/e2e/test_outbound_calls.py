@@ -107,7 +107,7 @@ class Caller:
     def instance(self, instance_id: str) -> instance_pb2.FlowInstance:
         return self.instances.GetInstance(instance_pb2.GetInstanceRequest(id=instance_id), metadata=self.auth)
 
-    def finished(self, instance_id: str, within: float = 20) -> instance_pb2.FlowInstance:
+    def finished(self, instance_id: str, within: float = 40) -> instance_pb2.FlowInstance:
         return eventually_sync(
             lambda: self.instance(instance_id),
             until=lambda found: found.status in (COMPLETED, FAILED, instance_pb2.INSTANCE_STATUS_EXITED),

@@ -106,7 +106,7 @@ async def test_a_stored_type_that_shadows_a_builtin_or_no_longer_validates_is_le
             NodeTypeRow(tenant_id=tenant_id, key="send_email", category="action", endpoint_url="https://x.example.com/")
         )
         session.add(
-            NodeTypeRow(tenant_id=tenant_id, key="plain_http", category="action", endpoint_url="http://x.example.com/")
+            NodeTypeRow(tenant_id=tenant_id, key="plain_http", category="action", endpoint_url="ftp://x.example.com/")
         )
     registry = await tenant_registry.fresh_registry_for(deps, tenant_id)
     assert registry.get("send_email") is deps.registry.get("send_email")

@@ -308,3 +308,41 @@ async def test_an_email_goes_out_through_smtp_once_with_a_message_id_from_its_ke
     assert b"To: ann@x.test" in mail
     assert b"Hello Ann" in mail
     assert row.provider_message_id.encode() in mail  # Message-ID: derived from the idempotency key
+
+
+class _Trap:
+    """Unpickling this runs `os.system` (what an attacker with Redis write access would send)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+async def test_a_pickled_job_in_redis_is_never_unpickled(
+    sched_db: AsyncEngine,
+    seeder: Seeder,
+    scheduler: SchedulerProcess,
+    sched_redis_url: str,
+    tmp_path: Any,
+) -> None:
+    import pickle
+
+    import redis.asyncio as aioredis
+
+    marker = tmp_path / "pwned"
+    job = {"t": 1, "f": "send_delivery", "a": [_Trap(str(marker))], "k": {}, "et": None, "st": 0}
+    client = aioredis.Redis.from_url(sched_redis_url)
+    try:
+        await client.set("arq:job:evil", pickle.dumps(job))
+        await client.zadd("deliveries", {"evil": 0})
+    finally:
+        await client.aclose()
+
+    # The worker took the job off the queue (and refused it) and goes on sending.
+    delivery_id, _ = await _delivery(sched_db, seeder.tenant_id, channel="sms")
+    await _reaches(sched_db, delivery_id, "sent", within=10)
+    assert not marker.exists()

@@ -28,6 +28,7 @@ from kalcifer_scheduler.engine_resumes import ResumeSender
 from kalcifer_scheduler.entries import ScheduledEntries
 from kalcifer_scheduler.grpc.servicer import SchedulerServicer
 from kalcifer_scheduler.health import HealthMonitor
+from kalcifer_scheduler.job_codec import JSON_JOBS
 from kalcifer_scheduler.keys import RedisKeys
 from kalcifer_scheduler.maintenance import Maintenance
 from kalcifer_scheduler.outbound.calls import CallMaker
@@ -140,7 +141,7 @@ async def serve(settings: SchedulerSettings) -> None:
     """Run the scheduler until SIGTERM/SIGINT."""
     if not settings.kalcifer_internal_token:
         raise SystemExit("KALCIFER_INTERNAL_TOKEN must be set: the scheduler accepts only internal callers")
-    redis = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+    redis = await create_pool(RedisSettings.from_dsn(settings.redis_url), **JSON_JOBS)
     await redis.ping()
     runtime = await build_runtime(settings, redis)
     servicer = SchedulerServicer(timers=runtime.timers, deliveries=runtime.deliveries, stats=runtime.stats)

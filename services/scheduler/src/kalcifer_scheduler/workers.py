@@ -19,6 +19,7 @@ from arq.connections import RedisSettings
 from arq.worker import Worker
 from kalcifer_common.logging import get_logger
 
+from kalcifer_scheduler.job_codec import JSON_JOBS
 from kalcifer_scheduler.keys import DELAYED_RESUME_QUEUE, DELIVERIES_QUEUE, FLOW_TRIGGERS_QUEUE, MAINTENANCE_QUEUE
 from kalcifer_scheduler.runtime import SchedulerRuntime
 
@@ -101,6 +102,7 @@ def build_workers(runtime: SchedulerRuntime) -> list[Worker]:
         "timezone": UTC,
         "log_results": False,
         "job_timeout": 300,
+        **JSON_JOBS,
     }
     return [
         Worker(

@@ -1,9 +1,11 @@
 """Authentication of every call: API keys for tenants, the admin token for TenantService, the internal token
 between services.
 
-An aio interceptor cannot see the handler's context, so `AuthInterceptor` wraps the method handler it returns:
-the wrapper checks the `authorization` metadata, aborts with `UNAUTHENTICATED` (with an `ErrorInfo`) on failure,
-and otherwise runs the handler with the caller's `Principal` in a context variable.
+`AuthInterceptor` authenticates in `intercept_service`, from the call's metadata, before the request body is
+read: a caller that fails gets a handler that never decodes the body (its bytes are dropped unparsed) and aborts
+with `UNAUTHENTICATED` (with an `ErrorInfo`), so an anonymous caller cannot make the server parse a large or
+hostile message. An authenticated call runs the service's handler with the caller's `Principal` in a context
+variable. A database error while a key is looked up is `UNAVAILABLE` (retry), never `UNKNOWN`.
 """
 
 from __future__ import annotations
@@ -152,37 +154,27 @@ class AuthInterceptor(_ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
         service = method.lstrip("/").rsplit("/", 1)[0]
         policy = self._policies.get(service)
-        if handler is None or policy is AuthPolicy.PUBLIC:
+        if policy is AuthPolicy.PUBLIC:
+            return await continuation(handler_call_details)
+        try:
+            principal = await self._authenticate(policy, handler_call_details.invocation_metadata)
+        except errors.KalciferError as error:
+            return _refusal(error)
+        handler = await continuation(handler_call_details)
+        if handler is None:
             return handler
         if handler.unary_unary is None:
             # Every tenant-facing RPC of ours is unary; refuse anything else rather than let it pass unchecked.
             return grpc.unary_unary_rpc_method_handler(_refuse_streaming)
         behaviour = cast(Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]], handler.unary_unary)
         return grpc.unary_unary_rpc_method_handler(
-            self._guard(behaviour, policy),
-            request_deserializer=handler.request_deserializer,
+            _as(principal, behaviour),
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
-
-    def _guard(
-        self, behaviour: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]], policy: AuthPolicy | None
-    ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
-        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            try:
-                principal = await self._authenticate(policy, context.invocation_metadata())
-            except errors.KalciferError as error:
-                await abort_with(context, error)
-            token = _principal.set(principal)
-            try:
-                return await behaviour(request, context)
-            finally:
-                _principal.reset(token)
-
-        return guarded
 
     async def _authenticate(self, policy: AuthPolicy | None, metadata: Any) -> Principal:
         if policy is None:
@@ -198,10 +190,63 @@ class AuthInterceptor(_ServerInterceptor):
             return Principal(policy)
         if self._api_keys is None:
             raise errors.Unauthenticated("API keys are not accepted here")
-        identity = await self._api_keys.resolve(hash_api_key(token))
+        try:
+            identity = await self._api_keys.resolve(hash_api_key(token))
+        except Exception as error:
+            raise errors.Unavailable("cannot check the API key right now; retry") from error
         if identity is None:
             raise errors.Unauthenticated("unknown or revoked API key")
         return Principal(policy, tenant_id=identity.tenant_id, api_key_id=identity.api_key_id)
+
+
+def _as(
+    principal: Principal, behaviour: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+    """`behaviour` run with `principal` as the caller."""
+
+    async def authenticated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if request is _UNDECODABLE:
+            await abort_with(
+                context, errors.InvalidArgument.single("request", "is not a valid protobuf message of this method")
+            )
+        token = _principal.set(principal)
+        try:
+            return await behaviour(request, context)
+        finally:
+            _principal.reset(token)
+
+    return authenticated
+
+
+# What `_tolerant` decodes a body that is no valid message to: the handler answers INVALID_ARGUMENT for it.
+_UNDECODABLE: Any = object()
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """`deserializer`, answering `_UNDECODABLE` instead of raising (gRPC would answer INTERNAL for the raise)."""
+    if deserializer is None:
+        return None
+
+    def decode(body: bytes) -> Any:
+        try:
+            return deserializer(body)
+        except Exception:  # noqa: BLE001 - DecodeError, RecursionError on absurd nesting, ...
+            return _UNDECODABLE
+
+    return decode
+
+
+def _refusal(error: errors.KalciferError) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler that drops the request's bytes undecoded and aborts with `error`."""
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await abort_with(context, error)
+
+    return grpc.unary_unary_rpc_method_handler(refuse, request_deserializer=_undecoded)
+
+
+def _undecoded(body: bytes) -> None:
+    return None
 
 
 async def _refuse_streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
