@@ -35,10 +35,17 @@ ALL_SERVICES = sorted([*INFRASTRUCTURE, *KALCIFER_CONTAINERS])
 ALLOWED_COMMANDS = {"kalcifer", "kalcifer-api", "kalcifer-engine", "kalcifer-scheduler"}
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 
-# Environment each service needs (SPEC 2-3; only the scheduler talks to Redis).
+# Environment each service needs (SPEC 2-3, 10; the scheduler's queues and the API's rate limits use Redis).
 REQUIRED_ENV: dict[str, set[str]] = {
     "migrate": {"DATABASE_URL"},
-    "api": {"DATABASE_URL", "DATABASE_ROLE", "ENGINE_ADDR", "KALCIFER_ADMIN_TOKEN", "KALCIFER_INTERNAL_TOKEN"},
+    "api": {
+        "DATABASE_URL",
+        "DATABASE_ROLE",
+        "ENGINE_ADDR",
+        "REDIS_URL",
+        "KALCIFER_ADMIN_TOKEN",
+        "KALCIFER_INTERNAL_TOKEN",
+    },
     "engine": {"DATABASE_URL", "DATABASE_ROLE", "SCHEDULER_ADDR", "KALCIFER_INTERNAL_TOKEN"},
     "scheduler": {"DATABASE_URL", "DATABASE_ROLE", "ENGINE_ADDR", "REDIS_URL", "KALCIFER_INTERNAL_TOKEN"},
 }
@@ -46,7 +53,7 @@ REQUIRED_ENV: dict[str, set[str]] = {
 # The start-up order the stack relies on: service -> {dependency: condition}.
 EXPECTED_DEPENDS_ON: dict[str, dict[str, str]] = {
     "migrate": {"postgres": "service_healthy"},
-    "api": {"migrate": "service_completed_successfully", "engine": "service_healthy"},
+    "api": {"migrate": "service_completed_successfully", "engine": "service_healthy", "redis": "service_healthy"},
     "engine": {"migrate": "service_completed_successfully", "scheduler": "service_started"},
     "scheduler": {"redis": "service_healthy", "migrate": "service_completed_successfully"},
 }
@@ -336,12 +343,14 @@ def test_each_service_runs_as_its_own_database_role(name: str) -> None:
     assert environment(name).get("DATABASE_ROLE") == f"kalcifer_{name}" == defaults[name]().database_role
 
 
-def test_only_the_scheduler_gets_redis() -> None:
+def test_only_the_scheduler_and_the_api_get_redis() -> None:
+    users = {"scheduler", "api"}
     for name in KALCIFER_CONTAINERS:
-        if name != "scheduler":
-            assert "REDIS_URL" not in environment(name), f"service {name!r}: gets REDIS_URL, but only the scheduler may"
-    redis_url = environment("scheduler").get("REDIS_URL", "")
-    assert redis_url.startswith("redis://redis:6379"), f"service 'scheduler': REDIS_URL {redis_url!r} is not redis"
+        if name not in users:
+            assert "REDIS_URL" not in environment(name), f"service {name!r}: gets REDIS_URL, but needs no Redis"
+    for name in sorted(users):
+        redis_url = environment(name).get("REDIS_URL", "")
+        assert redis_url.startswith("redis://redis:6379"), f"service {name!r}: REDIS_URL {redis_url!r} is not redis"
 
 
 # --- infrastructure ------------------------------------------------------------------------------------------------

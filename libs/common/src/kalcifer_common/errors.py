@@ -75,11 +75,13 @@ class EtagMismatch(KalciferError):
 
 
 class ResourceExhausted(KalciferError):
-    """A quota, a rate limit or a frequency cap refused the request."""
+    """A quota, a rate limit or a frequency cap refused the request; `retry_after_seconds` (a rate limit) is when
+    a retry may succeed, sent as `google.rpc.RetryInfo`."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, *, retry_after_seconds: float | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self.retry_after_seconds = retry_after_seconds
 
 
 class Unauthenticated(KalciferError):

@@ -36,6 +36,9 @@ class CommonSettings(BaseSettings):
     )
     shutdown_grace_seconds: float = Field(default=10.0, gt=0, description="How long SIGTERM waits for in-flight calls.")
     rpc_timeout_seconds: float = Field(default=10.0, gt=0, description="Deadline of every internal gRPC call.")
+    max_concurrent_rpcs: int = Field(
+        default=1000, ge=1, description="Calls a process serves at once; more are refused RESOURCE_EXHAUSTED at once."
+    )
     outbound_allowlist: str = Field(
         default="",
         description="Hosts, host:port or CIDRs (comma-separated) that outbound calls may reach although they resolve "
@@ -54,7 +57,16 @@ class CommonSettings(BaseSettings):
         return value
 
 
-class ApiSettings(CommonSettings):
+class RedisSettings(CommonSettings):
+    """Settings of the processes that use Redis (the API's rate limits, the scheduler's queues)."""
+
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Redis URL (API rate limits, scheduler queues)."
+    )
+    redis_key_prefix: str = Field(default="kalcifer", description="Prefix of Kalcifer's own Redis keys.")
+
+
+class ApiSettings(RedisSettings):
     """Settings of `kalcifer-api`."""
 
     database_role: str = Field(
@@ -67,6 +79,10 @@ class ApiSettings(CommonSettings):
         default="",
         description="Operator token for TenantService; when empty TenantService refuses every call.",
     )
+    rate_limit_per_second: float = Field(
+        default=200.0, gt=0, description="Calls a second each tenant may make to the public API (all replicas)."
+    )
+    rate_limit_burst: int = Field(default=400, ge=1, description="Calls a tenant may make at once above its rate.")
     api_key_cache_seconds: float = Field(
         default=2.0,
         ge=0,
@@ -120,7 +136,7 @@ class EngineSettings(CommonSettings):
     )
 
 
-class SchedulerSettings(CommonSettings):
+class SchedulerSettings(RedisSettings):
     """Settings of `kalcifer-scheduler`."""
 
     database_role: str = Field(
@@ -129,8 +145,6 @@ class SchedulerSettings(CommonSettings):
         description="PostgreSQL role of the scheduler's connections (made by the migrations); empty = the URL's user.",
     )
     scheduler_port: int = Field(default=4520, ge=0, le=65535, description="Port of the scheduler gRPC service.")
-    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL; only the scheduler uses it.")
-    redis_key_prefix: str = Field(default="kalcifer", description="Prefix of the scheduler's own Redis keys.")
     delayed_resume_concurrency: int = Field(default=20, ge=1, le=1000, description="Jobs of delayed_resume at once.")
     flow_triggers_concurrency: int = Field(default=10, ge=1, le=1000, description="Jobs of flow_triggers at once.")
     maintenance_concurrency: int = Field(default=5, ge=1, le=1000, description="Jobs of maintenance at once.")

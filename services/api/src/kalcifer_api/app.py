@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import redis.asyncio as aioredis
 from kalcifer.v1 import (
     analytics_pb2,
     analytics_pb2_grpc,
@@ -41,6 +42,7 @@ from kalcifer_api.grpc.node_types import NodeTypeServicer
 from kalcifer_api.grpc.segments import SegmentServicer
 from kalcifer_api.grpc.tenants import TenantServicer
 from kalcifer_api.grpc.triggers import TriggerServicer
+from kalcifer_api.rate_limits import TenantRateLimiter
 from kalcifer_api.repo.customers import CustomerRepository
 from kalcifer_api.repo.events import EventRepository
 from kalcifer_api.repo.flows import FlowRepository
@@ -107,10 +109,18 @@ async def serve(settings: ApiSettings) -> None:
     engine_client = EngineClient(settings)
     scoped = tenant_scoped_bindings(sessions, engine_client)
     policies = {tenant_binding.full_name: AuthPolicy.ADMIN} | {b.full_name: AuthPolicy.API_KEY for b in scoped}
+    redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)
+    limiter = TenantRateLimiter(
+        redis,
+        per_second=settings.rate_limit_per_second,
+        burst=settings.rate_limit_burst,
+        key_prefix=settings.redis_key_prefix,
+    )
     interceptor = AuthInterceptor(
         policies=policies,
         admin_token=settings.kalcifer_admin_token,
         api_keys=ApiKeyCache(tenants.identity_of, ttl_seconds=settings.api_key_cache_seconds),
+        admission=limiter.admit,
     )
     server = GrpcServer(
         name="api",
@@ -118,5 +128,6 @@ async def serve(settings: ApiSettings) -> None:
         port=settings.api_port,
         interceptors=[interceptor],
         grace_seconds=settings.shutdown_grace_seconds,
+        max_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
-    await serve_until_signal(server, cleanup=[engine_client.close, engine.dispose])
+    await serve_until_signal(server, cleanup=[engine_client.close, engine.dispose, redis.aclose])

@@ -48,6 +48,7 @@ async def serve(settings: EngineSettings, *, builtins: NodeRegistry | None = Non
             )
         ],
         grace_seconds=settings.shutdown_grace_seconds,
+        max_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     runtime = deps.runtime = Runtime(deps)
     recovery = RecoveryLoop(runtime)

@@ -157,6 +157,7 @@ async def serve(settings: SchedulerSettings) -> None:
             )
         ],
         grace_seconds=settings.shutdown_grace_seconds,
+        max_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     workers = build_workers(runtime)
     monitor = HealthMonitor(

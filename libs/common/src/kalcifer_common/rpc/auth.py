@@ -4,8 +4,9 @@ between services.
 `AuthInterceptor` authenticates in `intercept_service`, from the call's metadata, before the request body is
 read: a caller that fails gets a handler that never decodes the body (its bytes are dropped unparsed) and aborts
 with `UNAUTHENTICATED` (with an `ErrorInfo`), so an anonymous caller cannot make the server parse a large or
-hostile message. An authenticated call runs the service's handler with the caller's `Principal` in a context
-variable. A database error while a key is looked up is `UNAVAILABLE` (retry), never `UNKNOWN`.
+hostile message. An optional `Admission` (rate limits) then decides on the authenticated caller, as cheaply.
+An admitted call runs the service's handler with the caller's `Principal` in a context variable. A database
+error while a key is looked up is `UNAVAILABLE` (retry), never `UNKNOWN`.
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ class ApiKeyIdentity:
 
 ApiKeyLookup = Callable[[str], Awaitable[ApiKeyIdentity | None]]
 """Resolves a SHA-256 hex digest of a raw key to its tenant, or None when unknown or revoked."""
+
+Admission = Callable[[Principal], Awaitable["errors.KalciferError | None"]]
+"""Decides, after authentication and still before the body is read, whether the caller's call goes on: None, or
+the error to refuse it with (the API's per-tenant rate limits)."""
 
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("kalcifer_principal", default=None)
 
@@ -143,8 +148,10 @@ class AuthInterceptor(_ServerInterceptor):
         admin_token: str = "",
         internal_token: str = "",
         api_keys: ApiKeyCache | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self._policies = {**dict.fromkeys(PUBLIC_SERVICES, AuthPolicy.PUBLIC), **policies}
+        self._admission = admission
         self._admin_token = admin_token
         self._internal_token = internal_token
         self._api_keys = api_keys
@@ -163,6 +170,8 @@ class AuthInterceptor(_ServerInterceptor):
             principal = await self._authenticate(policy, handler_call_details.invocation_metadata)
         except errors.KalciferError as error:
             return _refusal(error)
+        if self._admission is not None and (refused := await self._admission(principal)) is not None:
+            return _refusal(refused)
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler

@@ -10,10 +10,11 @@ import asyncio
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -62,7 +63,12 @@ def _details_of(error: errors.KalciferError) -> list[any_pb2.Any]:
     if isinstance(error, errors.FailedPrecondition | errors.AlreadyExists):
         return [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata))]
     if isinstance(error, errors.ResourceExhausted):
-        return [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))]
+        details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))]
+        if error.retry_after_seconds is not None:
+            delay = duration_pb2.Duration()
+            delay.FromTimedelta(timedelta(seconds=max(error.retry_after_seconds, 0.001)))
+            details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+        return details
     if isinstance(error, errors.NotFound | errors.EtagMismatch):
         info = error_details_pb2.ResourceInfo(resource_type=error.resource_type, resource_name=error.resource_name)
         return [_pack(info)]

@@ -48,6 +48,8 @@ class GrpcServer:
     host: str = "[::]"
     interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = ()
     grace_seconds: float = 10.0
+    # Calls served at once; beyond it gRPC answers RESOURCE_EXHAUSTED at once instead of queueing without bound.
+    max_concurrent_rpcs: int | None = None
     health: HealthServicer = field(default_factory=HealthServicer)
     _server: grpc.aio.Server | None = None
     bound_port: int = 0
@@ -56,6 +58,7 @@ class GrpcServer:
         """Bind and start serving; every service reports SERVING. Returns the bound port."""
         server = grpc.aio.server(
             interceptors=list(self.interceptors),
+            maximum_concurrent_rpcs=self.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

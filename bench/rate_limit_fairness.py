@@ -1,0 +1,132 @@
+"""Per-tenant rate limits under a flood (SPEC 10): tenant B's TriggerFlow latency while tenant A floods the API.
+
+The three services run as processes on the bench's scratch servers with a budget of 50 calls/s per tenant. B
+starts one instance every 25 ms (40/s, inside its budget) and we take B's latencies twice: alone (the baseline),
+then while two processes of tenant A call TriggerFlow back to back, far over A's budget (A is answered
+RESOURCE_EXHAUSTED `RATE_LIMITED` before its requests are read). Reported: B's p50 and p99 loaded next to unloaded;
+the target is a p99 ratio within 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import grpc
+from kalcifer.v1 import flow_pb2, flow_pb2_grpc, trigger_pb2, trigger_pb2_grpc
+from kalcifer_common.structs import dict_to_struct
+
+from bench.harness import BenchEnv, Comparison, percentile
+from tests.support.processes import Suite, running_suite
+from tests.support.tenants import new_tenant
+
+RATE = 50
+B_CALLS = 300
+B_SPACING_SECONDS = 0.025
+FLOOD_PROCESSES = 2
+GRAPH = flow_pb2.FlowGraph(
+    nodes=[
+        flow_pb2.GraphNode(id="go", type="event_entry", config=dict_to_struct({"event_type": "go"})),
+        flow_pb2.GraphNode(id="hold", type="wait", config=dict_to_struct({"duration": "1h"})),
+    ],
+    edges=[flow_pb2.GraphEdge(source="go", target="hold")],
+)
+
+
+def _active_flow(channel: grpc.Channel, auth: tuple[tuple[str, str]]) -> str:
+    flows = flow_pb2_grpc.FlowServiceStub(channel)
+    created = flows.CreateFlow(flow_pb2.CreateFlowRequest(flow=flow_pb2.Flow(name="bench"), graph=GRAPH), metadata=auth)
+    flows.ActivateFlow(flow_pb2.ActivateFlowRequest(id=created.id), metadata=auth)
+    flow_id: str = created.id
+    return flow_id
+
+
+def _paced_latencies(channel: grpc.Channel, auth: tuple[tuple[str, str]], flow_id: str) -> list[float]:
+    triggers = trigger_pb2_grpc.TriggerServiceStub(channel)
+    latencies: list[float] = []
+    next_at = time.monotonic()
+    for _ in range(B_CALLS):
+        began = time.monotonic()
+        triggers.TriggerFlow(
+            trigger_pb2.TriggerFlowRequest(flow_id=flow_id, participant_id=f"b-{uuid.uuid4().hex}"), metadata=auth
+        )
+        latencies.append((time.monotonic() - began) * 1000)
+        next_at += B_SPACING_SECONDS
+        time.sleep(max(0.0, next_at - time.monotonic()))
+    return latencies
+
+
+def _flood(address: str, auth: tuple[tuple[str, str]], flow_id: str, until: float, counts: Any) -> None:
+    """One flooding process (its own interpreter, so the flood's client CPU does not slow B's client)."""
+    with grpc.insecure_channel(address) as channel:
+        triggers = trigger_pb2_grpc.TriggerServiceStub(channel)
+        while time.time() < until:
+            try:
+                triggers.TriggerFlow(
+                    trigger_pb2.TriggerFlowRequest(flow_id=flow_id, participant_id=f"a-{uuid.uuid4().hex}"),
+                    metadata=auth,
+                )
+                index = 0
+            except grpc.RpcError as error:
+                index = 1 if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED else 2
+            with counts.get_lock():
+                counts[index] += 1
+
+
+def _measure(suite: Suite) -> tuple[list[float], list[float], list[int]]:
+    a, b = new_tenant(suite, "flooder"), new_tenant(suite, "neighbour")
+    with grpc.insecure_channel(suite.address("api")) as channel:
+        a_flow, b_flow = _active_flow(channel, a.auth), _active_flow(channel, b.auth)
+        _paced_latencies(channel, b.auth, b_flow)  # warm-up: connections, caches
+        alone = _paced_latencies(channel, b.auth, b_flow)
+        context = multiprocessing.get_context("spawn")
+        counts = context.Array("q", 3)  # A: admitted, rate limited, other errors
+        until = time.time() + 2 + B_CALLS * B_SPACING_SECONDS * 1.5
+        flooders = [
+            context.Process(target=_flood, args=(suite.address("api"), a.auth, a_flow, until, counts))
+            for _ in range(FLOOD_PROCESSES)
+        ]
+        for process in flooders:
+            process.start()
+        time.sleep(2)  # let the flood reach its pace before B is measured
+        flooded = _paced_latencies(channel, b.auth, b_flow)
+        for process in flooders:
+            process.join()
+    return alone, flooded, [int(counts[i]) for i in range(3)]
+
+
+async def run(env: BenchEnv) -> list[Comparison]:
+    """B's TriggerFlow p50/p99 while A floods, next to B alone, in the same run."""
+    settings = {"RATE_LIMIT_PER_SECOND": str(RATE), "RATE_LIMIT_BURST": str(RATE), "LOG_LEVEL": "WARNING"}
+    log_dir = Path(env.work_dir) / "rate-limit-logs"
+
+    def measure() -> tuple[list[float], list[float], list[int]]:
+        with running_suite(env.database_url, env.redis_url, log_dir, settings) as suite:
+            return _measure(suite)
+
+    alone, flooded, counts = await asyncio.to_thread(measure)
+    extra: dict[str, float | int | str] = {"a_admitted": counts[0], "a_rate_limited": counts[1], "a_other": counts[2]}
+    return [
+        Comparison(
+            f"tenant B TriggerFlow p50, A flooding ({FLOOD_PROCESSES} processes)",
+            "ms",
+            percentile(flooded, 50),
+            percentile(alone, 50),
+            "B alone",
+            higher_is_better=False,
+            extra=extra,
+        ),
+        Comparison(
+            f"tenant B TriggerFlow p99, A flooding ({FLOOD_PROCESSES} processes)",
+            "ms",
+            percentile(flooded, 99),
+            percentile(alone, 99),
+            "B alone",
+            higher_is_better=False,
+            extra=extra,
+        ),
+    ]

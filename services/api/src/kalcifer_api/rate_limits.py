@@ -1,0 +1,128 @@
+"""Per-tenant rate limits on the public API (SPEC 10): one token bucket per tenant, shared by every API replica.
+
+The bucket lives in Redis and is taken from by one Lua script per call (atomic, on Redis's own clock, so replicas
+agree): `RATE_LIMIT_PER_SECOND` tokens a second, up to `RATE_LIMIT_BURST`. A call that finds the bucket empty is
+answered `RESOURCE_EXHAUSTED` with reason `RATE_LIMITED` and a `RetryInfo` saying when a token will be there;
+it is refused from its metadata, before its body is decoded or the database is asked anything, so a flood costs
+its tenant's budget and little else.
+
+Redis may forget or go away at any time: a forgotten bucket starts full again, and while Redis cannot be reached
+each replica limits with a bucket of its own in memory (the same rate), so the limit degrades to per replica and
+never to none. Tenants are limited independently: one tenant's empty bucket never delays another's calls.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from kalcifer_common import errors
+from kalcifer_common.logging import get_logger
+from kalcifer_common.rpc.auth import Principal
+from redis.exceptions import RedisError
+
+_log = get_logger(__name__)
+
+RATE_LIMITED = "RATE_LIMITED"
+
+# KEYS[1] the tenant's bucket; ARGV rate (tokens/s), burst. Returns {1, 0} when a token was taken, else {0, ms to
+# wait}. Effects replication (replicate_commands) lets a script that read TIME write, on Redis before 7 too.
+_TAKE = """
+pcall(redis.replicate_commands)
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(state[1]) or burst, tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate / 1000)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) * 1000 / rate) end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
+if wait > 0 then return {0, wait} end
+return {1, 0}
+"""
+
+
+@dataclass
+class _LocalBucket:
+    tokens: float
+    at: float
+
+
+class TenantRateLimiter:
+    """Admits or refuses one call of a tenant; `admit` is the hook `AuthInterceptor` calls after authentication."""
+
+    def __init__(
+        self, redis: aioredis.Redis, *, per_second: float, burst: int, key_prefix: str, max_local: int = 10_000
+    ) -> None:
+        self._redis = redis
+        self._rate = per_second
+        self._burst = burst
+        self._prefix = key_prefix
+        self._script = redis.register_script(_TAKE)
+        self._local: OrderedDict[uuid.UUID, _LocalBucket] = OrderedDict()
+        self._max_local = max_local
+        self._degraded_since = 0.0
+        # Tenants Redis found empty, until their next token: refused here without asking Redis again, so a flood
+        # costs a dictionary lookup per call, not a round trip.
+        self._empty_until: OrderedDict[uuid.UUID, float] = OrderedDict()
+
+    async def admit(self, principal: Principal) -> errors.KalciferError | None:
+        """None to let the call through; the `RATE_LIMITED` error to answer it with otherwise."""
+        if principal.tenant_id is None:
+            return None
+        wait_ms = await self._take(principal.tenant_id)
+        if wait_ms <= 0:
+            return None
+        seconds = wait_ms / 1000
+        return errors.ResourceExhausted(
+            RATE_LIMITED,
+            f"this tenant's rate limit ({self._rate:g} calls/s, bursts of {self._burst}) is spent; "
+            f"retry in {seconds:.3g}s",
+            retry_after_seconds=seconds,
+        )
+
+    async def _take(self, tenant_id: uuid.UUID) -> float:
+        now = time.monotonic()
+        empty_until = self._empty_until.get(tenant_id)
+        if empty_until is not None:
+            if now < empty_until:
+                return (empty_until - now) * 1000
+            del self._empty_until[tenant_id]
+        wait_ms = await self._take_shared(tenant_id)
+        if wait_ms > 0:
+            self._empty_until[tenant_id] = now + wait_ms / 1000
+            while len(self._empty_until) > self._max_local:
+                self._empty_until.popitem(last=False)
+        return wait_ms
+
+    async def _take_shared(self, tenant_id: uuid.UUID) -> float:
+        try:
+            allowed, wait_ms = await self._script(
+                keys=[f"{self._prefix}:rate:{tenant_id}"], args=[self._rate, self._burst]
+            )
+        except (RedisError, OSError) as error:
+            now = time.monotonic()
+            if now - self._degraded_since > 10:
+                _log.warning("rate limits per replica: Redis unreachable", error=repr(error))
+                self._degraded_since = now
+            return self._take_locally(tenant_id, now)
+        return 0.0 if int(allowed) == 1 else float(wait_ms)
+
+    def _take_locally(self, tenant_id: uuid.UUID, now: float) -> float:
+        bucket = self._local.get(tenant_id)
+        if bucket is None:
+            bucket = self._local[tenant_id] = _LocalBucket(float(self._burst), now)
+            while len(self._local) > self._max_local:
+                self._local.popitem(last=False)
+        self._local.move_to_end(tenant_id)
+        bucket.tokens = min(float(self._burst), bucket.tokens + (now - bucket.at) * self._rate)
+        bucket.at = now
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return 0.0
+        return (1 - bucket.tokens) * 1000 / self._rate
