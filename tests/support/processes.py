@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from kalcifer_common.rpc.tls import TlsFiles, secure_or_insecure_channel
 
 from tests.support.eventually import eventually_sync
 
@@ -30,9 +31,9 @@ def free_port() -> int:
         return port
 
 
-def health_status(address: str, service: str = "", timeout: float = 1.0) -> int | None:
-    """The gRPC health status at `address`, or None when it does not answer."""
-    with grpc.insecure_channel(address) as channel:
+def health_status(address: str, service: str = "", timeout: float = 1.0, tls: TlsFiles | None = None) -> int | None:
+    """The gRPC health status at `address` (over TLS when `tls`), or None when it does not answer."""
+    with secure_or_insecure_channel(address, tls) as channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
@@ -42,14 +43,20 @@ def health_status(address: str, service: str = "", timeout: float = 1.0) -> int 
     return int(response.status)
 
 
-def wait_serving(address: str, *, timeout: float = 60.0, process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_serving(
+    address: str,
+    *,
+    timeout: float = 60.0,
+    process: subprocess.Popen[bytes] | None = None,
+    tls: TlsFiles | None = None,
+) -> None:
     """Poll the health protocol until SERVING (AssertionError with the last status seen after `timeout`); fail at
     once, with its exit code, if the process died."""
 
     def status() -> int | None:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"process serving {address} exited with {process.returncode}")
-        return health_status(address)
+        return health_status(address, tls=tls)
 
     eventually_sync(
         status,
@@ -106,7 +113,7 @@ class Suite:
         process = subprocess.Popen([str(BIN / f"kalcifer-{service}")], env=self.env, stdout=log, stderr=log)
         log.close()
         self.processes[service] = process
-        wait_serving(self.address(service), process=process)
+        wait_serving(self.address(service), process=process, tls=TlsFiles.from_environment(self.env))
         return process
 
     def stop(self, service: str, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:

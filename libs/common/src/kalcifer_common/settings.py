@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kalcifer_common.outbound_policy import OutboundPolicy
+from kalcifer_common.rpc.tls import TlsFiles
 
 
 class CommonSettings(BaseSettings):
@@ -36,6 +37,14 @@ class CommonSettings(BaseSettings):
     )
     shutdown_grace_seconds: float = Field(default=10.0, gt=0, description="How long SIGTERM waits for in-flight calls.")
     rpc_timeout_seconds: float = Field(default=10.0, gt=0, description="Deadline of every internal gRPC call.")
+    tls_cert_file: str = Field(
+        default="", description="PEM certificate chain: when set (with TLS_KEY_FILE) every gRPC port serves TLS only."
+    )
+    tls_key_file: str = Field(default="", description="PEM private key of TLS_CERT_FILE.")
+    tls_ca_file: str = Field(
+        default="",
+        description="PEM CA: internal services then demand client certificates from it, and trust only it (mTLS).",
+    )
     max_concurrent_rpcs: int = Field(
         default=1000, ge=1, description="Calls a process serves at once; more are refused RESOURCE_EXHAUSTED at once."
     )
@@ -49,6 +58,15 @@ class CommonSettings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: str) -> str:
         return value.upper()
+
+    @model_validator(mode="after")
+    def _readable_tls(self) -> CommonSettings:
+        TlsFiles.load(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)  # half a configuration stops the start
+        return self
+
+    def tls(self) -> TlsFiles | None:
+        """The TLS files, or None for plaintext."""
+        return TlsFiles.load(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
 
     @field_validator("outbound_allowlist")
     @classmethod

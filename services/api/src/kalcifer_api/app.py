@@ -129,5 +129,6 @@ async def serve(settings: ApiSettings) -> None:
         interceptors=[interceptor],
         grace_seconds=settings.shutdown_grace_seconds,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
+        tls=settings.tls(),
     )
     await serve_until_signal(server, cleanup=[engine_client.close, engine.dispose, redis.aclose])

@@ -51,6 +51,7 @@ class EngineClient:
             settings.engine_addr,
             token=settings.kalcifer_internal_token,
             timeout_seconds=settings.rpc_timeout_seconds,
+            tls=settings.tls(),
         )
         self.stub = engine_pb2_grpc.EngineServiceStub(self._channel)
 

@@ -49,6 +49,8 @@ async def serve(settings: EngineSettings, *, builtins: NodeRegistry | None = Non
         ],
         grace_seconds=settings.shutdown_grace_seconds,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
+        tls=settings.tls(),
+        internal=True,
     )
     runtime = deps.runtime = Runtime(deps)
     recovery = RecoveryLoop(runtime)

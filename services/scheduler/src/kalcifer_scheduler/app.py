@@ -57,7 +57,10 @@ async def build_runtime(settings: SchedulerSettings, redis: ArqRedis) -> Schedul
     )
     await wait_for_database(db)
     engine_channel = internal_channel(
-        settings.engine_addr, token=settings.kalcifer_internal_token, timeout_seconds=settings.rpc_timeout_seconds
+        settings.engine_addr,
+        token=settings.kalcifer_internal_token,
+        timeout_seconds=settings.rpc_timeout_seconds,
+        tls=settings.tls(),
     )
     engine_stub: engine_pb2_grpc.EngineServiceAsyncStub = engine_pb2_grpc.EngineServiceStub(engine_channel)
     keys = RedisKeys(settings.redis_key_prefix)
@@ -158,6 +161,8 @@ async def serve(settings: SchedulerSettings) -> None:
         ],
         grace_seconds=settings.shutdown_grace_seconds,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
+        tls=settings.tls(),
+        internal=True,
     )
     workers = build_workers(runtime)
     monitor = HealthMonitor(

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
+from kalcifer_common.rpc.tls import TlsFiles
+
 if TYPE_CHECKING:
     _ClientInterceptor = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
 else:  # the runtime class is not generic
@@ -35,10 +37,13 @@ class _InternalTokenInterceptor(_ClientInterceptor):
         return await continuation(details, request)
 
 
-def internal_channel(address: str, *, token: str, timeout_seconds: float = 10.0) -> grpc.aio.Channel:
-    """An aio channel to another Kalcifer service; create it inside the running event loop."""
-    return grpc.aio.insecure_channel(
-        address,
-        interceptors=cast(Any, [_InternalTokenInterceptor(token, timeout_seconds)]),
-        options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
-    )
+def internal_channel(
+    address: str, *, token: str, timeout_seconds: float = 10.0, tls: TlsFiles | None = None
+) -> grpc.aio.Channel:
+    """An aio channel to another Kalcifer service (mutual TLS when `tls` is given); create it inside the running
+    event loop."""
+    interceptors = cast(Any, [_InternalTokenInterceptor(token, timeout_seconds)])
+    options = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
+    if tls is None:
+        return grpc.aio.insecure_channel(address, interceptors=interceptors, options=options)
+    return grpc.aio.secure_channel(address, tls.channel_credentials(), interceptors=interceptors, options=options)

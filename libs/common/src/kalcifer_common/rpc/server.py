@@ -16,6 +16,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from kalcifer_common.logging import get_logger
+from kalcifer_common.rpc.tls import TlsFiles
 
 _log = get_logger(__name__)
 
@@ -50,6 +51,9 @@ class GrpcServer:
     grace_seconds: float = 10.0
     # Calls served at once; beyond it gRPC answers RESOURCE_EXHAUSTED at once instead of queueing without bound.
     max_concurrent_rpcs: int | None = None
+    # TLS for every call (`rpc.tls`); `internal` servers also demand a client certificate when TLS has a CA.
+    tls: TlsFiles | None = None
+    internal: bool = False
     health: HealthServicer = field(default_factory=HealthServicer)
     _server: grpc.aio.Server | None = None
     bound_port: int = 0
@@ -70,13 +74,17 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = [b.full_name for b in self.bindings]
         reflection.enable_server_reflection([*names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME], server)
-        self.bound_port = server.add_insecure_port(f"{self.host}:{self.port}")
+        address = f"{self.host}:{self.port}"
+        if self.tls is None:
+            self.bound_port = server.add_insecure_port(address)
+        else:
+            self.bound_port = server.add_secure_port(address, self.tls.server_credentials(internal=self.internal))
         if self.bound_port == 0:
             raise OSError(f"{self.name}: cannot bind {self.host}:{self.port}")
         await server.start()
         self._server = server
         await self.set_serving(True)
-        _log.info("serving", server=self.name, port=self.bound_port, services=names)
+        _log.info("serving", server=self.name, port=self.bound_port, services=names, tls=self.tls is not None)
         return self.bound_port
 
     async def set_serving(self, serving: bool) -> None:

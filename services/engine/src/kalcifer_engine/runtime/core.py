@@ -72,6 +72,7 @@ class Runtime:
             deps.settings.scheduler_addr,
             token=deps.settings.kalcifer_internal_token,
             timeout_seconds=deps.settings.rpc_timeout_seconds,
+            tls=deps.settings.tls(),
         )
         self.expressions = expressions or ExpressionSandbox(
             SandboxLimits(

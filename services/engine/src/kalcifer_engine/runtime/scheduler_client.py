@@ -18,6 +18,7 @@ import grpc
 from kalcifer.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from kalcifer_common.logging import get_logger
 from kalcifer_common.rpc.clients import internal_channel
+from kalcifer_common.rpc.tls import TlsFiles
 from kalcifer_common.timestamps import to_timestamp
 
 _log = get_logger(__name__)
@@ -30,8 +31,9 @@ QUIET_SECONDS = 1.0
 class SchedulerClient:
     """Queues scheduler requests and sends them in batches from one background task."""
 
-    def __init__(self, address: str, *, token: str, timeout_seconds: float) -> None:
+    def __init__(self, address: str, *, token: str, timeout_seconds: float, tls: TlsFiles | None = None) -> None:
         self._address = address
+        self._tls = tls
         self._token = token
         self._timeout = timeout_seconds
         self._arm: list[scheduler_pb2.ScheduleResumeRequest] = []
@@ -103,7 +105,9 @@ class SchedulerClient:
 
     async def _send_once(self) -> None:
         if self._channel is None:
-            self._channel = internal_channel(self._address, token=self._token, timeout_seconds=self._timeout)
+            self._channel = internal_channel(
+                self._address, token=self._token, timeout_seconds=self._timeout, tls=self._tls
+            )
         stub = scheduler_pb2_grpc.SchedulerServiceStub(self._channel)
         while self._arm or self._cancel or self._deliveries:
             arm, self._arm = self._arm[:BATCH_LIMIT], self._arm[BATCH_LIMIT:]
