@@ -1,4 +1,5 @@
-"""Structured logs: JSON lines in production, readable lines in a terminal, one configuration for every process."""
+"""Structured logs: JSON lines in production, readable lines in a terminal, one configuration for every process;
+secrets and contacts are redacted from every line (`redaction`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import logging
 import sys
 
 import structlog
+
+from kalcifer_common.redaction import redact_event
 
 
 def configure_logging(*, level: str = "INFO", fmt: str = "json", service: str = "") -> None:
@@ -19,6 +22,7 @@ def configure_logging(*, level: str = "INFO", fmt: str = "json", service: str = 
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
+        redact_event,
     ]
     if service:
         structlog.contextvars.bind_contextvars(service=service)
@@ -41,6 +45,8 @@ def configure_logging(*, level: str = "INFO", fmt: str = "json", service: str = 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # httpx logs every request line (tenants' URLs, which may carry tokens in their query) at INFO.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
