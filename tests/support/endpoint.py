@@ -1,7 +1,8 @@
 """A real local HTTP endpoint for outbound-call tests: answers what it is told, records what it receives.
 
-Each request takes the next scripted `Reply` (then `default`): a status and JSON body, or `hang`, which holds the
-request open until `release()` (or the test ends), as an endpoint that never answers does.
+Each request takes the next scripted `Reply` (then `default`): a status and JSON body, after `delay` seconds (a
+remote that takes its time), or `hang`, which holds the request open until `release()` (or the test ends), as an
+endpoint that never answers does.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Reply:
     status: int = 200
     body: Any = None
     hang: bool = False
+    delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ class Endpoint:
             if reply.hang:
                 self._released.wait(60)
                 reply = Reply(504)
+            elif reply.delay:
+                self._released.wait(reply.delay)
             content = b"" if reply.body is None else orjson.dumps(reply.body)
             handler.send_response(reply.status)
             handler.send_header("Content-Type", "application/json")
