@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -34,9 +35,14 @@ from tests.chaos.verdict import (
     EventRow,
     InstanceRow,
     Observed,
+    Recovered,
+    Redone,
+    Send,
     StepRow,
     Verdict,
     judge,
+    redone_by_phase,
+    render_redone,
     render_table,
 )
 from tests.chaos.workload import CHANNEL_OPTIONS, Phases, Workload
@@ -71,6 +77,14 @@ SERVICE_SETTINGS: Final = {
 # The endpoint takes its time, so that a scheduler SIGKILL finds calls in flight.
 CALL_REPLY: Final = Reply(200, CALL_ANSWER, delay=1.0)
 SETTLE_POLL_SECONDS: Final = 1.0
+# What the services log when they pick up interrupted work: (log, event, field) -> the name it is counted under.
+RECOVERY_LINES: Final = {
+    ("engine", "recovery pass", "unrouted_events"): "events routed by recovery",
+    ("engine", "recovery pass", "overdue_waits"): "timers fired by recovery",
+    ("engine", "recovery pass", "stuck_instances"): "runs redone by recovery",
+    ("scheduler", "swept overdue waits", "fired"): "waits swept from PostgreSQL",
+    ("scheduler", "swept pending deliveries", "enqueued"): "sends re-queued by sweep",
+}
 
 _SETTLED = """
     SELECT
@@ -101,11 +115,13 @@ class ChaosOptions:
 
 @dataclass
 class Outcome:
-    """What a run found: the verdict, each fault's report, the driver's retried calls, the phases' labels."""
+    """What a run found: the verdict, each fault's report, what was picked up again after each, the driver's
+    retried calls, the phases' labels."""
 
     verdict: Verdict
     faults: list[FaultReport]
     labels: dict[int, str]
+    redone: dict[int, Redone]
     retried: dict[int, dict[str, int]]
     given_up: list[str]
     settle_seconds: float
@@ -162,10 +178,12 @@ async def _chaos(rig: Rig, endpoint: Endpoint, database_url: str, options: Chaos
         starting = asyncio.create_task(workload.start_participants(rate=options.rate, seconds=options.workload_seconds))
         reports: list[FaultReport] = []
         labels = {0: "before any fault"}
+        phase_starts: list[float] = []
         for index, (name, fault) in enumerate(FAULTS):
             slot_start = options.warmup + index * options.slot
             moment = slot_start + rig.rng.uniform(0.5, options.slot * 0.5)
             await asyncio.sleep(max(0.0, begin + moment - loop.time()))
+            phase_starts.append(time.time())
             phases.current = index + 1
             labels[index + 1] = f"after {name}"
             report = await inject(rig, name, fault, at=loop.time() - begin)
@@ -184,7 +202,13 @@ async def _chaos(rig: Rig, endpoint: Endpoint, database_url: str, options: Chaos
     retried: dict[int, dict[str, int]] = {}
     for (phase, code), count in sorted(workload.calls.retried.items()):
         retried.setdefault(phase, {})[code] = count
-    return Outcome(verdict, reports, labels, retried, workload.calls.given_up, settle_seconds, settled)
+    redone = redone_by_phase(
+        phase_starts,
+        observed,
+        _logged_recoveries(rig.suite.log_dir),
+        {phase: sum(codes.values()) for phase, codes in retried.items()},
+    )
+    return Outcome(verdict, reports, labels, redone, retried, workload.calls.given_up, settle_seconds, settled)
 
 
 async def _active_flow(channel: grpc.aio.Channel, auth: tuple[tuple[str, str]], flow: ChaosFlow) -> str:
@@ -259,7 +283,7 @@ async def _observe(
             output = {key: value for key, value in output.items() if key != "branch"}
         step_rows.append(StepRow(row["instance_id"], row["node_id"], row["status"], branch, output))
     calls = [
-        CallRequest(request.path.removeprefix(CALL_PATH_PREFIX), request.headers.get("idempotency-key", ""))
+        CallRequest(request.path.removeprefix(CALL_PATH_PREFIX), request.headers.get("idempotency-key", ""), request.at)
         for request in endpoint.received
         if request.path.startswith(CALL_PATH_PREFIX)
     ]
@@ -279,17 +303,38 @@ async def _observe(
     )
 
 
-def _logged_sends(log: Path) -> list[str]:
-    """The idempotency key of every `delivery sent` line of the scheduler's log (all its processes)."""
-    keys = []
+def _log_records(log: Path) -> Iterator[tuple[float, dict[str, Any]]]:
+    """Every JSON line of a service's log (all its processes), with its time."""
+    if not log.exists():
+        return
     for line in log.read_bytes().splitlines():
         try:
             record = orjson.loads(line)
         except orjson.JSONDecodeError:
             continue  # a line cut by a SIGKILL, or not ours
-        if isinstance(record, dict) and record.get("event") == "delivery sent":
-            keys.append(str(record.get("idempotency_key")))
-    return keys
+        if isinstance(record, dict) and isinstance(record.get("timestamp"), str):
+            yield datetime.fromisoformat(record["timestamp"]).timestamp(), record
+
+
+def _logged_sends(log: Path) -> list[Send]:
+    """Every `delivery sent` line of the scheduler's log."""
+    return [
+        Send(str(record.get("idempotency_key")), at)
+        for at, record in _log_records(log)
+        if record.get("event") == "delivery sent"
+    ]
+
+
+def _logged_recoveries(log_dir: Path) -> list[Recovered]:
+    """The counts of `RECOVERY_LINES` in the services' logs."""
+    found = []
+    for service in ("engine", "scheduler"):
+        for at, record in _log_records(log_dir / f"{service}.log"):
+            for (source, event, name), what in RECOVERY_LINES.items():
+                count = record.get(name)
+                if source == service and record.get("event") == event and isinstance(count, int) and count:
+                    found.append(Recovered(what, count, at))
+    return found
 
 
 def _print(outcome: Outcome, options: ChaosOptions, wall: float) -> None:
@@ -302,6 +347,10 @@ def _print(outcome: Outcome, options: ChaosOptions, wall: float) -> None:
         f"events: {events.sent} sent, {events.acknowledged} acknowledged, {events.stored} stored, "
         f"{events.lost} lost, {events.unrouted} unrouted; waits left pending: {verdict.pending_waits}"
     )
+    print()
+    print("what each phase picked up again (counted when it happened)")
+    print(render_redone(outcome.labels, outcome.redone, list(RECOVERY_LINES.values())))
+    print()
     for report in outcome.faults:
         print(f"fault: {report.describe()}")
     for phase, codes in outcome.retried.items():

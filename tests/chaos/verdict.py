@@ -10,6 +10,7 @@ sends repeated under the same idempotency key are counted but allowed: that is h
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -64,10 +65,28 @@ class DeliveryRow:
 
 @dataclass(frozen=True)
 class CallRequest:
-    """One request the webhook endpoint received: the instance its path names, its `Idempotency-Key`."""
+    """One request the webhook endpoint received: the instance its path names, its `Idempotency-Key`, when."""
 
     instance_id: str
     idempotency_key: str
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Send:
+    """One `delivery sent` line of the scheduler's log: the delivery's idempotency key, when."""
+
+    idempotency_key: str
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """A count a service logged of work it picked up after a fault (`what`), when."""
+
+    what: str
+    count: int
+    at: float
 
 
 @dataclass(frozen=True)
@@ -86,8 +105,8 @@ class Observed:
     steps: Sequence[StepRow]
     deliveries: Sequence[DeliveryRow]
     calls: Sequence[CallRequest]
-    # The idempotency key of every "delivery sent" line the scheduler logged (a repeat is a send made again).
-    sends: Sequence[str]
+    # Every "delivery sent" line the scheduler logged (a repeat of a key is a send made again).
+    sends: Sequence[Send]
     events: Sequence[EventRow]
     pending_waits: int
     # Request ids of the events the driver ingested, and of those the API acknowledged.
@@ -219,8 +238,8 @@ def judge(flows: Mapping[FlowKind, ChaosFlow], started: Sequence[Started], obser
     for request in observed.calls:
         calls_of[request.instance_id].append(request.idempotency_key)
     sends_of: dict[str, list[str]] = defaultdict(list)
-    for key in observed.sends:
-        sends_of[key_owner.get(key, "")].append(key)
+    for send in observed.sends:
+        sends_of[key_owner.get(send.idempotency_key, "")].append(send.idempotency_key)
     if sends_of.get(""):
         problems.append(f"{len(sends_of[''])} send(s) logged under keys of no delivery")
 
@@ -286,6 +305,63 @@ def judge(flows: Mapping[FlowKind, ChaosFlow], started: Sequence[Started], obser
     return Verdict(dict(sorted(phases.items())), total, events, observed.pending_waits, problems)
 
 
+@dataclass
+class Redone:
+    """Work a fault interrupted that the suite picked up again, counted in the phase it was picked up in."""
+
+    calls_remade: int = 0
+    sends_remade: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+    api_retries: int = 0
+
+
+def phase_at(phase_starts: Sequence[float], at: float) -> int:
+    """The phase a moment falls in, given when phases 1, 2, ... began (phase 0 before the first)."""
+    return bisect.bisect_right(phase_starts, at)
+
+
+def redone_by_phase(
+    phase_starts: Sequence[float], observed: Observed, recovered: Sequence[Recovered], retries: Mapping[int, int]
+) -> dict[int, Redone]:
+    """Calls and sends made again under the same key (every request after a key's first), what the services'
+    recovery and sweeps picked up, and the API calls the driver had to retry, by the phase they happened in."""
+    redone: dict[int, Redone] = defaultdict(Redone)
+    for phase in range(len(phase_starts) + 1):
+        redone[phase].api_retries = retries.get(phase, 0)
+    seen: set[tuple[str, str]] = set()
+    for request in sorted(observed.calls, key=lambda call: call.at):
+        if (request.instance_id, request.idempotency_key) in seen:
+            redone[phase_at(phase_starts, request.at)].calls_remade += 1
+        seen.add((request.instance_id, request.idempotency_key))
+    sent: set[str] = set()
+    for send in sorted(observed.sends, key=lambda send: send.at):
+        if send.idempotency_key in sent:
+            redone[phase_at(phase_starts, send.at)].sends_remade += 1
+        sent.add(send.idempotency_key)
+    for item in recovered:
+        redone[phase_at(phase_starts, item.at)].counts[item.what] += item.count
+    return dict(sorted(redone.items()))
+
+
+def render_redone(labels: Mapping[int, str], redone: Mapping[int, Redone], kinds: Sequence[str]) -> str:
+    """What each phase picked up again, as a fixed-width table (`kinds`: the recovered counts, in order)."""
+    headers = ["calls re-made same key", "sends re-made same key", *kinds, "api calls retried"]
+    rows = [
+        (
+            labels.get(phase, f"phase {phase}"),
+            [r.calls_remade, r.sends_remade, *(r.counts[k] for k in kinds), r.api_retries],
+        )
+        for phase, r in redone.items()
+    ]
+    label_width = max(len(label) for label, _ in rows)
+    header = " | ".join([f"{'phase':<{label_width}}", *headers])
+    lines = [header, "-" * len(header)]
+    for label, values in rows:
+        cells = [f"{value:>{len(name)}}" for name, value in zip(headers, values, strict=True)]
+        lines.append(" | ".join([f"{label:<{label_width}}", *cells]))
+    return "\n".join(lines)
+
+
 # The columns of the figures table: (header, Figures attribute).
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("started", "started"),
@@ -297,10 +373,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("deliveries", "deliveries"),
     ("dup deliv", "duplicate_deliveries"),
     ("unsent", "unsent_deliveries"),
-    ("re-sent same key", "sends_repeated"),
-    ("calls", "calls"),
-    ("re-called same key", "calls_repeated"),
-    ("new key", "calls_new_key"),
+    ("webhook calls", "calls"),
+    ("call under new key", "calls_new_key"),
 )
 
 

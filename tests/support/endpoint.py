@@ -8,6 +8,7 @@ endpoint that never answers does.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,12 +30,13 @@ class Reply:
 
 @dataclass(frozen=True)
 class Received:
-    """One request as the endpoint saw it (header names lower-cased)."""
+    """One request as the endpoint saw it (header names lower-cased), and when it arrived (`time.time()`)."""
 
     method: str
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.time)
 
     def json(self) -> Any:
         """The body as JSON."""

@@ -11,9 +11,14 @@ from tests.chaos.verdict import (
     EventRow,
     InstanceRow,
     Observed,
+    Recovered,
+    Send,
     Started,
     StepRow,
     judge,
+    phase_at,
+    redone_by_phase,
+    render_redone,
     render_table,
 )
 
@@ -39,7 +44,7 @@ def _clean() -> tuple[list[Started], Observed]:
         steps=steps,
         deliveries=deliveries,
         calls=[CallRequest("i1", "w1")],
-        sends=["i1:push:a1:v1"],
+        sends=[Send("i1:push:a1:v1")],
         events=[EventRow("confirm-p1", routed=True)],
         pending_waits=0,
         events_sent=frozenset({"confirm-p1"}),
@@ -61,7 +66,7 @@ def test_a_clean_run_passes_with_its_figures_in_its_phase() -> None:
 def test_a_call_made_again_under_the_same_key_is_counted_but_allowed() -> None:
     started, observed = _clean()
     observed.calls = [CallRequest("i1", "w1"), CallRequest("i1", "w1")]
-    observed.sends = ["i1:push:a1:v1", "i1:push:a1:v1"]
+    observed.sends = [Send("i1:push:a1:v1"), Send("i1:push:a1:v1")]
 
     verdict = judge(FLOWS, started, observed)
 
@@ -159,3 +164,21 @@ def test_a_start_never_acknowledged_or_a_pending_wait_fails_the_run() -> None:
     assert not judge(FLOWS, [replace(started[0], acknowledged=False)], observed).ok
     observed.pending_waits = 1
     assert not judge(FLOWS, started, observed).ok
+
+
+def test_work_picked_up_again_counts_in_the_phase_it_happened_in() -> None:
+    _, observed = _clean()
+    observed.calls = [CallRequest("i1", "w1", at=5.0), CallRequest("i1", "w1", at=25.0)]
+    observed.sends = [Send("k", at=1.0), Send("k", at=12.0), Send("k", at=13.0)]
+    recovered = [Recovered("events routed by recovery", 3, at=11.0), Recovered("events routed by recovery", 1, at=30)]
+
+    redone = redone_by_phase([10.0, 20.0], observed, recovered, {1: 7})
+
+    assert [phase_at([10.0, 20.0], at) for at in (0.0, 10.0, 19.9, 20.0, 99.0)] == [0, 1, 1, 2, 2]
+    assert [(r.calls_remade, r.sends_remade, r.api_retries) for r in redone.values()] == [
+        (0, 0, 0),
+        (0, 2, 7),
+        (1, 0, 0),
+    ]
+    assert redone[1].counts["events routed by recovery"] == 3
+    assert "events routed by recovery" in render_redone({}, redone, ["events routed by recovery"])
