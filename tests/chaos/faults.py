@@ -117,6 +117,8 @@ class FaultReport:
     not_serving: list[str] = field(default_factory=list)
     unreachable: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # What the fault should have made the suite do and it did not (a service that did not say NOT_SERVING).
+    failures: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         """One line for the run's report."""
@@ -127,7 +129,7 @@ class FaultReport:
             f"NOT_SERVING: {', '.join(self.not_serving) or '-'}",
             f"unreachable: {', '.join(self.unreachable) or '-'}",
         ]
-        return "; ".join(parts + self.notes)
+        return "; ".join(parts + self.notes + [f"FAILED: {failure}" for failure in self.failures])
 
 
 async def _sigkill(rig: Rig, service: str, report: FaultReport) -> None:
@@ -186,6 +188,8 @@ async def restart_postgres(rig: Rig, report: FaultReport) -> None:
         or rig.suite.processes[name].poll() is not None
     ]
     report.notes.append(f"services restarted: {', '.join(replaced) or 'none'}")
+    if replaced:
+        report.failures.append(f"{', '.join(replaced)} had to be restarted")
 
 
 async def _all_serving(rig: Rig) -> None:
@@ -199,19 +203,21 @@ async def _all_serving(rig: Rig) -> None:
 
 Fault = Callable[[Rig, FaultReport], Awaitable[None]]
 
-# In the order of the issue: a SIGKILL of each service, a Redis flush, a Redis restart, a PostgreSQL restart.
-FAULTS: Final[tuple[tuple[str, Fault], ...]] = (
-    ("engine SIGKILL", kill_engine),
-    ("scheduler SIGKILL", kill_scheduler),
-    ("api SIGKILL", kill_api),
-    ("redis FLUSHALL", flush_redis),
-    ("redis restart", restart_redis),
-    ("postgres restart", restart_postgres),
+# In the order of the issue: a SIGKILL of each service, a Redis flush, a Redis restart, a PostgreSQL restart; each
+# with the services that must say NOT_SERVING while it lasts (those whose dependency it takes away).
+FAULTS: Final[tuple[tuple[str, Fault, tuple[str, ...]], ...]] = (
+    ("engine SIGKILL", kill_engine, ()),
+    ("scheduler SIGKILL", kill_scheduler, ()),
+    ("api SIGKILL", kill_api, ()),
+    ("redis FLUSHALL", flush_redis, ()),
+    ("redis restart", restart_redis, ("scheduler",)),
+    ("postgres restart", restart_postgres, SERVICE_NAMES),
 )
 
 
-async def inject(rig: Rig, name: str, fault: Fault, *, at: float) -> FaultReport:
-    """Run one fault, then wait (bounded) until every service serves again; the report says what was seen."""
+async def inject(rig: Rig, name: str, fault: Fault, *, at: float, not_serving: tuple[str, ...] = ()) -> FaultReport:
+    """Run one fault, then wait (bounded) until every service serves again; the report says what was seen, and
+    fails the fault when a service of `not_serving` never said NOT_SERVING meanwhile."""
     report = FaultReport(name, at=at)
     begin = time.monotonic()
     await fault(rig, report)
@@ -223,4 +229,7 @@ async def inject(rig: Rig, name: str, fault: Fault, *, at: float) -> FaultReport
             report.not_serving.append(service)
         if None in statuses:
             report.unreachable.append(service)
+    silent = [service for service in not_serving if service not in report.not_serving]
+    if silent:
+        report.failures.append(f"{', '.join(silent)} never said NOT_SERVING")
     return report

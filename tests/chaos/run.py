@@ -127,6 +127,11 @@ class Outcome:
     settle_seconds: float
     settled: bool
 
+    @property
+    def ok(self) -> bool:
+        """Nothing lost, duplicated or wrong, everything settled, every fault answered as it must be."""
+        return self.verdict.ok and self.settled and not any(report.failures for report in self.faults)
+
 
 def run(options: ChaosOptions) -> int:
     """Run chaos once and print its figures; 0 when nothing was lost, duplicated or left wrong, else 1."""
@@ -145,7 +150,7 @@ def run(options: ChaosOptions) -> int:
             rig = Rig(suite, postgres, redis_server, health, random.Random(options.seed))
             outcome = asyncio.run(_chaos(rig, endpoint, database_url, options))
     _print(outcome, options, time.monotonic() - began)
-    return 0 if outcome.verdict.ok and outcome.settled else 1
+    return 0 if outcome.ok else 1
 
 
 @contextlib.contextmanager
@@ -179,14 +184,14 @@ async def _chaos(rig: Rig, endpoint: Endpoint, database_url: str, options: Chaos
         reports: list[FaultReport] = []
         labels = {0: "before any fault"}
         phase_starts: list[float] = []
-        for index, (name, fault) in enumerate(FAULTS):
+        for index, (name, fault, not_serving) in enumerate(FAULTS):
             slot_start = options.warmup + index * options.slot
             moment = slot_start + rig.rng.uniform(0.5, options.slot * 0.5)
             await asyncio.sleep(max(0.0, begin + moment - loop.time()))
             phase_starts.append(time.time())
             phases.current = index + 1
             labels[index + 1] = f"after {name}"
-            report = await inject(rig, name, fault, at=loop.time() - begin)
+            report = await inject(rig, name, fault, at=loop.time() - begin, not_serving=not_serving)
             print(f"chaos: {report.describe()}", flush=True)
             reports.append(report)
         await starting
@@ -361,7 +366,7 @@ def _print(outcome: Outcome, options: ChaosOptions, wall: float) -> None:
     for problem in verdict.problems[:40]:
         print(f"problem: {problem}")
     total = verdict.total
-    ok = verdict.ok and outcome.settled
+    ok = outcome.ok
     print(
         f"chaos {'PASSED' if ok else 'FAILED'}: {total.lost} lost, "
         f"{total.duplicate_instances + total.duplicate_steps + total.duplicate_deliveries + total.calls_new_key} "
