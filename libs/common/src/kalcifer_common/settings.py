@@ -149,6 +149,15 @@ class EngineSettings(CommonSettings):
     recovery_running_seconds: float = Field(
         default=60.0, gt=0, description="An instance left 'running' this long is re-run from its committed state."
     )
+    migration_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="Instances a MIGRATE_ALL moves per batch (one lease renewal each)."
+    )
+    migration_call_seconds: float = Field(
+        default=3.0, ge=0, description="How long MigrateFlowVersion moves instances before answering in_progress."
+    )
+    migration_lease_seconds: float = Field(
+        default=30.0, gt=0, description="A migration whose replica stopped is taken up by another after this."
+    )
     instance_retention_seconds: float = Field(
         default=30 * 86400.0, gt=0, description="Finished instances (and their steps) are pruned after this."
     )

@@ -698,6 +698,34 @@ class AbAssignment(Base):
     create_time: Mapped[datetime] = _created()
 
 
+class FlowMigration(Base):
+    """A MIGRATE_ALL of one flow to one version, worked in bounded batches by any engine replica under a lease;
+    its counts are the progress GetMigrationStatus reports. At most one runs per flow."""
+
+    __tablename__ = "flow_migrations"
+    __table_args__ = (
+        _one_of("status", ("running", "done")),
+        Index("uq_flow_migrations_running_flow", "flow_id", unique=True, postgresql_where=text("status = 'running'")),
+        Index("ix_flow_migrations_flow_id_create_time", "flow_id", "create_time"),
+    )
+
+    id: Mapped[uuid.UUID] = _id()
+    tenant_id: Mapped[uuid.UUID] = _tenant_id()
+    flow_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("flows.id", ondelete="CASCADE"), nullable=False)
+    from_version_number: Mapped[int] = mapped_column(Integer, nullable=False)
+    to_version_number: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = _text_default("running")
+    migrated: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    exited: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    skipped: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    failures: Mapped[list[Any]] = _json("[]")
+    failed: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    after_instance_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    lease_until: Mapped[datetime | None] = _optional_time()
+    create_time: Mapped[datetime] = _created()
+    update_time: Mapped[datetime] = _updated()
+
+
 class ProviderConfig(Base):
     """Which provider sends a tenant's messages on one channel, and its settings."""
 

@@ -18,7 +18,7 @@ from typing import cast as typed
 
 from kalcifer_common.db.models import Flow, FlowInstance
 from kalcifer_common.statuses import FINAL_INSTANCE_STATUSES, LIVE_INSTANCE_STATUSES, FlowStatus, InstanceStatus
-from sqlalchemy import Table, any_, exists, select, text, update
+from sqlalchemy import Table, any_, exists, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.repo.connection import driver, json_text, uuid_array
@@ -235,9 +235,17 @@ async def save_instance(
 
 
 async def live_instance_ids(
-    conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, *, not_on_version: int, on_version: int = 0
+    conn: AsyncConnection,
+    tenant_id: uuid.UUID,
+    flow_id: uuid.UUID,
+    *,
+    not_on_version: int,
+    on_version: int = 0,
+    after: uuid.UUID | None = None,
+    limit: int | None = None,
 ) -> list[uuid.UUID]:
-    """The flow's live instances not on `not_on_version` (and, unless 0, on `on_version`), in id order."""
+    """The flow's live instances not on `not_on_version` (and, unless 0, on `on_version`), in id order: those
+    after `after`, at most `limit` (a keyset page)."""
     query = select(_instances.c.id).where(
         _instances.c.tenant_id == tenant_id,
         _instances.c.flow_id == flow_id,
@@ -246,7 +254,27 @@ async def live_instance_ids(
     )
     if on_version:
         query = query.where(_instances.c.version_number == on_version)
-    return [row.id for row in await conn.execute(query.order_by(_instances.c.id))]
+    if after is not None:
+        query = query.where(_instances.c.id > after)
+    query = query.order_by(_instances.c.id)
+    if limit is not None:
+        query = query.limit(limit)
+    return [row.id for row in await conn.execute(query)]
+
+
+async def count_live_instances(
+    conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, *, not_on_version: int, on_version: int = 0
+) -> int:
+    """How many live instances `live_instance_ids` would page through."""
+    query = select(func.count()).where(
+        _instances.c.tenant_id == tenant_id,
+        _instances.c.flow_id == flow_id,
+        _instances.c.status.in_(LIVE_INSTANCE_STATUSES),
+        _instances.c.version_number != not_on_version,
+    )
+    if on_version:
+        query = query.where(_instances.c.version_number == on_version)
+    return int((await conn.execute(query)).scalar_one())
 
 
 async def participant_live_instances(

@@ -6,10 +6,14 @@ and keyed by immutable (flow, version) pairs.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections import OrderedDict
+from collections.abc import Coroutine
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from kalcifer_common.errors import NotFound
 from kalcifer_common.logging import get_logger
@@ -74,6 +78,7 @@ class Runtime:
             timeout_seconds=deps.settings.rpc_timeout_seconds,
             tls=deps.settings.tls(),
         )
+        self._background: set[asyncio.Task[None]] = set()
         self.expressions = expressions or ExpressionSandbox(
             SandboxLimits(
                 workers=deps.settings.cel_workers,
@@ -82,8 +87,28 @@ class Runtime:
             )
         )
 
+    def spawn(self, work: Coroutine[Any, Any, object], *, name: str) -> None:
+        """Run `work` in the background (a migration's batches); cancelled by `close`, logged if it fails."""
+
+        async def logged() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - background work is durable (leases, recovery): log and let it retry
+                _log.exception("background work failed", work=name)
+
+        task = asyncio.get_running_loop().create_task(logged(), name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def close(self) -> None:
-        """Flush what the scheduler still has to hear, then stop the CEL workers."""
+        """Stop background work, flush what the scheduler still has to hear, then stop the CEL workers."""
+        for task in list(self._background):
+            task.cancel()
+        for task in list(self._background):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.scheduler.close()
         await self.expressions.close()
 
