@@ -46,6 +46,8 @@ async def test_channel_send_creates_one_delivery(key: str, channel: str, extra: 
                 "phone": "+33600000000",
                 "data": {"coupon": "X"},
                 **extra,
+                # What the template is rendered over at send time: the context, the node's data, the participant.
+                "variables": {**CUSTOMER, "data": {"coupon": "X"}, "participant_id": "p-1"},
             },
         )
     ]
@@ -54,7 +56,15 @@ async def test_channel_send_creates_one_delivery(key: str, channel: str, extra: 
 async def test_channel_send_without_customer_or_data() -> None:
     ctx = FakeContext()
     await node("send_email").execute({"template_id": "t1"}, ctx)
-    assert ctx.deliveries == [("email", "t1", {"participant_id": "p-1", "data": {}})]
+    variables = {"data": {}, "participant_id": "p-1"}
+    assert ctx.deliveries == [("email", "t1", {"participant_id": "p-1", "data": {}, "variables": variables})]
+
+
+async def test_the_node_data_wins_over_a_context_key_of_the_same_name_in_the_template_variables() -> None:
+    ctx = FakeContext(data={"data": "from the trigger", "order": {"id": 7}})
+    await node("send_sms").execute({"template_id": "t1", "data": {"code": "123"}}, ctx)
+    [(_, _, payload)] = ctx.deliveries
+    assert payload["variables"] == {"data": {"code": "123"}, "order": {"id": 7}, "participant_id": "p-1"}
 
 
 async def test_call_webhook_parks_on_its_call_with_templates_filled_in() -> None:

@@ -16,6 +16,7 @@ from typing import Any, TypeAlias
 from kalcifer_common.comparisons import MISSING, compare
 from kalcifer_common.durations import parse_duration
 from kalcifer_common.outbound import CALL_TRIGGER, CallAnswer, CallSpec
+from kalcifer_common.templates import VARIABLES_KEY, send_variables
 
 from kalcifer_engine.nodes.base import Branched, Completed, Failed, NodeResult, Waiting
 from kalcifer_engine.nodes.context import NodeContext
@@ -57,12 +58,14 @@ def _customer_contact(ctx: NodeContext) -> dict[str, Any]:
 
 
 async def send(channel: str, config: Config, ctx: NodeContext, extra_fields: tuple[str, ...]) -> NodeResult:
-    """Create a delivery; the template data merges the participant, their contact and the node's `data`."""
+    """Create a delivery: the participant, their contact, the node's `data` and its channel fields, plus the
+    variables its template is rendered over when the scheduler sends it (`kalcifer_common.templates`)."""
     payload: dict[str, Any] = {"participant_id": ctx.participant_id, **_customer_contact(ctx)}
     payload["data"] = dict(config.get("data") or {})
     for name in extra_fields:
         if name in config:
             payload[name] = config[name]
+    payload[VARIABLES_KEY] = send_variables(ctx.data, payload["data"], ctx.participant_id)
     key = await ctx.create_delivery(channel, config["template_id"], payload)
     return Completed({"delivery_key": key})
 
