@@ -247,7 +247,8 @@ class SmtpProvider:
         tls_context: ssl.SSLContext,
         command_seconds: float,
     ) -> None:
-        # Connect to the address the policy checked; TLS then verifies the certificate against `host`.
+        # Connect to the address the policy checked; TLS then verifies the certificate against `host`. Once the
+        # client has the socket, its transport owns it and closes it (closing it here too could close a reused fd).
         sock = await _connected(address, port)
         try:
             client = aiosmtplib.SMTP(
@@ -259,12 +260,13 @@ class SmtpProvider:
                 timeout=command_seconds,
                 local_hostname="kalcifer.localdomain",
             )
-            async with client:
-                if settings.get("username"):
-                    await client.login(str(settings["username"]), str(settings.get("password") or ""))
-                await client.send_message(email)
-        finally:
+        except BaseException:
             sock.close()
+            raise
+        async with client:
+            if settings.get("username"):
+                await client.login(str(settings["username"]), str(settings.get("password") or ""))
+            await client.send_message(email)
 
 
 def _email(
