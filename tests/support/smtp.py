@@ -7,6 +7,7 @@ The certificate is made fresh for each server (`cryptography`), so a client trus
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import ssl
@@ -96,8 +97,18 @@ class SmtpServer:
         return "250 Message accepted for delivery"
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path, str]:
-    """A certificate for 127.0.0.1 and localhost, its key, and its PEM."""
+@dataclass(frozen=True)
+class Certificate:
+    """A self-signed certificate for 127.0.0.1 and localhost: its files and its PEM (what a client must trust)."""
+
+    cert_path: Path
+    key_path: Path
+    pem: str
+
+
+@contextmanager
+def self_signed_certificate() -> Iterator[Certificate]:
+    """A fresh certificate (and key) in a temporary directory, removed afterwards."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kalcifer test smtp")])
     now = dt.datetime.now(dt.UTC)
@@ -117,31 +128,35 @@ def _self_signed(directory: Path) -> tuple[Path, Path, str]:
         .sign(key, hashes.SHA256())
     )
     pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_text(pem)
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path, pem
+    with tempfile.TemporaryDirectory() as directory:
+        cert_path, key_path = Path(directory) / "cert.pem", Path(directory) / "key.pem"
+        cert_path.write_text(pem)
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        yield Certificate(cert_path, key_path, pem)
 
 
 @contextmanager
-def running_smtp(*, login: tuple[str, str] | None = None) -> Iterator[SmtpServer]:
-    """An SMTP server on 127.0.0.1 offering STARTTLS (and, with `login`, AUTH after it, checking that pair)."""
-    server = SmtpServer(port=free_port())
+def running_smtp(
+    *, login: tuple[str, str] | None = None, port: int | None = None, certificate: Certificate | None = None
+) -> Iterator[SmtpServer]:
+    """An SMTP server on 127.0.0.1 (on `port`, else a free one) offering STARTTLS with `certificate` (else a fresh
+    one), and, with `login`, AUTH after STARTTLS, checking that pair."""
+    with contextlib.ExitStack() as stack:
+        if certificate is None:
+            certificate = stack.enter_context(self_signed_certificate())
+        server = SmtpServer(port=port or free_port(), ca_pem=certificate.pem)
 
-    def authenticate(smtp: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
-        ok = (
-            login is not None
-            and isinstance(data, LoginPassword)
-            and (data.login.decode(), data.password.decode()) == login
-        )
-        return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
+        def authenticate(smtp: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+            given = (data.login.decode(), data.password.decode()) if isinstance(data, LoginPassword) else None
+            ok = login is not None and given == login
+            return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
 
-    with tempfile.TemporaryDirectory() as directory:
-        cert_path, key_path, server.ca_pem = _self_signed(Path(directory))
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(cert_path, key_path)
+        tls.load_cert_chain(certificate.cert_path, certificate.key_path)
         controller = Controller(
             server,
             hostname="127.0.0.1",
