@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from kalcifer_common.sandbox import ExpressionFailed, ExpressionSandbox
+from kalcifer_common.sandbox.templating import is_templated
 
 # The parts of a template, in the order they are rendered.
 TEMPLATE_PARTS: Final = ("subject", "body", "html_body")
@@ -75,8 +76,8 @@ async def render_message(
     rendered: dict[str, str] = {}
     for part in TEMPLATE_PARTS:
         source = parts.get(part) or ""
-        if not source:
-            rendered[part] = ""
+        if not is_templated(source):
+            rendered[part] = source  # plain text renders to itself: no worker round trip
             continue
         try:
             value = await sandbox.render(source, variables)

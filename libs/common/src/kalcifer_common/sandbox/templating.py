@@ -23,6 +23,11 @@ _MARKERS = ("{{", "{%", "{#")
 _environment = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 
+def is_templated(value: str) -> bool:
+    """Whether `value` holds template syntax; one that does not renders to itself."""
+    return any(marker in value for marker in _MARKERS)
+
+
 @lru_cache(maxsize=1024)
 def _compiled(source: str) -> Any:
     return _environment.from_string(source)
