@@ -320,3 +320,18 @@ async def test_smtp_fails_a_refused_recipient_at_once_and_retries_a_deferral(
     deferred_row = await _settled(sched_db, deferred, "sent")
     assert deferred_row.attempts == 2
     assert len(smtp.mail_to("later@x.test")) == 1
+
+
+async def test_smtp_goes_only_where_the_outbound_policy_lets_it(
+    sched_db: AsyncEngine, scheduler: SchedulerProcess
+) -> None:
+    tenant = await _tenant(sched_db)
+    await _template(sched_db, tenant, "welcome", subject="s", body="b")
+    # 127.0.0.2 is loopback like the allowlisted 127.0.0.1, but not listed: refused before any connection.
+    await store_provider(sched_db, tenant, "email", "smtp", {"host": "127.0.0.2", "port": 25, "from": "k@x.test"})
+    delivery_id, _ = await _delivery(sched_db, tenant, "welcome")
+
+    row = await _settled(sched_db, delivery_id, "failed")
+    assert row.attempts == 1
+    assert row.last_error.startswith("smtp host 127.0.0.2: ")
+    assert "OUTBOUND_ALLOWLIST" in row.last_error

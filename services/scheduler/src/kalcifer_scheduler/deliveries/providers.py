@@ -213,7 +213,7 @@ class SmtpProvider:
                 address = (await self._policy.addresses(host, port))[0]
                 await self._transact(email, settings, host, address, port, mode, tls_context, timeout)
         except OutboundError as error:
-            raise SendError(f"smtp server refused: {error}", retryable=error.retryable) from error
+            raise SendError(f"smtp host {host}: {error}", retryable=error.retryable) from error
         except TimeoutError as error:
             raise SendError(f"smtp server did not finish within {timeout:g}s", retryable=True) from error
         except ssl.SSLCertVerificationError as error:
