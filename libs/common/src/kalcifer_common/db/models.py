@@ -42,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, MappedColumn, mapped_column
 
+from kalcifer_common.channels import CHANNELS, PROVIDERS
 from kalcifer_common.statuses import (
     LIVE_INSTANCE_STATUSES,
     DeliveryStatus,
@@ -71,12 +72,10 @@ INSTANCE_STATUSES: Final = tuple(InstanceStatus)
 STEP_STATUSES: Final = tuple(StepStatus)
 WAIT_KINDS: Final = tuple(WaitKind)
 WAIT_STATUSES: Final = tuple(WaitStatus)
-CHANNELS: Final = ("email", "sms", "push", "whatsapp", "in_app", "webhook")
 DELIVERY_STATUSES: Final = tuple(DeliveryStatus)
 SEGMENT_MATCHES: Final = ("all", "any")
 CONVERSION_KINDS: Final = ("conversion", "goal")
 NODE_CATEGORIES: Final = ("trigger", "condition", "wait", "action", "end")
-PROVIDERS: Final = ("log", "webhook", "smtp")
 
 
 class Base(DeclarativeBase):
@@ -659,6 +658,8 @@ class Delivery(Base):
     create_time: Mapped[datetime] = _created()
     update_time: Mapped[datetime] = _updated()
     sent_time: Mapped[datetime | None] = _optional_time()
+    # When it became delivered, bounced or failed (a provider's report says when; else when the scheduler gave up).
+    final_time: Mapped[datetime | None] = _optional_time()
 
 
 class Conversion(Base):
@@ -740,6 +741,31 @@ class ProviderConfig(Base):
     tenant_id: Mapped[uuid.UUID] = _tenant_id()
     channel: Mapped[str] = mapped_column(Text, nullable=False)
     provider: Mapped[str] = _text_default("log")
+    # The plain settings; the secret ones (kalcifer_common.channels) are never here but in `secrets`.
     settings: Mapped[dict[str, Any]] = _json("{}")
+    # Secret settings by name, each sealed (kalcifer_common.secrets) for its tenant, channel and name.
+    secrets: Mapped[dict[str, Any]] = _json("{}")
+    create_time: Mapped[datetime] = _created()
+    update_time: Mapped[datetime] = _updated()
+
+
+# --- message templates ----------------------------------------------------------------------------------------
+
+
+class Template(Base):
+    """A tenant's message template (SPEC 7), named by channel nodes' `template_id`; Jinja2 rendered at send time."""
+
+    __tablename__ = "templates"
+    __table_args__ = (_one_of("channel", CHANNELS),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    # Chosen by the tenant; ListTemplates pages through the primary key (tenant_id, id).
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    channel: Mapped[str] = mapped_column(Text, nullable=False)
+    subject: Mapped[str] = _text_default("")
+    body: Mapped[str] = _text_default("")
+    html_body: Mapped[str] = _text_default("")
+    description: Mapped[str] = _text_default("")
+    revision: Mapped[int] = _revision("templates")
     create_time: Mapped[datetime] = _created()
     update_time: Mapped[datetime] = _updated()
