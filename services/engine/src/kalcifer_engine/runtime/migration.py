@@ -21,11 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from kalcifer_engine.domain.graph import FlowGraph
 from kalcifer_engine.nodes.base import Waiting
 from kalcifer_engine.repo import flows, instances
+from kalcifer_engine.repo.customers import has_converted
 from kalcifer_engine.repo.waits import pending_waits, rearm_wait
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.db_context import DbNodeContext, RunScope
 from kalcifer_engine.runtime.replay import Replay
-from kalcifer_engine.runtime.run import Effects, exit_instance
+from kalcifer_engine.runtime.run import Effects, cohort_of, exit_instance
 
 NODE_REMOVED = "node_removed_in_new_version"
 NEW_ENTRIES_ONLY = "new_entries_only"
@@ -72,7 +73,7 @@ async def migrate_instances(
     for instance_id in ids:
         effects = Effects()
         try:
-            async with rt.db.begin() as conn:
+            async with rt.transaction(effects) as conn:
                 outcome = await _migrate_one(rt, conn, instance_id, to_version, new_graph, effects)
         except (ValueError, NotFound) as error:
             report.failures.append((str(instance_id), str(error)))
@@ -164,6 +165,8 @@ async def _migrate_one(
         if result.fire_time is not None:
             effects.timers.append((instance.id, wait.id, result.fire_time))
     await instances.move_to_version(conn, instance_id, to_version, now)
+    converted = await has_converted(conn, instance_id)
+    effects.tally.version_changed(cohort_of(instance, now), to_version, status=instance.status, converted=converted)
     return "migrated"
 
 
