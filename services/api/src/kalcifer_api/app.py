@@ -32,6 +32,7 @@ from kalcifer_common.settings import ApiSettings
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kalcifer_api.engine_client import EngineClient
+from kalcifer_api.grpc.analytics import AnalyticsServicer
 from kalcifer_api.grpc.customers import CustomerServicer
 from kalcifer_api.grpc.events import EventServicer
 from kalcifer_api.grpc.flows import FlowServicer
@@ -41,6 +42,7 @@ from kalcifer_api.grpc.node_types import NodeTypeServicer
 from kalcifer_api.grpc.segments import SegmentServicer
 from kalcifer_api.grpc.tenants import TenantServicer
 from kalcifer_api.grpc.triggers import TriggerServicer
+from kalcifer_api.repo.analytics import AnalyticsRepository
 from kalcifer_api.repo.customers import CustomerRepository
 from kalcifer_api.repo.events import EventRepository
 from kalcifer_api.repo.flows import FlowRepository
@@ -87,7 +89,9 @@ def tenant_scoped_bindings(
             "NodeTypeService",
             NodeTypeServicer(engine_client, NodeTypeCalls(sessions)),
         ),
-        binding(analytics_pb2, analytics_pb2_grpc, "AnalyticsService"),
+        binding(
+            analytics_pb2, analytics_pb2_grpc, "AnalyticsService", AnalyticsServicer(AnalyticsRepository(sessions))
+        ),
     ]
 
 
