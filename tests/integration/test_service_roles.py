@@ -116,3 +116,13 @@ async def test_the_engine_role_writes_instances_but_not_what_the_api_owns(as_ser
     assert await _try(engine, "DELETE FROM waits") == "ok"
     assert "permission denied for table flows" in await _try(engine, "UPDATE flows SET status = status")
     assert "permission denied for table api_keys" in await _try(engine, "SELECT * FROM api_keys")
+
+
+async def test_the_engine_alone_writes_the_analytics_counters_the_api_reads(as_service: dict[str, AsyncEngine]) -> None:
+    engine, api, scheduler = as_service["engine"], as_service["api"], as_service["scheduler"]
+    assert await _try(engine, "UPDATE flow_counters SET value = value + 1") == "ok"
+    assert await _try(engine, "SELECT count(*) FROM flow_counters") == "ok"
+    assert "permission denied for table flow_counters" in await _try(engine, "DELETE FROM flow_counters")
+    assert await _try(api, "SELECT count(*) FROM flow_counters") == "ok", "AnalyticsService reads them"
+    assert "permission denied for table flow_counters" in await _try(api, "UPDATE flow_counters SET value = 0")
+    assert "permission denied for table flow_counters" in await _try(scheduler, "SELECT count(*) FROM flow_counters")
