@@ -7,6 +7,7 @@ instances changes no figure; bad requests are refused with their field violation
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 import statistics
 import uuid
@@ -14,9 +15,11 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
+import kalcifer_common.db
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from kalcifer.v1 import (
@@ -426,6 +429,8 @@ async def test_every_figure_equals_what_the_tables_say_through_the_life_of_a_flo
     archived = await _check(analytics, tenant, sessions, flow.id, versions=(0, 1, 2))
     assert archived[Scope()].summary.running + archived[Scope()].summary.waiting == 0
 
+    assert await _counters_filled_by_migration(sessions, flow.id) == await _counters(sessions, flow.id)
+
     # Pruning deletes finished instances with their steps; the counters, and so every answer, stay.
     async with sessions() as session, session.begin():
         connection = await session.connection()
@@ -439,6 +444,38 @@ async def test_every_figure_equals_what_the_tables_say_through_the_life_of_a_flo
             assert analytics.GetFunnel(request, metadata=auth) == funnel
         request_ab = analytics_pb2.GetAbResultsRequest(**fields, node_id="ab")
         assert analytics.GetAbResults(request_ab, metadata=auth) == before.ab
+
+
+_COUNTERS_SQL = """
+    SELECT node_id, counter, day, version_number, label, sum(value) AS value FROM flow_counters
+    WHERE flow_id = :f GROUP BY 1, 2, 3, 4, 5 HAVING sum(value) <> 0
+"""
+
+
+async def _counters(sessions: async_sessionmaker[AsyncSession], flow_id: str) -> dict[tuple[Any, ...], Any]:
+    rows = await _rows(sessions, _COUNTERS_SQL, f=uuid.UUID(flow_id))
+    return {tuple(row[:5]): row.value for row in rows}
+
+
+async def _counters_filled_by_migration(
+    sessions: async_sessionmaker[AsyncSession], flow_id: str
+) -> dict[tuple[Any, ...], Any]:
+    """The counters revision 0014 fills from the tables (in a transaction rolled back): for a database upgraded
+    with instances in it, the same as the engine's."""
+    path = Path(kalcifer_common.db.__file__).parent / "migrations" / "versions" / "0014_flow_counters.py"
+    spec = importlib.util.spec_from_file_location("flow_counters_0014", path)
+    assert spec is not None
+    assert spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    async with sessions() as session, session.begin():
+        await session.execute(text("DELETE FROM flow_counters"))
+        await session.execute(text("UPDATE ab_assignments SET version_number = NULL, convert_time = NULL"))
+        for statement in migration.FILL_STATEMENTS:
+            await session.execute(text(statement))
+        rows = (await session.execute(text(_COUNTERS_SQL), {"f": uuid.UUID(flow_id)})).all()
+        await session.rollback()
+    return {tuple(row[:5]): row.value for row in rows}
 
 
 @pytest.fixture(scope="module")

@@ -139,6 +139,10 @@ _FILL_AB = f"""
 """
 
 
+# In order: the assignments' facts before the A/B counters made from them.
+FILL_STATEMENTS = (_FILL_INSTANCES, _FILL_STEPS, _FILL_REACHED, _FILL_ASSIGNMENTS, _FILL_AB)
+
+
 def upgrade() -> None:
     """Create the counters, the assignment columns and both indexes; fill the counters; grant them."""
     op.create_table(
@@ -168,7 +172,7 @@ def upgrade() -> None:
         unique=False,
     )
     op.create_index("ix_conversions_instance_id", "conversions", ["instance_id"], unique=False)
-    for statement in (_FILL_INSTANCES, _FILL_STEPS, _FILL_REACHED, _FILL_ASSIGNMENTS, _FILL_AB):
+    for statement in FILL_STATEMENTS:
         op.execute(statement)
     op.execute("GRANT SELECT, INSERT, UPDATE ON flow_counters TO kalcifer_engine")
     op.execute("GRANT SELECT ON flow_counters TO kalcifer_api")
