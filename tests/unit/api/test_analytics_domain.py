@@ -20,7 +20,7 @@ from kalcifer_api.domain.analytics import (
     scope_violations,
     two_proportion_p_value,
 )
-from kalcifer_common.analytics import Counter, bucket_estimate, time_bucket
+from kalcifer_common.analytics import CounterName, bucket_estimate, time_bucket
 from kalcifer_common.errors import FieldViolation
 
 DAY = date(2026, 3, 2)
@@ -51,7 +51,9 @@ def test_a_funnel_names_one_to_twenty_distinct_nodes() -> None:
 
 
 def test_the_summary_rate_is_converted_over_entered() -> None:
-    summary = flow_summary([_sum("", Counter.ENTERED, 8), _sum("", "waiting", 3), _sum("", Counter.CONVERTED, 2)])
+    summary = flow_summary(
+        [_sum("", CounterName.ENTERED, 8), _sum("", "waiting", 3), _sum("", CounterName.CONVERTED, 2)]
+    )
     assert (summary.entered, summary.waiting, summary.converted, summary.conversion_rate) == (8, 3, 2, 0.25)
     assert flow_summary([]).conversion_rate == 0.0
 
@@ -60,13 +62,13 @@ def test_node_stats_read_percentiles_from_buckets_and_the_newest_type() -> None:
     fast, slow = time_bucket(timedelta(milliseconds=2)), time_bucket(timedelta(seconds=30))
     stats = node_stats(
         [
-            _sum("w", Counter.STEP_ENTERED, 3, "wait", DAY - timedelta(days=1)),
-            _sum("w", Counter.STEP_ENTERED, 1, "wait_for_event", DAY),
-            _sum("w", Counter.STEP_COMPLETED, 4),
-            _sum("w", Counter.STEP_BRANCH, 4, "event_received"),
-            _sum("w", Counter.STEP_TIME, 18, str(fast)),
-            _sum("w", Counter.STEP_TIME, 2, str(slow)),
-            _sum("gone", Counter.STEP_WAITING, 0),
+            _sum("w", CounterName.STEP_ENTERED, 3, "wait", DAY - timedelta(days=1)),
+            _sum("w", CounterName.STEP_ENTERED, 1, "wait_for_event", DAY),
+            _sum("w", CounterName.STEP_COMPLETED, 4),
+            _sum("w", CounterName.STEP_BRANCH, 4, "event_received"),
+            _sum("w", CounterName.STEP_TIME, 18, str(fast)),
+            _sum("w", CounterName.STEP_TIME, 2, str(slow)),
+            _sum("gone", CounterName.STEP_WAITING, 0),
         ]
     )
     assert [s.node_id for s in stats] == ["w"]
@@ -76,7 +78,7 @@ def test_node_stats_read_percentiles_from_buckets_and_the_newest_type() -> None:
 
 
 def test_funnel_rates_are_relative_to_the_first_step() -> None:
-    steps = funnel(["a", "b", "c"], [_sum("a", Counter.REACHED, 10), _sum("b", Counter.REACHED, 4)])
+    steps = funnel(["a", "b", "c"], [_sum("a", CounterName.REACHED, 10), _sum("b", CounterName.REACHED, 4)])
     assert [(s.count, s.conversion_rate) for s in steps] == [(10, 1.0), (4, 0.4), (0, 0.0)]
     assert [s.conversion_rate for s in funnel(["a", "b"], [])] == [0.0, 0.0]
 
@@ -94,10 +96,10 @@ def test_the_z_test_agrees_with_a_textbook_two_proportion_test() -> None:
 
 def test_ab_results_follow_the_config_then_other_variants_each_against_the_first() -> None:
     sums = [
-        _sum("ab", Counter.AB_PARTICIPANTS, 100, "a"),
-        _sum("ab", Counter.AB_CONVERSIONS, 10, "a"),
-        _sum("ab", Counter.AB_PARTICIPANTS, 100, "old"),
-        _sum("ab", Counter.AB_REVENUE, "12.5", "old"),
+        _sum("ab", CounterName.AB_PARTICIPANTS, 100, "a"),
+        _sum("ab", CounterName.AB_CONVERSIONS, 10, "a"),
+        _sum("ab", CounterName.AB_PARTICIPANTS, 100, "old"),
+        _sum("ab", CounterName.AB_REVENUE, "12.5", "old"),
     ]
     results = ab_results(["a", "b"], sums)
     assert [(r.key, r.participants, r.conversions, r.revenue) for r in results] == [

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from kalcifer_common.analytics import FLOW_ITSELF, Counter
+from kalcifer_common.analytics import FLOW_ITSELF, CounterName
 from kalcifer_engine.domain.tallies import (
     Assignment,
     Cohort,
@@ -34,7 +34,7 @@ def test_an_instance_that_enters_and_waits_in_one_run_counts_entered_and_waiting
     tally = Tally()
     tally.instance_entered(COHORT)
     tally.status_changed(COHORT, "running", "waiting")
-    assert _values(tally) == {_flow(Counter.ENTERED): 1, _flow("waiting"): 1}
+    assert _values(tally) == {_flow(CounterName.ENTERED): 1, _flow("waiting"): 1}
 
 
 def test_a_status_change_moves_one_instance_between_status_counters_of_its_enter_day() -> None:
@@ -50,12 +50,12 @@ def test_a_migrated_instance_takes_everything_it_counts_to_its_new_version() -> 
     tally = Tally()
     tally.version_changed(COHORT, 2, status="waiting", converted=True)
     assert _values(tally) == {
-        _flow(Counter.ENTERED): -1,
+        _flow(CounterName.ENTERED): -1,
         _flow("waiting"): -1,
-        _flow(Counter.CONVERTED): -1,
-        _flow(Counter.ENTERED, 2): 1,
+        _flow(CounterName.CONVERTED): -1,
+        _flow(CounterName.ENTERED, 2): 1,
         _flow("waiting", 2): 1,
-        _flow(Counter.CONVERTED, 2): 1,
+        _flow(CounterName.CONVERTED, 2): 1,
     }
 
 
@@ -70,11 +70,11 @@ def test_a_wait_step_counts_waiting_then_its_outcome_branch_and_time_under_its_s
     tally.step_changed(TENANT, FLOW, resolved, "waiting")
     day = started.date()
     assert _values(tally) == {
-        CounterKey(FLOW, "hold", Counter.STEP_ENTERED, day, 1, "wait_for_event"): 1,
-        CounterKey(FLOW, "hold", Counter.STEP_COMPLETED, day, 1): 1,
-        CounterKey(FLOW, "hold", Counter.STEP_BRANCH, day, 1, "event_received"): 1,
+        CounterKey(FLOW, "hold", CounterName.STEP_ENTERED, day, 1, "wait_for_event"): 1,
+        CounterKey(FLOW, "hold", CounterName.STEP_COMPLETED, day, 1): 1,
+        CounterKey(FLOW, "hold", CounterName.STEP_BRANCH, day, 1, "event_received"): 1,
         # 2 h is 7.2e6 ms; the bounds 1 ms * 2^(i/4) for i = 0..91 lie below it (4 * log2(7.2e6) = 91.1).
-        CounterKey(FLOW, "hold", Counter.STEP_TIME, day, 1, "92"): 1,
+        CounterKey(FLOW, "hold", CounterName.STEP_TIME, day, 1, "92"): 1,
     }
 
 
@@ -82,7 +82,7 @@ def test_a_cancelled_wait_has_no_time_at_its_node() -> None:
     cancelled = StepFacts("hold", "wait", 1, MONDAY, "cancelled", None, MONDAY + timedelta(minutes=5))
     tally = Tally()
     tally.step_changed(TENANT, FLOW, cancelled, "waiting")
-    assert {key.counter for key in _values(tally)} == {Counter.STEP_WAITING, Counter.STEP_CANCELLED}
+    assert {key.counter for key in _values(tally)} == {CounterName.STEP_WAITING, CounterName.STEP_CANCELLED}
 
 
 def test_a_conversion_counts_the_instance_once_and_each_assignment_it_follows() -> None:
@@ -96,9 +96,9 @@ def test_a_conversion_counts_the_instance_once_and_each_assignment_it_follows() 
     tally.conversion_recorded(COHORT, duplicate_goal, Decimal("99"))
     sunday = assignment.assign_time.date()
     assert _values(tally) == {
-        _flow(Counter.CONVERTED): 1,
-        CounterKey(FLOW, "ab", Counter.AB_CONVERSIONS, sunday, 1, "b"): 1,
-        CounterKey(FLOW, "ab", Counter.AB_REVENUE, sunday, 1, "b"): Decimal("14.5"),
+        _flow(CounterName.CONVERTED): 1,
+        CounterKey(FLOW, "ab", CounterName.AB_CONVERSIONS, sunday, 1, "b"): 1,
+        CounterKey(FLOW, "ab", CounterName.AB_REVENUE, sunday, 1, "b"): Decimal("14.5"),
     }
 
 

@@ -30,7 +30,7 @@ FLOW_ITSELF: Final = ""
 COUNTER_SHARDS: Final = 8
 
 
-class Counter(StrEnum):
+class CounterName(StrEnum):
     """flow_counters.counter: what a row counts. The instance statuses (`kalcifer_common.statuses.InstanceStatus`
     values) are counters of the flow too: instances now in that status."""
 
@@ -51,9 +51,9 @@ class Counter(StrEnum):
     AB_REVENUE = "ab_revenue"
 
 
-def step_counter(status: str) -> Counter:
+def step_counter(status: str) -> CounterName:
     """The counter of steps in `status` (a `StepStatus` value)."""
-    return Counter(f"step_{status}")
+    return CounterName(f"step_{status}")
 
 
 # Step statuses whose steps count towards the time at their node: the node itself ended the visit. A wait

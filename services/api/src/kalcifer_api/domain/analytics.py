@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from kalcifer_common.analytics import (
-    Counter,
+    CounterName,
     bucket_estimate,
     percentile_bucket,
     step_counter,
@@ -160,21 +160,21 @@ class FlowSummary:
         return self.converted / self.entered if self.entered else 0.0
 
 
-SUMMARY_COUNTERS = (Counter.ENTERED, Counter.CONVERTED, *InstanceStatus)
+SUMMARY_COUNTERS = (CounterName.ENTERED, CounterName.CONVERTED, *InstanceStatus)
 
 
 def flow_summary(sums: Sequence[CounterSum]) -> FlowSummary:
     """The summary from the flow counters."""
     totals = {row.counter: int(row.value) for row in sums}
     return FlowSummary(
-        entered=totals.get(Counter.ENTERED, 0),
+        entered=totals.get(CounterName.ENTERED, 0),
         running=totals.get(InstanceStatus.RUNNING, 0),
         waiting=totals.get(InstanceStatus.WAITING, 0),
         paused=totals.get(InstanceStatus.PAUSED, 0),
         completed=totals.get(InstanceStatus.COMPLETED, 0),
         failed=totals.get(InstanceStatus.FAILED, 0),
         exited=totals.get(InstanceStatus.EXITED, 0),
-        converted=totals.get(Counter.CONVERTED, 0),
+        converted=totals.get(CounterName.CONVERTED, 0),
     )
 
 
@@ -196,10 +196,10 @@ class NodeStatsRecord:
 
 
 NODE_COUNTERS = (
-    Counter.STEP_ENTERED,
+    CounterName.STEP_ENTERED,
     *(step_counter(status) for status in StepStatus),
-    Counter.STEP_BRANCH,
-    Counter.STEP_TIME,
+    CounterName.STEP_BRANCH,
+    CounterName.STEP_TIME,
 )
 
 
@@ -211,16 +211,16 @@ def node_stats(sums: Sequence[CounterSum]) -> list[NodeStatsRecord]:
     records: list[NodeStatsRecord] = []
     for node_id in sorted(by_node):
         rows = by_node[node_id]
-        entered = [row for row in rows if row.counter == Counter.STEP_ENTERED and row.value]
+        entered = [row for row in rows if row.counter == CounterName.STEP_ENTERED and row.value]
         if not entered:
             continue
         totals: dict[str, int] = {}
         branches: dict[str, int] = {}
         buckets: dict[int, int] = {}
         for row in rows:
-            if row.counter == Counter.STEP_BRANCH:
+            if row.counter == CounterName.STEP_BRANCH:
                 branches[row.label] = int(row.value)
-            elif row.counter == Counter.STEP_TIME:
+            elif row.counter == CounterName.STEP_TIME:
                 buckets[int(row.label)] = int(row.value)
             else:
                 totals[row.counter] = totals.get(row.counter, 0) + int(row.value)
@@ -229,12 +229,12 @@ def node_stats(sums: Sequence[CounterSum]) -> list[NodeStatsRecord]:
             NodeStatsRecord(
                 node_id=node_id,
                 node_type=max(entered, key=lambda row: (row.last_day, row.value)).label,
-                entered=totals.get(Counter.STEP_ENTERED, 0),
-                completed=totals.get(Counter.STEP_COMPLETED, 0),
-                failed=totals.get(Counter.STEP_FAILED, 0),
-                waiting=totals.get(Counter.STEP_WAITING, 0),
-                skipped=totals.get(Counter.STEP_SKIPPED, 0),
-                cancelled=totals.get(Counter.STEP_CANCELLED, 0),
+                entered=totals.get(CounterName.STEP_ENTERED, 0),
+                completed=totals.get(CounterName.STEP_COMPLETED, 0),
+                failed=totals.get(CounterName.STEP_FAILED, 0),
+                waiting=totals.get(CounterName.STEP_WAITING, 0),
+                skipped=totals.get(CounterName.STEP_SKIPPED, 0),
+                cancelled=totals.get(CounterName.STEP_CANCELLED, 0),
                 branches={key: count for key, count in sorted(branches.items()) if count},
                 median_time=None if median is None else bucket_estimate(median),
                 p95_time=None if p95 is None else bucket_estimate(p95),
@@ -281,7 +281,7 @@ class AbVariantRecord:
         return self.conversions / self.participants if self.participants else 0.0
 
 
-AB_COUNTERS = (Counter.AB_PARTICIPANTS, Counter.AB_CONVERSIONS, Counter.AB_REVENUE)
+AB_COUNTERS = (CounterName.AB_PARTICIPANTS, CounterName.AB_CONVERSIONS, CounterName.AB_REVENUE)
 
 
 def two_proportion_p_value(base_conversions: int, base_total: int, conversions: int, total: int) -> float | None:
@@ -308,13 +308,13 @@ def ab_results(variants: Sequence[str], sums: Sequence[CounterSum]) -> list[AbVa
     records: list[AbVariantRecord] = []
     for key in [*variants, *others]:
         values = totals.get(key, {})
-        participants = int(values.get(Counter.AB_PARTICIPANTS, 0))
-        conversions = int(values.get(Counter.AB_CONVERSIONS, 0))
+        participants = int(values.get(CounterName.AB_PARTICIPANTS, 0))
+        conversions = int(values.get(CounterName.AB_CONVERSIONS, 0))
         p_value = None
         if records:
             base = records[0]
             p_value = two_proportion_p_value(base.conversions, base.participants, conversions, participants)
         records.append(
-            AbVariantRecord(key, participants, conversions, values.get(Counter.AB_REVENUE, Decimal(0)), p_value)
+            AbVariantRecord(key, participants, conversions, values.get(CounterName.AB_REVENUE, Decimal(0)), p_value)
         )
     return records

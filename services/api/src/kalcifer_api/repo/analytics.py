@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from kalcifer_common.analytics import FLOW_ITSELF, Counter
+from kalcifer_common.analytics import FLOW_ITSELF, CounterName
 from kalcifer_common.db.models import Flow, FlowCounter, FlowVersion
 from kalcifer_common.errors import InvalidArgument, NotFound
 from sqlalchemy import Table, exists, func, select
@@ -62,7 +62,7 @@ class AnalyticsRepository(TenantScopedRepository):
             violations = unknown_node_violations(node_ids, graphs, scope.version_number)
             if violations:
                 raise InvalidArgument(violations)
-            return funnel(node_ids, await self._sums(session, scope, (Counter.REACHED,), node_ids=node_ids))
+            return funnel(node_ids, await self._sums(session, scope, (CounterName.REACHED,), node_ids=node_ids))
 
     async def ab_results(self, scope: AnalyticsScope, node_id: str) -> list[AbVariantRecord]:
         """GetAbResults; INVALID_ARGUMENT when `node_id` is not an ab_split node of the flow (its version)."""

@@ -18,7 +18,7 @@ from decimal import Decimal
 from kalcifer_common.analytics import (
     FLOW_ITSELF,
     TIMED_STEP_STATUSES,
-    Counter,
+    CounterName,
     day_of,
     step_counter,
     time_bucket,
@@ -100,7 +100,7 @@ class ConversionRecorded:
 
 
 class Tally:
-    """Counter increments of one transaction, by key (the tenant of each flow alongside)."""
+    """CounterName increments of one transaction, by key (the tenant of each flow alongside)."""
 
     def __init__(self) -> None:
         self._values: dict[CounterKey, int | Decimal] = {}
@@ -123,15 +123,11 @@ class Tally:
         """(tenant, key, amount) of every counter that changes, in key order."""
         return [(self._tenants[key.flow_id], key, amount) for key, amount in sorted(self._values.items()) if amount]
 
-    def value(self, key: CounterKey) -> int | Decimal:
-        """The increment of one counter so far (0 when untouched)."""
-        return self._values.get(key, 0)
-
     # --- instances: flow counters of their cohort ------------------------------------------------------------
 
     def instance_entered(self, cohort: Cohort) -> None:
         """A new instance, RUNNING."""
-        self.add(cohort.tenant_id, cohort.key(Counter.ENTERED))
+        self.add(cohort.tenant_id, cohort.key(CounterName.ENTERED))
         self.add(cohort.tenant_id, cohort.key(InstanceStatus.RUNNING))
 
     def status_changed(self, cohort: Cohort, old: str, new: str, count: int = 1) -> None:
@@ -142,25 +138,25 @@ class Tally:
 
     def instance_converted(self, cohort: Cohort) -> None:
         """The instance recorded its first conversion."""
-        self.add(cohort.tenant_id, cohort.key(Counter.CONVERTED))
+        self.add(cohort.tenant_id, cohort.key(CounterName.CONVERTED))
 
     def version_changed(self, cohort: Cohort, to_version: int, *, status: str, converted: bool) -> None:
         """The instance moved to another version: it now counts there (entered, status, converted), not here."""
         moved = Cohort(cohort.tenant_id, cohort.flow_id, to_version, cohort.enter_day)
-        for counter in (Counter.ENTERED, status, *([Counter.CONVERTED] if converted else [])):
+        for counter in (CounterName.ENTERED, status, *([CounterName.CONVERTED] if converted else [])):
             self.add(cohort.tenant_id, cohort.key(counter), -1)
             self.add(cohort.tenant_id, moved.key(counter), 1)
 
     def node_reached(self, cohort: Cohort, node_id: str, version_number: int) -> None:
         """The instance's first step at `node_id` (on version `version_number`)."""
-        key = CounterKey(cohort.flow_id, node_id, Counter.REACHED, cohort.enter_day, version_number)
+        key = CounterKey(cohort.flow_id, node_id, CounterName.REACHED, cohort.enter_day, version_number)
         self.add(cohort.tenant_id, key)
 
     # --- steps: by the day they started and their version ---------------------------------------------------
 
     def step_written(self, tenant_id: uuid.UUID, flow_id: uuid.UUID, step: StepFacts) -> None:
         """A new step row."""
-        self.add(tenant_id, self._step_key(flow_id, step, Counter.STEP_ENTERED, step.node_type))
+        self.add(tenant_id, self._step_key(flow_id, step, CounterName.STEP_ENTERED, step.node_type))
         self._step_in(tenant_id, flow_id, step)
 
     def step_changed(self, tenant_id: uuid.UUID, flow_id: uuid.UUID, step: StepFacts, old_status: str) -> None:
@@ -175,10 +171,10 @@ class Tally:
         self.add(tenant_id, self._step_key(flow_id, step, step_counter(step.status)))
         branch = step.branch
         if branch is not None:
-            self.add(tenant_id, self._step_key(flow_id, step, Counter.STEP_BRANCH, branch))
+            self.add(tenant_id, self._step_key(flow_id, step, CounterName.STEP_BRANCH, branch))
         if step.status in TIMED_STEP_STATUSES and step.end_time is not None:
             bucket = time_bucket(step.end_time - step.start_time)
-            self.add(tenant_id, self._step_key(flow_id, step, Counter.STEP_TIME, str(bucket)))
+            self.add(tenant_id, self._step_key(flow_id, step, CounterName.STEP_TIME, str(bucket)))
 
     @staticmethod
     def _step_key(flow_id: uuid.UUID, step: StepFacts, counter: str, label: str = "") -> CounterKey:
@@ -188,7 +184,7 @@ class Tally:
 
     def participant_assigned(self, tenant_id: uuid.UUID, flow_id: uuid.UUID, assignment: Assignment) -> None:
         """A participant got their (sticky) variant at an ab_split node for the first time."""
-        self.add(tenant_id, self._ab_key(flow_id, assignment, Counter.AB_PARTICIPANTS))
+        self.add(tenant_id, self._ab_key(flow_id, assignment, CounterName.AB_PARTICIPANTS))
 
     def assigned_converted(
         self,
@@ -201,9 +197,9 @@ class Tally:
     ) -> None:
         """An assigned participant recorded a conversion (`first`: their first since the assignment)."""
         if first:
-            self.add(tenant_id, self._ab_key(flow_id, assignment, Counter.AB_CONVERSIONS))
+            self.add(tenant_id, self._ab_key(flow_id, assignment, CounterName.AB_CONVERSIONS))
         if revenue:
-            self.add(tenant_id, self._ab_key(flow_id, assignment, Counter.AB_REVENUE), revenue)
+            self.add(tenant_id, self._ab_key(flow_id, assignment, CounterName.AB_REVENUE), revenue)
 
     def conversion_recorded(self, cohort: Cohort, recorded: ConversionRecorded, revenue: Decimal | None) -> None:
         """A conversion of an instance of `cohort`: the instance's first counts as converted; every one counts for

@@ -21,6 +21,7 @@ from kalcifer_common.statuses import FINAL_INSTANCE_STATUSES, LIVE_INSTANCE_STAT
 from sqlalchemy import Date, Table, any_, cast, exists, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from kalcifer_engine.domain.tallies import Cohort
 from kalcifer_engine.repo.connection import driver, json_text, uuid_array
 
 _instances = typed(Table, FlowInstance.__table__)
@@ -48,6 +49,11 @@ class InstanceRow:
     def live(self) -> bool:
         """Running, waiting or paused (terminal states never change)."""
         return self.status in LIVE_INSTANCE_STATUSES
+
+    def cohort(self, now: datetime) -> Cohort:
+        """Where the instance's analytics counters are kept: its flow, version and UTC enter day (`now` for a row
+        that has no enter time yet)."""
+        return Cohort.of(self.tenant_id, self.flow_id, self.version_number, self.enter_time or now)
 
 
 _INSTANCE_COLUMNS = (

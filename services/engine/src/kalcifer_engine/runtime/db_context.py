@@ -63,7 +63,7 @@ class RunScope:
             context=instance.context,
             expressions=expressions,
             version_number=instance.version_number,
-            cohort=Cohort.of(instance.tenant_id, instance.flow_id, instance.version_number, instance.enter_time or now),
+            cohort=instance.cohort(now),
         )
 
 

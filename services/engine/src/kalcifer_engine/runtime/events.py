@@ -36,7 +36,7 @@ from kalcifer_engine.repo.journeys import journeys_listening
 from kalcifer_engine.repo.waits import pending_event_waits
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.resumes import ResumeRequest, filter_passes, resume_in
-from kalcifer_engine.runtime.run import ArmedEventWait, Effects, cohort_of, exit_instance
+from kalcifer_engine.runtime.run import ArmedEventWait, Effects, exit_instance
 from kalcifer_engine.runtime.starts import StartRequest, start_instance
 
 _log = get_logger(__name__)
@@ -145,7 +145,7 @@ async def _apply_journeys(
                     kind="goal",
                     now=now,
                 )
-                effects.tally.conversion_recorded(cohort_of(instance, now), recorded, revenue)
+                effects.tally.conversion_recorded(instance.cohort(now), recorded, revenue)
         for criterion in journey.exits:
             if await _journey_filter_passes(rt, criterion, instance.context, event):
                 await exit_instance(conn, instance, f"exit_criterion:{event.event_type}", effects, now=now)

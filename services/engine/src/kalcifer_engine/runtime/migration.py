@@ -26,7 +26,7 @@ from kalcifer_engine.repo.waits import pending_waits, rearm_wait
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.db_context import DbNodeContext, RunScope
 from kalcifer_engine.runtime.replay import Replay
-from kalcifer_engine.runtime.run import Effects, cohort_of, exit_instance
+from kalcifer_engine.runtime.run import Effects, exit_instance
 
 NODE_REMOVED = "node_removed_in_new_version"
 NEW_ENTRIES_ONLY = "new_entries_only"
@@ -166,7 +166,7 @@ async def _migrate_one(
             effects.timers.append((instance.id, wait.id, result.fire_time))
     await instances.move_to_version(conn, instance_id, to_version, now)
     converted = await has_converted(conn, instance_id)
-    effects.tally.version_changed(cohort_of(instance, now), to_version, status=instance.status, converted=converted)
+    effects.tally.version_changed(instance.cohort(now), to_version, status=instance.status, converted=converted)
     return "migrated"
 
 

@@ -26,7 +26,7 @@ from kalcifer_common.statuses import FINAL_INSTANCE_STATUSES, FlowStatus, Instan
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.domain.graph import FlowGraph, GraphNode
-from kalcifer_engine.domain.tallies import Cohort, StepFacts, Tally
+from kalcifer_engine.domain.tallies import StepFacts, Tally
 from kalcifer_engine.nodes.base import (
     Branched,
     Completed,
@@ -87,11 +87,6 @@ class Effects:
         return bool(self.timers or self.cancelled_timers or self.deliveries or self.event_waits)
 
 
-def cohort_of(instance: InstanceRow, now: datetime) -> Cohort:
-    """Where the instance's flow counters are kept (its enter day and version)."""
-    return Cohort.of(instance.tenant_id, instance.flow_id, instance.version_number, instance.enter_time or now)
-
-
 def count_cancelled_steps(tally: Tally, instance: InstanceRow, cancelled: list[StepFacts]) -> None:
     """Waiting steps of the instance that `cancel_waiting_steps` cancelled."""
     for step in cancelled:
@@ -116,7 +111,7 @@ async def exit_instance(
         now=now,
         finished=True,
     )
-    effects.tally.status_changed(cohort_of(instance, now), instance.status, InstanceStatus.EXITED)
+    effects.tally.status_changed(instance.cohort(now), instance.status, InstanceStatus.EXITED)
     instance.status = InstanceStatus.EXITED
 
 
@@ -517,7 +512,7 @@ class InstanceRun:
             before = written.resolved.get(row["id"])
             if before is not None:
                 tally.step_changed(tenant_id, flow_id, _step_facts(before, row), before.status)
-        cohort = cohort_of(self.instance, self.now)
+        cohort = self.instance.cohort(self.now)
         for node_id in dict.fromkeys(row["node_id"] for row in self.step_rows):
             if node_id not in written.visited_before:
                 tally.node_reached(cohort, node_id, self.instance.version_number)
