@@ -136,3 +136,13 @@ async def test_templates_and_provider_configs_are_the_apis_and_delivery_statuses
     # One writer of a delivery's status: the API relays providers' reports to the scheduler instead.
     assert "permission denied for table deliveries" in await _try(api, "UPDATE deliveries SET status = status")
     assert await _try(scheduler, "UPDATE deliveries SET status = status") == "ok"
+
+
+async def test_the_engine_alone_writes_the_analytics_counters_the_api_reads(as_service: dict[str, AsyncEngine]) -> None:
+    engine, api, scheduler = as_service["engine"], as_service["api"], as_service["scheduler"]
+    assert await _try(engine, "UPDATE flow_counters SET value = value + 1") == "ok"
+    assert await _try(engine, "SELECT count(*) FROM flow_counters") == "ok"
+    assert "permission denied for table flow_counters" in await _try(engine, "DELETE FROM flow_counters")
+    assert await _try(api, "SELECT count(*) FROM flow_counters") == "ok", "AnalyticsService reads them"
+    assert "permission denied for table flow_counters" in await _try(api, "UPDATE flow_counters SET value = 0")
+    assert "permission denied for table flow_counters" in await _try(scheduler, "SELECT count(*) FROM flow_counters")

@@ -43,6 +43,7 @@ from kalcifer_common.settings import ApiSettings
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kalcifer_api.engine_client import EngineClient
+from kalcifer_api.grpc.analytics import AnalyticsServicer
 from kalcifer_api.grpc.channels import ChannelServicer
 from kalcifer_api.grpc.customers import CustomerServicer
 from kalcifer_api.grpc.deliveries import DeliveryServicer
@@ -56,6 +57,7 @@ from kalcifer_api.grpc.templates import TemplateServicer
 from kalcifer_api.grpc.tenants import TenantServicer
 from kalcifer_api.grpc.triggers import TriggerServicer
 from kalcifer_api.rate_limits import TenantRateLimiter
+from kalcifer_api.repo.analytics import AnalyticsRepository
 from kalcifer_api.repo.channels import ChannelRepository
 from kalcifer_api.repo.customers import CustomerRepository
 from kalcifer_api.repo.deliveries import DeliveryRepository
@@ -134,7 +136,9 @@ def tenant_scoped_bindings(sessions: async_sessionmaker[AsyncSession], using: Co
             "NodeTypeService",
             NodeTypeServicer(engine_client, NodeTypeCalls(sessions)),
         ),
-        binding(analytics_pb2, analytics_pb2_grpc, "AnalyticsService"),
+        binding(
+            analytics_pb2, analytics_pb2_grpc, "AnalyticsService", AnalyticsServicer(AnalyticsRepository(sessions))
+        ),
     ]
 
 

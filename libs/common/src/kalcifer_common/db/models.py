@@ -14,7 +14,7 @@ load (which async sessions forbid).
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Final
 
@@ -23,6 +23,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     ForeignKeyConstraint,
@@ -32,6 +33,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     Numeric,
+    SmallInteger,
     Text,
     UniqueConstraint,
     Uuid,
@@ -672,6 +674,8 @@ class Conversion(Base):
         Index("ix_conversions_tenant_id_flow_id_create_time", "tenant_id", "flow_id", "create_time"),
         # A goal counts once per instance, however many goal events and goal_reached nodes reach it.
         Index("uq_conversions_goal_once", "instance_id", "name", unique=True, postgresql_where=text("kind = 'goal'")),
+        # Whether an instance converted before (its first conversion is counted, `flow_counters`).
+        Index("ix_conversions_instance_id", "instance_id"),
     )
 
     id: Mapped[uuid.UUID] = _id()
@@ -690,6 +694,10 @@ class AbAssignment(Base):
     """The variant an `ab_split` node gave a participant, so they get the same one every time (sticky)."""
 
     __tablename__ = "ab_assignments"
+    __table_args__ = (
+        # A conversion finds the participant's assignments in its flow (to count it for their variants).
+        Index("ix_ab_assignments_tenant_id_flow_id_participant_id", "tenant_id", "flow_id", "participant_id"),
+    )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
     flow_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
@@ -697,6 +705,11 @@ class AbAssignment(Base):
     participant_id: Mapped[str] = mapped_column(Text, primary_key=True)
     variant_key: Mapped[str] = mapped_column(Text, nullable=False)
     create_time: Mapped[datetime] = _created()
+    # The instance's version when the participant was assigned: their A/B counters are kept under it. NULL only for
+    # an assignment an engine older than revision 0014 made (not counted).
+    version_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The participant's first conversion in the flow since the assignment (counted once per variant).
+    convert_time: Mapped[datetime | None] = _optional_time()
 
 
 class FlowMigration(Base):
@@ -769,3 +782,30 @@ class Template(Base):
     revision: Mapped[int] = _revision("templates")
     create_time: Mapped[datetime] = _created()
     update_time: Mapped[datetime] = _updated()
+
+
+# --- analytics ------------------------------------------------------------------------------------------------
+
+
+class FlowCounter(Base):
+    """One shard of one analytics counter of a flow (`kalcifer_common.analytics`): the engine adds to it in the
+    transaction of what it counts; AnalyticsService sums the shards, so answers never scan instances or steps.
+    Pruning instances and steps leaves counters as they are."""
+
+    __tablename__ = "flow_counters"
+
+    # Deleted with their flow (and so with their tenant); no foreign key to tenants, so no second index to keep.
+    flow_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("flows.id", ondelete="CASCADE"), primary_key=True)
+    # The node whose steps, visits or A/B assignments are counted; '' for the flow's instances.
+    node_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    # What is counted (`kalcifer_common.analytics.Counter`, or an instance status).
+    counter: Mapped[str] = mapped_column(Text, primary_key=True)
+    # The UTC day the counted thing is kept under (see `kalcifer_common.analytics`).
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    version_number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # A branch key, an A/B variant, a time bucket, a node type; '' when the counter has none.
+    label: Mapped[str] = mapped_column(Text, primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    # A count, or an amount (revenue).
+    value: Mapped[Decimal] = mapped_column(Numeric, nullable=False)

@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import uuid
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 
 from kalcifer_engine.deps import EngineDeps
 from kalcifer_engine.domain.graph import FlowGraph
+from kalcifer_engine.domain.tallies import Tally
 from kalcifer_engine.nodes.registry import NodeRegistry
+from kalcifer_engine.repo.counters import write_tally
 from kalcifer_engine.repo.flows import load_graph
 from kalcifer_engine.repo.instances import InstanceRow
 from kalcifer_engine.runtime.run import Effects, InstanceRun
@@ -136,6 +139,16 @@ class Runtime:
         graph = await self.graph(conn, instance.flow_id, instance.version_number)
         registry = await self.registry(conn, instance.tenant_id)
         return InstanceRun(conn, instance, graph, registry, self.settings, now, self.expressions)
+
+    @asynccontextmanager
+    async def transaction(self, effects: Effects) -> AsyncIterator[AsyncConnection]:
+        """A transaction that runs instances (or changes them), gathering what to do in `effects`: the analytics
+        counters it changed (`effects.tally`) are written as its last statement, just before it commits (and then
+        cleared, so `effects` may gather another transaction's). The caller calls `after_commit(effects)`."""
+        async with self.db.begin() as conn:
+            yield conn
+            await write_tally(conn, effects.tally)
+            effects.tally = Tally()
 
     async def after_commit(self, effects: Effects) -> None:
         """Tell the scheduler about committed timers, cancellations and deliveries; run event lookbacks."""

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from kalcifer_engine.domain.graph import FlowGraph
 from kalcifer_engine.nodes.base import Waiting
 from kalcifer_engine.repo import flows, instances, migrations
+from kalcifer_engine.repo.customers import has_converted
 from kalcifer_engine.repo.waits import pending_waits, rearm_wait
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.db_context import DbNodeContext, RunScope
@@ -146,7 +147,7 @@ async def _migrate_counted(
 ) -> None:
     effects = Effects()
     try:
-        async with rt.db.begin() as conn:
+        async with rt.transaction(effects) as conn:
             outcome = await _migrate_one(rt, conn, instance_id, to_version, new_graph, effects)
     except (ValueError, NotFound) as error:
         report.failures.append((str(instance_id), str(error)))
@@ -246,6 +247,8 @@ async def _migrate_one(
         if result.fire_time is not None:
             effects.timers.append((instance.id, wait.id, result.fire_time))
     await instances.move_to_version(conn, instance_id, to_version, now)
+    converted = await has_converted(conn, instance_id)
+    effects.tally.version_changed(instance.cohort(now), to_version, status=instance.status, converted=converted)
     return "migrated"
 
 

@@ -78,7 +78,7 @@ async def rerun_stuck_instances(rt: Runtime) -> int:
 
 async def _rerun(rt: Runtime, instance_id: uuid.UUID) -> bool:
     effects = Effects()
-    async with rt.db.begin() as conn:
+    async with rt.transaction(effects) as conn:
         instance = await instances.lock_instance(conn, instance_id)
         if instance is None or instance.status != InstanceStatus.RUNNING:
             return False
