@@ -12,7 +12,13 @@ from bench.harness import BenchEnv, Comparison, table, write_results
 from tests.support.databases import scratch_database, scratch_redis_db, server_urls
 
 # Module names under bench/, each with `async def run(env: BenchEnv) -> list[Comparison]`.
-BENCHMARKS: list[str] = ["engine_hot_paths", "scheduler_lateness", "cel_sandbox", "rate_limit_fairness"]
+BENCHMARKS: list[str] = [
+    "engine_hot_paths",
+    "scheduler_lateness",
+    "cel_sandbox",
+    "rate_limit_fairness",
+    "analytics_summary",
+]
 
 
 async def _run(names: list[str], env: BenchEnv) -> list[Comparison]:

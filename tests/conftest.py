@@ -14,12 +14,17 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.support.databases import scratch_database, scratch_redis_db, server_urls
 from tests.support.processes import Suite, running_suite
 
 _EMBEDDED = contextlib.ExitStack()
+
+# Property tests check values, not time: on a shared, loaded machine a slow example is no failure.
+hypothesis_settings.register_profile("kalcifer", deadline=None)
+hypothesis_settings.load_profile("kalcifer")
 
 
 def _start_servers() -> None:

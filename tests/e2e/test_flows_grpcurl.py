@@ -82,6 +82,17 @@ def test_create_validate_activate_pause_resume_archive_with_grpcurl(suite: Suite
     assert by_node["wait_a_bit"] == "INVALID_CONFIG"
     assert by_node["orphan"] == "UNREACHABLE_NODE"
 
+    unsent = _ok(_call(suite, key, "ValidateFlowGraph", {"graph": GRAPH}))
+    assert [(v["field"], v["reason"]) for v in unsent["violations"]] == [
+        ("nodes[2].config.template_id", "UNKNOWN_TEMPLATE")
+    ], "a send_email node names a template the tenant must have"
+    template = {"id": "welcome", "channel": "email", "subject": "Welcome", "body": "Hello {{ customer.email }}"}
+    _ok(
+        grpcurl(
+            suite.address("api"), "kalcifer.v1.TemplateService/CreateTemplate", data={"template": template}, token=key
+        )
+    )
+
     flow = _ok(_call(suite, key, "CreateFlow", {"flow": {"name": "welcome series"}, "graph": GRAPH}))
     assert (flow["status"], flow["latest_version_number"]) == ("FLOW_STATUS_DRAFT", 1)
     stored = _ok(_call(suite, key, "GetFlowVersion", {"flowId": flow["id"], "versionNumber": 1}))

@@ -20,6 +20,8 @@ from kalcifer.v1 import (
     instance_pb2_grpc,
     journey_pb2,
     journey_pb2_grpc,
+    template_pb2,
+    template_pb2_grpc,
     trigger_pb2,
     trigger_pb2_grpc,
 )
@@ -37,6 +39,12 @@ class Marketer:
 
     def __init__(self, suite: Suite, channel: grpc.Channel) -> None:
         self.auth = new_tenant(suite, f"gov-{uuid.uuid4().hex[:6]}").auth
+        template_pb2_grpc.TemplateServiceStub(channel).CreateTemplate(
+            template_pb2.CreateTemplateRequest(
+                template=template_pb2.Template(id="welcome", channel="email", subject="Hi", body="Hello")
+            ),
+            metadata=self.auth,
+        )
         self.flows = flow_pb2_grpc.FlowServiceStub(channel)
         self.journeys = journey_pb2_grpc.JourneyServiceStub(channel)
         self.customers = customer_pb2_grpc.CustomerServiceStub(channel)

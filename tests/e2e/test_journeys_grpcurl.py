@@ -25,6 +25,8 @@ def test_a_journey_is_launched_and_drives_its_flow_through_grpcurl(suite: Suite)
     tenant = _call(suite, "kalcifer.v1.TenantService/CreateTenant", {"name": "grpcurl-journeys"}, suite.admin_token)
     key = tenant["raw_key"]
 
+    template = {"id": "welcome", "channel": "email", "subject": "Welcome", "body": "Hello"}
+    _call(suite, "kalcifer.v1.TemplateService/CreateTemplate", {"template": template}, key)
     flow = _call(
         suite,
         "kalcifer.v1.FlowService/CreateFlow",

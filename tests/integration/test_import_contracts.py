@@ -62,7 +62,7 @@ def test_the_contracts_hold_on_the_tree_as_it_is(tree: Path) -> None:
         (
             "kalcifer_api.repo.flows",
             "from kalcifer_api.engine_client import EngineClient",
-            "api: grpc sits on the engine client, which sits on repo, which sits on domain",
+            "api: grpc sits on the engine/scheduler clients, which sit on repo, then domain",
         ),
         (
             "kalcifer_engine.domain.graph",

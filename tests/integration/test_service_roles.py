@@ -116,3 +116,33 @@ async def test_the_engine_role_writes_instances_but_not_what_the_api_owns(as_ser
     assert await _try(engine, "DELETE FROM waits") == "ok"
     assert "permission denied for table flows" in await _try(engine, "UPDATE flows SET status = status")
     assert "permission denied for table api_keys" in await _try(engine, "SELECT * FROM api_keys")
+
+
+async def test_templates_and_provider_configs_are_the_apis_and_delivery_statuses_the_schedulers(
+    as_service: dict[str, AsyncEngine],
+) -> None:
+    api, engine, scheduler = as_service["api"], as_service["engine"], as_service["scheduler"]
+    assert await _try(api, "DELETE FROM templates") == "ok", "the API owns templates"
+    assert await _try(api, "UPDATE provider_configs SET settings = settings") == "ok", "and channel providers"
+    for reader in (engine, scheduler):
+        assert await _try(reader, "SELECT count(*) FROM templates") == "ok", (
+            "the engine validates, the scheduler renders"
+        )
+        assert "permission denied for table templates" in await _try(reader, "UPDATE templates SET body = body")
+    assert await _try(scheduler, "SELECT secrets FROM provider_configs") == "ok", "the scheduler opens the secrets"
+    assert "permission denied for table provider_configs" in await _try(
+        scheduler, "UPDATE provider_configs SET secrets = secrets"
+    )
+    # One writer of a delivery's status: the API relays providers' reports to the scheduler instead.
+    assert "permission denied for table deliveries" in await _try(api, "UPDATE deliveries SET status = status")
+    assert await _try(scheduler, "UPDATE deliveries SET status = status") == "ok"
+
+
+async def test_the_engine_alone_writes_the_analytics_counters_the_api_reads(as_service: dict[str, AsyncEngine]) -> None:
+    engine, api, scheduler = as_service["engine"], as_service["api"], as_service["scheduler"]
+    assert await _try(engine, "UPDATE flow_counters SET value = value + 1") == "ok"
+    assert await _try(engine, "SELECT count(*) FROM flow_counters") == "ok"
+    assert "permission denied for table flow_counters" in await _try(engine, "DELETE FROM flow_counters")
+    assert await _try(api, "SELECT count(*) FROM flow_counters") == "ok", "AnalyticsService reads them"
+    assert "permission denied for table flow_counters" in await _try(api, "UPDATE flow_counters SET value = 0")
+    assert "permission denied for table flow_counters" in await _try(scheduler, "SELECT count(*) FROM flow_counters")

@@ -80,6 +80,8 @@ class Suite:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     # Settings of this suite beyond the defaults (e.g. OUTBOUND_ALLOWLIST for a module's local endpoints).
     extra_env: dict[str, str] = field(default_factory=dict)
+    # KALCIFER_SECRET_KEY of the API and the scheduler: seals and opens provider secrets.
+    secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     def address(self, service: str) -> str:
         """`127.0.0.1:PORT` of one service."""
@@ -94,6 +96,7 @@ class Suite:
             "REDIS_URL": self.redis_url,
             "KALCIFER_ADMIN_TOKEN": self.admin_token,
             "KALCIFER_INTERNAL_TOKEN": self.internal_token,
+            "KALCIFER_SECRET_KEY": self.secret_key,
             "API_PORT": str(self.ports["api"]),
             "ENGINE_PORT": str(self.ports["engine"]),
             "SCHEDULER_PORT": str(self.ports["scheduler"]),

@@ -43,11 +43,20 @@ REQUIRED_ENV: dict[str, set[str]] = {
         "DATABASE_ROLE",
         "ENGINE_ADDR",
         "REDIS_URL",
+        "SCHEDULER_ADDR",
         "KALCIFER_ADMIN_TOKEN",
         "KALCIFER_INTERNAL_TOKEN",
+        "KALCIFER_SECRET_KEY",
     },
     "engine": {"DATABASE_URL", "DATABASE_ROLE", "SCHEDULER_ADDR", "KALCIFER_INTERNAL_TOKEN"},
-    "scheduler": {"DATABASE_URL", "DATABASE_ROLE", "ENGINE_ADDR", "REDIS_URL", "KALCIFER_INTERNAL_TOKEN"},
+    "scheduler": {
+        "DATABASE_URL",
+        "DATABASE_ROLE",
+        "ENGINE_ADDR",
+        "REDIS_URL",
+        "KALCIFER_INTERNAL_TOKEN",
+        "KALCIFER_SECRET_KEY",
+    },
 }
 
 # The start-up order the stack relies on: service -> {dependency: condition}.
@@ -303,7 +312,7 @@ def test_dependencies_have_no_cycle() -> None:
 def test_shared_environment_anchor_requires_the_tokens() -> None:
     shared = compose().get("x-kalcifer-env")
     assert isinstance(shared, dict), "docker-compose.yml: no `x-kalcifer-env` mapping (the shared environment)"
-    for token in ("KALCIFER_ADMIN_TOKEN", "KALCIFER_INTERNAL_TOKEN"):
+    for token in ("KALCIFER_ADMIN_TOKEN", "KALCIFER_INTERNAL_TOKEN", "KALCIFER_SECRET_KEY"):
         value = str(shared.get(token, ""))
         assert re.fullmatch(rf"\$\{{{token}:\?[^}}]*\}}", value), (
             f"x-kalcifer-env: {token} must be the required interpolation ${{{token}:?...}}, got {value!r}"

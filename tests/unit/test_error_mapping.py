@@ -205,17 +205,26 @@ async def test_handlers_answer_the_mapped_code_over_the_wire(
 
 
 async def test_every_rpc_of_every_service_is_wrapped() -> None:
-    from kalcifer_api.app import tenant_scoped_bindings
+    from kalcifer_api.app import Collaborators, tenant_scoped_bindings
     from kalcifer_api.engine_client import EngineClient
     from kalcifer_api.grpc.tenants import TenantServicer
+    from kalcifer_api.scheduler_client import SchedulerClient
+    from kalcifer_common.sandbox import ExpressionSandbox
+    from kalcifer_common.secrets import SecretBox
     from kalcifer_common.settings import ApiSettings
     from sqlalchemy.ext.asyncio import async_sessionmaker
 
-    # Only the servicer classes matter here: an unbound session factory and an idle channel are never used.
-    # Async, so the channel is made on the running loop (a loop-less main thread has none after other tests).
-    engine_client = EngineClient(ApiSettings())
-    bindings = tenant_scoped_bindings(async_sessionmaker(), engine_client)
-    await engine_client.close()
+    # Only the servicer classes matter here: an unbound session factory and idle channels are never used.
+    # Async, so the channels are made on the running loop (a loop-less main thread has none after other tests).
+    using = Collaborators(
+        engine=EngineClient(ApiSettings()),
+        scheduler=SchedulerClient(ApiSettings()),
+        sandbox=ExpressionSandbox(),
+        secrets=SecretBox([]),
+    )
+    bindings = tenant_scoped_bindings(async_sessionmaker(), using)
+    await using.engine.close()
+    await using.scheduler.close()
     servicers: list[Any] = [TenantServicer, *(type(b.servicer) for b in bindings)]
     for servicer in servicers:
         rpc_methods = [name for name in dir(servicer) if name[:1].isupper()]

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from kalcifer.v1 import customer_pb2_grpc, journey_pb2_grpc, segment_pb2_grpc
-from kalcifer_common.db.models import Flow, FlowVersion
+from kalcifer_common.db.models import Flow, FlowVersion, Template
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-# event_entry -> send_email -> exit: valid for the engine's ValidateGraph.
+# event_entry -> send_email -> exit: valid for the engine's ValidateGraph once the tenant has the "welcome" email
+# template (`seed_flow` writes it).
 VALID_GRAPH: dict[str, Any] = {
     "nodes": [
         {"id": "entry", "type": "event_entry", "config": {"event_type": "signup"}},
@@ -48,9 +50,15 @@ async def seed_flow(
     with_draft_version: bool = True,
 ) -> uuid.UUID:
     """A flow of the tenant written straight to the database (FlowService is another helper's), with a DRAFT
-    version 1 holding `graph` (the valid one by default); an active or paused flow gets an ACTIVE version 1."""
+    version 1 holding `graph` (the valid one by default); an active or paused flow gets an ACTIVE version 1. The
+    tenant gets the "welcome" email template VALID_GRAPH sends, unless it has one."""
     flow_id = uuid.uuid4()
     async with sessions.begin() as session:
+        await session.execute(
+            insert(Template)
+            .values(tenant_id=tenant_id, id="welcome", channel="email", subject="Welcome", body="Hello")
+            .on_conflict_do_nothing()
+        )
         published = status in ("active", "paused", "archived")
         session.add(
             Flow(

@@ -27,6 +27,7 @@ from tests.integration.engine.support import (
     start,
     store_event,
 )
+from tests.support.eventually import eventually
 
 TRIGGER = ("start", "event_entry", {"event_type": "go"})
 
@@ -684,3 +685,93 @@ async def test_events_racing_the_arming_of_their_waits_are_never_lost_nor_applie
         )
         outcomes = [(r.status, r.who, r.resumed, r.sent) for r in rows]
     assert outcomes == [("completed", p, 1, 1) for p in sorted(participants)]
+
+
+async def _v2_of_a_pause_flow(db_engine: AsyncEngine, rt: Runtime, participants: int) -> tuple[uuid.UUID, uuid.UUID]:
+    """A flow with `participants` instances waiting on version 1, and a version 2 made active."""
+    tenant = await create_tenant(db_engine)
+    flow = await create_flow(db_engine, tenant, graph([TRIGGER, ("w", "t_pause", {"seconds": 600})], [("start", "w")]))
+    for n in range(participants):
+        await start(rt, tenant, flow, participant=f"p{n}")
+    async with db_engine.begin() as conn:
+        await conn.execute(text("UPDATE flow_versions SET status = 'superseded' WHERE flow_id = :f"), {"f": flow})
+        v2 = graph([TRIGGER, ("w", "t_pause", {"seconds": 900})], [("start", "w")])
+        await add_version(conn, tenant, flow, 2, v2, status="active")
+        await conn.execute(text("UPDATE flows SET active_version_number = 2 WHERE id = :f"), {"f": flow})
+    return tenant, flow
+
+
+async def _job_of(db_engine: AsyncEngine, flow: uuid.UUID) -> Any:
+    async with db_engine.connect() as conn:
+        return (
+            await conn.execute(
+                text("SELECT * FROM flow_migrations WHERE flow_id = :f ORDER BY create_time LIMIT 1"), {"f": flow}
+            )
+        ).one()
+
+
+async def test_migrate_all_answers_in_progress_and_goes_on_in_bounded_batches(
+    engine_role_db: AsyncEngine, database_url: str, db_engine: AsyncEngine
+) -> None:
+    rt = make_runtime(engine_role_db, database_url, migration_batch_size=2, migration_call_seconds=0)
+    try:
+        tenant, flow = await _v2_of_a_pause_flow(db_engine, rt, 7)
+
+        report = await migration.migrate_instances(
+            rt, tenant, flow, from_version=0, to_version=2, strategy="migrate_all"
+        )
+
+        assert (report.migrated, report.in_progress) == (2, True)  # one batch within the call's budget
+        job = await eventually(
+            lambda: _job_of(db_engine, flow), until=lambda row: row.status == "done", what="the migration finished"
+        )
+        assert (job.migrated, job.exited, job.failed) == (7, 0, 0)
+        async with db_engine.connect() as conn:
+            versions = (
+                (
+                    await conn.execute(
+                        text("SELECT DISTINCT version_number FROM flow_instances WHERE flow_id = :f"), {"f": flow}
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        assert versions == [2]
+    finally:
+        await rt.close()
+
+
+async def test_a_migration_whose_replica_stopped_is_taken_up_by_recovery(
+    engine_role_db: AsyncEngine, database_url: str, db_engine: AsyncEngine
+) -> None:
+    rt = make_runtime(engine_role_db, database_url, migration_batch_size=3, migration_call_seconds=0)
+    try:
+        tenant, flow = await _v2_of_a_pause_flow(db_engine, rt, 5)
+        async with db_engine.begin() as conn:  # a job another replica started, whose lease ran out
+            await conn.execute(
+                text(
+                    "INSERT INTO flow_migrations (tenant_id, flow_id, from_version_number, to_version_number, "
+                    "lease_until) VALUES (:t, :f, 0, 2, now() - interval '1 second')"
+                ),
+                {"t": tenant, "f": flow},
+            )
+
+        assert await migration.continue_migrations(rt) == 1
+
+        job = await eventually(
+            lambda: _job_of(db_engine, flow), until=lambda row: row.status == "done", what="the migration finished"
+        )
+        assert job.migrated == 5
+        async with db_engine.begin() as conn:  # now a migration to version 3 runs (on another replica)
+            await conn.execute(
+                text(
+                    "INSERT INTO flow_migrations (tenant_id, flow_id, from_version_number, to_version_number, "
+                    "lease_until) VALUES (:t, :f, 0, 3, now() + interval '1 hour')"
+                ),
+                {"t": tenant, "f": flow},
+            )
+        with pytest.raises(FailedPrecondition) as refused:  # one migration per flow at a time
+            await migration.migrate_instances(rt, tenant, flow, from_version=0, to_version=2, strategy="migrate_all")
+        assert refused.value.reason == "MIGRATION_IN_PROGRESS"
+    finally:
+        await rt.close()

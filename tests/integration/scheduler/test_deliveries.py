@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -19,7 +20,14 @@ from kalcifer.scheduler.v1 import scheduler_pb2
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.integration.scheduler.support import SchedulerProcess, Seeder, scheduler_stub, utc_now
+from tests.integration.scheduler.support import (
+    SchedulerProcess,
+    Seeder,
+    forget_provider,
+    scheduler_stub,
+    store_provider,
+    utc_now,
+)
 from tests.support.eventually import eventually
 from tests.support.rpc import bearer
 
@@ -60,8 +68,9 @@ def webhook() -> Iterator[_Webhook]:
 async def _delivery(
     db: AsyncEngine, tenant: uuid.UUID, channel: str = "email", payload: dict[str, Any] | None = None, **columns: Any
 ) -> tuple[str, str]:
+    """A pending delivery without a template (its payload's subject and text go as they are)."""
     delivery_id, key = uuid.uuid4(), f"idem-{uuid.uuid4()}"
-    values = {"status": "pending", "attempts": 0, "send_after": None} | columns
+    values = {"status": "pending", "attempts": 0, "send_after": None, "template_id": None} | columns
     values["payload"] = json.dumps(payload or {"subject": "hi"})
     async with db.begin() as connection:
         await connection.execute(
@@ -69,13 +78,16 @@ async def _delivery(
                 """
                 INSERT INTO deliveries (id, tenant_id, node_id, participant_id, channel, template_id, payload,
                     status, idempotency_key, attempts, send_after, update_time)
-                VALUES (:id, :tenant, 'send_1', 'p-1', :channel, 'welcome', CAST(:payload AS jsonb), :status, :key,
+                VALUES (:id, :tenant, 'send_1', 'p-1', :channel, :template_id, CAST(:payload AS jsonb), :status, :key,
                     :attempts, :send_after, coalesce(:update_time, now()))
                 """
             ),
             {"id": delivery_id, "tenant": tenant, "channel": channel, "key": key, "update_time": None} | values,
         )
     return str(delivery_id), key
+
+
+SECRET = "s3cret-s3cret-s3cret"
 
 
 async def _row(db: AsyncEngine, delivery_id: str) -> Any:
@@ -136,17 +148,10 @@ async def test_the_sweep_sends_deliveries_nobody_enqueued_and_waits_for_send_aft
     assert (await _row(sched_db, later_id)).sent_time >= (await _row(sched_db, later_id)).send_after
 
 
-async def test_a_webhook_send_is_retried_with_backoff_and_carries_key_and_signature(
+async def test_a_webhook_send_is_retried_with_backoff_and_carries_key_and_a_timestamped_signature(
     sched_db: AsyncEngine, seeder: Seeder, scheduler: SchedulerProcess, webhook: _Webhook
 ) -> None:
-    async with sched_db.begin() as connection:
-        await connection.execute(
-            text(
-                "INSERT INTO provider_configs (tenant_id, channel, provider, settings)"
-                " VALUES (:tenant, 'webhook', 'webhook', CAST(:settings AS jsonb))"
-            ),
-            {"tenant": seeder.tenant_id, "settings": json.dumps({"url": webhook.url, "secret": "s3cret"})},
-        )
+    await store_provider(sched_db, seeder.tenant_id, "webhook", "webhook", {"url": webhook.url}, {"secret": SECRET})
     webhook.statuses = [500, 503]
     delivery_id, key = await _delivery(sched_db, seeder.tenant_id, channel="webhook")
 
@@ -156,8 +161,15 @@ async def test_a_webhook_send_is_retried_with_backoff_and_carries_key_and_signat
     assert len(mine) == 3
     assert {headers["idempotency-key"] for headers, _ in mine} == {key}
     for headers, body in mine:
-        expected = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+        timestamp = headers["x-kalcifer-timestamp"]
+        assert abs(int(timestamp) - time.time()) < 60
+        expected = hmac.new(SECRET.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
         assert headers["x-kalcifer-signature"] == f"sha256={expected}"
+        # Signed over the timestamp too: the body alone does not verify (a replay cannot reuse it with a new time).
+        assert (
+            headers["x-kalcifer-signature"] != "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        )
+    assert json.loads(mine[0][1])["message"] == {"subject": "hi", "body": "", "html_body": ""}
 
 
 async def test_a_webhook_that_keeps_failing_marks_the_delivery_failed(
@@ -175,27 +187,14 @@ async def test_a_webhook_on_an_address_not_allowlisted_fails_as_an_unreachable_h
     sched_db: AsyncEngine, seeder: Seeder, scheduler: SchedulerProcess
 ) -> None:
     # 127.0.0.2 is loopback like the allowlisted 127.0.0.1, but not listed: refused before any connection.
-    async with sched_db.begin() as connection:
-        await connection.execute(
-            text(
-                """
-                INSERT INTO provider_configs (tenant_id, channel, provider, settings)
-                VALUES (:tenant, 'push', 'webhook', CAST(:settings AS jsonb))
-                ON CONFLICT (tenant_id, channel) DO UPDATE SET provider = excluded.provider,
-                    settings = excluded.settings
-                """
-            ),
-            {"tenant": seeder.tenant_id, "settings": json.dumps({"url": "http://127.0.0.2:9/hook", "secret": "s"})},
-        )
+    await store_provider(
+        sched_db, seeder.tenant_id, "push", "webhook", {"url": "http://127.0.0.2:9/hook"}, {"secret": SECRET}
+    )
     try:
         delivery_id, _ = await _delivery(sched_db, seeder.tenant_id, channel="push")
         row = await _reaches(sched_db, delivery_id, "failed", within=15)
     finally:
-        async with sched_db.begin() as connection:
-            await connection.execute(
-                text("DELETE FROM provider_configs WHERE tenant_id = :tenant AND channel = 'push'"),
-                {"tenant": seeder.tenant_id},
-            )
+        await forget_provider(sched_db, seeder.tenant_id, "push")
     assert row.last_error == "webhook unreachable: no answer from 127.0.0.2"
     assert "OUTBOUND_ALLOWLIST" in scheduler.log()  # the operator's log says why
 
@@ -294,7 +293,11 @@ async def test_an_email_goes_out_through_smtp_once_with_a_message_id_from_its_ke
                 "INSERT INTO provider_configs (tenant_id, channel, provider, settings)"
                 " VALUES (:tenant, 'email', 'smtp', CAST(:settings AS jsonb))"
             ),
-            {"tenant": tenant, "settings": json.dumps({"host": "127.0.0.1", "port": smtp.port, "from": "k@x.test"})},
+            {
+                "tenant": tenant,
+                # A plain-text relay on a trusted network (this test's server speaks no TLS).
+                "settings": json.dumps({"host": "127.0.0.1", "port": smtp.port, "from": "k@x.test", "tls": "none"}),
+            },
         )
     smtp.data_codes = [451]  # the first attempt is deferred by the server: retried
     delivery_id, key = await _delivery(

@@ -295,6 +295,29 @@ async def test_a_run_reads_a_bounded_number_of_customers_and_the_next_run_goes_o
     assert seeded.starts(engine) == ["zed"]
 
 
+async def test_a_tenant_with_a_huge_segment_does_not_starve_another_tenants_joins(
+    sched_db: AsyncEngine, scheduler_role_db: AsyncEngine, engine: RecordingEngine
+) -> None:
+    huge = await seed_segment_flow(
+        sched_db, rules=_GOLD, customers={f"g{n}": {"tier": "gold"} for n in range(400)}, unchanged_for=timedelta(0)
+    )
+    small = await seed_segment_flow(
+        sched_db, rules=_GOLD, customers={"ann": {"tier": "gold"}, "bea": {"tier": "gold"}}, unchanged_for=timedelta(0)
+    )
+    async with grpc.aio.insecure_channel(engine.address) as channel:
+        # A run may start 100 instances: the huge tenant alone would take all of them.
+        await _entries(channel, scheduler_role_db, max_starts=100).run_once()
+
+    try:
+        assert sorted(small.starts(engine)) == ["ann", "bea"]  # the small tenant entered in the same run
+        assert 0 < len(huge.starts(engine)) <= 100
+    finally:  # the other tests count every flow's reads: leave no active flow behind
+        async with sched_db.begin() as connection:
+            await connection.execute(
+                text("UPDATE flows SET status = 'archived' WHERE id = ANY(:flows)"), {"flows": [huge.flow, small.flow]}
+            )
+
+
 async def test_a_segment_definition_change_evaluates_every_customer_again(
     sched_db: AsyncEngine, scheduler_role_db: AsyncEngine, engine: RecordingEngine
 ) -> None:

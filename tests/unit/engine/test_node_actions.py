@@ -48,6 +48,8 @@ async def test_channel_send_creates_one_delivery(key: str, channel: str, extra: 
                 "phone": "+33600000000",
                 "data": {"coupon": "X"},
                 **extra,
+                # What the template is rendered over at send time: the context, the node's data, the participant.
+                "variables": {**CUSTOMER, "data": {"coupon": "X"}, "participant_id": "p-1"},
             },
         )
     ]
@@ -56,7 +58,8 @@ async def test_channel_send_creates_one_delivery(key: str, channel: str, extra: 
 async def test_channel_send_without_customer_or_data() -> None:
     ctx = FakeContext()
     await node("send_push").execute({"template_id": "t1"}, ctx)
-    assert ctx.deliveries == [("push", "t1", {"participant_id": "p-1", "data": {}})]
+    variables = {"data": {}, "participant_id": "p-1"}
+    assert ctx.deliveries == [("push", "t1", {"participant_id": "p-1", "data": {}, "variables": variables})]
 
 
 @pytest.mark.parametrize(

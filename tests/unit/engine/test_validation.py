@@ -282,3 +282,39 @@ def test_a_malformed_graph_is_reported_without_raising() -> None:
 def test_a_flow_graph_built_in_code_with_a_non_object_config_is_reported() -> None:
     flow = FlowGraph((GraphNode("t", "event_entry", ["signup"]),))  # type: ignore[arg-type]
     assert [v.field for v in check(flow)] == ["nodes[0].config"]
+
+
+# -- templates -------------------------------------------------------------------------------------------------------
+
+
+def test_a_channel_node_must_name_a_template_of_the_tenant_for_its_channel() -> None:
+    sms = node("sms", "send_sms", {"template_id": "otp"})
+    data = graph([TRIGGER, MAIL, sms, EXIT], [edge("t", "mail"), edge("mail", "sms"), edge("sms", "bye")])
+
+    assert validate_graph(data, REGISTRY, templates={"welcome": "email", "otp": "sms"}) == []
+    violations = validate_graph(data, REGISTRY, templates={"otp": "email"})
+    assert [(v.field, v.reason, v.node_id) for v in violations if isinstance(v, GraphViolation)] == [
+        ("nodes[1].config.template_id", ViolationReason.UNKNOWN_TEMPLATE, "mail"),
+        ("nodes[2].config.template_id", ViolationReason.UNKNOWN_TEMPLATE, "sms"),
+    ]
+    assert 'names template "welcome", which does not exist' in violations[0].description
+    assert 'sends sms, but template "otp" is for email' in violations[1].description
+
+
+def test_without_a_tenant_templates_are_not_checked() -> None:
+    assert validate_graph(LINEAR, REGISTRY, templates=None) == []
+
+
+def test_a_node_whose_config_is_invalid_is_not_also_told_its_template_is_missing() -> None:
+    bad = node("mail", "send_email", {"template_id": "welcome", "reply_to": 3})
+    data = graph([TRIGGER, bad], [edge("t", "mail")])
+    assert [v.field for v in validate_graph(data, REGISTRY, templates={})] == ["nodes[1].config.reply_to"]
+
+
+def test_template_ids_lists_what_the_nodes_name_and_nothing_from_a_graph_over_the_limits() -> None:
+    from kalcifer_engine.domain.validation import template_ids
+
+    data = graph([TRIGGER, MAIL, node("x", "send_sms", {"template_id": "bad id!"})], [])
+    assert template_ids(data) == {"welcome"}
+    assert template_ids(data, GraphLimits(max_nodes=2)) == set()
+    assert template_ids({"nodes": "nope"}) == set()

@@ -5,19 +5,51 @@ Every variable, its default and its meaning is listed in the README's configurat
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kalcifer_common.outbound_policy import OutboundPolicy
 from kalcifer_common.rpc.tls import TlsFiles
+from kalcifer_common.secrets import MIN_KEY_LENGTH
+
+
+def _key_long_enough(value: SecretStr) -> SecretStr:
+    if value.get_secret_value() and len(value.get_secret_value()) < MIN_KEY_LENGTH:
+        raise ValueError(f"must be at least {MIN_KEY_LENGTH} characters (e.g. `openssl rand -base64 32`)")
+    return value
+
+
+# Settings the API and the scheduler share: the key of provider secrets and the budget of template rendering.
+SecretKey = Annotated[
+    SecretStr,
+    AfterValidator(_key_long_enough),
+    Field(
+        description="Key (32+ characters) that seals tenants' provider secrets at rest; without it the API refuses "
+        "to store a secret."
+    ),
+]
+PreviousSecretKeys = Annotated[
+    SecretStr,
+    Field(description="Comma-separated former KALCIFER_SECRET_KEYs that still open secrets (key rotation)."),
+]
+TemplateWorkers = Annotated[
+    int, Field(ge=1, le=64, description="Worker processes that compile and render message templates (on first use).")
+]
+TemplateTimeoutMs = Annotated[
+    int, Field(ge=1, le=60_000, description="Time budget of one template part's rendering; over it the render fails.")
+]
+TemplateMemoryMb = Annotated[
+    int, Field(ge=64, le=65_536, description="Address-space limit of each template worker process.")
+]
 
 
 class CommonSettings(BaseSettings):
     """Settings every Kalcifer process reads."""
 
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+    # Errors never echo what was given: a mistyped secret must not end up in a crash log.
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", hide_input_in_errors=True)
 
     database_url: str = Field(
         default="postgresql://postgres@127.0.0.1:5432/kalcifer",
@@ -112,6 +144,11 @@ class ApiSettings(RedisSettings):
         ge=0,
         description="How long a verified API key is trusted before it is looked up again (bounds revocation delay).",
     )
+    kalcifer_secret_key: SecretKey = SecretStr("")
+    kalcifer_previous_secret_keys: PreviousSecretKeys = SecretStr("")
+    template_workers: TemplateWorkers = 1
+    template_timeout_ms: TemplateTimeoutMs = 1000
+    template_memory_mb: TemplateMemoryMb = 256
 
 
 class EngineSettings(CommonSettings):
@@ -155,6 +192,15 @@ class EngineSettings(CommonSettings):
     recovery_running_seconds: float = Field(
         default=60.0, gt=0, description="An instance left 'running' this long is re-run from its committed state."
     )
+    migration_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="Instances a MIGRATE_ALL moves per batch (one lease renewal each)."
+    )
+    migration_call_seconds: float = Field(
+        default=3.0, ge=0, description="How long MigrateFlowVersion moves instances before answering in_progress."
+    )
+    migration_lease_seconds: float = Field(
+        default=30.0, gt=0, description="A migration whose replica stopped is taken up by another after this."
+    )
     instance_retention_seconds: float = Field(
         default=30 * 86400.0, gt=0, description="Finished instances (and their steps) are pruned after this."
     )
@@ -196,6 +242,11 @@ class SchedulerSettings(RedisSettings):
     delivery_sweep_interval_seconds: float = Field(default=2.0, gt=0, description="Period of the pending-send sweep.")
     delivery_max_attempts: int = Field(default=5, ge=1, le=100, description="Send attempts before a delivery fails.")
     delivery_backoff_seconds: float = Field(default=5.0, gt=0, description="First retry delay of a failed send.")
+    kalcifer_secret_key: SecretKey = SecretStr("")
+    kalcifer_previous_secret_keys: PreviousSecretKeys = SecretStr("")
+    template_workers: TemplateWorkers = 2
+    template_timeout_ms: TemplateTimeoutMs = 1000
+    template_memory_mb: TemplateMemoryMb = 256
     stuck_running_seconds: float = Field(
         default=300.0, gt=0, description="A running instance whose lease expired this long ago counts as stuck."
     )

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import redis.asyncio as aioredis
 from kalcifer.v1 import (
     analytics_pb2,
     analytics_pb2_grpc,
+    channel_pb2,
+    channel_pb2_grpc,
     customer_pb2,
     customer_pb2_grpc,
+    delivery_pb2,
+    delivery_pb2_grpc,
     event_pb2,
     event_pb2_grpc,
     flow_pb2,
@@ -20,6 +26,8 @@ from kalcifer.v1 import (
     node_type_pb2_grpc,
     segment_pb2,
     segment_pb2_grpc,
+    template_pb2,
+    template_pb2_grpc,
     tenant_pb2,
     tenant_pb2_grpc,
     trigger_pb2,
@@ -29,36 +37,57 @@ from kalcifer_common.db.health import DatabaseProbe
 from kalcifer_common.db.session import create_engine, create_sessionmaker
 from kalcifer_common.rpc.auth import ApiKeyCache, AuthInterceptor, AuthPolicy
 from kalcifer_common.rpc.server import GrpcServer, ServiceBinding, binding
+from kalcifer_common.sandbox import ExpressionSandbox, SandboxLimits
+from kalcifer_common.secrets import SecretBox
 from kalcifer_common.service import serve_until_signal, wait_for_database
 from kalcifer_common.settings import ApiSettings
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kalcifer_api.engine_client import EngineClient
+from kalcifer_api.grpc.analytics import AnalyticsServicer
+from kalcifer_api.grpc.channels import ChannelServicer
 from kalcifer_api.grpc.customers import CustomerServicer
+from kalcifer_api.grpc.deliveries import DeliveryServicer
 from kalcifer_api.grpc.events import EventServicer
 from kalcifer_api.grpc.flows import FlowServicer
 from kalcifer_api.grpc.instances import InstanceServicer
 from kalcifer_api.grpc.journeys import JourneyServicer
 from kalcifer_api.grpc.node_types import NodeTypeServicer
 from kalcifer_api.grpc.segments import SegmentServicer
+from kalcifer_api.grpc.templates import TemplateServicer
 from kalcifer_api.grpc.tenants import TenantServicer
 from kalcifer_api.grpc.triggers import TriggerServicer
 from kalcifer_api.rate_limits import TenantRateLimiter
+from kalcifer_api.repo.analytics import AnalyticsRepository
+from kalcifer_api.repo.channels import ChannelRepository
 from kalcifer_api.repo.customers import CustomerRepository
+from kalcifer_api.repo.deliveries import DeliveryRepository
 from kalcifer_api.repo.events import EventRepository
 from kalcifer_api.repo.flows import FlowRepository
 from kalcifer_api.repo.instances import InstanceRepository
 from kalcifer_api.repo.journeys import JourneyRepository
 from kalcifer_api.repo.node_types import NodeTypeCalls
 from kalcifer_api.repo.segments import SegmentRepository
+from kalcifer_api.repo.templates import TemplateRepository
 from kalcifer_api.repo.tenants import TenantRepository
 from kalcifer_api.repo.triggers import WebhookTargetRepository
+from kalcifer_api.scheduler_client import SchedulerClient
 
 
-def tenant_scoped_bindings(
-    sessions: async_sessionmaker[AsyncSession], engine_client: EngineClient
-) -> list[ServiceBinding]:
+@dataclass(frozen=True)
+class Collaborators:
+    """What the tenant-scoped servicers use besides the database, built once by `serve`."""
+
+    engine: EngineClient
+    scheduler: SchedulerClient
+    # Tenants' templates are compiled and rendered only in these worker processes (started on first use).
+    sandbox: ExpressionSandbox
+    secrets: SecretBox
+
+
+def tenant_scoped_bindings(sessions: async_sessionmaker[AsyncSession], using: Collaborators) -> list[ServiceBinding]:
     """The services a tenant calls with its API key (implemented ones replace their placeholder)."""
+    engine_client = using.engine
     return [
         binding(flow_pb2, flow_pb2_grpc, "FlowService", FlowServicer(FlowRepository(sessions), engine_client)),
         binding(
@@ -69,6 +98,24 @@ def tenant_scoped_bindings(
         ),
         binding(customer_pb2, customer_pb2_grpc, "CustomerService", CustomerServicer(CustomerRepository(sessions))),
         binding(segment_pb2, segment_pb2_grpc, "SegmentService", SegmentServicer(SegmentRepository(sessions))),
+        binding(
+            template_pb2,
+            template_pb2_grpc,
+            "TemplateService",
+            TemplateServicer(TemplateRepository(sessions), using.sandbox),
+        ),
+        binding(
+            channel_pb2,
+            channel_pb2_grpc,
+            "ChannelService",
+            ChannelServicer(ChannelRepository(sessions), using.secrets),
+        ),
+        binding(
+            delivery_pb2,
+            delivery_pb2_grpc,
+            "DeliveryService",
+            DeliveryServicer(DeliveryRepository(sessions), using.scheduler),
+        ),
         binding(
             trigger_pb2,
             trigger_pb2_grpc,
@@ -90,7 +137,9 @@ def tenant_scoped_bindings(
             "NodeTypeService",
             NodeTypeServicer(engine_client, NodeTypeCalls(sessions)),
         ),
-        binding(analytics_pb2, analytics_pb2_grpc, "AnalyticsService"),
+        binding(
+            analytics_pb2, analytics_pb2_grpc, "AnalyticsService", AnalyticsServicer(AnalyticsRepository(sessions))
+        ),
     ]
 
 
@@ -107,8 +156,22 @@ async def serve(settings: ApiSettings) -> None:
     tenants = TenantRepository(sessions)
 
     tenant_binding = binding(tenant_pb2, tenant_pb2_grpc, "TenantService", TenantServicer(tenants))
-    engine_client = EngineClient(settings)
-    scoped = tenant_scoped_bindings(sessions, engine_client)
+    using = Collaborators(
+        engine=EngineClient(settings),
+        scheduler=SchedulerClient(settings),
+        sandbox=ExpressionSandbox(
+            SandboxLimits(
+                workers=settings.template_workers,
+                timeout_seconds=settings.template_timeout_ms / 1000,
+                memory_mb=settings.template_memory_mb,
+            )
+        ),
+        secrets=SecretBox.from_settings(
+            settings.kalcifer_secret_key.get_secret_value(),
+            settings.kalcifer_previous_secret_keys.get_secret_value(),
+        ),
+    )
+    scoped = tenant_scoped_bindings(sessions, using)
     policies = {tenant_binding.full_name: AuthPolicy.ADMIN} | {b.full_name: AuthPolicy.API_KEY for b in scoped}
     redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)
     limiter = TenantRateLimiter(
@@ -136,7 +199,14 @@ async def serve(settings: ApiSettings) -> None:
     probe = DatabaseProbe(settings.database_url, role=settings.database_role)
     await serve_until_signal(
         server,
-        cleanup=[probe.close, engine_client.close, engine.dispose, redis.aclose],
+        cleanup=[
+            probe.close,
+            using.engine.close,
+            using.scheduler.close,
+            using.sandbox.close,
+            engine.dispose,
+            redis.aclose,
+        ],
         health={"database": probe.answers},
         health_interval_seconds=settings.health_interval_seconds,
     )

@@ -19,11 +19,14 @@ from kalcifer_common.outbound_policy import OutboundPolicy
 from kalcifer_common.rpc.auth import AuthInterceptor, AuthPolicy
 from kalcifer_common.rpc.clients import internal_channel
 from kalcifer_common.rpc.server import GrpcServer, binding, wait_for_shutdown_signal
+from kalcifer_common.sandbox import ExpressionSandbox, SandboxLimits
+from kalcifer_common.secrets import SecretBox
 from kalcifer_common.service import wait_for_database
 from kalcifer_common.settings import SchedulerSettings
 
 from kalcifer_scheduler.deliveries.providers import LogProvider, SmtpProvider, WebhookProvider
 from kalcifer_scheduler.deliveries.queue import DeliveryQueue
+from kalcifer_scheduler.deliveries.reports import StatusReports
 from kalcifer_scheduler.deliveries.sender import DeliverySender
 from kalcifer_scheduler.engine_resumes import ResumeSender
 from kalcifer_scheduler.entries import ScheduledEntries
@@ -84,6 +87,17 @@ async def build_runtime(settings: SchedulerSettings, redis: ArqRedis) -> Schedul
         max_attempts=settings.outbound_max_attempts,
         backoff_seconds=settings.outbound_backoff_seconds,
     )
+    # Tenants' message templates are rendered only in these worker processes (started on first use).
+    templates = ExpressionSandbox(
+        SandboxLimits(
+            workers=settings.template_workers,
+            timeout_seconds=settings.template_timeout_ms / 1000,
+            memory_mb=settings.template_memory_mb,
+        )
+    )
+    secrets = SecretBox.from_settings(
+        settings.kalcifer_secret_key.get_secret_value(), settings.kalcifer_previous_secret_keys.get_secret_value()
+    )
     firer = TimerFirer(
         claims=claims, store=store, sender=sender, stats=stats, batch_size=settings.fire_batch_size, calls=calls
     )
@@ -94,6 +108,7 @@ async def build_runtime(settings: SchedulerSettings, redis: ArqRedis) -> Schedul
         engine_channel=engine_channel,
         http=http,
         calls=calls,
+        templates=templates,
         stats=stats,
         timers=store,
         firer=firer,
@@ -119,13 +134,16 @@ async def build_runtime(settings: SchedulerSettings, redis: ArqRedis) -> Schedul
             providers={
                 "log": LogProvider(),
                 "webhook": WebhookProvider(http, timeout_seconds=_WEBHOOK_TIMEOUT_SECONDS),
-                "smtp": SmtpProvider(),
+                "smtp": SmtpProvider(policy),
             },
+            templates=templates,
+            secrets=secrets,
             stats=stats,
             lease_seconds=settings.claim_lease_seconds,
             max_attempts=settings.delivery_max_attempts,
             backoff_seconds=settings.delivery_backoff_seconds,
         ),
+        reports=StatusReports(db),
         maintenance=Maintenance(db, stuck_seconds=settings.stuck_running_seconds),
         entries=ScheduledEntries(db, engine_stub, overlap=timedelta(seconds=settings.segment_entry_overlap_seconds)),
     )
@@ -148,7 +166,9 @@ async def serve(settings: SchedulerSettings) -> None:
     redis = await create_pool(RedisSettings.from_dsn(settings.redis_url), **JSON_JOBS)
     await redis.ping()
     runtime = await build_runtime(settings, redis)
-    servicer = SchedulerServicer(timers=runtime.timers, deliveries=runtime.deliveries, stats=runtime.stats)
+    servicer = SchedulerServicer(
+        timers=runtime.timers, deliveries=runtime.deliveries, reports=runtime.reports, stats=runtime.stats
+    )
     scheduler_binding = binding(scheduler_pb2, scheduler_pb2_grpc, "SchedulerService", servicer)
     server = GrpcServer(
         name="scheduler",
@@ -199,6 +219,7 @@ async def serve(settings: SchedulerSettings) -> None:
             with contextlib.suppress(Exception):
                 await worker.close()
         await runtime.calls.close()
+        await runtime.templates.close()
         await runtime.http.aclose()
         await runtime.engine_channel.close(grace=None)
         await redis.aclose()

@@ -9,10 +9,12 @@ from dataclasses import dataclass
 
 import grpc
 from arq.connections import ArqRedis
+from kalcifer_common.sandbox import ExpressionSandbox
 from kalcifer_common.settings import SchedulerSettings
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kalcifer_scheduler.deliveries.queue import DeliveryQueue
+from kalcifer_scheduler.deliveries.reports import StatusReports
 from kalcifer_scheduler.deliveries.sender import DeliverySender
 from kalcifer_scheduler.entries import ScheduledEntries
 from kalcifer_scheduler.maintenance import Maintenance
@@ -34,12 +36,15 @@ class SchedulerRuntime:
     engine_channel: grpc.aio.Channel
     http: OutboundClient
     calls: CallMaker
+    # The expression sandbox that renders message templates (closed at shutdown).
+    templates: ExpressionSandbox
     stats: SchedulerStats
     timers: TimerStore
     firer: TimerFirer
     sweeper: WaitSweeper
     deliveries: DeliveryQueue
     delivery_sender: DeliverySender
+    reports: StatusReports
     maintenance: Maintenance
     # Scheduled entries (flow_triggers); None until their collaborators exist.
     entries: ScheduledEntries | None = None

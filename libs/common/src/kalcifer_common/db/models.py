@@ -14,7 +14,7 @@ load (which async sessions forbid).
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Final
 
@@ -23,6 +23,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     ForeignKeyConstraint,
@@ -32,6 +33,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     Numeric,
+    SmallInteger,
     Text,
     UniqueConstraint,
     Uuid,
@@ -42,6 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, MappedColumn, mapped_column
 
+from kalcifer_common.channels import CHANNELS, PROVIDERS
 from kalcifer_common.statuses import (
     LIVE_INSTANCE_STATUSES,
     DeliveryStatus,
@@ -71,12 +74,10 @@ INSTANCE_STATUSES: Final = tuple(InstanceStatus)
 STEP_STATUSES: Final = tuple(StepStatus)
 WAIT_KINDS: Final = tuple(WaitKind)
 WAIT_STATUSES: Final = tuple(WaitStatus)
-CHANNELS: Final = ("email", "sms", "push", "whatsapp", "in_app", "webhook")
 DELIVERY_STATUSES: Final = tuple(DeliveryStatus)
 SEGMENT_MATCHES: Final = ("all", "any")
 CONVERSION_KINDS: Final = ("conversion", "goal")
 NODE_CATEGORIES: Final = ("trigger", "condition", "wait", "action", "end")
-PROVIDERS: Final = ("log", "webhook", "smtp")
 
 
 class Base(DeclarativeBase):
@@ -659,6 +660,8 @@ class Delivery(Base):
     create_time: Mapped[datetime] = _created()
     update_time: Mapped[datetime] = _updated()
     sent_time: Mapped[datetime | None] = _optional_time()
+    # When it became delivered, bounced or failed (a provider's report says when; else when the scheduler gave up).
+    final_time: Mapped[datetime | None] = _optional_time()
 
 
 class Conversion(Base):
@@ -671,6 +674,8 @@ class Conversion(Base):
         Index("ix_conversions_tenant_id_flow_id_create_time", "tenant_id", "flow_id", "create_time"),
         # A goal counts once per instance, however many goal events and goal_reached nodes reach it.
         Index("uq_conversions_goal_once", "instance_id", "name", unique=True, postgresql_where=text("kind = 'goal'")),
+        # Whether an instance converted before (its first conversion is counted, `flow_counters`).
+        Index("ix_conversions_instance_id", "instance_id"),
     )
 
     id: Mapped[uuid.UUID] = _id()
@@ -689,6 +694,10 @@ class AbAssignment(Base):
     """The variant an `ab_split` node gave a participant, so they get the same one every time (sticky)."""
 
     __tablename__ = "ab_assignments"
+    __table_args__ = (
+        # A conversion finds the participant's assignments in its flow (to count it for their variants).
+        Index("ix_ab_assignments_tenant_id_flow_id_participant_id", "tenant_id", "flow_id", "participant_id"),
+    )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
     flow_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
@@ -696,6 +705,39 @@ class AbAssignment(Base):
     participant_id: Mapped[str] = mapped_column(Text, primary_key=True)
     variant_key: Mapped[str] = mapped_column(Text, nullable=False)
     create_time: Mapped[datetime] = _created()
+    # The instance's version when the participant was assigned: their A/B counters are kept under it. NULL only for
+    # an assignment an engine older than revision 0014 made (not counted).
+    version_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The participant's first conversion in the flow since the assignment (counted once per variant).
+    convert_time: Mapped[datetime | None] = _optional_time()
+
+
+class FlowMigration(Base):
+    """A MIGRATE_ALL of one flow to one version, worked in bounded batches by any engine replica under a lease;
+    its counts are the progress GetMigrationStatus reports. At most one runs per flow."""
+
+    __tablename__ = "flow_migrations"
+    __table_args__ = (
+        _one_of("status", ("running", "done")),
+        Index("uq_flow_migrations_running_flow", "flow_id", unique=True, postgresql_where=text("status = 'running'")),
+        Index("ix_flow_migrations_flow_id_create_time", "flow_id", "create_time"),
+    )
+
+    id: Mapped[uuid.UUID] = _id()
+    tenant_id: Mapped[uuid.UUID] = _tenant_id()
+    flow_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("flows.id", ondelete="CASCADE"), nullable=False)
+    from_version_number: Mapped[int] = mapped_column(Integer, nullable=False)
+    to_version_number: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = _text_default("running")
+    migrated: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    exited: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    skipped: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    failures: Mapped[list[Any]] = _json("[]")
+    failed: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    after_instance_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    lease_until: Mapped[datetime | None] = _optional_time()
+    create_time: Mapped[datetime] = _created()
+    update_time: Mapped[datetime] = _updated()
 
 
 class ProviderConfig(Base):
@@ -712,6 +754,58 @@ class ProviderConfig(Base):
     tenant_id: Mapped[uuid.UUID] = _tenant_id()
     channel: Mapped[str] = mapped_column(Text, nullable=False)
     provider: Mapped[str] = _text_default("log")
+    # The plain settings; the secret ones (kalcifer_common.channels) are never here but in `secrets`.
     settings: Mapped[dict[str, Any]] = _json("{}")
+    # Secret settings by name, each sealed (kalcifer_common.secrets) for its tenant, channel and name.
+    secrets: Mapped[dict[str, Any]] = _json("{}")
     create_time: Mapped[datetime] = _created()
     update_time: Mapped[datetime] = _updated()
+
+
+# --- message templates ----------------------------------------------------------------------------------------
+
+
+class Template(Base):
+    """A tenant's message template (SPEC 7), named by channel nodes' `template_id`; Jinja2 rendered at send time."""
+
+    __tablename__ = "templates"
+    __table_args__ = (_one_of("channel", CHANNELS),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    # Chosen by the tenant; ListTemplates pages through the primary key (tenant_id, id).
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    channel: Mapped[str] = mapped_column(Text, nullable=False)
+    subject: Mapped[str] = _text_default("")
+    body: Mapped[str] = _text_default("")
+    html_body: Mapped[str] = _text_default("")
+    description: Mapped[str] = _text_default("")
+    revision: Mapped[int] = _revision("templates")
+    create_time: Mapped[datetime] = _created()
+    update_time: Mapped[datetime] = _updated()
+
+
+# --- analytics ------------------------------------------------------------------------------------------------
+
+
+class FlowCounter(Base):
+    """One shard of one analytics counter of a flow (`kalcifer_common.analytics`): the engine adds to it in the
+    transaction of what it counts; AnalyticsService sums the shards, so answers never scan instances or steps.
+    Pruning instances and steps leaves counters as they are."""
+
+    __tablename__ = "flow_counters"
+
+    # Deleted with their flow (and so with their tenant); no foreign key to tenants, so no second index to keep.
+    flow_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("flows.id", ondelete="CASCADE"), primary_key=True)
+    # The node whose steps, visits or A/B assignments are counted; '' for the flow's instances.
+    node_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    # What is counted (`kalcifer_common.analytics.Counter`, or an instance status).
+    counter: Mapped[str] = mapped_column(Text, primary_key=True)
+    # The UTC day the counted thing is kept under (see `kalcifer_common.analytics`).
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    version_number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # A branch key, an A/B variant, a time bucket, a node type; '' when the counter has none.
+    label: Mapped[str] = mapped_column(Text, primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    # A count, or an amount (revenue).
+    value: Mapped[Decimal] = mapped_column(Numeric, nullable=False)

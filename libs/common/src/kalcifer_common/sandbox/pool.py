@@ -28,7 +28,7 @@ import orjson
 
 from kalcifer_common.logging import get_logger
 from kalcifer_common.sandbox.errors import ExpressionFailed, ExpressionRunaway, SandboxUnavailable
-from kalcifer_common.sandbox.protocol import CEL, HEADER, JINJA, MAX_FRAME_BYTES, READY, frame
+from kalcifer_common.sandbox.protocol import CEL, HEADER, JINJA, JINJA_CHECK, MAX_FRAME_BYTES, READY, frame
 
 _log = get_logger(__name__)
 
@@ -161,6 +161,13 @@ class ExpressionSandbox:
         """The JSON value `templates` with every templated string rendered over `variables` (Jinja2, sandboxed,
         strict undefined: `templating.render_here`), under the same budget and with the same errors as `evaluate`."""
         return await self._run(JINJA, templates, variables)
+
+    async def check_templates(self, templates: Mapping[str, str]) -> dict[str, str]:
+        """For each named Jinja2 template that does not compile, why (`templating.syntax_problems_here`); {} when
+        all compile. Hostile templates are compiled in a worker too: a parser driven into deep recursion or
+        huge output costs that worker, never this process."""
+        problems = await self._run(JINJA_CHECK, dict(templates), {})
+        return {str(name): str(problem) for name, problem in dict(problems).items()}
 
     async def _run(self, kind: str, source: Any, variables: Mapping[str, Any]) -> Any:
         payload = orjson.dumps([kind, source, dict(variables)], default=str)

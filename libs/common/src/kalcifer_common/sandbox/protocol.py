@@ -1,8 +1,9 @@
 """Frames between the engine and a worker on their socket: a 4-byte big-endian length, then orjson.
 
-Request: `[kind, source, variables]`, kind `cel` (evaluate the expression `source`) or `jinja` (render every
-templated string in the JSON value `source`). Answer: `[true, value]` or `[false, reason]`. One frame in flight
-per worker.
+Request: `[kind, source, variables]`, kind `cel` (evaluate the expression `source`), `jinja` (render every
+templated string in the JSON value `source`) or `jinja_check` (compile the named templates of the object `source`
+and answer the problems by name; `variables` is empty). Answer: `[true, value]` or `[false, reason]`. One frame in
+flight per worker.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
 # What a request asks the worker to do.
 CEL: Final = "cel"
 JINJA: Final = "jinja"
+JINJA_CHECK: Final = "jinja_check"
 # The first frame a worker sends: it has imported CEL and limited itself, and waits for work.
 READY: Final = b"ready"
 

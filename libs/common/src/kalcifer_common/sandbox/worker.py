@@ -18,8 +18,8 @@ import orjson
 
 from kalcifer_common.sandbox.errors import ExpressionFailed
 from kalcifer_common.sandbox.evaluation import evaluate_here
-from kalcifer_common.sandbox.protocol import CEL, HEADER, READY, frame
-from kalcifer_common.sandbox.templating import render_here
+from kalcifer_common.sandbox.protocol import CEL, HEADER, JINJA_CHECK, READY, frame
+from kalcifer_common.sandbox.templating import render_here, syntax_problems_here
 
 _PR_SET_PDEATHSIG = 1
 
@@ -50,7 +50,12 @@ def serve(sock: socket.socket) -> None:
             return
         kind, source, variables = orjson.loads(body)
         try:
-            value = evaluate_here(source, variables) if kind == CEL else render_here(source, variables)
+            if kind == CEL:
+                value = evaluate_here(source, variables)
+            elif kind == JINJA_CHECK:
+                value = syntax_problems_here(source)
+            else:
+                value = render_here(source, variables)
             answer = orjson.dumps([True, value])
         except ExpressionFailed as error:
             answer = orjson.dumps([False, str(error)])

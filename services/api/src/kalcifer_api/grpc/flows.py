@@ -22,6 +22,7 @@ from kalcifer_common.ids import parse_id
 from kalcifer_common.pagination import PageCursor, decode_page_token, encode_page_token, page_size_of, time_key
 from kalcifer_common.rpc.auth import current_tenant_id
 from kalcifer_common.rpc.errors import map_errors
+from kalcifer_common.timestamps import to_timestamp
 
 from kalcifer_api.domain.flows import (
     MAX_CHANGELOG_LENGTH,
@@ -284,7 +285,11 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
             request=request,
             response_type=response_type,
             present=lambda a: response_type(
-                migrated=a.migrated, exited=a.exited, skipped=a.skipped, failures=a.failures
+                migrated=a.migrated,
+                exited=a.exited,
+                skipped=a.skipped,
+                failures=a.failures,
+                in_progress=a.in_progress,
             ),
         )
         replayed = await self._flows.replayed(migrated)
@@ -331,8 +336,23 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
     ) -> flow_pb2.GetMigrationStatusResponse:
         flow_id = parse_id(request.flow_id, "flow_id")
         active, counts = await self._flows.migration_status(flow_id)
+        jobs = await self._flows.migrations(flow_id)
         return flow_pb2.GetMigrationStatusResponse(
             active_version_number=active,
+            migrations=[
+                flow_pb2.MigrationProgress(
+                    to_version_number=job.to_version_number,
+                    from_version_number=job.from_version_number,
+                    in_progress=job.status == "running",
+                    migrated=job.migrated,
+                    exited=job.exited,
+                    skipped=job.skipped,
+                    failed=job.failed,
+                    create_time=to_timestamp(job.create_time),
+                    update_time=to_timestamp(job.update_time),
+                )
+                for job in jobs
+            ],
             versions=[
                 flow_pb2.VersionInstanceCount(
                     version_number=c.version_number,

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
-from kalcifer_common.db.models import Flow, FlowInstance, FlowVersion, Journey
+from kalcifer_common.db.models import Flow, FlowInstance, FlowMigration, FlowVersion, Journey
 from kalcifer_common.errors import FailedPrecondition, NotFound
 from kalcifer_common.pagination import PageCursor
 from kalcifer_common.statuses import LIVE_INSTANCE_STATUSES, FlowStatus, FlowVersionStatus, InstanceStatus
@@ -415,6 +415,18 @@ class FlowRepository(IdempotentRepository):
         async with self._sessions() as session:
             await read_flow_in(session, self.tenant_id, flow_id)
             return [_version_record(row) for row in (await session.scalars(query)).all()]
+
+    async def migrations(self, flow_id: uuid.UUID, limit: int = 10) -> list[FlowMigration]:
+        """The flow's MIGRATE_ALL jobs (the engine's), newest first."""
+        async with self._sessions() as session:
+            await read_flow_in(session, self.tenant_id, flow_id)
+            found = await session.scalars(
+                select(FlowMigration)
+                .where(FlowMigration.tenant_id == self.tenant_id, FlowMigration.flow_id == flow_id)
+                .order_by(FlowMigration.create_time.desc(), FlowMigration.id)
+                .limit(limit)
+            )
+            return list(found)
 
     async def migration_status(self, flow_id: uuid.UUID) -> tuple[int, list[VersionCount]]:
         """The active version number and live instances per version (the active one always listed)."""

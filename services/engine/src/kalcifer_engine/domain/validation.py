@@ -14,9 +14,11 @@ from typing import Any
 
 import orjson
 from kalcifer_common.errors import FieldViolation
+from kalcifer_common.templates import TEMPLATE_ID
 
 from kalcifer_engine.domain.graph import FlowGraph, GraphEdge, GraphNode, parse_graph
 from kalcifer_engine.domain.violations import GraphViolation, ViolationReason
+from kalcifer_engine.nodes.action.channel._base import ChannelSend
 from kalcifer_engine.nodes.base import NodeCategory, NodeType
 from kalcifer_engine.nodes.registry import NodeRegistry
 from kalcifer_engine.nodes.schema import quote
@@ -35,12 +37,18 @@ DEFAULT_LIMITS = GraphLimits()
 
 
 def validate_graph(
-    graph: Mapping[str, Any] | FlowGraph, registry: NodeRegistry, limits: GraphLimits = DEFAULT_LIMITS
+    graph: Mapping[str, Any] | FlowGraph,
+    registry: NodeRegistry,
+    limits: GraphLimits = DEFAULT_LIMITS,
+    *,
+    templates: Mapping[str, str] | None = None,
 ) -> list[FieldViolation]:
     """Every violation of `graph` (its JSON form or a parsed `FlowGraph`); empty when it is valid.
 
     Each item is a `GraphViolation` (reason code, node and edge ids). A malformed JSON shape is reported alone:
     nothing else can be checked reliably. A graph over `limits` is reported alone too, to bound the work.
+    `templates` (template id -> channel, of the tenant's templates the graph names: `template_ids`) makes every
+    channel node's `template_id` name one of its channel; None skips that check (no tenant to look in).
     """
     if isinstance(graph, FlowGraph):
         flow = graph
@@ -61,7 +69,23 @@ def validate_graph(
     too_large = _count_violations(len(flow.nodes), len(flow.edges), limits)
     if too_large:
         return too_large
-    return _Checker(flow, registry, limits).run()
+    return _Checker(flow, registry, limits, templates).run()
+
+
+def template_ids(graph: Mapping[str, Any], limits: GraphLimits = DEFAULT_LIMITS) -> set[str]:
+    """The template ids the nodes of a graph's JSON form name, to look up before `validate_graph` (any node's
+    `template_id` that could be a template id: a superset is fine). Empty for a graph over `limits`, which
+    validation refuses before looking at its nodes."""
+    nodes = graph.get("nodes") if isinstance(graph, Mapping) else None
+    if not isinstance(nodes, list) or len(nodes) > limits.max_nodes:
+        return set()
+    found: set[str] = set()
+    for node in nodes:
+        config = node.get("config") if isinstance(node, Mapping) else None
+        value = config.get("template_id") if isinstance(config, Mapping) else None
+        if isinstance(value, str) and TEMPLATE_ID.fullmatch(value):
+            found.add(value)
+    return found
 
 
 def _count_violations(nodes: int, edges: int, limits: GraphLimits) -> list[FieldViolation]:
@@ -91,10 +115,13 @@ def _join(prefix: str, relative: str) -> str:
 class _Checker:
     """One validation run over a parsed graph; the rules run in order and append to `found`."""
 
-    def __init__(self, graph: FlowGraph, registry: NodeRegistry, limits: GraphLimits) -> None:
+    def __init__(
+        self, graph: FlowGraph, registry: NodeRegistry, limits: GraphLimits, templates: Mapping[str, str] | None
+    ) -> None:
         self.graph = graph
         self.registry = registry
         self.limits = limits
+        self.templates = templates
         self.found: list[FieldViolation] = []
         # Node id -> index of the first node with it; later duplicates are reported and then left out.
         self.index: dict[str, int] = {}
@@ -191,6 +218,30 @@ class _Checker:
             self.check_config(position, node, node_type)
             if len(self.found) == before:
                 self.config_ok.add(position)
+                self.check_template(position, node, node_type)
+
+    def check_template(self, position: int, node: GraphNode, node_type: NodeType) -> None:
+        """A channel node's (valid) config names a template the tenant has, of the node's channel."""
+        if self.templates is None or not isinstance(node_type, ChannelSend):
+            return
+        template_id = dict(node.config).get("template_id")
+        channel = self.templates.get(template_id) if isinstance(template_id, str) else None
+        if channel is None:
+            self.report(
+                f"nodes[{position}].config.template_id",
+                f"{self.describe_node(position)} names template {quote(str(template_id))}, which does not exist; "
+                "create it with TemplateService.CreateTemplate",
+                ViolationReason.UNKNOWN_TEMPLATE,
+                node=node,
+            )
+        elif channel != node_type.channel:
+            self.report(
+                f"nodes[{position}].config.template_id",
+                f"{self.describe_node(position)} sends {node_type.channel}, but template {quote(str(template_id))} "
+                f"is for {channel}",
+                ViolationReason.UNKNOWN_TEMPLATE,
+                node=node,
+            )
 
     def check_config(self, position: int, node: GraphNode, node_type: NodeType) -> None:
         """One node's config: an object, JSON, within the size limit, valid for its type."""

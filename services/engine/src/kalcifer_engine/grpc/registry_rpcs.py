@@ -30,12 +30,13 @@ from kalcifer_engine.convert import (
     violation_to_proto,
 )
 from kalcifer_engine.deps import EngineDeps
-from kalcifer_engine.domain.validation import validate_graph
+from kalcifer_engine.domain.validation import template_ids, validate_graph
 from kalcifer_engine.nodes.base import NodeCategory
 from kalcifer_engine.nodes.registry import NodeRegistry
 from kalcifer_engine.nodes.schema import quote
 from kalcifer_engine.nodes.webhook import WebhookNodeType
 from kalcifer_engine.repo.node_types import DEFAULT_TIMEOUT_MS, NodeTypeStore
+from kalcifer_engine.repo.templates import template_channels
 
 # Webhook types may only do what a node in the middle of a flow does: triggers are fed by ingestion and end
 # nodes are the engine's own (see kalcifer/v1/node_type.proto).
@@ -126,10 +127,15 @@ class RegistryRpcs:
     async def ValidateGraph(
         self, request: engine_pb2.ValidateGraphRequest, context: Any
     ) -> engine_pb2.ValidateGraphResponse:
-        """Every violation of the graph against the built-ins and the tenant's types; a bad graph is an answer,
-        not an error (size limits included)."""
-        registry = await self._registry(_optional_tenant(request.tenant_id))
-        violations = validate_graph(graph_to_json(request.graph), registry)
+        """Every violation of the graph against the built-ins and the tenant's types and templates; a bad graph is
+        an answer, not an error (size limits included). Without a tenant, templates are not checked."""
+        tenant_id = _optional_tenant(request.tenant_id)
+        registry = await self._registry(tenant_id)
+        graph = graph_to_json(request.graph)
+        templates = None
+        if tenant_id is not None:
+            templates = await template_channels(self.deps.sessions, tenant_id, template_ids(graph))
+        violations = validate_graph(graph, registry, templates=templates)
         return engine_pb2.ValidateGraphResponse(
             valid=not violations, violations=[violation_to_proto(v) for v in violations]
         )

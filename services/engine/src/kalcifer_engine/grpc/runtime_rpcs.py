@@ -150,6 +150,7 @@ def _migration_response(report: MigrationReport) -> engine_pb2.MigrateInstancesR
         exited=report.exited,
         skipped=report.skipped,
         failures=[flow_pb2.MigrationFailure(instance_id=i, reason=r) for i, r in report.failures],
+        in_progress=report.in_progress,
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any, TypeAlias
 from kalcifer_common.comparisons import MISSING, compare
 from kalcifer_common.durations import parse_duration
 from kalcifer_common.outbound import CALL_TRIGGER, CallAnswer, CallSpec
+from kalcifer_common.templates import VARIABLES_KEY, send_variables
 
 from kalcifer_engine.nodes import governance
 from kalcifer_engine.nodes.base import Branched, Completed, Failed, NodeResult, Skipped, Waiting
@@ -48,10 +49,11 @@ def ended(config: Config) -> NodeResult:
 
 
 async def send(channel: str, config: Config, ctx: NodeContext, extra_fields: tuple[str, ...]) -> NodeResult:
-    """Create a delivery, governed as SPEC 7 says (`domain.governance`): skipped when the customer opted out of
+    """Create a delivery, governed as SPEC 7 says (`nodes.governance`): skipped when the customer opted out of
     the channel, has no address for it, or reached the journey's frequency cap; deferred out of quiet hours.
 
-    The payload carries the participant, their contact, the node's `data` and the channel's own fields.
+    The payload carries the participant, their contact, the node's `data` and the channel's own fields, plus the
+    variables its template is rendered over when the scheduler sends it (`kalcifer_common.templates`).
     """
     if not await ctx.preference(channel):
         return Skipped(governance.PREFERENCE_OFF, {"channel": channel})
@@ -77,6 +79,7 @@ async def send(channel: str, config: Config, ctx: NodeContext, extra_fields: tup
     for name in extra_fields:
         if name in config:
             payload[name] = config[name]
+    payload[VARIABLES_KEY] = send_variables(ctx.data, payload["data"], ctx.participant_id)
     key = await ctx.create_delivery(channel, config["template_id"], payload, send_after=send_after)
     output: dict[str, Any] = {"delivery_key": key}
     if send_after is not None:

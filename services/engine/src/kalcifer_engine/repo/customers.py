@@ -17,9 +17,12 @@ from typing import cast as typed
 from kalcifer_common import segments
 from kalcifer_common.db.models import AbAssignment, Conversion, Customer, Segment
 from kalcifer_common.profiles import AttributePatch
-from sqlalchemy import Table, Text, any_, case, cast, func, literal, or_, select, text
+from sqlalchemy import Table, Text, any_, case, cast, func, literal, literal_column, or_, select
 from sqlalchemy.dialects.postgresql import ARRAY, array, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from kalcifer_engine.domain.tallies import Assignment, ConversionRecorded
+from kalcifer_engine.repo.connection import driver
 
 _customers = typed(Table, Customer.__table__)
 _conversions = typed(Table, Conversion.__table__)
@@ -88,6 +91,34 @@ async def customer_profile(conn: AsyncConnection, tenant_id: uuid.UUID, particip
     )
 
 
+# One round trip: whether the instance converted before, the conversion (a goal once per instance), and the
+# participant's A/B assignments in the flow, marking their first conversion since the assignment. The UPDATE
+# re-checks `convert_time IS NULL` under the row lock, so of two concurrent conversions one alone is the first.
+_INSERT_CONVERSION = """
+    WITH before AS (
+        SELECT EXISTS (SELECT 1 FROM conversions WHERE instance_id = $2) AS converted
+    ), ins AS (
+        INSERT INTO conversions (tenant_id, instance_id, flow_id, participant_id, name, revenue, kind, create_time)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        ON CONFLICT (instance_id, name) WHERE kind = 'goal' DO NOTHING
+        RETURNING 1
+    ), assigned AS (
+        SELECT node_id, variant_key, version_number, create_time FROM ab_assignments
+        WHERE tenant_id = $1 AND flow_id = $3 AND participant_id = $4 AND EXISTS (SELECT 1 FROM ins)
+    ), marked AS (
+        UPDATE ab_assignments SET convert_time = $8
+        WHERE tenant_id = $1 AND flow_id = $3 AND participant_id = $4 AND convert_time IS NULL
+            AND EXISTS (SELECT 1 FROM ins)
+        RETURNING node_id
+    )
+    SELECT (SELECT converted FROM before) AS converted_before, EXISTS (SELECT 1 FROM ins) AS inserted,
+           a.node_id, a.variant_key, a.version_number, a.create_time, f.node_id IS NOT NULL AS first
+    FROM (SELECT 1) AS one
+    LEFT JOIN assigned a ON true
+    LEFT JOIN marked f ON f.node_id = a.node_id
+"""
+
+
 async def insert_conversion(
     conn: AsyncConnection,
     *,
@@ -99,39 +130,58 @@ async def insert_conversion(
     revenue: Decimal | None,
     kind: str,
     now: datetime,
-) -> None:
+) -> ConversionRecorded:
     """Record a conversion, or a reached goal: a goal counts once per instance (`uq_conversions_goal_once`), however
-    many `goal_reached` nodes and goal events reach it."""
-    statement = insert(_conversions).values(
-        tenant_id=tenant_id,
-        instance_id=instance_id,
-        flow_id=flow_id,
-        participant_id=participant_id,
-        name=name,
-        revenue=revenue,
-        kind=kind,
-        create_time=now,
+    many `goal_reached` nodes and goal events reach it. Returns what the analytics counters need to know."""
+    rows = await (await driver(conn)).fetch(
+        _INSERT_CONVERSION, tenant_id, instance_id, flow_id, participant_id, name, revenue, kind, now
     )
-    if kind == "goal":
-        statement = statement.on_conflict_do_nothing(
-            index_elements=["instance_id", "name"], index_where=text("kind = 'goal'")
-        )
-    await conn.execute(statement)
+    assignments = tuple(
+        (Assignment(row["node_id"], row["variant_key"], row["version_number"], row["create_time"]), row["first"])
+        for row in rows
+        if row["node_id"] is not None and row["version_number"] is not None
+    )
+    return ConversionRecorded(
+        inserted=rows[0]["inserted"], converted_before=rows[0]["converted_before"], assignments=assignments
+    )
+
+
+async def has_converted(conn: AsyncConnection, instance_id: uuid.UUID) -> bool:
+    """Whether the instance recorded a conversion."""
+    query = select(_conversions.c.id).where(_conversions.c.instance_id == instance_id).limit(1)
+    return (await conn.execute(query)).first() is not None
 
 
 async def sticky_variant(
-    conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, node_id: str, participant_id: str, candidate: str
-) -> str:
-    """The participant's recorded variant at this node, recording `candidate` when there is none yet."""
+    conn: AsyncConnection,
+    tenant_id: uuid.UUID,
+    flow_id: uuid.UUID,
+    node_id: str,
+    participant_id: str,
+    candidate: str,
+    *,
+    version_number: int,
+    now: datetime,
+) -> tuple[str, bool]:
+    """The participant's recorded variant at this node, recording `candidate` (made on `version_number` at `now`)
+    when there is none yet; and whether it was recorded now."""
     statement = insert(_ab_assignments).values(
-        tenant_id=tenant_id, flow_id=flow_id, node_id=node_id, participant_id=participant_id, variant_key=candidate
+        tenant_id=tenant_id,
+        flow_id=flow_id,
+        node_id=node_id,
+        participant_id=participant_id,
+        variant_key=candidate,
+        version_number=version_number,
+        create_time=now,
     )
-    # DO UPDATE (to itself) rather than DO NOTHING so RETURNING gives the existing row's variant too.
+    # DO UPDATE (to itself) rather than DO NOTHING so RETURNING gives the existing row's variant too; xmax is 0
+    # only on a row this statement inserted.
     upsert = statement.on_conflict_do_update(
         index_elements=["tenant_id", "flow_id", "node_id", "participant_id"],
         set_={"variant_key": _ab_assignments.c.variant_key},
-    ).returning(_ab_assignments.c.variant_key)
-    return str((await conn.execute(upsert)).scalar_one())
+    ).returning(_ab_assignments.c.variant_key, literal_column("xmax = 0").label("inserted"))
+    row = (await conn.execute(upsert)).one()
+    return str(row.variant_key), bool(row.inserted)
 
 
 async def segment_rules(conn: AsyncConnection, tenant_id: uuid.UUID, segment_id: str) -> tuple[str, list[Any]] | None:

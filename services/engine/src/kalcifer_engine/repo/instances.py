@@ -12,15 +12,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from typing import cast as typed
 
 from kalcifer_common.db.models import Flow, FlowInstance
 from kalcifer_common.statuses import FINAL_INSTANCE_STATUSES, LIVE_INSTANCE_STATUSES, FlowStatus, InstanceStatus
-from sqlalchemy import Table, any_, exists, select, text, update
+from sqlalchemy import Date, Table, any_, cast, exists, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from kalcifer_engine.domain.tallies import Cohort
 from kalcifer_engine.repo.connection import driver, json_text, uuid_array
 
 _instances = typed(Table, FlowInstance.__table__)
@@ -48,6 +49,11 @@ class InstanceRow:
     def live(self) -> bool:
         """Running, waiting or paused (terminal states never change)."""
         return self.status in LIVE_INSTANCE_STATUSES
+
+    def cohort(self, now: datetime) -> Cohort:
+        """Where the instance's analytics counters are kept: its flow, version and UTC enter day (`now` for a row
+        that has no enter time yet)."""
+        return Cohort.of(self.tenant_id, self.flow_id, self.version_number, self.enter_time or now)
 
 
 _INSTANCE_COLUMNS = (
@@ -235,9 +241,17 @@ async def save_instance(
 
 
 async def live_instance_ids(
-    conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, *, not_on_version: int, on_version: int = 0
+    conn: AsyncConnection,
+    tenant_id: uuid.UUID,
+    flow_id: uuid.UUID,
+    *,
+    not_on_version: int,
+    on_version: int = 0,
+    after: uuid.UUID | None = None,
+    limit: int | None = None,
 ) -> list[uuid.UUID]:
-    """The flow's live instances not on `not_on_version` (and, unless 0, on `on_version`), in id order."""
+    """The flow's live instances not on `not_on_version` (and, unless 0, on `on_version`), in id order: those
+    after `after`, at most `limit` (a keyset page)."""
     query = select(_instances.c.id).where(
         _instances.c.tenant_id == tenant_id,
         _instances.c.flow_id == flow_id,
@@ -246,7 +260,27 @@ async def live_instance_ids(
     )
     if on_version:
         query = query.where(_instances.c.version_number == on_version)
-    return [row.id for row in await conn.execute(query.order_by(_instances.c.id))]
+    if after is not None:
+        query = query.where(_instances.c.id > after)
+    query = query.order_by(_instances.c.id)
+    if limit is not None:
+        query = query.limit(limit)
+    return [row.id for row in await conn.execute(query)]
+
+
+async def count_live_instances(
+    conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, *, not_on_version: int, on_version: int = 0
+) -> int:
+    """How many live instances `live_instance_ids` would page through."""
+    query = select(func.count()).where(
+        _instances.c.tenant_id == tenant_id,
+        _instances.c.flow_id == flow_id,
+        _instances.c.status.in_(LIVE_INSTANCE_STATUSES),
+        _instances.c.version_number != not_on_version,
+    )
+    if on_version:
+        query = query.where(_instances.c.version_number == on_version)
+    return int((await conn.execute(query)).scalar_one())
 
 
 async def participant_live_instances(
@@ -273,6 +307,23 @@ async def move_to_version(conn: AsyncConnection, instance_id: uuid.UUID, version
     )
 
 
+@dataclass(frozen=True)
+class CohortCount:
+    """How many instances of one version that entered on one UTC day a set-wise move changed."""
+
+    version_number: int
+    enter_day: date
+    count: int
+
+
+def _by_cohort(moved: Any) -> Any:
+    """Count the rows of `moved` (a CTE with version_number and enter_time) per version and UTC enter day."""
+    day = cast(func.timezone("UTC", moved.c.enter_time), Date)
+    return select(moved.c.version_number, day.label("enter_day"), func.count().label("moved")).group_by(
+        moved.c.version_number, day
+    )
+
+
 async def move_flow_instances(
     conn: AsyncConnection,
     tenant_id: uuid.UUID,
@@ -282,10 +333,10 @@ async def move_flow_instances(
     from_status: InstanceStatus,
     to_status: InstanceStatus,
     flow_status: FlowStatus,
-) -> int:
+) -> list[CohortCount]:
     """The flow's instances in `from_status` go to `to_status`, only while the flow's committed status is
-    `flow_status` (checked in the same statement); returns how many moved."""
-    moved = await conn.execute(
+    `flow_status` (checked in the same statement); returns how many moved, per version and enter day."""
+    moved = (
         update(_instances)
         .where(
             _instances.c.tenant_id == tenant_id,
@@ -294,18 +345,30 @@ async def move_flow_instances(
             exists().where(_flows.c.id == flow_id, _flows.c.status == flow_status),
         )
         .values(status=to_status, update_time=now, run_revision=_instances.c.run_revision + 1)
-        .returning(_instances.c.id)
+        .returning(_instances.c.version_number, _instances.c.enter_time)
+        .cte("moved")
     )
-    return len(moved.all())
+    rows = await conn.execute(_by_cohort(moved))
+    return [CohortCount(row.version_number, row.enter_day, row.moved) for row in rows]
+
+
+@dataclass(frozen=True)
+class ExitedInstance:
+    """An instance a set-wise exit ended: its status before, and its cohort."""
+
+    id: uuid.UUID
+    status: str
+    version_number: int
+    enter_time: datetime
 
 
 async def exit_live_instances(
     conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, reason: str, now: datetime, *, limit: int
-) -> list[uuid.UUID]:
+) -> list[ExitedInstance]:
     """End up to `limit` live instances of the flow as EXITED with `reason` (rows another transaction holds are
-    skipped, for the next batch); returns their ids (their waits are the caller's to cancel)."""
+    skipped, for the next batch); returns them as they were (their waits are the caller's to cancel)."""
     batch = (
-        select(_instances.c.id)
+        select(_instances.c.id, _instances.c.status)
         .where(
             _instances.c.tenant_id == tenant_id,
             _instances.c.flow_id == flow_id,
@@ -313,11 +376,11 @@ async def exit_live_instances(
         )
         .limit(limit)
         .with_for_update(skip_locked=True)
-        .scalar_subquery()
+        .cte("batch")
     )
     exited = await conn.execute(
         update(_instances)
-        .where(_instances.c.id.in_(batch))
+        .where(_instances.c.id == batch.c.id)
         .values(
             status=InstanceStatus.EXITED,
             lease_until=None,
@@ -327,9 +390,9 @@ async def exit_live_instances(
             update_time=now,
             run_revision=_instances.c.run_revision + 1,
         )
-        .returning(_instances.c.id)
+        .returning(_instances.c.id, batch.c.status, _instances.c.version_number, _instances.c.enter_time)
     )
-    return [row.id for row in exited]
+    return [ExitedInstance(row.id, row.status, row.version_number, row.enter_time) for row in exited]
 
 
 async def has_live_instances(conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID) -> bool:

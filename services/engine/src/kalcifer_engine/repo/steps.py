@@ -3,14 +3,17 @@
 `write_run` is the one statement that ends every run: it inserts the run's steps (in the order they ran, so `seq`
 follows it), finishes the steps of the waits this run resolved (one row per visit of a node, SPEC 6.3: a wait's
 step is WAITING while it waits and is completed in place), inserts its new `waits` rows and updates the
-`flow_instances` row, in one round trip on the driver. `cancel_waiting_steps` ends the steps of waits cancelled
-because their instance ended, so a finished instance never shows a waiting step.
+`flow_instances` row, in one round trip on the driver. It answers what the analytics counters need and only the
+database knows: the resolved steps as they were, and which of the run's nodes the instance had visited before.
+`cancel_waiting_steps` ends the steps of waits cancelled because their instance ended, so a finished instance
+never shows a waiting step.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
@@ -19,6 +22,7 @@ from kalcifer_common.statuses import StepStatus
 from sqlalchemy import Table, any_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from kalcifer_engine.domain.tallies import StepFacts
 from kalcifer_engine.repo.connection import driver, json_text, uuid_array
 
 _STEP_COLUMNS = (
@@ -38,9 +42,18 @@ def _names(columns: str) -> str:
 
 
 # One statement, one round trip: the run's steps (in the order they ran, so `seq` follows it), its new waits and
-# the instance row. Data-modifying CTEs always run, whether or not the outer statement reads them.
+# the instance row. Data-modifying CTEs always run, whether or not the outer statement reads them; every part of
+# the statement sees the rows as they were before it, so `resolved` and `visited` read the steps before this write.
 _WRITE_RUN = f"""
-    WITH new_steps AS (
+    WITH finished AS (
+        SELECT * FROM jsonb_to_recordset($10::jsonb) AS u({_STEP_UPDATE_COLUMNS})
+    ), resolved AS (
+        SELECT s.id, s.node_id, s.node_type, s.version_number, s.start_time, s.status
+        FROM execution_steps s JOIN finished u ON u.id = s.id
+        WHERE s.instance_id = $9
+    ), visited AS (
+        SELECT DISTINCT node_id FROM execution_steps WHERE instance_id = $9 AND node_id = ANY($11::text[])
+    ), new_steps AS (
         INSERT INTO execution_steps ({_names(_STEP_COLUMNS)})
         SELECT {_names(_STEP_COLUMNS)}
         FROM jsonb_to_recordset($1::jsonb) AS s({_STEP_COLUMNS}, ord int)
@@ -49,19 +62,44 @@ _WRITE_RUN = f"""
     ), finished_steps AS (
         UPDATE execution_steps s
         SET status = u.status, input = u.input, output = u.output, error = u.error, end_time = u.end_time
-        FROM jsonb_to_recordset($10::jsonb) AS u({_STEP_UPDATE_COLUMNS})
+        FROM finished u
         WHERE s.id = u.id AND s.instance_id = $9
         RETURNING 1
     ), new_waits AS (
         INSERT INTO waits ({_names(_WAIT_ROW_COLUMNS)})
         SELECT {_names(_WAIT_ROW_COLUMNS)} FROM jsonb_to_recordset($2::jsonb) AS w({_WAIT_ROW_COLUMNS})
         RETURNING 1
+    ), instance AS (
+        UPDATE flow_instances
+        SET status = $3, current_nodes = $4::jsonb, context = $5::jsonb, exit_reason = $6, end_time = $7,
+            run_revision = run_revision + 1, lease_until = NULL, update_time = $8
+        WHERE id = $9
+        RETURNING 1
     )
-    UPDATE flow_instances
-    SET status = $3, current_nodes = $4::jsonb, context = $5::jsonb, exit_reason = $6, end_time = $7,
-        run_revision = run_revision + 1, lease_until = NULL, update_time = $8
-    WHERE id = $9
+    SELECT id, node_id, node_type, version_number, start_time, status FROM resolved
+    UNION ALL
+    SELECT NULL, node_id, NULL, NULL, NULL, NULL FROM visited
 """  # noqa: S608 - the f-string splices the constant column lists above
+
+
+@dataclass(frozen=True)
+class ResolvedStep:
+    """A waiting step a run finished in place, as it was before: where it ran, when it started, its status."""
+
+    node_id: str
+    node_type: str
+    version_number: int
+    start_time: datetime
+    status: str
+
+
+@dataclass
+class RunWritten:
+    """What `write_run` found before writing: the steps it finished (by id), and which of the nodes of the run's
+    new steps the instance had a step at already."""
+
+    resolved: dict[uuid.UUID, ResolvedStep] = field(default_factory=dict)
+    visited_before: set[str] = field(default_factory=set)
 
 
 async def write_run(
@@ -77,10 +115,10 @@ async def write_run(
     exit_reason: str | None,
     now: datetime,
     finished: bool,
-) -> None:
+) -> RunWritten:
     """Write a run's new steps, the outcome of the waiting steps it resolved (`finished_steps`: id, status,
     input, output, error, end_time), its new waits and the instance's new state in one statement."""
-    await (await driver(conn)).execute(
+    rows = await (await driver(conn)).fetch(
         _WRITE_RUN,
         json_text([{**step, "ord": n} for n, step in enumerate(steps)]),
         json_text(list(new_waits)),
@@ -92,20 +130,39 @@ async def write_run(
         now,
         instance_id,
         json_text(list(finished_steps)),
+        list(dict.fromkeys(str(step["node_id"]) for step in steps)),
     )
+    written = RunWritten()
+    for row in rows:
+        if row["id"] is None:
+            written.visited_before.add(row["node_id"])
+        else:
+            written.resolved[row["id"]] = ResolvedStep(
+                row["node_id"], row["node_type"], row["version_number"], row["start_time"], row["status"]
+            )
+    return written
 
 
 _steps = cast(Table, ExecutionStep.__table__)
 
 
-async def cancel_waiting_steps(conn: AsyncConnection, instance_ids: Sequence[uuid.UUID], now: datetime) -> None:
-    """The WAITING steps of these (ended) instances become CANCELLED with `end_time`: their waits were cancelled."""
-    if instance_ids:
-        await conn.execute(
-            update(_steps)
-            .where(
-                _steps.c.instance_id == any_(uuid_array(instance_ids)),
-                _steps.c.status == StepStatus.WAITING,
-            )
-            .values(status=StepStatus.CANCELLED, end_time=now)
+async def cancel_waiting_steps(
+    conn: AsyncConnection, instance_ids: Sequence[uuid.UUID], now: datetime
+) -> list[StepFacts]:
+    """The WAITING steps of these (ended) instances become CANCELLED with `end_time`: their waits were cancelled.
+    Returns the steps as they are now (for the counters; all were WAITING)."""
+    if not instance_ids:
+        return []
+    cancelled = await conn.execute(
+        update(_steps)
+        .where(
+            _steps.c.instance_id == any_(uuid_array(instance_ids)),
+            _steps.c.status == StepStatus.WAITING,
         )
+        .values(status=StepStatus.CANCELLED, end_time=now)
+        .returning(_steps.c.node_id, _steps.c.node_type, _steps.c.version_number, _steps.c.start_time)
+    )
+    return [
+        StepFacts(row.node_id, row.node_type, row.version_number, row.start_time, StepStatus.CANCELLED, None, now)
+        for row in cancelled
+    ]

@@ -6,10 +6,15 @@ and keyed by immutable (flow, version) pairs.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections import OrderedDict
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from kalcifer_common.errors import NotFound
 from kalcifer_common.logging import get_logger
@@ -18,7 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 
 from kalcifer_engine.deps import EngineDeps
 from kalcifer_engine.domain.graph import FlowGraph
+from kalcifer_engine.domain.tallies import Tally
 from kalcifer_engine.nodes.registry import NodeRegistry
+from kalcifer_engine.repo.counters import write_tally
 from kalcifer_engine.repo.flows import load_graph
 from kalcifer_engine.repo.instances import InstanceRow
 from kalcifer_engine.runtime.run import Effects, InstanceRun
@@ -74,6 +81,7 @@ class Runtime:
             timeout_seconds=deps.settings.rpc_timeout_seconds,
             tls=deps.settings.tls(),
         )
+        self._background: set[asyncio.Task[None]] = set()
         self.expressions = expressions or ExpressionSandbox(
             SandboxLimits(
                 workers=deps.settings.cel_workers,
@@ -82,8 +90,28 @@ class Runtime:
             )
         )
 
+    def spawn(self, work: Coroutine[Any, Any, object], *, name: str) -> None:
+        """Run `work` in the background (a migration's batches); cancelled by `close`, logged if it fails."""
+
+        async def logged() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - background work is durable (leases, recovery): log and let it retry
+                _log.exception("background work failed", work=name)
+
+        task = asyncio.get_running_loop().create_task(logged(), name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def close(self) -> None:
-        """Flush what the scheduler still has to hear, then stop the CEL workers."""
+        """Stop background work, flush what the scheduler still has to hear, then stop the CEL workers."""
+        for task in list(self._background):
+            task.cancel()
+        for task in list(self._background):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.scheduler.close()
         await self.expressions.close()
 
@@ -111,6 +139,16 @@ class Runtime:
         graph = await self.graph(conn, instance.flow_id, instance.version_number)
         registry = await self.registry(conn, instance.tenant_id)
         return InstanceRun(conn, instance, graph, registry, self.settings, now, self.expressions)
+
+    @asynccontextmanager
+    async def transaction(self, effects: Effects) -> AsyncIterator[AsyncConnection]:
+        """A transaction that runs instances (or changes them), gathering what to do in `effects`: the analytics
+        counters it changed (`effects.tally`) are written as its last statement, just before it commits (and then
+        cleared, so `effects` may gather another transaction's). The caller calls `after_commit(effects)`."""
+        async with self.db.begin() as conn:
+            yield conn
+            await write_tally(conn, effects.tally)
+            effects.tally = Tally()
 
     async def after_commit(self, effects: Effects) -> None:
         """Tell the scheduler about committed timers, cancellations and deliveries; run event lookbacks."""

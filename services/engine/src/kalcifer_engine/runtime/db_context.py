@@ -19,6 +19,7 @@ from kalcifer_common.sandbox import ExpressionSandbox
 from kalcifer_common.segments import matches
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from kalcifer_engine.domain.tallies import Assignment, Cohort, Tally
 from kalcifer_engine.domain.variants import weighted_choice
 from kalcifer_engine.nodes.governance import JourneyRules
 from kalcifer_engine.repo import customers, deliveries, journeys
@@ -37,6 +38,10 @@ class RunScope:
     now: datetime
     context: dict[str, Any]
     expressions: ExpressionSandbox
+    # The instance's version, and where its flow counters are kept; what its nodes count goes to `tally`.
+    version_number: int
+    cohort: Cohort
+    tally: Tally = field(default_factory=Tally)
     # Deliveries created by this run, handed to the scheduler's queue once the run commits.
     delivery_ids: list[uuid.UUID] = field(default_factory=list)
     # Read at most once per run: the stored profile (dropped when the run changes it) and the journey's rules.
@@ -57,6 +62,8 @@ class RunScope:
             now=now,
             context=instance.context,
             expressions=expressions,
+            version_number=instance.version_number,
+            cohort=instance.cohort(now),
         )
 
 
@@ -158,9 +165,9 @@ class DbNodeContext:
             tags.append(tag)
 
     async def record_conversion(self, name: str, revenue: Decimal | None, *, kind: str = "conversion") -> None:
-        """Record a conversion or a reached goal."""
+        """Record a conversion or a reached goal (and count it)."""
         scope = self._scope
-        await customers.insert_conversion(
+        recorded = await customers.insert_conversion(
             scope.conn,
             tenant_id=scope.tenant_id,
             instance_id=scope.instance_id,
@@ -171,6 +178,7 @@ class DbNodeContext:
             kind=kind,
             now=scope.now,
         )
+        scope.tally.conversion_recorded(scope.cohort, recorded, revenue)
 
     async def count_deliveries(self, channel: str, since: datetime) -> int:
         """Deliveries on `channel` to this participant since `since` (all flows of the tenant)."""
@@ -181,9 +189,20 @@ class DbNodeContext:
         """The participant's variant at this node of this flow, assigned once by weight."""
         scope = self._scope
         candidate = weighted_choice(variants, f"{scope.flow_id}:{self._node_id}:{scope.participant_id}")
-        return await customers.sticky_variant(
-            scope.conn, scope.tenant_id, scope.flow_id, self._node_id, scope.participant_id, candidate
+        variant, assigned_now = await customers.sticky_variant(
+            scope.conn,
+            scope.tenant_id,
+            scope.flow_id,
+            self._node_id,
+            scope.participant_id,
+            candidate,
+            version_number=scope.version_number,
+            now=scope.now,
         )
+        if assigned_now:
+            assignment = Assignment(self._node_id, variant, scope.version_number, scope.now)
+            scope.tally.participant_assigned(scope.tenant_id, scope.flow_id, assignment)
+        return variant
 
     async def in_segment(self, segment_id: str) -> bool:
         """Whether the participant's stored profile matches the segment (False for an unknown segment)."""

@@ -79,7 +79,7 @@ class RouteResult:
 async def route_event(rt: Runtime, event: EventToRoute) -> RouteResult:
     """Route one stored event of the tenant (NOT_FOUND if there is no such event); idempotent per event id."""
     effects = Effects()
-    async with rt.db.begin() as conn:
+    async with rt.transaction(effects) as conn:
         result = await _route_in(rt, conn, event, effects, now=rt.now())
     await rt.after_commit(effects)
     return result
@@ -133,17 +133,19 @@ async def _apply_journeys(
         journey = by_flow[flow_id]
         for goal in journey.goals:
             if await _journey_filter_passes(rt, goal, instance.context, event):
-                await insert_conversion(
+                revenue = _revenue(event.data)
+                recorded = await insert_conversion(
                     conn,
                     tenant_id=event.tenant_id,
                     instance_id=instance.id,
                     flow_id=flow_id,
                     participant_id=event.participant_id,
                     name=str(goal.get("name", "")),
-                    revenue=_revenue(event.data),
+                    revenue=revenue,
                     kind="goal",
                     now=now,
                 )
+                effects.tally.conversion_recorded(instance.cohort(now), recorded, revenue)
         for criterion in journey.exits:
             if await _journey_filter_passes(rt, criterion, instance.context, event):
                 await exit_instance(conn, instance, f"exit_criterion:{event.event_type}", effects, now=now)
@@ -266,7 +268,7 @@ async def route_events(rt: Runtime, events: Sequence[EventToRoute]) -> list[Rout
         chunk = events[start : start + BATCH_COMMIT_SIZE]
         effects = Effects()
         try:
-            async with rt.db.begin() as conn:
+            async with rt.transaction(effects) as conn:
                 now = rt.now()
                 chunk_results = [await _route_or_zero(rt, conn, event, effects, now=now) for event in chunk]
         except DATABASE_ERRORS as error:
@@ -300,7 +302,7 @@ async def resume_from_recent_events(rt: Runtime, armed: Sequence[ArmedEventWait]
     for wait in armed:
         candidates = await _recent_events(rt, wait)
         for event_id, data in candidates:
-            async with rt.db.begin() as conn:
+            async with rt.transaction(effects) as conn:
                 outcome = await resume_in(
                     rt,
                     conn,

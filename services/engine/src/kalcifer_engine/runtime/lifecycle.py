@@ -17,9 +17,16 @@ from typing import TypeVar
 
 from kalcifer_common.errors import FailedPrecondition, NotFound
 from kalcifer_common.logging import get_logger
-from kalcifer_common.statuses import FLOW_ARCHIVED_EXIT_REASON, LIVE_INSTANCE_STATUSES, FlowStatus, InstanceStatus
+from kalcifer_common.statuses import (
+    FLOW_ARCHIVED_EXIT_REASON,
+    LIVE_INSTANCE_STATUSES,
+    FlowStatus,
+    InstanceStatus,
+    StepStatus,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from kalcifer_engine.domain.tallies import Cohort
 from kalcifer_engine.repo import flows, instances, steps, waits
 from kalcifer_engine.repo.instances import InstanceRow
 from kalcifer_engine.runtime.core import Runtime
@@ -33,7 +40,7 @@ _T = TypeVar("_T")
 async def cancel_instance(rt: Runtime, tenant_id: uuid.UUID, instance_id: uuid.UUID, reason: str) -> InstanceRow:
     """End a live instance as EXITED and cancel its waits; NOT_FOUND, FAILED_PRECONDITION INSTANCE_FINISHED."""
     effects = Effects()
-    async with rt.db.begin() as conn:
+    async with rt.transaction(effects) as conn:
         now = rt.now()
         instance = await instances.lock_instance(conn, instance_id, tenant_id=tenant_id)
         if instance is None:
@@ -55,9 +62,10 @@ async def _require_flow(conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uu
 async def pause_flow_instances(rt: Runtime, tenant_id: uuid.UUID, flow_id: uuid.UUID) -> int:
     """WAITING instances of a PAUSED flow become PAUSED (running ones pause when their run ends: it sees the
     flow). Nothing changes unless the flow is PAUSED. NOT_FOUND for an unknown flow."""
-    async with rt.db.begin() as conn:
+    effects = Effects()
+    async with rt.transaction(effects) as conn:
         await _require_flow(conn, tenant_id, flow_id)
-        return await instances.move_flow_instances(
+        moved = await instances.move_flow_instances(
             conn,
             tenant_id,
             flow_id,
@@ -66,6 +74,21 @@ async def pause_flow_instances(rt: Runtime, tenant_id: uuid.UUID, flow_id: uuid.
             to_status=InstanceStatus.PAUSED,
             flow_status=FlowStatus.PAUSED,
         )
+        _count_moves(effects, tenant_id, flow_id, moved, InstanceStatus.WAITING, InstanceStatus.PAUSED)
+    return sum(cohort.count for cohort in moved)
+
+
+def _count_moves(
+    effects: Effects,
+    tenant_id: uuid.UUID,
+    flow_id: uuid.UUID,
+    moved: list[instances.CohortCount],
+    from_status: InstanceStatus,
+    to_status: InstanceStatus,
+) -> None:
+    for cohort in moved:
+        where = Cohort(tenant_id, flow_id, cohort.version_number, cohort.enter_day)
+        effects.tally.status_changed(where, from_status, to_status, cohort.count)
 
 
 @dataclass(frozen=True)
@@ -79,9 +102,10 @@ class FlowResumed:
 async def resume_flow_instances(rt: Runtime, tenant_id: uuid.UUID, flow_id: uuid.UUID) -> FlowResumed:
     """Release the PAUSED instances of an ACTIVE flow, then apply what was held: overdue timers and events that
     arrived meanwhile. Nothing changes unless the flow is ACTIVE. NOT_FOUND for an unknown flow."""
-    async with rt.db.begin() as conn:
+    effects = Effects()
+    async with rt.transaction(effects) as conn:
         await _require_flow(conn, tenant_id, flow_id)
-        resumed = await instances.move_flow_instances(
+        moved = await instances.move_flow_instances(
             conn,
             tenant_id,
             flow_id,
@@ -90,7 +114,9 @@ async def resume_flow_instances(rt: Runtime, tenant_id: uuid.UUID, flow_id: uuid
             to_status=InstanceStatus.WAITING,
             flow_status=FlowStatus.ACTIVE,
         )
+        _count_moves(effects, tenant_id, flow_id, moved, InstanceStatus.PAUSED, InstanceStatus.WAITING)
         held = await waits.held_waits(conn, tenant_id, flow_id, rt.now())
+    resumed = sum(cohort.count for cohort in moved)
     requests: list[ResumeRequest] = []
     for wait in held:
         held_event = wait.meta.get("held_event")
@@ -122,14 +148,19 @@ async def exit_flow_instances(rt: Runtime, tenant_id: uuid.UUID, flow_id: uuid.U
     exited = 0
     while True:
         effects = Effects()
-        async with rt.db.begin() as conn:
+        async with rt.transaction(effects) as conn:
             await _require_flow(conn, tenant_id, flow_id)
             now = rt.now()
-            ids = await instances.exit_live_instances(
+            ended = await instances.exit_live_instances(
                 conn, tenant_id, flow_id, reason or FLOW_ARCHIVED_EXIT_REASON, now, limit=EXIT_BATCH
             )
+            ids = [instance.id for instance in ended]
             effects.cancelled_timers += await waits.cancel_pending_waits_of(conn, ids, now)
-            await steps.cancel_waiting_steps(conn, ids, now)
+            for step in await steps.cancel_waiting_steps(conn, ids, now):
+                effects.tally.step_changed(tenant_id, flow_id, step, StepStatus.WAITING)
+            for instance in ended:
+                cohort = Cohort.of(tenant_id, flow_id, instance.version_number, instance.enter_time)
+                effects.tally.status_changed(cohort, instance.status, InstanceStatus.EXITED)
         await rt.after_commit(effects)
         exited += len(ids)
         if len(ids) < EXIT_BATCH:

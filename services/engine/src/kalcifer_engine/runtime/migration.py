@@ -1,13 +1,17 @@
 """Moving live instances between versions of a flow (SPEC 6.8 MigrateInstances).
 
-MIGRATE_ALL moves each live instance, one transaction each under its row lock: an instance whose waiting node is
-gone from the new version exits with `node_removed_in_new_version`; a wait whose node's config (or type) changed
+MIGRATE_ALL is a durable job (`repo.migrations`) worked in bounded batches, in keyset order of instance id, by
+whichever replica holds its lease: the call that starts it works it for at most `MIGRATION_CALL_SECONDS`, the
+rest goes on in the background, and recovery takes up a job whose replica died. It moves each live instance, one
+transaction each under its row lock: an instance whose waiting node is gone from the new version exits with
+`node_removed_in_new_version`; a wait whose node's config (or type) changed
 is re-armed by executing the node of the new version as of the moment the path originally reached it (so a
 `wait` of 1h changed to 2h fires 2h after arrival, not 2h after the migration). NEW_ENTRIES_ONLY moves nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.domain.graph import FlowGraph
 from kalcifer_engine.nodes.base import Waiting
-from kalcifer_engine.repo import flows, instances
+from kalcifer_engine.repo import flows, instances, migrations
+from kalcifer_engine.repo.customers import has_converted
 from kalcifer_engine.repo.waits import pending_waits, rearm_wait
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.db_context import DbNodeContext, RunScope
@@ -36,12 +41,13 @@ _R = TypeVar("_R", bound=Message)
 
 @dataclass
 class MigrationReport:
-    """Counts of MigrateInstances."""
+    """Counts of MigrateInstances (so far, when `in_progress`)."""
 
     migrated: int = 0
     exited: int = 0
     skipped: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    in_progress: bool = False
 
 
 async def migrate_instances(
@@ -53,7 +59,12 @@ async def migrate_instances(
     to_version: int,
     strategy: str,
 ) -> MigrationReport:
-    """Move (or count) the flow's live instances not on `to_version` (only those on `from_version` if given)."""
+    """Move (or count) the flow's live instances not on `to_version` (only those on `from_version` if given).
+
+    MIGRATE_ALL starts (or joins) the flow's migration job and works it for at most `MIGRATION_CALL_SECONDS`;
+    what is left is worked in the background, batch by batch (`work_migration`), and the answer says
+    `in_progress`.
+    """
     if strategy not in (NEW_ENTRIES_ONLY, MIGRATE_ALL):
         raise InvalidArgument.single("strategy", "must be NEW_ENTRIES_ONLY or MIGRATE_ALL")
     if from_version == to_version:
@@ -61,30 +72,102 @@ async def migrate_instances(
     async with rt.db.connect() as conn:
         if not await flows.flow_exists(conn, tenant_id, flow_id):
             raise NotFound("flow", f"flows/{flow_id}")
-        new_graph = await rt.graph(conn, flow_id, to_version)
-        ids = await instances.live_instance_ids(
-            conn, tenant_id, flow_id, not_on_version=to_version, on_version=from_version
-        )
-    report = MigrationReport()
-    if strategy == NEW_ENTRIES_ONLY:
-        report.skipped = len(ids)
-        return report
-    for instance_id in ids:
-        effects = Effects()
-        try:
+        await rt.graph(conn, flow_id, to_version)  # NOT_FOUND for a version that does not exist
+        if strategy == NEW_ENTRIES_ONLY:
+            left = await instances.count_live_instances(
+                conn, tenant_id, flow_id, not_on_version=to_version, on_version=from_version
+            )
+            return MigrationReport(skipped=left)
+    async with rt.db.begin() as conn:
+        job = await migrations.start_or_join(conn, tenant_id, flow_id, from_version, to_version)
+    await work_migration(rt, job.id, budget_seconds=rt.settings.migration_call_seconds)
+    async with rt.db.connect() as conn:
+        job = await migrations.read(conn, job.id)
+    if job.running:
+        rt.spawn(work_migration(rt, job.id, budget_seconds=None), name=f"migration:{job.id}")
+    return MigrationReport(
+        migrated=job.migrated,
+        exited=job.exited,
+        skipped=job.skipped,
+        failures=[(f.get("instance_id", ""), f.get("reason", "")) for f in job.failures],
+        in_progress=job.running,
+    )
+
+
+async def work_migration(rt: Runtime, job_id: uuid.UUID, *, budget_seconds: float | None) -> bool:
+    """Move the job's instances batch by batch (each instance in its own transaction) while this replica holds
+    the job's lease, for at most `budget_seconds` (None: to the end); True when the job is done."""
+    lease = rt.settings.migration_lease_seconds
+    async with rt.db.begin() as conn:
+        job = await migrations.claim(conn, job_id, lease)
+    if job is None:
+        return False  # done, or another replica is on it
+    loop = asyncio.get_running_loop()
+    give_up_at = None if budget_seconds is None else loop.time() + budget_seconds
+    after = job.after_instance_id
+    while True:
+        async with rt.db.connect() as conn:
+            new_graph = await rt.graph(conn, job.flow_id, job.to_version)
+            ids = await instances.live_instance_ids(
+                conn,
+                job.tenant_id,
+                job.flow_id,
+                not_on_version=job.to_version,
+                on_version=job.from_version,
+                after=after,
+                limit=rt.settings.migration_batch_size,
+            )
+        report = MigrationReport()
+        for instance_id in ids:
+            await _migrate_counted(rt, instance_id, job.to_version, new_graph, report)
+        after = ids[-1] if ids else after
+        done = len(ids) < rt.settings.migration_batch_size
+        async with rt.db.begin() as conn:
+            await migrations.record_batch(
+                conn,
+                job.id,
+                migrated=report.migrated,
+                exited=report.exited,
+                skipped=report.skipped,
+                failures=report.failures,
+                after_instance_id=after,
+                done=done,
+                lease_seconds=lease,
+            )
+        if done:
+            return True
+        if give_up_at is not None and loop.time() >= give_up_at:
             async with rt.db.begin() as conn:
-                outcome = await _migrate_one(rt, conn, instance_id, to_version, new_graph, effects)
-        except (ValueError, NotFound) as error:
-            report.failures.append((str(instance_id), str(error)))
-            continue
-        await rt.after_commit(effects)
-        if outcome == "migrated":
-            report.migrated += 1
-        elif outcome == "exited":
-            report.exited += 1
-        else:
-            report.skipped += 1
-    return report
+                await migrations.release(conn, job.id)
+            return False
+
+
+async def _migrate_counted(
+    rt: Runtime, instance_id: uuid.UUID, to_version: int, new_graph: FlowGraph, report: MigrationReport
+) -> None:
+    effects = Effects()
+    try:
+        async with rt.transaction(effects) as conn:
+            outcome = await _migrate_one(rt, conn, instance_id, to_version, new_graph, effects)
+    except (ValueError, NotFound) as error:
+        report.failures.append((str(instance_id), str(error)))
+        return
+    await rt.after_commit(effects)
+    if outcome == "migrated":
+        report.migrated += 1
+    elif outcome == "exited":
+        report.exited += 1
+    else:
+        report.skipped += 1
+
+
+async def continue_migrations(rt: Runtime) -> int:
+    """Recovery: take up the running migrations nobody works on (their replica stopped); returns how many."""
+    async with rt.db.connect() as conn:
+        orphans = await migrations.orphaned(conn, limit=10)
+    for job_id in orphans:
+        rt.spawn(work_migration(rt, job_id, budget_seconds=None), name=f"migration:{job_id}")
+    return len(orphans)
 
 
 async def migrate_instances_once(
@@ -164,6 +247,8 @@ async def _migrate_one(
         if result.fire_time is not None:
             effects.timers.append((instance.id, wait.id, result.fire_time))
     await instances.move_to_version(conn, instance_id, to_version, now)
+    converted = await has_converted(conn, instance_id)
+    effects.tally.version_changed(instance.cohort(now), to_version, status=instance.status, converted=converted)
     return "migrated"
 
 

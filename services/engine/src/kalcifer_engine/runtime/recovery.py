@@ -33,6 +33,7 @@ from kalcifer_engine.repo import events, instances, waits
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.events import EventToRoute, route_event
 from kalcifer_engine.runtime.lifecycle import reconcile_flow_holds
+from kalcifer_engine.runtime.migration import continue_migrations
 from kalcifer_engine.runtime.resumes import ResumeRequest, resume_many
 from kalcifer_engine.runtime.run import Effects, exit_instance
 
@@ -77,7 +78,7 @@ async def rerun_stuck_instances(rt: Runtime) -> int:
 
 async def _rerun(rt: Runtime, instance_id: uuid.UUID) -> bool:
     effects = Effects()
-    async with rt.db.begin() as conn:
+    async with rt.transaction(effects) as conn:
         instance = await instances.lock_instance(conn, instance_id)
         if instance is None or instance.status != InstanceStatus.RUNNING:
             return False
@@ -128,6 +129,7 @@ async def recover_once(rt: Runtime) -> dict[str, int]:
         "unrouted_events": await route_unrouted_events(rt),
         "overdue_waits": await fire_overdue_waits(rt),
         "pruned_instances": await prune_finished_instances(rt),
+        "migrations_taken_up": await continue_migrations(rt),
     }
 
 

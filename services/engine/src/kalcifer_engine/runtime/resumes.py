@@ -193,7 +193,7 @@ def _ignored(request: ResumeRequest, reason: str) -> ResumeOutcome:
 async def resume_one(rt: Runtime, request: ResumeRequest) -> ResumeOutcome:
     """One resume in its own transaction; scheduler calls happen after the commit."""
     effects = Effects()
-    async with rt.db.begin() as conn:
+    async with rt.transaction(effects) as conn:
         outcome = await resume_in(rt, conn, request, effects, now=rt.now())
     await rt.after_commit(effects)
     return outcome
@@ -211,7 +211,7 @@ async def resume_many(rt: Runtime, requests: Sequence[ResumeRequest]) -> list[Re
         chunk = order[start : start + BATCH_COMMIT_SIZE]
         effects = Effects()
         try:
-            async with rt.db.begin() as conn:
+            async with rt.transaction(effects) as conn:
                 now = rt.now()
                 results = [await resume_in(rt, conn, requests[i], effects, now=now) for i in chunk]
         except DATABASE_ERRORS as error:

@@ -2,8 +2,10 @@
 
 A run executes inside ONE database transaction that the caller opened and locked the instance row in (SPEC 6.3).
 Nodes run against `DbNodeContext`, whose effects join that transaction; the run buffers its execution steps and
-new wait rows and writes them, with the instance's status, current nodes and context, in three statements at the
-end. Whatever must reach the scheduler is collected in `Effects` and sent only after the commit.
+new wait rows and writes them, with the instance's status, current nodes and context, in one statement at the end
+(`steps.write_run`; an instance that ended also cancels its other waits and their steps first). Whatever must reach
+the scheduler is collected in `Effects` and sent only after the commit; what the analytics counters change is
+collected in `Effects.tally` and written as the transaction's last statement (`Runtime.transaction`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from kalcifer_common.statuses import FINAL_INSTANCE_STATUSES, FlowStatus, Instan
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.domain.graph import FlowGraph, GraphNode
+from kalcifer_engine.domain.tallies import StepFacts, Tally
 from kalcifer_engine.nodes.base import (
     Branched,
     Completed,
@@ -37,7 +40,7 @@ from kalcifer_engine.nodes.base import (
 from kalcifer_engine.nodes.registry import NodeRegistry
 from kalcifer_engine.repo.connection import DATABASE_ERRORS
 from kalcifer_engine.repo.instances import InstanceRow, save_instance
-from kalcifer_engine.repo.steps import cancel_waiting_steps, write_run
+from kalcifer_engine.repo.steps import ResolvedStep, RunWritten, cancel_waiting_steps, write_run
 from kalcifer_engine.repo.waits import WaitRow, cancel_pending_waits
 from kalcifer_engine.runtime.db_context import DbNodeContext, RunScope
 from kalcifer_engine.runtime.walker import Walk, WalkOutcome
@@ -67,6 +70,9 @@ class Effects:
     cancelled_timers: list[uuid.UUID] = field(default_factory=list)
     deliveries: list[uuid.UUID] = field(default_factory=list)
     event_waits: list[ArmedEventWait] = field(default_factory=list)
+    # Not after the commit but just before it: the analytics counters the transaction changes, written as its last
+    # statement by `Runtime.transaction` (so they commit with what they count).
+    tally: Tally = field(default_factory=Tally)
 
     def extend(self, other: Effects) -> None:
         """Add another run's effects (several runs may share one commit)."""
@@ -74,9 +80,17 @@ class Effects:
         self.cancelled_timers += other.cancelled_timers
         self.deliveries += other.deliveries
         self.event_waits += other.event_waits
+        self.tally.extend(other.tally)
 
     def __bool__(self) -> bool:
+        """Whether anything is left to do after the commit."""
         return bool(self.timers or self.cancelled_timers or self.deliveries or self.event_waits)
+
+
+def count_cancelled_steps(tally: Tally, instance: InstanceRow, cancelled: list[StepFacts]) -> None:
+    """Waiting steps of the instance that `cancel_waiting_steps` cancelled."""
+    for step in cancelled:
+        tally.step_changed(instance.tenant_id, instance.flow_id, step, StepStatus.WAITING)
 
 
 async def exit_instance(
@@ -86,7 +100,7 @@ async def exit_instance(
     disarmed after the commit, through `effects`) and its waiting steps end CANCELLED. For CancelInstance, a
     migration that removed the instance's node, and a run of an instance whose flow was archived."""
     effects.cancelled_timers += await cancel_pending_waits(conn, instance.id, now)
-    await cancel_waiting_steps(conn, [instance.id], now)
+    count_cancelled_steps(effects.tally, instance, await cancel_waiting_steps(conn, [instance.id], now))
     await save_instance(
         conn,
         instance.id,
@@ -97,6 +111,8 @@ async def exit_instance(
         now=now,
         finished=True,
     )
+    effects.tally.status_changed(instance.cohort(now), instance.status, InstanceStatus.EXITED)
+    instance.status = InstanceStatus.EXITED
 
 
 def _waiting_step_of(wait: WaitRow) -> uuid.UUID | None:
@@ -118,6 +134,17 @@ def retry_delay(settings: EngineSettings, attempt: int) -> timedelta:
     """Exponential backoff before retry number `attempt` (1 = first retry), capped."""
     seconds = min(settings.retry_backoff_seconds * 2 ** (attempt - 1), settings.retry_backoff_max_seconds)
     return timedelta(seconds=seconds)
+
+
+def _step_facts(where: Mapping[str, Any] | ResolvedStep, outcome: Mapping[str, Any]) -> StepFacts:
+    """A step as the counters see it: where and when it ran (a step row, or a resolved step as it was) and its
+    outcome (the row this run writes)."""
+    if isinstance(where, ResolvedStep):
+        node_id, node_type, version, started = where.node_id, where.node_type, where.version_number, where.start_time
+    else:
+        node_id, node_type = where["node_id"], where["node_type"]
+        version, started = where["version_number"], where["start_time"]
+    return StepFacts(node_id, node_type, version, started, outcome["status"], outcome["output"], outcome["end_time"])
 
 
 class InstanceRun:
@@ -439,7 +466,8 @@ class InstanceRun:
         if self.end_status is not None:
             # The instance is over: waits of other paths (earlier runs) and of this run are void.
             self.effects.cancelled_timers += await cancel_pending_waits(conn, self.instance.id, self.now)
-            await cancel_waiting_steps(conn, [self.instance.id], self.now)
+            cancelled = await cancel_waiting_steps(conn, [self.instance.id], self.now)
+            count_cancelled_steps(self.effects.tally, self.instance, cancelled)
             new_wait_ids = {row["id"] for row in self.wait_rows}
             self.effects.timers = [t for t in self.effects.timers if t[1] not in new_wait_ids]
             self.effects.event_waits = []
@@ -455,7 +483,7 @@ class InstanceRun:
         else:
             status, reason = InstanceStatus.COMPLETED, None
         self.effects.deliveries += self.scope.delivery_ids
-        await write_run(
+        written = await write_run(
             conn,
             self.instance.id,
             steps=self.step_rows,
@@ -468,5 +496,24 @@ class InstanceRun:
             now=self.now,
             finished=status in FINAL_INSTANCE_STATUSES,
         )
+        self._count(written, status)
         self.instance.status = status
         return status
+
+    def _count(self, written: RunWritten, status: str) -> None:
+        """The run's analytics: its steps (new and resolved), the nodes the instance reached for the first time,
+        its status change, and what its nodes counted (conversions, A/B assignments)."""
+        tally = self.effects.tally
+        tally.extend(self.scope.tally)
+        tenant_id, flow_id = self.instance.tenant_id, self.instance.flow_id
+        for row in self.step_rows:
+            tally.step_written(tenant_id, flow_id, _step_facts(row, row))
+        for row in self.finished_steps:
+            before = written.resolved.get(row["id"])
+            if before is not None:
+                tally.step_changed(tenant_id, flow_id, _step_facts(before, row), before.status)
+        cohort = self.instance.cohort(self.now)
+        for node_id in dict.fromkeys(row["node_id"] for row in self.step_rows):
+            if node_id not in written.visited_before:
+                tally.node_reached(cohort, node_id, self.instance.version_number)
+        tally.status_changed(cohort, self.instance.status, status)

@@ -14,6 +14,7 @@ from kalcifer_common.statuses import FlowStatus, InstanceStatus
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.domain.graph import FlowGraph
+from kalcifer_engine.domain.tallies import Cohort
 from kalcifer_engine.repo.instances import InstanceRow, enter_flow
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.replay import Replay
@@ -96,6 +97,7 @@ async def start_instance(
             # Raising rolls the caller's transaction back, the inserted instance with it.
             raise InvalidArgument.single("entry_node_id", f"{entry_node!r} is not a trigger node of version {version}")
     heads = list(request.entry_node_ids) or triggers
+    effects.tally.instance_entered(Cohort.of(request.tenant_id, request.flow_id, version, now))
     instance = InstanceRow(
         id=instance_id,
         tenant_id=request.tenant_id,
@@ -106,6 +108,7 @@ async def start_instance(
         current_nodes=[],
         context=dict(entry.context),
         flow_status=entry.flow_status,
+        enter_time=now,
     )
     run = InstanceRun(conn, instance, graph, registry, rt.settings, now, rt.expressions)
     await run.start(heads)
@@ -123,7 +126,7 @@ async def start_instance_once(
     Raises what `start_instance` raises; the transaction then rolls back, the request id's reservation with it.
     """
     effects = Effects()
-    async with rt.db.begin() as conn:
+    async with rt.transaction(effects) as conn:
 
         async def compute() -> _R:
             instance_id = await start_instance(rt, conn, request, effects, now=rt.now())

@@ -226,11 +226,39 @@ class SegmentEntries:
             if not (await lock.execute(_LOCK, {"key": SEGMENT_ENTRY_LOCK_KEY})).scalar_one():
                 _log.info("segment entries skipped: another run holds the lock")
                 return FollowedSegments(0, 0)
-            for point in await self._entry_points():
+            points = await self._entry_points()
+            # Fair shares first: each tenant gets an equal part of the run's bounds, split among its entry points,
+            # so a tenant with a huge segment (or many flows) cannot starve the others; whatever the shares left
+            # then goes, in order, to whoever still has work.
+            tenants: dict[uuid.UUID, list[_EntryPoint]] = {}
+            for point in points:
+                tenants.setdefault(point.tenant_id, []).append(point)
+            unfinished: list[_EntryPoint] = []
+            for own in tenants.values():
+                for point in own:
+                    parts = len(tenants) * len(own)
+                    share = _Budget(
+                        starts=max(1, max_starts // parts), reads=max(_PAGE, self._max_customers_read // parts)
+                    )
+                    if not await self._follow_within(point, budget, share):
+                        unfinished.append(point)
+            for point in unfinished:
                 if budget.starts <= 0 or budget.reads <= 0:
                     break
                 await self._follow(point, budget)
         return FollowedSegments(max_starts - budget.starts, self._max_customers_read - budget.reads)
+
+    async def _follow_within(self, point: _EntryPoint, budget: _Budget, share: _Budget) -> bool:
+        """`_follow` bounded by `share` as well as by what is left of the run's `budget`; False when the share ran
+        out first (the point may have more to do)."""
+        part = _Budget(starts=min(share.starts, budget.starts), reads=min(share.reads, budget.reads))
+        if part.starts <= 0 or part.reads <= 0:
+            return False
+        before = _Budget(part.starts, part.reads)
+        await self._follow(point, part)
+        budget.starts -= before.starts - part.starts
+        budget.reads -= before.reads - part.reads
+        return part.starts > 0 and part.reads > 0
 
     async def _entry_points(self) -> list[_EntryPoint]:
         async with self._db.begin() as connection:

@@ -1,4 +1,5 @@
-"""`kalcifer.scheduler.v1.SchedulerService`: thin mapping from requests to the timer store and delivery queue."""
+"""`kalcifer.scheduler.v1.SchedulerService`: thin mapping from requests to the timer store, the delivery queue and
+the delivery status reports."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import grpc
 from kalcifer.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from kalcifer_common.errors import FieldViolation, InvalidArgument, Unavailable
 from kalcifer_common.rpc.errors import map_errors
+from kalcifer_common.statuses import DeliveryStatus
+from kalcifer_common.timestamps import from_timestamp
 from redis.exceptions import RedisError
 
 from kalcifer_scheduler.deliveries.queue import DeliveryQueue
+from kalcifer_scheduler.deliveries.reports import REPORTABLE, StatusReport, StatusReports
 from kalcifer_scheduler.stats import SchedulerStats
 from kalcifer_scheduler.timers.store import Timer, TimerStore
 
@@ -24,11 +28,15 @@ _Context = grpc.aio.ServicerContext[Any, Any]
 
 @map_errors
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
-    """Arms and cancels timers, enqueues deliveries. Redis failures are UNAVAILABLE: the sweep still fires."""
+    """Arms and cancels timers, enqueues deliveries, applies delivery status reports. Redis failures are
+    UNAVAILABLE: the sweep still fires."""
 
-    def __init__(self, *, timers: TimerStore, deliveries: DeliveryQueue, stats: SchedulerStats) -> None:
+    def __init__(
+        self, *, timers: TimerStore, deliveries: DeliveryQueue, reports: StatusReports, stats: SchedulerStats
+    ) -> None:
         self._timers = timers
         self._deliveries = deliveries
+        self._reports = reports
         self._stats = stats
 
     async def ScheduleResume(
@@ -88,6 +96,31 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         async with _redis_errors():
             enqueued = await self._deliveries.enqueue_pending([uuid.UUID(value) for value in ids])
         return scheduler_pb2.EnqueueDeliveriesResponse(enqueued=enqueued)
+
+    async def ReportDeliveryStatus(
+        self, request: scheduler_pb2.ReportDeliveryStatusRequest, context: _Context
+    ) -> scheduler_pb2.ReportDeliveryStatusResponse:
+        """Apply a provider's report (relayed by the API) under the forward-only rule."""
+        violations: list[FieldViolation] = []
+        for field in ("tenant_id", "delivery_id"):
+            _check_uuid(getattr(request, field), field, violations)
+        if request.status not in REPORTABLE:
+            violations.append(FieldViolation("status", f"must be one of {', '.join(sorted(REPORTABLE))}"))
+        if not request.HasField("occurred_at"):
+            violations.append(FieldViolation("occurred_at", "is required"))
+        if violations:
+            raise InvalidArgument(violations)
+        status, changed = await self._reports.apply(
+            StatusReport(
+                tenant_id=uuid.UUID(request.tenant_id),
+                delivery_id=uuid.UUID(request.delivery_id),
+                status=DeliveryStatus(request.status),
+                provider_message_id=request.provider_message_id,
+                occurred_at=from_timestamp(request.occurred_at),
+                reason=request.reason,
+            )
+        )
+        return scheduler_pb2.ReportDeliveryStatusResponse(status=status.value, changed=changed)
 
 
 def _timer_of(
