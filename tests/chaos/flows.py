@@ -32,6 +32,24 @@ CALL_PATH_PREFIX: Final = "/hook/"
 # A call (attempts included) gives up after this; a claim of a scheduler that died lapses this long plus the
 # lease later, and the call is made again under the same key.
 CALL_TIMEOUT: Final = "4s"
+# Where the tenant's channel provider (`webhook`) POSTs each delivery, with its idempotency key.
+DELIVERY_PATH: Final = "/deliveries"
+
+
+@dataclass(frozen=True)
+class ChaosTemplate:
+    """A message template the send nodes name (created through TemplateService before the flows)."""
+
+    id: str
+    channel: str
+    subject: str
+    body: str
+
+
+TEMPLATES: Final = (
+    ChaosTemplate("chaos-push", "push", "Confirmed", "Thanks, {{ participant_id }}."),
+    ChaosTemplate("chaos-inbox", "in_app", "Order", "Your order is on its way, {{ participant_id }}."),
+)
 
 
 @dataclass(frozen=True)
@@ -70,7 +88,7 @@ def chaos_flows(call_url_base: str) -> dict[FlowKind, ChaosFlow]:
                 ("pause", "wait", {"duration": "1.5s"}),
                 ("confirm", "wait_for_event", {"event_type": CONFIRM_EVENT, "timeout": "150s"}),
                 ("call", "call_webhook", call),
-                ("push", "send_push", {"template_id": "chaos-push", "title": "Confirmed"}),
+                ("push", "send_push", {"template_id": "chaos-push"}),
                 ("done", "exit", {}),
                 ("expired", "exit", {"reason": "never confirmed"}),
             ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import secrets
 import shutil
 import tempfile
 import time
@@ -23,12 +24,20 @@ from typing import Any, Final
 import asyncpg
 import grpc
 import orjson
-from kalcifer.v1 import flow_pb2, flow_pb2_grpc
+from kalcifer.v1 import channel_pb2, channel_pb2_grpc, flow_pb2, flow_pb2_grpc, template_pb2, template_pb2_grpc
 from kalcifer_cli.embedded import EmbeddedPostgres, EmbeddedRedis
 from kalcifer_common.structs import dict_to_struct
 
 from tests.chaos.faults import FAULTS, FaultReport, HealthWatch, Rig, inject
-from tests.chaos.flows import CALL_ANSWER, CALL_PATH_PREFIX, ChaosFlow, FlowKind, chaos_flows
+from tests.chaos.flows import (
+    CALL_ANSWER,
+    CALL_PATH_PREFIX,
+    DELIVERY_PATH,
+    TEMPLATES,
+    ChaosFlow,
+    FlowKind,
+    chaos_flows,
+)
 from tests.chaos.verdict import (
     CallRequest,
     DeliveryRow,
@@ -57,7 +66,8 @@ LOG_DIR: Final = REPO_ROOT / ".kalcifer" / "chaos"
 SERVICE_SETTINGS: Final = {
     "OUTBOUND_ALLOWLIST": "127.0.0.1",
     "OUTBOUND_BACKOFF_SECONDS": "0.2",
-    "CLAIM_LEASE_SECONDS": "2",
+    # Longer than a send takes (a template rendered in a cold sandbox included), else a slow send is made again.
+    "CLAIM_LEASE_SECONDS": "5",
     "SWEEP_INTERVAL_SECONDS": "0.5",
     "DELIVERY_SWEEP_INTERVAL_SECONDS": "1",
     "DELIVERY_BACKOFF_SECONDS": "0.5",
@@ -74,8 +84,10 @@ SERVICE_SETTINGS: Final = {
     "DB_MAX_OVERFLOW": "4",
     "CEL_WORKERS": "1",
 }
-# The endpoint takes its time, so that a scheduler SIGKILL finds calls in flight.
+# The call endpoint takes its time, so that a scheduler SIGKILL finds calls in flight; the tenant's delivery
+# endpoint (its `webhook` channel provider) answers well within the claim lease.
 CALL_REPLY: Final = Reply(200, CALL_ANSWER, delay=1.0)
+DELIVERY_REPLY: Final = Reply(200, {}, delay=0.2)
 SETTLE_POLL_SECONDS: Final = 1.0
 # What the services log when they pick up interrupted work: (log, event, field) -> the name it is counted under.
 RECOVERY_LINES: Final = {
@@ -142,13 +154,15 @@ def run(options: ChaosOptions) -> int:
     with _private_servers() as (postgres, redis_server), running_endpoint() as endpoint:
         endpoint.script(default=CALL_REPLY)
         with (
+            running_endpoint() as provider,
             scratch_database(postgres.url, prefix="kalcifer_chaos") as database_url,
             running_suite(database_url, redis_server.url, LOG_DIR, SERVICE_SETTINGS) as suite,
             HealthWatch(suite) as health,
         ):
             print(f"chaos: suite up after {time.monotonic() - began:.0f}s; logs in {LOG_DIR}", flush=True)
+            provider.script(default=DELIVERY_REPLY)
             rig = Rig(suite, postgres, redis_server, health, random.Random(options.seed))
-            outcome = asyncio.run(_chaos(rig, endpoint, database_url, options))
+            outcome = asyncio.run(_chaos(rig, endpoint, provider, database_url, options))
     _print(outcome, options, time.monotonic() - began)
     return 0 if outcome.ok else 1
 
@@ -164,13 +178,14 @@ def _private_servers() -> Iterator[tuple[EmbeddedPostgres, EmbeddedRedis]]:
             yield postgres, redis_server
 
 
-async def _chaos(rig: Rig, endpoint: Endpoint, database_url: str, options: ChaosOptions) -> Outcome:
+async def _chaos(rig: Rig, endpoint: Endpoint, provider: Endpoint, database_url: str, options: ChaosOptions) -> Outcome:
     tenant = new_tenant(rig.suite, f"chaos-{options.seed}")
     flows = chaos_flows(endpoint.url("").rstrip("/"))
     async with (
         grpc.aio.insecure_channel(rig.suite.address("api"), options=CHANNEL_OPTIONS) as channel,
         asyncpg.create_pool(database_url, min_size=0, max_size=2) as pool,
     ):
+        await _send_through(channel, tenant.auth, provider.url(DELIVERY_PATH))
         flow_ids = {kind: await _active_flow(channel, tenant.auth, flow) for kind, flow in flows.items()}
         phases = Phases()
         workload = Workload(
@@ -200,7 +215,7 @@ async def _chaos(rig: Rig, endpoint: Endpoint, database_url: str, options: Chaos
         settle_seconds = loop.time() - settle_begin
         stop_confirming.set()
         await confirming
-        observed = await _observe(pool, str(tenant.id), flow_ids, endpoint, rig.suite.log_dir / "scheduler.log")
+        observed = await _observe(pool, str(tenant.id), flow_ids, endpoint, provider)
     observed.events_sent = frozenset(workload.events_sent)
     observed.events_acknowledged = frozenset(workload.events_acknowledged)
     verdict = judge(flows, list(workload.started.values()), observed)
@@ -214,6 +229,31 @@ async def _chaos(rig: Rig, endpoint: Endpoint, database_url: str, options: Chaos
         {phase: sum(codes.values()) for phase, codes in retried.items()},
     )
     return Outcome(verdict, reports, labels, redone, retried, workload.calls.given_up, settle_seconds, settled)
+
+
+async def _send_through(channel: grpc.aio.Channel, auth: tuple[tuple[str, str]], url: str) -> None:
+    """The templates the send nodes name, and the tenant's `webhook` provider on their channels, POSTing to `url`."""
+    templates = template_pb2_grpc.TemplateServiceStub(channel)
+    providers = channel_pb2_grpc.ChannelServiceStub(channel)
+    for template in TEMPLATES:
+        await templates.CreateTemplate(
+            template_pb2.CreateTemplateRequest(
+                template=template_pb2.Template(
+                    id=template.id, channel=template.channel, subject=template.subject, body=template.body
+                )
+            ),
+            metadata=auth,
+            timeout=10,
+        )
+        await providers.SetChannelProvider(
+            channel_pb2.SetChannelProviderRequest(
+                channel=template.channel,
+                provider="webhook",
+                settings=dict_to_struct({"url": url, "secret": secrets.token_urlsafe(32)}),
+            ),
+            metadata=auth,
+            timeout=10,
+        )
 
 
 async def _active_flow(channel: grpc.aio.Channel, auth: tuple[tuple[str, str]], flow: ChaosFlow) -> str:
@@ -258,7 +298,7 @@ async def _settle(pool: asyncpg.Pool, tenant_id: str, started: int, within: floa
 
 
 async def _observe(
-    pool: asyncpg.Pool, tenant_id: str, flow_ids: dict[FlowKind, str], endpoint: Endpoint, scheduler_log: Path
+    pool: asyncpg.Pool, tenant_id: str, flow_ids: dict[FlowKind, str], endpoint: Endpoint, provider: Endpoint
 ) -> Observed:
     kind_of = {flow_id: kind for kind, flow_id in flow_ids.items()}
     async with pool.acquire(timeout=5) as connection:
@@ -302,7 +342,10 @@ async def _observe(
             DeliveryRow(row["instance_id"], row["node_id"], row["status"], row["idempotency_key"]) for row in deliveries
         ],
         calls=calls,
-        sends=_logged_sends(scheduler_log),
+        sends=[
+            Send(request.headers.get("idempotency-key", ""), request.at)
+            for request in provider.requests_to(DELIVERY_PATH)
+        ],
         events=[EventRow(row["request_id"], row["routed"]) for row in events],
         pending_waits=int(pending),
     )
@@ -319,15 +362,6 @@ def _log_records(log: Path) -> Iterator[tuple[float, dict[str, Any]]]:
             continue  # a line cut by a SIGKILL, or not ours
         if isinstance(record, dict) and isinstance(record.get("timestamp"), str):
             yield datetime.fromisoformat(record["timestamp"]).timestamp(), record
-
-
-def _logged_sends(log: Path) -> list[Send]:
-    """Every `delivery sent` line of the scheduler's log."""
-    return [
-        Send(str(record.get("idempotency_key")), at)
-        for at, record in _log_records(log)
-        if record.get("event") == "delivery sent"
-    ]
 
 
 def _logged_recoveries(log_dir: Path) -> list[Recovered]:

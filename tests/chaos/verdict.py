@@ -1,9 +1,10 @@
-"""Judging a chaos run from what the database, the webhook endpoint and the scheduler's log recorded (no I/O).
+"""Judging a chaos run from what the database and the local endpoints recorded (no I/O).
 
 Every figure is counted per phase: the instances the driver started after a fault (and before the next) belong to
 that fault's phase. What makes the run fail: an instance lost (the driver started it, the database has none), one
 participant started twice, an instance not in the state its graph dictates (status, path, branch, call answer), a
-step run twice, a delivery made twice or never sent, a webhook call made again under a new key, an event the API
+step run twice, a delivery made twice or never sent (or sent and never received by the tenant's provider
+endpoint), a webhook call made again under a new key, an event the API
 acknowledged that was lost or never routed, a wait left pending, or a start the API never acknowledged. Calls and
 sends repeated under the same idempotency key are counted but allowed: that is how a crash mid-call is recovered.
 """
@@ -74,7 +75,7 @@ class CallRequest:
 
 @dataclass(frozen=True)
 class Send:
-    """One `delivery sent` line of the scheduler's log: the delivery's idempotency key, when."""
+    """One delivery the tenant's provider endpoint received: its `Idempotency-Key`, when."""
 
     idempotency_key: str
     at: float = 0.0
@@ -105,7 +106,7 @@ class Observed:
     steps: Sequence[StepRow]
     deliveries: Sequence[DeliveryRow]
     calls: Sequence[CallRequest]
-    # Every "delivery sent" line the scheduler logged (a repeat of a key is a send made again).
+    # Every delivery the provider endpoint received (a repeat of a key is a send made again).
     sends: Sequence[Send]
     events: Sequence[EventRow]
     pending_waits: int
@@ -241,7 +242,7 @@ def judge(flows: Mapping[FlowKind, ChaosFlow], started: Sequence[Started], obser
     for send in observed.sends:
         sends_of[key_owner.get(send.idempotency_key, "")].append(send.idempotency_key)
     if sends_of.get(""):
-        problems.append(f"{len(sends_of[''])} send(s) logged under keys of no delivery")
+        problems.append(f"{len(sends_of[''])} send(s) received under keys of no delivery")
 
     for (kind, participant), phase in phase_of.items():
         figures = phases[phase]
@@ -272,6 +273,12 @@ def judge(flows: Mapping[FlowKind, ChaosFlow], started: Sequence[Started], obser
             sent_nodes = {d.node_id for d in deliveries if d.status == SENT}
             unsent = [node for node in flow.delivery_nodes if node not in sent_nodes]
             unsent += [d.node_id for d in deliveries if d.node_id not in flow.delivery_nodes]
+            received = set(sends_of.get(instance.id, []))
+            unsent += [
+                f"{d.node_id} (never received)"
+                for d in deliveries
+                if d.status == SENT and d.idempotency_key not in received
+            ]
             figures.deliveries += len(deliveries)
             figures.duplicate_deliveries += duplicated
             figures.unsent_deliveries += len(unsent)
