@@ -1,12 +1,14 @@
 """A real local HTTP endpoint for outbound-call tests: answers what it is told, records what it receives.
 
-Each request takes the next scripted `Reply` (then `default`): a status and JSON body, or `hang`, which holds the
-request open until `release()` (or the test ends), as an endpoint that never answers does.
+Each request takes the next scripted `Reply` (then `default`): a status and JSON body, after `delay` seconds (a
+remote that takes its time), or `hang`, which holds the request open until `release()` (or the test ends), as an
+endpoint that never answers does.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,16 +25,18 @@ class Reply:
     status: int = 200
     body: Any = None
     hang: bool = False
+    delay: float = 0.0
 
 
 @dataclass(frozen=True)
 class Received:
-    """One request as the endpoint saw it (header names lower-cased)."""
+    """One request as the endpoint saw it (header names lower-cased), and when it arrived (`time.time()`)."""
 
     method: str
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.time)
 
     def json(self) -> Any:
         """The body as JSON."""
@@ -84,6 +88,8 @@ class Endpoint:
             if reply.hang:
                 self._released.wait(60)
                 reply = Reply(504)
+            elif reply.delay:
+                self._released.wait(reply.delay)
             content = b"" if reply.body is None else orjson.dumps(reply.body)
             handler.send_response(reply.status)
             handler.send_header("Content-Type", "application/json")

@@ -6,12 +6,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 from google.protobuf import empty_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from kalcifer_common import errors
 from kalcifer_common.rpc.errors import WRAPPED_MARKER, map_errors, relayed, status_for
+from sqlalchemy.exc import DBAPIError
 
 
 def _proto(status: grpc.Status) -> status_pb2.Status:
@@ -75,6 +77,27 @@ def test_unexpected_exceptions_are_internal_never_unknown() -> None:
     assert status.code == grpc.StatusCode.INTERNAL
     assert "boom" not in status.details  # internals stay in our logs
     assert _proto(status).code == code_pb2.INTERNAL
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.exceptions.CannotConnectNowError("the database system is shutting down"),
+        asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"),
+        ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)"),
+        DBAPIError("connect", None, asyncpg.exceptions.CannotConnectNowError("the database system is starting up")),
+    ],
+    ids=["shutting-down", "admin-shutdown", "refused", "through-sqlalchemy"],
+)
+def test_a_database_down_or_restarting_is_unavailable_not_a_bug(error: Exception) -> None:
+    # An API call while PostgreSQL restarted answered INTERNAL (make chaos): callers must be told to retry.
+    status = status_for(error)
+    assert status.code == grpc.StatusCode.UNAVAILABLE
+    assert _proto(status).code == code_pb2.UNAVAILABLE
+
+
+def test_a_database_error_that_is_a_bug_stays_internal() -> None:
+    assert status_for(asyncpg.exceptions.UndefinedColumnError("no such column")).code == grpc.StatusCode.INTERNAL
 
 
 def test_not_implemented_is_unimplemented() -> None:
@@ -167,6 +190,7 @@ async def channel_for() -> AsyncIterator[Any]:
         (KeyError("x"), grpc.StatusCode.INTERNAL),
         (ValueError("x"), grpc.StatusCode.INTERNAL),
         (NotImplementedError(), grpc.StatusCode.UNIMPLEMENTED),
+        (asyncpg.exceptions.CannotConnectNowError("the database system is starting up"), grpc.StatusCode.UNAVAILABLE),
         (errors.InvalidArgument.single("name", "must not be empty"), grpc.StatusCode.INVALID_ARGUMENT),
         (errors.NotFound("flow", "x"), grpc.StatusCode.NOT_FOUND),
     ],

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -33,12 +34,43 @@ async def wait_for_database(engine: AsyncEngine, *, timeout_seconds: float = 30.
             delay = min(delay * 2, 3.0)
 
 
-async def serve_until_signal(server: GrpcServer, *, cleanup: list[Callable[[], Awaitable[None]]]) -> None:
-    """Start `server`, wait for SIGTERM/SIGINT, drain, then run `cleanup` in reverse order."""
+# A dependency check: True when the dependency answers right now (e.g. `DatabaseProbe.answers`).
+Probe = Callable[[], Awaitable[bool]]
+
+
+async def report_health(server: GrpcServer, probes: Mapping[str, Probe], *, interval_seconds: float) -> None:
+    """Probe the dependencies every `interval_seconds`, forever: `server` reports NOT_SERVING while any of them
+    does not answer (PostgreSQL restarting), SERVING again once all do; each change is logged."""
+    serving = True
+    while True:
+        answers = dict(zip(probes, await asyncio.gather(*(probe() for probe in probes.values())), strict=True))
+        if all(answers.values()) != serving:
+            serving = not serving
+            await server.set_serving(serving)
+            (_log.info if serving else _log.warning)("health changed", server=server.name, serving=serving, **answers)
+        await asyncio.sleep(interval_seconds)
+
+
+async def serve_until_signal(
+    server: GrpcServer,
+    *,
+    cleanup: list[Callable[[], Awaitable[None]]],
+    health: Mapping[str, Probe] | None = None,
+    health_interval_seconds: float = 2.0,
+) -> None:
+    """Start `server` (reporting its `health` probes' verdict, see `report_health`), wait for SIGTERM/SIGINT,
+    drain, then run `cleanup` in reverse order."""
+    reporting: asyncio.Task[None] | None = None
     try:
         await server.start()
+        if health:
+            reporting = asyncio.create_task(report_health(server, health, interval_seconds=health_interval_seconds))
         await wait_for_shutdown_signal()
     finally:
+        if reporting is not None:
+            reporting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reporting
         await server.stop()
         for step in reversed(cleanup):
             try:

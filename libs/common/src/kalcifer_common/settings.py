@@ -85,6 +85,12 @@ class CommonSettings(BaseSettings):
         description="Hosts, host:port or CIDRs (comma-separated) that outbound calls may reach although they resolve "
         "to loopback, private, link-local or metadata addresses.",
     )
+    health_interval_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often dependencies are probed for the health status: PostgreSQL (and, by the scheduler, "
+        "Redis and the engine).",
+    )
 
     @field_validator("log_level")
     @classmethod
@@ -254,7 +260,6 @@ class SchedulerSettings(RedisSettings):
         default=0.5, gt=0, le=60, description="Delay before an outbound call's second attempt; doubles after."
     )
     outbound_concurrency: int = Field(default=50, ge=1, le=10_000, description="Outbound calls in flight at once.")
-    health_interval_seconds: float = Field(default=2.0, gt=0, description="How often Redis and the engine are probed.")
     stats_interval_seconds: float = Field(default=10.0, gt=0, description="How often counters are logged.")
     segment_entry_overlap_seconds: float = Field(
         default=300.0,

@@ -33,6 +33,7 @@ from kalcifer.v1 import (
     trigger_pb2,
     trigger_pb2_grpc,
 )
+from kalcifer_common.db.health import DatabaseProbe
 from kalcifer_common.db.session import create_engine, create_sessionmaker
 from kalcifer_common.rpc.auth import ApiKeyCache, AuthInterceptor, AuthPolicy
 from kalcifer_common.rpc.server import GrpcServer, ServiceBinding, binding
@@ -194,7 +195,18 @@ async def serve(settings: ApiSettings) -> None:
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
         tls=settings.tls(),
     )
+    # NOT_SERVING while PostgreSQL does not answer (Redis only limits rates, and fails open: not a dependency here).
+    probe = DatabaseProbe(settings.database_url, role=settings.database_role)
     await serve_until_signal(
         server,
-        cleanup=[using.engine.close, using.scheduler.close, using.sandbox.close, engine.dispose, redis.aclose],
+        cleanup=[
+            probe.close,
+            using.engine.close,
+            using.scheduler.close,
+            using.sandbox.close,
+            engine.dispose,
+            redis.aclose,
+        ],
+        health={"database": probe.answers},
+        health_interval_seconds=settings.health_interval_seconds,
     )

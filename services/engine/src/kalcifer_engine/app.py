@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kalcifer.engine.v1 import engine_pb2, engine_pb2_grpc
+from kalcifer_common.db.health import DatabaseProbe
 from kalcifer_common.db.session import create_engine, create_sessionmaker
 from kalcifer_common.rpc.auth import AuthInterceptor, AuthPolicy
 from kalcifer_common.rpc.server import GrpcServer, binding
@@ -55,5 +56,12 @@ async def serve(settings: EngineSettings, *, builtins: NodeRegistry | None = Non
     runtime = deps.runtime = Runtime(deps)
     recovery = RecoveryLoop(runtime)
     recovery.start()  # also recovers at once: work a crashed predecessor left behind
-    # Cleanups run in reverse: stop recovering, flush scheduler requests, stop CEL workers, then close the pool.
-    await serve_until_signal(server, cleanup=[engine.dispose, runtime.close, recovery.stop])
+    # NOT_SERVING while PostgreSQL does not answer (a restart): the process stays and serves again by itself.
+    probe = DatabaseProbe(settings.database_url, role=settings.database_role)
+    # Cleanups run in reverse: stop recovering, flush scheduler requests, stop CEL workers, then close the pools.
+    await serve_until_signal(
+        server,
+        cleanup=[probe.close, engine.dispose, runtime.close, recovery.stop],
+        health={"database": probe.answers},
+        health_interval_seconds=settings.health_interval_seconds,
+    )

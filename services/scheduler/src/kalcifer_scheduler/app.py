@@ -12,6 +12,7 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.worker import Worker
 from kalcifer.engine.v1 import engine_pb2_grpc
 from kalcifer.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
+from kalcifer_common.db.health import DatabaseProbe
 from kalcifer_common.db.session import create_engine
 from kalcifer_common.logging import get_logger
 from kalcifer_common.outbound_policy import OutboundPolicy
@@ -185,8 +186,10 @@ async def serve(settings: SchedulerSettings) -> None:
         internal=True,
     )
     workers = build_workers(runtime)
+    probe = DatabaseProbe(settings.database_url, role=settings.database_role)
     monitor = HealthMonitor(
         server=server,
+        database=probe,
         redis=redis,
         engine_channel=runtime.engine_channel,
         stats=runtime.stats,
@@ -220,5 +223,6 @@ async def serve(settings: SchedulerSettings) -> None:
         await runtime.http.aclose()
         await runtime.engine_channel.close(grace=None)
         await redis.aclose()
+        await probe.close()
         await runtime.db.dispose()
         _log.info("scheduler stopped", **{"fired": runtime.stats.fired, "failed": runtime.stats.failed})

@@ -1,4 +1,5 @@
-"""The scheduler's own health: NOT_SERVING while Redis or the engine is unreachable, SERVING again after."""
+"""The scheduler's own health: NOT_SERVING while PostgreSQL, Redis or the engine is unreachable, SERVING again
+after."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from kalcifer_common.db.health import DatabaseProbe
 from kalcifer_common.logging import get_logger
 from kalcifer_common.rpc.server import GrpcServer
 from redis.asyncio import Redis
@@ -18,12 +20,14 @@ _PROBE_TIMEOUT_SECONDS = 1.5
 
 
 class HealthMonitor:
-    """Probes Redis (PING) and the engine (gRPC health) on a period and reports through the server's health."""
+    """Probes PostgreSQL (`SELECT 1`), Redis (PING) and the engine (gRPC health) on a period and reports through
+    the server's health."""
 
     def __init__(
         self,
         *,
         server: GrpcServer,
+        database: DatabaseProbe,
         redis: Redis,
         engine_channel: grpc.aio.Channel,
         stats: SchedulerStats,
@@ -31,6 +35,7 @@ class HealthMonitor:
         stats_interval_seconds: float,
     ) -> None:
         self._server = server
+        self._database = database
         self._redis = redis
         self._engine_health = health_pb2_grpc.HealthStub(engine_channel)
         self._stats = stats
@@ -40,8 +45,10 @@ class HealthMonitor:
 
     async def probe(self) -> dict[str, bool]:
         """Whether each dependency answers right now."""
-        redis_ok, engine_ok = await asyncio.gather(self._redis_answers(), self._engine_answers())
-        return {"redis": redis_ok, "engine": engine_ok}
+        database_ok, redis_ok, engine_ok = await asyncio.gather(
+            self._database.answers(), self._redis_answers(), self._engine_answers()
+        )
+        return {"database": database_ok, "redis": redis_ok, "engine": engine_ok}
 
     async def run(self) -> None:
         """Probe forever; flip the health status on every change and log the counters periodically."""

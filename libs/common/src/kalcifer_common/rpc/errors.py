@@ -1,7 +1,8 @@
 """Maps the domain's error hierarchy to gRPC statuses with `google.rpc` details.
 
 aio interceptors cannot see a handler's exceptions, so the mapping is applied by `map_errors` on every servicer
-class: each RPC method is wrapped, and no exception can leave a handler as `UNKNOWN`.
+class: each RPC method is wrapped, and no exception can leave a handler as `UNKNOWN`. A database failure a retry
+can get past (PostgreSQL down or restarting, `kalcifer_common.db.errors`) is `UNAVAILABLE`, not a bug.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from kalcifer_common import errors
+from kalcifer_common.db.errors import database_unavailable
 from kalcifer_common.logging import get_logger
 
 ERROR_DOMAIN = "kalcifer.dev"
@@ -86,6 +88,8 @@ def status_for(error: BaseException) -> grpc.Status:
         proto = status_pb2.Status(code=_code_of(error), message=error.message, details=_details_of(error))
     elif isinstance(error, NotImplementedError):
         proto = status_pb2.Status(code=code_pb2.UNIMPLEMENTED, message="method not implemented yet")
+    elif database_unavailable(error):
+        proto = status_pb2.Status(code=code_pb2.UNAVAILABLE, message="the database is unavailable right now; retry")
     else:
         # A bug, not bad input: say INTERNAL (never UNKNOWN) and keep the details in our logs, not in the answer.
         info = error_details_pb2.ErrorInfo(reason="INTERNAL_ERROR", domain=ERROR_DOMAIN)
@@ -149,7 +153,9 @@ def map_errors_of(method: _Handler) -> _Handler:
         except grpc.aio.AioRpcError as error:
             await abort_with(context, relayed(error))
         except Exception as error:  # noqa: BLE001 - the one place that turns any bug into a mapped status
-            if not isinstance(error, errors.KalciferError | NotImplementedError):
+            if database_unavailable(error):
+                _log.warning("database unavailable", method=method.__qualname__, error=repr(error))
+            elif not isinstance(error, errors.KalciferError | NotImplementedError):
                 _log.exception("unhandled error in rpc handler", method=method.__qualname__)
             await abort_with(context, error)
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import grpc
 from kalcifer.engine.v1 import engine_pb2
 from kalcifer.v1 import flow_pb2, instance_pb2
+from kalcifer_common.db.errors import database_unavailable
 from kalcifer_common.errors import FieldViolation, InvalidArgument, Unavailable
 from kalcifer_common.ids import parse_id
 from kalcifer_common.statuses import InstanceStatus
@@ -22,7 +23,6 @@ from kalcifer_common.structs import dict_to_struct, struct_to_dict
 from kalcifer_common.timestamps import to_timestamp
 
 from kalcifer_engine.deps import EngineDeps
-from kalcifer_engine.repo.connection import database_unavailable
 from kalcifer_engine.repo.instances import InstanceRow
 from kalcifer_engine.runtime import events, lifecycle, migration, resumes, starts
 from kalcifer_engine.runtime.core import Runtime

@@ -1,5 +1,5 @@
 """What the repo modules share: the asyncpg driver under a SQLAlchemy connection, JSON text for JSONB parameters,
-and the errors a failing statement raises (with which of them a retry can get past).
+and the errors a failing statement raises (which of them a retry can get past: `kalcifer_common.db.errors`).
 
 The statements every run executes are constant SQL sent to the asyncpg driver inside the caller's transaction
 (`driver`); the rarer ones are SQLAlchemy Core.
@@ -15,35 +15,11 @@ import asyncpg
 import orjson
 from sqlalchemy import BindParameter, Uuid, bindparam, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 # What a failing statement raises: through SQLAlchemy, or straight from the driver (the hot-path statements).
 DATABASE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError)
-
-# SQLSTATEs of failures a retry can get past: serialization/deadlock, shutdown, connection trouble, too many
-# connections. Everything else a statement raises is a bug and stays INTERNAL.
-_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "53300"})
-
-
-def _is_transient(error: BaseException) -> bool:
-    if isinstance(error, asyncpg.InterfaceError | asyncpg.PostgresConnectionError | ConnectionError | TimeoutError):
-        return True
-    if isinstance(error, DBAPIError):
-        if error.connection_invalidated:
-            return True
-        sqlstate = getattr(error.orig, "sqlstate", None)
-    else:
-        sqlstate = getattr(error, "sqlstate", None)
-    return isinstance(sqlstate, str) and (sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith("08"))
-
-
-def database_unavailable(error: BaseException) -> bool:
-    """Whether `error` says the database is down, restarting, out of connections or deadlocked: a failure a retry
-    can get past (runs are transactional, so the failed work changed nothing), not a bug."""
-    return isinstance(
-        error, DBAPIError | asyncpg.PostgresError | asyncpg.InterfaceError | OSError | TimeoutError
-    ) and _is_transient(error)
 
 
 async def driver(conn: AsyncConnection) -> Any:
