@@ -1,0 +1,74 @@
+"""What the public-API fuzzer (`test_fuzz_public_api`) found, one test per bug, each on the smallest request that
+showed it: every one was answered INTERNAL (or lost its status on the way back) instead of INVALID_ARGUMENT."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+from kalcifer.v1 import (
+    customer_pb2,
+    customer_pb2_grpc,
+    event_pb2,
+    event_pb2_grpc,
+    flow_pb2,
+    flow_pb2_grpc,
+    tenant_pb2,
+    tenant_pb2_grpc,
+    trigger_pb2,
+    trigger_pb2_grpc,
+)
+from kalcifer_common.structs import dict_to_struct
+
+from tests.support.processes import Suite
+from tests.support.rpc import bearer, field_violations, rpc_error
+from tests.support.tenants import Tenant, new_tenant
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def tenant(suite: Suite) -> Tenant:
+    return new_tenant(suite, "fuzz-findings")
+
+
+def _invalid(call: Callable[[], Any]) -> dict[str, str]:
+    """The field violations of a call that must fail INVALID_ARGUMENT."""
+    error = rpc_error(call)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (error.code(), error.details())
+    return field_violations(error)
+
+
+def test_nul_in_any_string_is_refused_naming_the_field(suite: Suite, channel: grpc.Channel, tenant: Tenant) -> None:
+    """PostgreSQL stores U+0000 in neither text nor jsonb: a request_id, a participant id, a tenant name or a
+    context key holding it failed the statement (INTERNAL); it is refused at the edge instead, and nothing is
+    stored."""
+    flows = flow_pb2_grpc.FlowServiceStub(channel)
+    customers = customer_pb2_grpc.CustomerServiceStub(channel)
+    events = event_pb2_grpc.EventServiceStub(channel)
+    triggers = trigger_pb2_grpc.TriggerServiceStub(channel)
+    tenants = tenant_pb2_grpc.TenantServiceStub(channel)
+    auth = tenant.auth
+
+    create = flow_pb2.CreateFlowRequest(flow=flow_pb2.Flow(name="nul"), request_id="a\x00b")
+    assert "request_id" in _invalid(lambda: flows.CreateFlow(create, metadata=auth))
+    ingest = event_pb2.IngestEventRequest(participant_id="\x00", event_type="signup")
+    assert "participant_id" in _invalid(lambda: events.IngestEvent(ingest, metadata=auth))
+    trigger = trigger_pb2.TriggerFlowRequest(
+        flow_id="00000000-0000-4000-8000-000000000000", participant_id="alice", context=dict_to_struct({"k\x00": 1})
+    )
+    assert "context['k\\x00']" in _invalid(lambda: triggers.TriggerFlow(trigger, metadata=auth))
+    upsert = customer_pb2.UpsertCustomerRequest(
+        customer=customer_pb2.Customer(external_id="nul", attributes=dict_to_struct({"note": "a\x00"}))
+    )
+    assert "customer.attributes['note']" in _invalid(lambda: customers.UpsertCustomer(upsert, metadata=auth))
+    named = tenant_pb2.CreateTenantRequest(name="acme\x00")
+    assert "name" in _invalid(lambda: tenants.CreateTenant(named, metadata=bearer(suite.admin_token)))
+
+    assert not flows.ListFlows(flow_pb2.ListFlowsRequest(), metadata=auth).flows
+    missing = rpc_error(
+        lambda: customers.GetCustomer(customer_pb2.GetCustomerRequest(external_id="nul"), metadata=auth)
+    )
+    assert missing.code() == grpc.StatusCode.NOT_FOUND
