@@ -3,10 +3,12 @@ showed it: every one was answered INTERNAL (or lost its status on the way back) 
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import Any
 
 import grpc
+import orjson
 import pytest
 from kalcifer.v1 import (
     customer_pb2,
@@ -72,3 +74,30 @@ def test_nul_in_any_string_is_refused_naming_the_field(suite: Suite, channel: gr
         lambda: customers.GetCustomer(customer_pb2.GetCustomerRequest(external_id="nul"), metadata=auth)
     )
     assert missing.code() == grpc.StatusCode.NOT_FOUND
+
+
+def _tampered(token: str, **inside: object) -> str:
+    """An issued page token with its inside changed and its query fingerprint kept (it is no secret)."""
+    decoded = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    return base64.urlsafe_b64encode(orjson.dumps({**decoded, **inside})).decode().rstrip("=")
+
+
+def test_a_page_token_with_a_forged_inside_is_refused(suite: Suite, channel: grpc.Channel, tenant: Tenant) -> None:
+    """The cursor of a token was parsed without a check in the repositories: a token whose sort key is no time,
+    or whose last id is no UUID, failed the query (INTERNAL)."""
+    flows = flow_pb2_grpc.FlowServiceStub(channel)
+    for name in ("a", "b"):
+        flows.CreateFlow(flow_pb2.CreateFlowRequest(flow=flow_pb2.Flow(name=name)), metadata=tenant.auth)
+    token = flows.ListFlows(flow_pb2.ListFlowsRequest(page_size=1), metadata=tenant.auth).next_page_token
+    assert token
+
+    for forged in (_tampered(token, i=70959201501909), _tampered(token, k="\ufdd0"), _tampered(token, k="2026-01-01")):
+        request = flow_pb2.ListFlowsRequest(page_size=1, page_token=forged)
+        assert "page_token" in _invalid(lambda request=request: flows.ListFlows(request, metadata=tenant.auth))
+
+    tenants = tenant_pb2_grpc.TenantServiceStub(channel)
+    admin = bearer(suite.admin_token)
+    new_tenant(suite, "fuzz-findings-second")  # two tenants at least: a page of one has a next page
+    token = tenants.ListTenants(tenant_pb2.ListTenantsRequest(page_size=1), metadata=admin).next_page_token
+    forged_tenants = tenant_pb2.ListTenantsRequest(page_token=_tampered(token, k="\ufdd0"))
+    assert "page_token" in _invalid(lambda: tenants.ListTenants(forged_tenants, metadata=admin))
