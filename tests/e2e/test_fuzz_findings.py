@@ -101,3 +101,17 @@ def test_a_page_token_with_a_forged_inside_is_refused(suite: Suite, channel: grp
     token = tenants.ListTenants(tenant_pb2.ListTenantsRequest(page_size=1), metadata=admin).next_page_token
     forged_tenants = tenant_pb2.ListTenantsRequest(page_token=_tampered(token, k="\ufdd0"))
     assert "page_token" in _invalid(lambda: tenants.ListTenants(forged_tenants, metadata=admin))
+
+
+def test_an_error_quoting_a_huge_request_still_reaches_the_caller(channel: grpc.Channel, tenant: Tenant) -> None:
+    """Violations quote the bad value: a 300 000-character id, or a thousand over-long tags, made a status bigger
+    than gRPC clients accept (16 KiB of trailing metadata), and the caller got RESOURCE_EXHAUSTED "Stream
+    removed" instead of the violations."""
+    flows = flow_pb2_grpc.FlowServiceStub(channel)
+    customers = customer_pb2_grpc.CustomerServiceStub(channel)
+
+    huge_id = flow_pb2.GetFlowRequest(id="x" * 300_000)
+    assert set(_invalid(lambda: flows.GetFlow(huge_id, metadata=tenant.auth))) == {"id"}
+    tags = customer_pb2.AddCustomerTagsRequest(external_id="alice", tags=["\u202e" * 101] * 1000)
+    violations = _invalid(lambda: customers.AddCustomerTags(tags, metadata=tenant.auth))
+    assert "tags[0]" in violations
