@@ -282,3 +282,24 @@ def test_a_malformed_graph_is_reported_without_raising() -> None:
 def test_a_flow_graph_built_in_code_with_a_non_object_config_is_reported() -> None:
     flow = FlowGraph((GraphNode("t", "event_entry", ["signup"]),))  # type: ignore[arg-type]
     assert [v.field for v in check(flow)] == ["nodes[0].config"]
+
+
+def test_violations_are_bounded_however_many_the_graph_holds() -> None:
+    """Found by the public-API fuzzer: 100 nodes of 5000 unknown config keys each made 500 000 violations, an
+    answer of 50 MB that the engine could not send (RESOURCE_EXHAUSTED after seconds of work)."""
+    unknown_keys = {f"k{index}": True for index in range(5000)}
+    nodes = [TRIGGER] + [node(f"m{index}", "send_email", {"template_id": "t", **unknown_keys}) for index in range(100)]
+    found = check(graph(nodes, [edge("t", f"m{index}") for index in range(100)]))
+    assert len(found) == 1001
+    assert all(v.field.startswith("nodes[1].config.") for v in found[:1000])
+    last = found[-1]
+    assert isinstance(last, GraphViolation)
+    assert (last.reason, last.description) == (
+        ViolationReason.TOO_LARGE,
+        "more than 1000 violations; the first 1000 are shown",
+    )
+
+
+def test_the_violation_bound_is_a_limit() -> None:
+    nodes = [node(f"n{index}", "no_such_type") for index in range(5)]
+    assert len(check(graph(nodes), GraphLimits(max_violations=3))) == 4
