@@ -1,7 +1,8 @@
-"""A fingerprint of every table of a database: its row count and an order-free checksum of its rows.
+"""A fingerprint of every table of a database: its row count and an order-free checksum of its row versions.
 
-Two equal fingerprints mean no row was added, removed or changed in between (short of a 64-bit hash collision);
-`changed_tables` names what differs. Read as the database owner, outside the services' roles.
+Every insert, update or delete writes a new row version (a new `ctid`, a new `xmin`) or removes one, so two equal
+fingerprints mean no row was written in between, not even rewritten with the same values, without reading the
+rows' contents. `changed_tables` names what differs. Read as the database owner, outside the services' roles.
 """
 
 from __future__ import annotations
@@ -41,10 +42,11 @@ class DatabaseFingerprints:
         dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
         self._connection: Any = self._loop.run_until_complete(asyncpg.connect(dsn, timeout=10))
         tables = [row["table_name"] for row in self._run(self._connection.fetch(_TABLES))]
-        # hashtextextended over each row's text form, summed: independent of row order, no sort needed.
+        # A hash of each row version's identity, summed: independent of row order, no sort and no row contents.
         self._query = " UNION ALL ".join(
             f"SELECT '{table}' AS name, count(*) AS rows, "
-            f"coalesce(sum(hashtextextended(t::text, 0)), 0)::text AS checksum FROM \"{table}\" t"
+            "coalesce(sum(hashtextextended(t.ctid::text || ':' || t.xmin::text, 0)), 0)::text AS checksum "
+            f'FROM "{table}" t'
             for table in tables
         )
 
@@ -56,7 +58,7 @@ class DatabaseFingerprints:
         rows = self._run(self._connection.fetch(self._query))
         return {row["name"]: (int(row["rows"]), int(row["checksum"])) for row in rows}
 
-    def settled(self, *, within: float = 15.0, interval: float = 0.05) -> Fingerprint:
+    def settled(self, *, within: float = 15.0, interval: float = 0.02) -> Fingerprint:
         """The fingerprint once two readings `interval` apart agree (background work of earlier calls, such as a
         run the engine finishes after answering, has stopped); AssertionError after `within` seconds."""
         deadline = time.monotonic() + within

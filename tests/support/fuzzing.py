@@ -17,17 +17,16 @@ from __future__ import annotations
 import base64
 import importlib
 import string
-import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from google.protobuf import message_factory, struct_pb2, text_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from hypothesis import strategies as st
 
 PUBLIC_PACKAGE = "kalcifer.v1"
@@ -79,7 +78,8 @@ NASTY_FRAGMENTS: tuple[str, ...] = (
     "<script>",
     "\\u0000",
 )
-LONG_COUNTS = (65, 101, 201, 256, 257, 1001, 4097, 65_537, 300_000)
+# Lengths around the limits of the API (64, 100, 200, 255, 256, 1000, 4096, 64 Ki) and, rarely, a huge one.
+LONG_COUNTS = (65, 101, 201, 256, 257, 1001, 4097, 65_537) * 4 + (300_000,)
 PLAIN_ALPHABET = string.ascii_letters + string.digits + "_-./:"
 
 
@@ -92,7 +92,7 @@ def texts() -> st.SearchStrategy[str]:
     unit = st.sampled_from(NASTY_FRAGMENTS) | st.sampled_from(("x", "é", "\U0001f600", "a\u0301"))
     return st.one_of(
         st.sampled_from(NASTY_FRAGMENTS),
-        st.text(st.characters(exclude_categories=("Cs",)), max_size=16),
+        st.text(st.characters(codec="utf-8"), max_size=16),  # every code point but the surrogates
         st.text(PLAIN_ALPHABET, min_size=1, max_size=24),
         st.lists(st.sampled_from(NASTY_FRAGMENTS), min_size=2, max_size=5).map("".join),
         st.tuples(unit, st.sampled_from(LONG_COUNTS)).map(_repeat),
@@ -129,19 +129,20 @@ class Pools:
     own_ids: list[str] = field(default_factory=list)
     foreign_ids: list[str] = field(default_factory=list)
     participants: list[str] = field(default_factory=lambda: ["alice", "bob"])
-    page_tokens: list[str] = field(default_factory=list)
+    # Tokens the API issued, by the full name of the list request that got them (a token fits its own query).
+    page_tokens: dict[str, list[str]] = field(default_factory=dict)
     node_types: list[str] = field(default_factory=lambda: ["event_entry", "exit"])
     graphs: list[Message] = field(default_factory=list)
     webhook_paths: list[str] = field(default_factory=lambda: ["orders/paid"])
     event_types: list[str] = field(default_factory=lambda: ["signup", "order.paid"])
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Requests (encoded) that succeeded, by the full name of their message: what mutations start from.
+    templates: dict[str, list[bytes]] = field(default_factory=dict)
 
-    def add(self, pool: list[str], value: str, *, limit: int = 500) -> None:
+    def add(self, pool: list[Any], value: Any, *, limit: int = 500) -> None:
         """Remember `value` (bounded: the oldest entries make room)."""
-        with self._lock:
-            if value and value not in pool:
-                pool.append(value)
-                del pool[:-limit]
+        if value and value not in pool:
+            pool.append(value)
+            del pool[:-limit]
 
 
 def _member(pool: Sequence[Any], empty: Any = "") -> st.SearchStrategy[Any]:
@@ -150,7 +151,7 @@ def _member(pool: Sequence[Any], empty: Any = "") -> st.SearchStrategy[Any]:
 
 
 # What one request may carry in total through a repeated field or a map (the server's limit is 16 MiB).
-REPEAT_BUDGET_BYTES = 4 * 1024 * 1024
+REPEAT_BUDGET_BYTES = 1024 * 1024
 
 
 def _size_of(item: Any) -> int:
@@ -250,11 +251,11 @@ def wide_struct(width: int, leaf: Any) -> struct_pb2.Struct:
 
 def structs() -> st.SearchStrategy[struct_pb2.Struct]:
     """Struct payloads: small and nasty, deeply nested, wide, or holding one huge string."""
+    small = st.dictionaries(texts(), json_values(), max_size=5).map(_struct_of)
     return st.one_of(
-        st.dictionaries(texts(), json_values(), max_size=5).map(_struct_of),
-        st.dictionaries(texts(), json_values(), max_size=5).map(_struct_of),
+        *[small] * 6,
         st.builds(deep_struct, st.sampled_from((8, 20, 30, 32, 33, 34, 40, 64, 101, 150, 700)), st.booleans()),
-        st.builds(wide_struct, st.sampled_from((100, 1000, 5000, 30_000)), small_scalars()),
+        st.builds(wide_struct, st.sampled_from((100, 100, 1000, 1000, 5000, 30_000)), small_scalars()),
         st.builds(wide_struct, st.just(1), st.sampled_from(LONG_COUNTS).map(lambda n: "\U0001f600" * n)),
     )
 
@@ -316,7 +317,6 @@ def _by_field_name(pools: Pools) -> dict[str, st.SearchStrategy[Any]]:
         "participant_id": _member(pools.participants),
         "external_id": _member(pools.participants),
         "request_id": st.sampled_from(("", "", "r-1", "r-2")) | st.uuids().map(str),
-        "page_token": st.just("") | _member(pools.page_tokens) | forged_tokens(pools),
         "etag": st.sampled_from(("", '"1"', '"2"', '"0"', '"-1"', "1", '"99999999999999999999"')),
         "webhook_path": _member(pools.webhook_paths) | st.sampled_from(("a", "A/b", "a//b", "/a", "a/")),
         "event_type": _member(pools.event_types),
@@ -385,7 +385,12 @@ def resource_ids(pools: Pools) -> st.SearchStrategy[str]:
     )
 
 
-def forged_tokens(pools: Pools) -> st.SearchStrategy[str]:
+def page_tokens(tokens: list[str]) -> st.SearchStrategy[str]:
+    """None, tokens the API issued for this list, and forged ones."""
+    return st.one_of(st.just(""), _member(tokens), forged_tokens(tokens))
+
+
+def forged_tokens(tokens: list[str]) -> st.SearchStrategy[str]:
     """Page tokens that are no token (junk, base64 of junk) and tokens the API issued with their inside (sort key,
     last id, query fingerprint) swapped for junk."""
 
@@ -400,12 +405,13 @@ def forged_tokens(pools: Pools) -> st.SearchStrategy[str]:
             inside = {}
         return b64(orjson.dumps({**(inside if isinstance(inside, dict) else {}), **changes}))
 
-    junk = st.one_of(texts(), json_values(), st.integers())
+    junk = st.one_of(texts(), json_values(), st.integers(min_value=-(2**63), max_value=2**64 - 1))
     changes = st.dictionaries(st.sampled_from(("k", "i", "q")), junk, min_size=1)
     return st.one_of(
         st.binary(max_size=40).map(b64),
         json_values().map(lambda value: b64(orjson.dumps(value))),
-        st.tuples(_member(pools.page_tokens), changes).map(tampered),
+        st.tuples(_member(tokens), changes).map(tampered),
+        st.tuples(_member(tokens), changes).map(tampered),
     )
 
 
@@ -428,6 +434,29 @@ class RequestStrategies:
         self._named = _by_field_name(pools)
         self._cache: dict[str, st.SearchStrategy[Message]] = {}
 
+    def mutations(self, descriptor: Descriptor) -> st.SearchStrategy[Message]:
+        """A request that succeeded before (`Pools.templates`) with one or two of its fields, at any depth, set to
+        fuzzed values: past the first checks, into the code behind them. A fuzzed message while there is none."""
+        cls = message_factory.GetMessageClass(descriptor)
+        templates = self.pools.templates.setdefault(descriptor.full_name, [])
+        paths = field_paths(descriptor)
+        fresh = self.messages(descriptor)
+
+        @st.composite
+        def mutated(draw: st.DrawFn) -> Message:
+            template = draw(_member(templates, empty=b""))
+            if not template or not paths:
+                return draw(fresh)
+            message = cls.FromString(template)
+            for path in draw(st.lists(st.sampled_from(paths), min_size=1, max_size=2)):
+                parent = message
+                for step in path[:-1]:
+                    parent = getattr(parent, step.name)
+                _assign(parent, path[-1], draw(self._field(path[-1])))
+            return message
+
+        return mutated()
+
     def messages(self, descriptor: Descriptor) -> st.SearchStrategy[Message]:
         """Messages of `descriptor`'s type, each field set or left unset."""
         name = descriptor.full_name
@@ -441,10 +470,13 @@ class RequestStrategies:
         if special is not None:
             return special
         optional = {f.name: self._field(f) for f in descriptor.fields}
+        if "page_token" in optional:
+            tokens = self.pools.page_tokens.setdefault(descriptor.full_name, [])
+            optional["page_token"] = page_tokens(tokens) | texts()
         generic = st.fixed_dictionaries({}, optional=optional).map(lambda chosen: _message_of(cls, chosen))
         if descriptor.full_name == "kalcifer.v1.FlowGraph" and self.pools.graphs:
-            return generic | _member(self.pools.graphs) | st.tuples(_member(self.pools.graphs), generic).map(
-                _merged_graph
+            return (
+                generic | _member(self.pools.graphs) | st.tuples(_member(self.pools.graphs), generic).map(_merged_graph)
             )
         return generic
 
@@ -463,14 +495,19 @@ class RequestStrategies:
 
     def _field(self, descriptor: FieldDescriptor) -> st.SearchStrategy[Any]:
         if descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry:
-            key_field, value_field = descriptor.message_type.fields_by_name["key"], descriptor.message_type.fields_by_name["value"]
+            key_field, value_field = (
+                descriptor.message_type.fields_by_name["key"],
+                descriptor.message_type.fields_by_name["value"],
+            )
             keys, items = self._single(key_field), self._single(value_field)
             return st.one_of(
                 st.dictionaries(keys, items, max_size=5),
                 st.tuples(items, st.sampled_from((100, 5000))).map(
-                    lambda pair: dict.fromkeys((f"k{index}" for index in range(len(_repeated(pair)))), pair[0])
-                    if key_field.type == FieldDescriptor.TYPE_STRING
-                    else {}
+                    lambda pair: (
+                        dict.fromkeys((f"k{index}" for index in range(len(_repeated(pair)))), pair[0])
+                        if key_field.type == FieldDescriptor.TYPE_STRING
+                        else {}
+                    )
                 ),
             )
         single = self._single(descriptor)
@@ -485,8 +522,10 @@ class RequestStrategies:
     def _single(self, descriptor: FieldDescriptor) -> st.SearchStrategy[Any]:
         kind = descriptor.type
         if kind == FieldDescriptor.TYPE_MESSAGE:
+            assert descriptor.message_type is not None
             return self.messages(descriptor.message_type)
         if kind == FieldDescriptor.TYPE_ENUM:
+            assert descriptor.enum_type is not None
             numbers = [v.number for v in descriptor.enum_type.values]
             return st.sampled_from(numbers) | _integers(32, signed=True)
         if kind == FieldDescriptor.TYPE_STRING:
@@ -499,7 +538,9 @@ class RequestStrategies:
         if kind == FieldDescriptor.TYPE_BOOL:
             return st.booleans()
         if kind in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
-            return st.floats(allow_nan=True, allow_infinity=True, width=64 if kind == FieldDescriptor.TYPE_DOUBLE else 32)
+            return st.floats(
+                allow_nan=True, allow_infinity=True, width=64 if kind == FieldDescriptor.TYPE_DOUBLE else 32
+            )
         if kind in (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SFIXED32):
             return _integers(32, signed=True)
         if kind in (FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_SINT64, FieldDescriptor.TYPE_SFIXED64):
@@ -511,29 +552,61 @@ class RequestStrategies:
         raise AssertionError(f"no strategy for field {descriptor.full_name} of type {kind}")
 
 
+def descriptor_of(cls: type[Message]) -> Descriptor:
+    """The descriptor of a generated message class (typed as the pure-Python one whatever the runtime's)."""
+    return cast(Descriptor, cls.DESCRIPTOR)
+
+
 def _message_of(cls: type[Message], chosen: dict[str, Any]) -> Message:
     message = cls()
     for name, value in chosen.items():
-        descriptor = cls.DESCRIPTOR.fields_by_name[name]
-        target = getattr(message, name)
-        if descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry:
-            composite = descriptor.message_type.fields_by_name["value"].message_type is not None
-            for key, item in value.items():
-                if composite:
-                    target[key].CopyFrom(item)
-                else:
-                    target[key] = item
-        elif descriptor.is_repeated and descriptor.message_type is not None:
-            # add().CopyFrom, not extend(): extend re-parses each item, refusing the deep Structs we mean to send.
-            for item in value:
-                target.add().CopyFrom(item)
-        elif descriptor.is_repeated:
-            target.extend(value)
-        elif descriptor.message_type is not None:
-            target.CopyFrom(value)
-        else:
-            setattr(message, name, value)
+        _assign(message, descriptor_of(cls).fields_by_name[name], value)
     return message
+
+
+def _assign(message: Message, descriptor: FieldDescriptor, value: Any) -> None:
+    """Set one field of `message` to a drawn value (replacing what it held)."""
+    message.ClearField(descriptor.name)
+    target = getattr(message, descriptor.name)
+    if descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry:
+        composite = descriptor.message_type.fields_by_name["value"].message_type is not None
+        for key, item in value.items():
+            if composite:
+                target[key].CopyFrom(item)
+            else:
+                target[key] = item
+    elif descriptor.is_repeated and descriptor.message_type is not None:
+        # add().CopyFrom, not extend(): extend re-parses each item, refusing the deep Structs we mean to send.
+        for item in value:
+            target.add().CopyFrom(item)
+    elif descriptor.is_repeated:
+        target.extend(value)
+    elif descriptor.message_type is not None:
+        target.CopyFrom(value)
+    else:
+        setattr(message, descriptor.name, value)
+
+
+WELL_KNOWN = frozenset(
+    {
+        "google.protobuf.Struct",
+        "google.protobuf.Value",
+        "google.protobuf.ListValue",
+        "google.protobuf.Timestamp",
+        "google.protobuf.FieldMask",
+    }
+)
+
+
+def field_paths(descriptor: Descriptor, depth: int = 0) -> list[tuple[FieldDescriptor, ...]]:
+    """Every field of a message and, through singular message fields, of its sub-messages (3 levels down)."""
+    paths: list[tuple[FieldDescriptor, ...]] = []
+    for field_descriptor in descriptor.fields:
+        paths.append((field_descriptor,))
+        inner = field_descriptor.message_type
+        if inner is not None and not field_descriptor.is_repeated and inner.full_name not in WELL_KNOWN and depth < 3:
+            paths += [(field_descriptor, *rest) for rest in field_paths(inner, depth + 1)]
+    return paths
 
 
 def _merged_graph(pair: tuple[Message, Message]) -> Message:
@@ -645,11 +718,18 @@ def metadata_for(method: PublicMethod, credentials: Credentials) -> st.SearchStr
         (("authorization", f"bearer  {right}  "),),
         (*_auth(right), *_auth(right)),
     )
-    return st.one_of(st.just(_auth(right)), st.just(_auth(right)), st.just(_auth(right)), st.sampled_from(others))
+    # About one call in ten carries something else than the right credential.
+    return st.sampled_from((_auth(right),) * 9 * len(others) + others * 1)
 
 
 def _shown_message(message: Message) -> Callable[[], str]:
-    return lambda: text_format.MessageToString(message, as_one_line=True, print_unknown_fields=True)
+    def shown() -> str:
+        try:
+            return text_format.MessageToString(message, as_one_line=True, print_unknown_fields=True)
+        except DecodeError:  # text_format copies map entries, re-parsing what is nested deeper than it allows
+            return _shown_bytes(message.SerializeToString(), "message too deep to print")()
+
+    return shown
 
 
 def _shown_bytes(body: bytes, what: str) -> Callable[[], str]:
@@ -657,9 +737,11 @@ def _shown_bytes(body: bytes, what: str) -> Callable[[], str]:
 
 
 def calls(method: PublicMethod, strategies: RequestStrategies, credentials: Credentials) -> st.SearchStrategy[FuzzCall]:
-    """Calls of `method`: mostly a fuzzed message, else a body that is no valid message of it (random bytes, a
-    truncated message, a message with a garbage tail), each with drawn metadata."""
-    messages = strategies.messages(method.request_class.DESCRIPTOR)
+    """Calls of `method`: mostly a fuzzed message (built from scratch, or a request that succeeded before with a
+    field or two fuzzed), else a body that is no valid message of it (random bytes, a truncated message, a message
+    with a garbage tail), each with drawn metadata."""
+    descriptor = descriptor_of(method.request_class)
+    messages = strategies.messages(descriptor) | strategies.mutations(descriptor)
     metadata = metadata_for(method, credentials)
     shapes = st.sampled_from(("message",) * 12 + ("bytes", "truncated", "tailed"))
 
