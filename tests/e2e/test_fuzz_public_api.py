@@ -2,21 +2,23 @@
 input", SPEC 10 limits on untrusted input).
 
 Each RPC of every `kalcifer.v1` service (found from the generated descriptors, so a new RPC is fuzzed without this
-file being edited) gets batches of requests drawn by `tests.support.fuzzing`: nasty strings, extreme numbers,
-unknown enums, huge and deeply nested Structs, out-of-range Timestamps, wrong ids, forged page tokens, bodies that
-are no message, missing or wrong credentials. A batch's calls are in flight together. Then, for every call:
+file being edited) gets batches of requests drawn by `tests.support.fuzzing`, built from scratch or mutated from
+requests that succeeded: nasty strings, extreme numbers, unknown enums, huge and deeply nested Structs,
+out-of-range Timestamps, wrong ids, forged page tokens, bodies that are no message, missing or wrong credentials.
+A batch's calls are in flight together. Then, for every call:
 
 - its status is OK or a precise refusal (`answer_problem`: never UNKNOWN or INTERNAL, nor UNAVAILABLE or
   DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED only for a message over the size limit, UNIMPLEMENTED only from a service
   offered before it is implemented);
 - the three processes are alive (and SERVING, checked every few batches and at the end);
 - a rejected call changed no row: a batch whose calls were all rejected (and any batch of a read-only method)
-  leaves every table's fingerprint (row count + checksum) as it found it; the rejected calls of a batch where some
-  succeeded are sent again, alone, on a settled database, and checked the same way.
+  leaves every table's fingerprint (row count + checksum of its row versions) as it found it; the rejected calls
+  of a batch where some succeeded are sent again, alone, on a settled database, and checked the same way.
 
 The module runs its own suite on a scratch database and Redis db, with rate limits out of the way (the fuzzer
 sends as fast as the API answers). The generation seed is printed; `KALCIFER_FUZZ_SEED=<seed>` replays a run's
-requests (the answers also depend on the order in which concurrent calls land).
+requests (the answers also depend on the order in which concurrent calls land, and mutations on which calls
+succeeded). `KALCIFER_FUZZ_EXAMPLES=<n>` sends n batches per method instead of 8, for a longer hunt.
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ pytestmark = pytest.mark.e2e
 
 PROTO_DIR = REPO_ROOT / "protos" / "kalcifer" / "v1"
 METHODS = public_methods(PROTO_DIR)
-EXAMPLES_PER_METHOD = 8
+# Batches per method: 8 in CI (over 10 000 requests in about a minute); more for a longer hunt.
+EXAMPLES_PER_METHOD = int(os.environ.get("KALCIFER_FUZZ_EXAMPLES") or 8)
 BATCH_SIZE = 22
 MIN_REQUESTS = 10_000
 CALL_TIMEOUT_SECONDS = 60.0

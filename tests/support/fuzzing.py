@@ -436,17 +436,20 @@ class RequestStrategies:
 
     def mutations(self, descriptor: Descriptor) -> st.SearchStrategy[Message]:
         """A request that succeeded before (`Pools.templates`) with one or two of its fields, at any depth, set to
-        fuzzed values: past the first checks, into the code behind them. A fuzzed message while there is none."""
+        fuzzed values: past the first checks, into the code behind them. While there is none, the fields are set
+        on an empty request.
+
+        What is drawn never depends on the pools (only what it is applied to): Hypothesis replays choices and
+        refuses a strategy whose draws change with outside state."""
         cls = message_factory.GetMessageClass(descriptor)
         templates = self.pools.templates.setdefault(descriptor.full_name, [])
         paths = field_paths(descriptor)
-        fresh = self.messages(descriptor)
+        if not paths:
+            return st.builds(cls)
 
         @st.composite
         def mutated(draw: st.DrawFn) -> Message:
             template = draw(_member(templates, empty=b""))
-            if not template or not paths:
-                return draw(fresh)
             message = cls.FromString(template)
             for path in draw(st.lists(st.sampled_from(paths), min_size=1, max_size=2)):
                 parent = message
