@@ -72,6 +72,45 @@ def test_not_found_and_etag_mismatch_name_the_resource() -> None:
     assert aborted.code == grpc.StatusCode.ABORTED
 
 
+# gRPC clients refuse trailing metadata over 8 KiB (some calls) and 16 KiB (all), losing the real status.
+CLIENT_METADATA_SOFT_LIMIT = 8 * 1024
+
+
+def _metadata_bytes(status: grpc.Status) -> int:
+    """The size of the status on the wire: grpc-message percent-encoded, grpc-status-details-bin in base64."""
+    encoded_message = sum(1 if 0x20 <= byte < 0x7F and byte != 0x25 else 3 for byte in status.details.encode())
+    details = sum(len(value) for key, value in status.trailing_metadata if key == "grpc-status-details-bin")
+    return encoded_message + (details * 4 + 2) // 3
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        # An id that is no UUID is quoted back: found by the fuzzer with a 300 000-character id (GetFlow).
+        errors.InvalidArgument.single("id", f"{'x' * 300_000!r} is not a valid id (expected a UUID)"),
+        # One violation per bad item: found with a thousand bad tags (AddCustomerTags).
+        errors.InvalidArgument(
+            [
+                errors.FieldViolation(f"tags[{i}]", f"{chr(0x202E) * 40!r} must be at most 100 characters")
+                for i in range(1000)
+            ]
+        ),
+        errors.NotFound("customer", "\U0001f600" * 10_000),
+        errors.FailedPrecondition("FLOW_NOT_DRAFT", "x" * 100_000, metadata={"flow_id": "y" * 100_000}),
+    ],
+)
+def test_a_status_stays_within_what_clients_accept_whatever_the_request_quoted(error: errors.KalciferError) -> None:
+    status = status_for(error)
+    assert _metadata_bytes(status) < CLIENT_METADATA_SOFT_LIMIT - 1024  # room for the other headers
+
+
+def test_violations_left_out_of_a_status_are_counted() -> None:
+    error = errors.InvalidArgument([errors.FieldViolation(f"tags[{i}]", "is too long " * 5) for i in range(1000)])
+    violations = _unpack(_proto(status_for(error)), error_details_pb2.BadRequest).field_violations
+    assert violations[0].field == "tags[0]"
+    assert violations[-1].description == f"{1000 - (len(violations) - 1)} more violations not shown"
+
+
 def test_unexpected_exceptions_are_internal_never_unknown() -> None:
     status = status_for(ZeroDivisionError("boom"))
     assert status.code == grpc.StatusCode.INTERNAL

@@ -318,3 +318,24 @@ def test_template_ids_lists_what_the_nodes_name_and_nothing_from_a_graph_over_th
     assert template_ids(data) == {"welcome"}
     assert template_ids(data, GraphLimits(max_nodes=2)) == set()
     assert template_ids({"nodes": "nope"}) == set()
+
+
+def test_violations_are_bounded_however_many_the_graph_holds() -> None:
+    """Found by the public-API fuzzer: 100 nodes of 5000 unknown config keys each made 500 000 violations, an
+    answer of 50 MB that the engine could not send (RESOURCE_EXHAUSTED after seconds of work)."""
+    unknown_keys = {f"k{index}": True for index in range(5000)}
+    nodes = [TRIGGER] + [node(f"m{index}", "send_email", {"template_id": "t", **unknown_keys}) for index in range(100)]
+    found = check(graph(nodes, [edge("t", f"m{index}") for index in range(100)]))
+    assert len(found) == 1001
+    assert all(v.field.startswith("nodes[1].config.") for v in found[:1000])
+    last = found[-1]
+    assert isinstance(last, GraphViolation)
+    assert (last.reason, last.description) == (
+        ViolationReason.TOO_LARGE,
+        "more than 1000 violations; the first 1000 are shown",
+    )
+
+
+def test_the_violation_bound_is_a_limit() -> None:
+    nodes = [node(f"n{index}", "no_such_type") for index in range(5)]
+    assert len(check(graph(nodes), GraphLimits(max_violations=3))) == 4

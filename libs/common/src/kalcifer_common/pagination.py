@@ -9,8 +9,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import orjson
 
@@ -26,6 +27,27 @@ class PageCursor:
 
     sort_key: str
     last_id: str
+
+    def time_and_id(self) -> tuple[datetime, uuid.UUID]:
+        """The position in a list sorted by (time, id); INVALID_ARGUMENT for a token whose inside was forged
+        (its fingerprint is no secret, so only its contents tell)."""
+        try:
+            moment = datetime.fromisoformat(self.sort_key)
+            if moment.tzinfo is None:
+                raise ValueError("a naive time")
+            return moment.astimezone(UTC), uuid.UUID(self.last_id)
+        except (ValueError, OverflowError):
+            raise _forged() from None
+
+    def number(self) -> int:
+        """The position in a list sorted by a non-negative number; INVALID_ARGUMENT for a forged token."""
+        if not (self.sort_key.isascii() and self.sort_key.isdigit()):
+            raise _forged()
+        return int(self.sort_key)
+
+
+def _forged() -> InvalidArgument:
+    return InvalidArgument.single("page_token", "is not a token this API issued")
 
 
 def page_size_of(requested: int) -> int:
@@ -56,7 +78,7 @@ def decode_page_token(token: str, *, query: object) -> PageCursor | None:
         cursor = PageCursor(sort_key=str(data["k"]), last_id=str(data["i"]))
         fingerprint = data["q"]
     except (binascii.Error, ValueError, KeyError, TypeError):
-        raise InvalidArgument.single("page_token", "is not a token this API issued") from None
+        raise _forged() from None
     if fingerprint != _fingerprint(query):
         raise InvalidArgument.single("page_token", "belongs to a query with different filters")
     return cursor

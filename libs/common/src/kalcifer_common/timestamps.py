@@ -7,6 +7,8 @@ from typing import overload
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from kalcifer_common.errors import FieldViolation
+
 
 @overload
 def to_timestamp(moment: datetime) -> Timestamp: ...
@@ -26,3 +28,13 @@ def to_timestamp(moment: datetime | None) -> Timestamp | None:
 def from_timestamp(stamp: Timestamp) -> datetime:
     """An aware UTC `datetime` of a protobuf Timestamp."""
     return stamp.ToDatetime(tzinfo=UTC)
+
+
+def timestamp_in_request(stamp: Timestamp, field: str, violations: list[FieldViolation]) -> datetime | None:
+    """The `datetime` of a Timestamp a caller sent, or None with a violation on `field` when it names no time a
+    datetime can hold (years 1 to 9999, nanos 0 to 999,999,999): bad input, never an INTERNAL."""
+    try:
+        return from_timestamp(stamp)
+    except (ValueError, OverflowError):
+        violations.append(FieldViolation(field, "is not a valid time (years 1 to 9999, nanos 0 to 999999999)"))
+        return None

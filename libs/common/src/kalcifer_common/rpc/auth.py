@@ -5,7 +5,8 @@ between services.
 read: a caller that fails gets a handler that never decodes the body (its bytes are dropped unparsed) and aborts
 with `UNAUTHENTICATED` (with an `ErrorInfo`), so an anonymous caller cannot make the server parse a large or
 hostile message. An optional `Admission` (rate limits) then decides on the authenticated caller, as cheaply.
-An admitted call runs the service's handler with the caller's `Principal` in a context variable. A database
+An admitted call runs the service's handler with the caller's `Principal` in a context variable; a body that is no
+valid message, or holds U+0000 in any string (`nul_text`), is INVALID_ARGUMENT before the handler runs. A database
 error while a key is looked up is `UNAVAILABLE` (retry), never `UNKNOWN`.
 """
 
@@ -23,9 +24,11 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
+from google.protobuf.message import Message
 
 from kalcifer_common import errors
 from kalcifer_common.rpc.errors import abort_with
+from kalcifer_common.rpc.nul_text import nul_path
 
 if TYPE_CHECKING:
     _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
@@ -214,10 +217,8 @@ def _as(
     """`behaviour` run with `principal` as the caller."""
 
     async def authenticated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        if request is _UNDECODABLE:
-            await abort_with(
-                context, errors.InvalidArgument.single("request", "is not a valid protobuf message of this method")
-            )
+        if isinstance(request, _Refused):
+            await abort_with(context, request.error)
         token = _principal.set(principal)
         try:
             return await behaviour(request, context)
@@ -227,20 +228,32 @@ def _as(
     return authenticated
 
 
-# What `_tolerant` decodes a body that is no valid message to: the handler answers INVALID_ARGUMENT for it.
-_UNDECODABLE: Any = object()
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """What `_tolerant` decodes a body to when the handler must answer `error` instead of running."""
+
+    error: errors.KalciferError
+
+
+_UNDECODABLE = _Refused(errors.InvalidArgument.single("request", "is not a valid protobuf message of this method"))
 
 
 def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    """`deserializer`, answering `_UNDECODABLE` instead of raising (gRPC would answer INTERNAL for the raise)."""
+    """`deserializer`, answering a `_Refused` instead of raising (gRPC would answer INTERNAL for the raise), and
+    for a message with U+0000 in any string (which no column can store: `nul_text`)."""
     if deserializer is None:
         return None
 
     def decode(body: bytes) -> Any:
         try:
-            return deserializer(body)
+            message = deserializer(body)
+            # U+0000 is the byte 0 in UTF-8: a body without one cannot hold it, and most skip the walk.
+            path = nul_path(message) if b"\x00" in body and isinstance(message, Message) else None
         except Exception:  # noqa: BLE001 - DecodeError, RecursionError on absurd nesting, ...
             return _UNDECODABLE
+        if path is not None:
+            return _Refused(errors.InvalidArgument.single(path, "must not contain the NUL character (U+0000)"))
+        return message
 
     return decode
 

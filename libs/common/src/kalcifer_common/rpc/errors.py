@@ -26,6 +26,14 @@ from kalcifer_common.logging import get_logger
 ERROR_DOMAIN = "kalcifer.dev"
 WRAPPED_MARKER = "__kalcifer_maps_errors__"
 
+# A status travels in trailing metadata, which gRPC clients refuse over 8 KiB (the soft limit: some calls fail at
+# random) or 16 KiB (all fail, and the caller learns nothing but RESOURCE_EXHAUSTED). Messages and violations often
+# quote the request (an id that is no UUID, a tag too long), so what they carry is bounded here, whatever the input:
+# grpc-message is percent-encoded (up to 3 characters per UTF-8 byte), grpc-status-details-bin is base64 (4/3).
+MAX_STATUS_MESSAGE_BYTES = 512
+MAX_DETAIL_TEXT_BYTES = 256
+MAX_VIOLATIONS_BYTES = 3072
+
 _log = get_logger(__name__)
 
 _CODES: dict[type[errors.KalciferError], int] = {
@@ -46,6 +54,29 @@ def _pack(message: Any) -> any_pb2.Any:
     return packed
 
 
+def _cut(text: str, limit: int = MAX_DETAIL_TEXT_BYTES) -> str:
+    """`text` within `limit` UTF-8 bytes, marked with "..." when it was cut (never inside a character)."""
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    return encoded[: limit - 3].decode(errors="ignore") + "..."
+
+
+def _bad_request(violations: list[errors.FieldViolation]) -> error_details_pb2.BadRequest:
+    """The violations, each cut, as many as fit in MAX_VIOLATIONS_BYTES, then a count of the ones left out."""
+    bad_request = error_details_pb2.BadRequest()
+    for index, violation in enumerate(violations):
+        item = error_details_pb2.BadRequest.FieldViolation(
+            field=_cut(violation.field), description=_cut(violation.description)
+        )
+        if bad_request.ByteSize() + item.ByteSize() > MAX_VIOLATIONS_BYTES:
+            left_out = len(violations) - index
+            bad_request.field_violations.add(description=f"{left_out} more violations not shown")
+            break
+        bad_request.field_violations.append(item)
+    return bad_request
+
+
 def _code_of(error: errors.KalciferError) -> int:
     for cls in type(error).__mro__:
         if cls in _CODES:
@@ -55,15 +86,10 @@ def _code_of(error: errors.KalciferError) -> int:
 
 def _details_of(error: errors.KalciferError) -> list[any_pb2.Any]:
     if isinstance(error, errors.InvalidArgument):
-        bad_request = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in error.violations
-            ]
-        )
-        return [_pack(bad_request)]
+        return [_pack(_bad_request(error.violations))]
     if isinstance(error, errors.FailedPrecondition | errors.AlreadyExists):
-        return [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata))]
+        metadata = {_cut(key): _cut(value) for key, value in error.metadata.items()}
+        return [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata))]
     if isinstance(error, errors.ResourceExhausted):
         details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))]
         if error.retry_after_seconds is not None:
@@ -72,7 +98,9 @@ def _details_of(error: errors.KalciferError) -> list[any_pb2.Any]:
             details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
         return details
     if isinstance(error, errors.NotFound | errors.EtagMismatch):
-        info = error_details_pb2.ResourceInfo(resource_type=error.resource_type, resource_name=error.resource_name)
+        info = error_details_pb2.ResourceInfo(
+            resource_type=error.resource_type, resource_name=_cut(error.resource_name)
+        )
         return [_pack(info)]
     if isinstance(error, errors.Unauthenticated):
         return [_pack(error_details_pb2.ErrorInfo(reason="UNAUTHENTICATED", domain=ERROR_DOMAIN))]
@@ -83,9 +111,11 @@ def status_for(error: BaseException) -> grpc.Status:
     """The gRPC status (code, message, `google.rpc` details) that answers `error`."""
     if isinstance(error, errors.Relayed):
         proto = status_pb2.Status.FromString(error.details) if error.details else status_pb2.Status()
-        proto.code, proto.message = error.code, error.message
+        proto.code, proto.message = error.code, _cut(error.message, MAX_STATUS_MESSAGE_BYTES)
     elif isinstance(error, errors.KalciferError):
-        proto = status_pb2.Status(code=_code_of(error), message=error.message, details=_details_of(error))
+        proto = status_pb2.Status(
+            code=_code_of(error), message=_cut(error.message, MAX_STATUS_MESSAGE_BYTES), details=_details_of(error)
+        )
     elif isinstance(error, NotImplementedError):
         proto = status_pb2.Status(code=code_pb2.UNIMPLEMENTED, message="method not implemented yet")
     elif database_unavailable(error):

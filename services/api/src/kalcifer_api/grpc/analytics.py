@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from kalcifer.v1 import analytics_pb2, analytics_pb2_grpc
 from kalcifer_common.errors import FieldViolation, InvalidArgument
 from kalcifer_common.rpc.errors import map_errors
-from kalcifer_common.timestamps import from_timestamp
+from kalcifer_common.timestamps import timestamp_in_request
 
 from kalcifer_api.domain.analytics import (
     AbVariantRecord,
@@ -46,11 +46,7 @@ def _moment(request: _ScopedRequest, name: str, violations: list[FieldViolation]
     if not request.HasField(name):
         return None
     stamp: Timestamp = getattr(request, name)
-    try:
-        return from_timestamp(stamp)
-    except (ValueError, OverflowError):
-        violations.append(FieldViolation(name, "is not a valid timestamp"))
-        return None
+    return timestamp_in_request(stamp, name, violations)
 
 
 def scope_of(request: _ScopedRequest, violations: list[FieldViolation] | None = None) -> AnalyticsScope:

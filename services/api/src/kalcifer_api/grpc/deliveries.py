@@ -13,7 +13,7 @@ from kalcifer_common.pagination import PageCursor, decode_page_token, encode_pag
 from kalcifer_common.rpc.auth import current_tenant_id
 from kalcifer_common.rpc.errors import map_errors
 from kalcifer_common.statuses import DeliveryStatus
-from kalcifer_common.timestamps import from_timestamp, to_timestamp
+from kalcifer_common.timestamps import timestamp_in_request, to_timestamp
 
 from kalcifer_api.domain.deliveries import DeliveryFilter, DeliveryRecord, DeliveryReport, report_violations
 from kalcifer_api.domain.instances import id_or_violation, participant_id_violations
@@ -83,16 +83,18 @@ def _report_of(request: delivery_pb2.ReportDeliveryStatusRequest) -> DeliveryRep
     violations: list[FieldViolation] = []
     delivery_id = id_or_violation(request.delivery_id, "delivery_id", violations)
     now = datetime.now(UTC)
-    occurred_at = from_timestamp(request.occurred_at) if request.HasField("occurred_at") else now
+    occurred_at = (
+        timestamp_in_request(request.occurred_at, "occurred_at", violations) if request.HasField("occurred_at") else now
+    )
     status = DELIVERY_STATUS_FROM_PROTO.get(request.status)
     violations += report_violations(
         status=status,
         provider_message_id=request.provider_message_id,
-        occurred_at=occurred_at,
+        occurred_at=occurred_at or now,
         reason=request.reason,
         now=now,
     )
-    if violations or delivery_id is None or status is None:
+    if violations or delivery_id is None or status is None or occurred_at is None:
         raise InvalidArgument(violations)
     return DeliveryReport(
         delivery_id=delivery_id,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -22,7 +22,7 @@ from kalcifer_common.errors import FieldViolation, InvalidArgument
 from kalcifer_common.rpc.auth import current_tenant_id
 from kalcifer_common.rpc.errors import map_errors
 from kalcifer_common.structs import dict_to_struct, struct_to_dict
-from kalcifer_common.timestamps import to_timestamp
+from kalcifer_common.timestamps import timestamp_in_request, to_timestamp
 
 from kalcifer_api.domain.events import (
     MAX_DATA_BYTES,
@@ -41,11 +41,7 @@ def _occurred_at(
 ) -> datetime | None:
     if not request.HasField("occurred_at"):
         return None
-    try:
-        return request.occurred_at.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        violations.append(FieldViolation(field, "is not a valid time (years 1 to 9999, nanos 0 to 999999999)"))
-        return None
+    return timestamp_in_request(request.occurred_at, field, violations)
 
 
 def new_event(request: event_pb2.IngestEventRequest, prefix: str, violations: list[FieldViolation]) -> NewEvent:

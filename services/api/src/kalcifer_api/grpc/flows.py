@@ -181,11 +181,7 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
         limit = page_size_of(request.page_size)
         query = {"list": "flow_versions", "flow_id": str(flow_id)}
         cursor = decode_page_token(request.page_token, query=query)
-        after: int | None = None
-        if cursor is not None:
-            if not cursor.sort_key.isdigit():
-                raise InvalidArgument.single("page_token", "is not a token this API issued")
-            after = int(cursor.sort_key)
+        after = cursor.number() if cursor is not None else None
         rows = await self._flows.list_versions(flow_id, limit=limit, after=after)
         token = ""
         if len(rows) > limit:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
@@ -121,7 +120,7 @@ class CustomerRepository(IdempotentRepository):
         if tag:
             query = query.where(Customer.tags.contains([tag]))
         if after is not None:
-            position: Any = tuple_(datetime.fromisoformat(after.sort_key), uuid.UUID(after.last_id))
+            position: Any = tuple_(*after.time_and_id())
             query = query.where(tuple_(Customer.create_time, Customer.id) > position)
         async with self._sessions() as session:
             return [(row.id, customer_record(row)) for row in (await session.scalars(query)).all()]

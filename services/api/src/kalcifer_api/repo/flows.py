@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
@@ -81,7 +80,7 @@ def _version_record(row: FlowVersion) -> FlowVersionRecord:
 
 
 def _position(cursor: PageCursor) -> Any:
-    return tuple_(datetime.fromisoformat(cursor.sort_key), uuid.UUID(cursor.last_id))
+    return tuple_(*cursor.time_and_id())
 
 
 async def read_flow_in(session: AsyncSession, tenant_id: uuid.UUID, flow_id: uuid.UUID) -> FlowRecord:

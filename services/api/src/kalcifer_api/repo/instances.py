@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any, TypeVar, cast
 
 from google.protobuf.message import Message
 from kalcifer_common.db.models import ExecutionStep, FlowInstance
-from kalcifer_common.errors import InvalidArgument, NotFound
+from kalcifer_common.errors import NotFound
 from kalcifer_common.pagination import PageCursor
 from sqlalchemy import Table, select, tuple_
 
@@ -59,17 +58,11 @@ def _step(row: Any) -> StepRecord:
 
 
 def _instance_position(cursor: PageCursor) -> Any:
-    try:
-        return tuple_(datetime.fromisoformat(cursor.sort_key), uuid.UUID(cursor.last_id))
-    except ValueError:
-        raise InvalidArgument.single("page_token", "is not a token this API issued") from None
+    return tuple_(*cursor.time_and_id())
 
 
 def _step_position(cursor: PageCursor) -> int:
-    try:
-        return int(cursor.sort_key)
-    except ValueError:
-        raise InvalidArgument.single("page_token", "is not a token this API issued") from None
+    return cursor.number()
 
 
 class InstanceRepository(IdempotentRepository):

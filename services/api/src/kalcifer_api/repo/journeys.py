@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
@@ -138,7 +137,7 @@ class JourneyRepository(IdempotentRepository):
         if status:
             query = query.where(Journey.status == status)
         if after is not None:
-            position: Any = tuple_(datetime.fromisoformat(after.sort_key), uuid.UUID(after.last_id))
+            position: Any = tuple_(*after.time_and_id())
             query = query.where(tuple_(Journey.create_time, Journey.id) < position)
         async with self._sessions() as session:
             return [journey_record(row) for row in (await session.scalars(query)).all()]

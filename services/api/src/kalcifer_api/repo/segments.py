@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
@@ -104,7 +103,7 @@ class SegmentRepository(IdempotentRepository):
             .limit(limit + 1)
         )
         if after is not None:
-            position: Any = tuple_(datetime.fromisoformat(after.sort_key), uuid.UUID(after.last_id))
+            position: Any = tuple_(*after.time_and_id())
             query = query.where(tuple_(Segment.create_time, Segment.id) < position)
         async with self._sessions() as session:
             return [segment_record(row) for row in (await session.scalars(query)).all()]

@@ -8,7 +8,6 @@ answer carries an empty `raw_key` (mint another key with CreateApiKey if the fir
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
@@ -43,7 +42,7 @@ def _api_key(row: ApiKey) -> ApiKeyRecord:
 
 
 def _position(cursor: PageCursor) -> Any:
-    return tuple_(datetime.fromisoformat(cursor.sort_key), uuid.UUID(cursor.last_id))
+    return tuple_(*cursor.time_and_id())
 
 
 class TenantRepository(IdempotentRepository):

@@ -31,6 +31,9 @@ class GraphLimits:
     max_nodes: int = 500
     max_edges: int = 2000
     max_config_bytes: int = 64 * 1024
+    # Violations reported at most, then one TOO_LARGE saying more were left out: within the limits above a graph
+    # can still hold hundreds of thousands (every unknown key of every config), an answer too big to send.
+    max_violations: int = 1000
 
 
 DEFAULT_LIMITS = GraphLimits()
@@ -112,6 +115,10 @@ def _join(prefix: str, relative: str) -> str:
     return f"{prefix}{relative}" if relative.startswith("[") else f"{prefix}.{relative}"
 
 
+class _EnoughViolations(Exception):
+    """Raised by `_Checker.report` to end a run that found as many violations as it reports."""
+
+
 class _Checker:
     """One validation run over a parsed graph; the rules run in order and append to `found`."""
 
@@ -133,14 +140,22 @@ class _Checker:
         self.successors: dict[int, list[int]] = {}
 
     def run(self) -> list[FieldViolation]:
-        """Apply every rule; the violations in rule order."""
-        self.check_node_ids()
-        self.check_types_and_configs()
-        triggers = self.check_triggers()
-        self.check_edges()
-        self.check_cycles()
-        self.check_reachability(triggers)
-        self.check_branches()
+        """Apply every rule; the violations in rule order (the first `max_violations` of them)."""
+        try:
+            self.check_node_ids()
+            self.check_types_and_configs()
+            triggers = self.check_triggers()
+            self.check_edges()
+            self.check_cycles()
+            self.check_reachability(triggers)
+            self.check_branches()
+        except _EnoughViolations:
+            limit = self.limits.max_violations
+            self.found.append(
+                GraphViolation(
+                    "", f"more than {limit} violations; the first {limit} are shown", ViolationReason.TOO_LARGE
+                )
+            )
         return self.found
 
     # -- reporting -------------------------------------------------------------------------------------------------
@@ -154,7 +169,9 @@ class _Checker:
         node: GraphNode | None = None,
         edge: GraphEdge | None = None,
     ) -> None:
-        """Record one violation, naming its node or edge."""
+        """Record one violation, naming its node or edge; past `max_violations`, stop the run."""
+        if len(self.found) >= self.limits.max_violations:
+            raise _EnoughViolations
         self.found.append(
             GraphViolation(
                 field_path,

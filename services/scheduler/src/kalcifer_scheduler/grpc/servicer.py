@@ -13,7 +13,7 @@ from kalcifer.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from kalcifer_common.errors import FieldViolation, InvalidArgument, Unavailable
 from kalcifer_common.rpc.errors import map_errors
 from kalcifer_common.statuses import DeliveryStatus
-from kalcifer_common.timestamps import from_timestamp
+from kalcifer_common.timestamps import timestamp_in_request
 from redis.exceptions import RedisError
 
 from kalcifer_scheduler.deliveries.queue import DeliveryQueue
@@ -106,9 +106,12 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
             _check_uuid(getattr(request, field), field, violations)
         if request.status not in REPORTABLE:
             violations.append(FieldViolation("status", f"must be one of {', '.join(sorted(REPORTABLE))}"))
+        occurred_at = None
         if not request.HasField("occurred_at"):
             violations.append(FieldViolation("occurred_at", "is required"))
-        if violations:
+        else:
+            occurred_at = timestamp_in_request(request.occurred_at, "occurred_at", violations)
+        if violations or occurred_at is None:
             raise InvalidArgument(violations)
         status, changed = await self._reports.apply(
             StatusReport(
@@ -116,7 +119,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                 delivery_id=uuid.UUID(request.delivery_id),
                 status=DeliveryStatus(request.status),
                 provider_message_id=request.provider_message_id,
-                occurred_at=from_timestamp(request.occurred_at),
+                occurred_at=occurred_at,
                 reason=request.reason,
             )
         )
