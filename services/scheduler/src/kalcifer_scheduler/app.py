@@ -101,6 +101,8 @@ async def build_runtime(settings: SchedulerSettings, redis: ArqRedis) -> Schedul
     firer = TimerFirer(
         claims=claims, store=store, sender=sender, stats=stats, batch_size=settings.fire_batch_size, calls=calls
     )
+    # The scheduled entries' run-long lock has a connection of its own (see SegmentEntries).
+    entries_lock_db = create_engine(settings.database_url, role=settings.database_role, pool_size=1, max_overflow=0)
     return SchedulerRuntime(
         settings=settings,
         db=db,
@@ -145,7 +147,13 @@ async def build_runtime(settings: SchedulerSettings, redis: ArqRedis) -> Schedul
         ),
         reports=StatusReports(db),
         maintenance=Maintenance(db, stuck_seconds=settings.stuck_running_seconds),
-        entries=ScheduledEntries(db, engine_stub, overlap=timedelta(seconds=settings.segment_entry_overlap_seconds)),
+        entries=ScheduledEntries(
+            db,
+            engine_stub,
+            overlap=timedelta(seconds=settings.segment_entry_overlap_seconds),
+            lock_db=entries_lock_db,
+        ),
+        entries_lock_db=entries_lock_db,
     )
 
 
@@ -225,4 +233,6 @@ async def serve(settings: SchedulerSettings) -> None:
         await redis.aclose()
         await probe.close()
         await runtime.db.dispose()
+        if runtime.entries_lock_db is not None:
+            await runtime.entries_lock_db.dispose()
         _log.info("scheduler stopped", **{"fired": runtime.stats.fired, "failed": runtime.stats.failed})

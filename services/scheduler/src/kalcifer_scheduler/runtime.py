@@ -48,6 +48,8 @@ class SchedulerRuntime:
     maintenance: Maintenance
     # Scheduled entries (flow_triggers); None until their collaborators exist.
     entries: ScheduledEntries | None = None
+    # The connection pool of the scheduled entries' run-long lock (disposed at shutdown).
+    entries_lock_db: AsyncEngine | None = None
 
 
 def sweep_grace_seconds(settings: SchedulerSettings) -> float:

@@ -41,8 +41,11 @@ class ScheduledEntries:
         overlap: timedelta,
         max_starts: int = MAX_STARTS_PER_RUN,
         max_customers_read: int = MAX_CUSTOMERS_READ_PER_RUN,
+        lock_db: AsyncEngine | None = None,
     ) -> None:
-        self._segments = SegmentEntries(db, engine, overlap=overlap, max_customers_read=max_customers_read)
+        self._segments = SegmentEntries(
+            db, engine, overlap=overlap, max_customers_read=max_customers_read, lock_db=lock_db
+        )
         self._journeys = ScheduledJourneys(db, engine)
         self._max_starts = max_starts
 

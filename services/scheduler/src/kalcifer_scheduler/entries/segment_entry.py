@@ -212,8 +212,13 @@ class SegmentEntries:
         *,
         overlap: timedelta,
         max_customers_read: int,
+        lock_db: AsyncEngine | None = None,
     ) -> None:
         self._db = db
+        # The run-long lock holds a transaction (and its connection) open for the whole run: on a pool of its own,
+        # so the run's work (and the sweeps) never wait behind it; with one pool of one connection, the run would
+        # wait for itself until the pool timed out.
+        self._lock_db = lock_db or db
         self._engine = engine
         self._overlap = overlap
         self._max_customers_read = max_customers_read
@@ -222,7 +227,7 @@ class SegmentEntries:
         """One pass over every entry point (none if another run holds the lock), within `max_starts` starts and
         `max_customers_read` customers read."""
         budget = _Budget(starts=max_starts, reads=self._max_customers_read)
-        async with self._db.begin() as lock:
+        async with self._lock_db.begin() as lock:
             if not (await lock.execute(_LOCK, {"key": SEGMENT_ENTRY_LOCK_KEY})).scalar_one():
                 _log.info("segment entries skipped: another run holds the lock")
                 return FollowedSegments(0, 0)
