@@ -57,8 +57,16 @@ _OVERLAP = timedelta(seconds=SchedulerSettings.model_fields["segment_entry_overl
 _GOLD = [{"field": "attributes.tier", "operator": "eq", "value": "gold"}]
 
 
-def _entries(channel: grpc.aio.Channel, db: AsyncEngine, **bounds: int) -> ScheduledEntries:
-    return ScheduledEntries(db, engine_pb2_grpc.EngineServiceStub(channel), overlap=_OVERLAP, **bounds)
+def _entries(
+    channel: grpc.aio.Channel, db: AsyncEngine, *, max_starts: int = 10_000, max_customers_read: int = 100_000
+) -> ScheduledEntries:
+    return ScheduledEntries(
+        db,
+        engine_pb2_grpc.EngineServiceStub(channel),
+        overlap=_OVERLAP,
+        max_starts=max_starts,
+        max_customers_read=max_customers_read,
+    )
 
 
 @dataclass
