@@ -125,8 +125,9 @@ def test_unexpected_exceptions_are_internal_never_unknown() -> None:
         asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"),
         ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)"),
         DBAPIError("connect", None, asyncpg.exceptions.CannotConnectNowError("the database system is starting up")),
+        asyncpg.exceptions.DeadlockDetectedError("deadlock detected"),
     ],
-    ids=["shutting-down", "admin-shutdown", "refused", "through-sqlalchemy"],
+    ids=["shutting-down", "admin-shutdown", "refused", "through-sqlalchemy", "deadlock"],
 )
 def test_a_database_down_or_restarting_is_unavailable_not_a_bug(error: Exception) -> None:
     # An API call while PostgreSQL restarted answered INTERNAL (make chaos): callers must be told to retry.

@@ -6,7 +6,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
-import asyncpg
 import grpc
 import pytest
 from google.protobuf import struct_pb2
@@ -181,22 +180,6 @@ async def test_resume_cancel_and_batch_through_grpc(
             )
         )
     assert error_info(same.value).reason == "SAME_VERSION"
-
-
-async def test_transient_database_failures_answer_unavailable() -> None:
-    from kalcifer_common.errors import Unavailable
-    from kalcifer_engine.grpc.runtime_rpcs import database_unavailable_is_retryable
-
-    async def deadlocked() -> None:
-        raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
-
-    async def buggy() -> None:
-        raise asyncpg.exceptions.UndefinedColumnError("no such column")
-
-    with pytest.raises(Unavailable):
-        await database_unavailable_is_retryable(deadlocked)()
-    with pytest.raises(asyncpg.exceptions.UndefinedColumnError):
-        await database_unavailable_is_retryable(buggy)()
 
 
 async def test_migrate_instances_with_a_request_id_replays_its_counts(

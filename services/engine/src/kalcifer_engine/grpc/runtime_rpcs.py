@@ -2,21 +2,19 @@
 
 Thin: proto -> parsed request -> `runtime` operation -> proto. Struct <-> dict conversion happens here, once.
 No transaction is opened here: the runtime operation opens its own (and remembers a `request_id`'s answer in it,
-given a `Replay`); a database failure a retry can get past answers UNAVAILABLE (`database_unavailable_is_retryable`).
+given a `Replay`); a database failure a retry can get past answers UNAVAILABLE through the servicer's `map_errors`
+(`kalcifer_common.db.errors`, the rule of every service).
 """
 
 from __future__ import annotations
 
-import functools
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from kalcifer.engine.v1 import engine_pb2
 from kalcifer.v1 import flow_pb2, instance_pb2
-from kalcifer_common.db.errors import database_unavailable
-from kalcifer_common.errors import FieldViolation, InvalidArgument, Unavailable
+from kalcifer_common.errors import FieldViolation, InvalidArgument
 from kalcifer_common.ids import parse_id
 from kalcifer_common.statuses import InstanceStatus
 from kalcifer_common.structs import dict_to_struct, struct_to_dict
@@ -44,29 +42,6 @@ _STRATEGY = {
     flow_pb2.MIGRATION_STRATEGY_NEW_ENTRIES_ONLY: migration.NEW_ENTRIES_ONLY,
     flow_pb2.MIGRATION_STRATEGY_MIGRATE_ALL: migration.MIGRATE_ALL,
 }
-
-
-_R = TypeVar("_R")
-
-
-def database_unavailable_is_retryable(
-    method: Callable[..., Awaitable[_R]],
-) -> Callable[..., Awaitable[_R]]:
-    """A database that is down, restarting or deadlocked answers UNAVAILABLE (callers retry), not INTERNAL.
-
-    Runs are transactional, so the failed call changed nothing and a retry is always safe.
-    """
-
-    @functools.wraps(method)
-    async def wrapper(*args: Any, **kwargs: Any) -> _R:
-        try:
-            return await method(*args, **kwargs)
-        except Exception as error:
-            if database_unavailable(error):
-                raise Unavailable(f"the database is unavailable right now ({type(error).__name__}); retry") from error
-            raise
-
-    return wrapper
 
 
 def instance_to_proto(instance: InstanceRow) -> instance_pb2.FlowInstance:
@@ -173,7 +148,6 @@ class RuntimeRpcs:
             self.deps.runtime = existing
         return existing
 
-    @database_unavailable_is_retryable
     async def StartInstance(
         self, request: engine_pb2.StartInstanceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.StartInstanceResponse:
@@ -207,7 +181,6 @@ class RuntimeRpcs:
             _start_response,
         )
 
-    @database_unavailable_is_retryable
     async def ResumeInstance(
         self, request: engine_pb2.ResumeInstanceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.ResumeInstanceResponse:
@@ -215,7 +188,6 @@ class RuntimeRpcs:
         outcome = await resumes.resume_one(self.runtime, _resume_request(request))
         return engine_pb2.ResumeInstanceResponse(applied=outcome.applied, reason=outcome.reason)
 
-    @database_unavailable_is_retryable
     async def ResumeInstances(
         self, request: engine_pb2.ResumeInstancesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.ResumeInstancesResponse:
@@ -235,14 +207,12 @@ class RuntimeRpcs:
             results=[engine_pb2.ResumeInstanceResponse(applied=o.applied, reason=o.reason) for o in outcomes]
         )
 
-    @database_unavailable_is_retryable
     async def RouteEvent(
         self, request: engine_pb2.RouteEventRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.RouteEventResponse:
         """Route one stored event (idempotent per event_id)."""
         return _route_response(await events.route_event(self.runtime, _event(request)))
 
-    @database_unavailable_is_retryable
     async def RouteEvents(
         self, request: engine_pb2.RouteEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.RouteEventsResponse:
@@ -260,7 +230,6 @@ class RuntimeRpcs:
         results = await events.route_events(self.runtime, parsed)
         return engine_pb2.RouteEventsResponse(results=[_route_response(r) for r in results])
 
-    @database_unavailable_is_retryable
     async def CancelInstance(
         self, request: engine_pb2.CancelInstanceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.CancelInstanceResponse:
@@ -270,7 +239,6 @@ class RuntimeRpcs:
         instance = await lifecycle.cancel_instance(self.runtime, tenant_id, instance_id, request.reason)
         return engine_pb2.CancelInstanceResponse(instance=instance_to_proto(instance))
 
-    @database_unavailable_is_retryable
     async def PauseFlowInstances(
         self, request: engine_pb2.PauseFlowInstancesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.PauseFlowInstancesResponse:
@@ -281,7 +249,6 @@ class RuntimeRpcs:
             paused=await lifecycle.pause_flow_instances(self.runtime, tenant_id, flow_id)
         )
 
-    @database_unavailable_is_retryable
     async def ResumeFlowInstances(
         self, request: engine_pb2.ResumeFlowInstancesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.ResumeFlowInstancesResponse:
@@ -291,7 +258,6 @@ class RuntimeRpcs:
         result = await lifecycle.resume_flow_instances(self.runtime, tenant_id, flow_id)
         return engine_pb2.ResumeFlowInstancesResponse(resumed=result.resumed, applied=result.applied)
 
-    @database_unavailable_is_retryable
     async def ExitFlowInstances(
         self, request: engine_pb2.ExitFlowInstancesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.ExitFlowInstancesResponse:
@@ -301,7 +267,6 @@ class RuntimeRpcs:
         exited = await lifecycle.exit_flow_instances(self.runtime, tenant_id, flow_id, request.reason)
         return engine_pb2.ExitFlowInstancesResponse(exited=exited)
 
-    @database_unavailable_is_retryable
     async def MigrateInstances(
         self, request: engine_pb2.MigrateInstancesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.MigrateInstancesResponse:
