@@ -18,7 +18,7 @@ from typing import cast as typed
 
 from kalcifer_common.db.models import Flow, FlowInstance
 from kalcifer_common.statuses import FINAL_INSTANCE_STATUSES, LIVE_INSTANCE_STATUSES, FlowStatus, InstanceStatus
-from sqlalchemy import Date, Table, any_, cast, exists, func, select, text, update
+from sqlalchemy import ColumnElement, Date, Table, any_, cast, exists, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.domain.tallies import Cohort
@@ -240,6 +240,21 @@ async def save_instance(
     )
 
 
+def _live_to_move(
+    tenant_id: uuid.UUID, flow_id: uuid.UUID, not_on_version: int, on_version: int
+) -> list[ColumnElement[bool]]:
+    """The flow's live instances not on `not_on_version` (and, unless 0, on `on_version`)."""
+    conditions = [
+        _instances.c.tenant_id == tenant_id,
+        _instances.c.flow_id == flow_id,
+        _instances.c.status.in_(LIVE_INSTANCE_STATUSES),
+        _instances.c.version_number != not_on_version,
+    ]
+    if on_version:
+        conditions.append(_instances.c.version_number == on_version)
+    return conditions
+
+
 async def live_instance_ids(
     conn: AsyncConnection,
     tenant_id: uuid.UUID,
@@ -252,14 +267,7 @@ async def live_instance_ids(
 ) -> list[uuid.UUID]:
     """The flow's live instances not on `not_on_version` (and, unless 0, on `on_version`), in id order: those
     after `after`, at most `limit` (a keyset page)."""
-    query = select(_instances.c.id).where(
-        _instances.c.tenant_id == tenant_id,
-        _instances.c.flow_id == flow_id,
-        _instances.c.status.in_(LIVE_INSTANCE_STATUSES),
-        _instances.c.version_number != not_on_version,
-    )
-    if on_version:
-        query = query.where(_instances.c.version_number == on_version)
+    query = select(_instances.c.id).where(*_live_to_move(tenant_id, flow_id, not_on_version, on_version))
     if after is not None:
         query = query.where(_instances.c.id > after)
     query = query.order_by(_instances.c.id)
@@ -272,14 +280,7 @@ async def count_live_instances(
     conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, *, not_on_version: int, on_version: int = 0
 ) -> int:
     """How many live instances `live_instance_ids` would page through."""
-    query = select(func.count()).where(
-        _instances.c.tenant_id == tenant_id,
-        _instances.c.flow_id == flow_id,
-        _instances.c.status.in_(LIVE_INSTANCE_STATUSES),
-        _instances.c.version_number != not_on_version,
-    )
-    if on_version:
-        query = query.where(_instances.c.version_number == on_version)
+    query = select(func.count()).where(*_live_to_move(tenant_id, flow_id, not_on_version, on_version))
     return int((await conn.execute(query)).scalar_one())
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import httpx
 from kalcifer_common.logging import get_logger
-from kalcifer_common.outbound_policy import OutboundError, OutboundPolicy, OutboundRefused
+from kalcifer_common.outbound_policy import OutboundError, OutboundPolicy
 
 _log = get_logger(__name__)
 
@@ -72,15 +72,13 @@ class OutboundClient:
             async with asyncio.timeout(timeout_seconds):
                 addresses = await self.policy.addresses(target.host, port)
                 return await self._send(method, target, addresses[0], headers, content, timeout_seconds)
-        except (TimeoutError, _NoAnswer, OutboundRefused) as error:
+        except (TimeoutError, _NoAnswer, OutboundError) as error:
+            if isinstance(error, OutboundError) and not error.retryable:
+                raise  # the endpoint answered (too much): nothing about the network to hide
+            # A refused address, a name that does not resolve, a transport failure, the deadline: told alike.
             why = f"no answer within {timeout_seconds:.3g}s" if isinstance(error, TimeoutError) else str(error)
             _log.warning("outbound call got no answer", host=target.host, port=port, reason=why)
             raise OutboundError(f"no answer from {target.host}", retryable=True) from error
-        except OutboundError as error:
-            if error.retryable:  # the name did not resolve
-                _log.warning("outbound call got no answer", host=target.host, port=port, reason=str(error))
-                raise OutboundError(f"no answer from {target.host}", retryable=True) from error
-            raise
 
     async def _send(
         self,
