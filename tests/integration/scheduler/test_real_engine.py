@@ -35,6 +35,9 @@ from tests.support.processes import free_port, wait_serving
 from tests.support.rpc import bearer
 
 TIMERS_KEY = "kalcifer:timers"  # the scheduler's armed timers (default REDIS_KEY_PREFIX)
+# Room for a shared 2-core machine running the whole suite: the recovery tests below prove every instance resumes
+# exactly once, not how fast hundreds of resumes run through one engine there (the on-time tests bound lateness).
+RECOVERY_MARGIN_SECONDS = 30
 
 
 @pytest.fixture(scope="module")
@@ -284,7 +287,10 @@ async def test_after_a_flush_100_waiting_instances_each_resume_exactly_once(
         await redis.aclose()
 
     await _all_completed(
-        sched_db, instances, within=2 + 2 * SWEEP_SECONDS + 5, what="all 100 instances completing after the flush"
+        sched_db,
+        instances,
+        within=2 + 2 * SWEEP_SECONDS + RECOVERY_MARGIN_SECONDS,
+        what="all 100 instances completing after the flush",
     )
     steps = await _rows(
         sched_db,
@@ -381,7 +387,10 @@ async def test_a_scheduler_killed_as_timers_fall_due_resumes_every_instance_afte
     real_scheduler.start()
 
     await _all_completed(
-        sched_db, instances, within=4 + 2 * SWEEP_SECONDS + 5, what="all 300 instances completing after the restart"
+        sched_db,
+        instances,
+        within=4 + 2 * SWEEP_SECONDS + RECOVERY_MARGIN_SECONDS,
+        what="all 300 instances completing after the restart",
     )
     steps = await _rows(
         sched_db,
