@@ -46,7 +46,7 @@ def health_status(address: str, service: str = "", timeout: float = 1.0, tls: Tl
 def wait_serving(
     address: str,
     *,
-    timeout: float = 60.0,
+    timeout: float = 120.0,  # a service starts in 1-3 s; a shared 2-core machine under load has taken 50 s
     process: subprocess.Popen[bytes] | None = None,
     tls: TlsFiles | None = None,
 ) -> None:

@@ -240,6 +240,12 @@ class SchedulerSettings(RedisSettings):
         default=30.0, gt=0, description="How long a resume is retried while the engine is UNAVAILABLE."
     )
     delivery_sweep_interval_seconds: float = Field(default=2.0, gt=0, description="Period of the pending-send sweep.")
+    deliveries_queued_per_tenant: int = Field(
+        default=50,
+        ge=1,
+        le=1000,
+        description="Deliveries of one tenant queued at once: another tenant's send waits behind at most this many.",
+    )
     delivery_max_attempts: int = Field(default=5, ge=1, le=100, description="Send attempts before a delivery fails.")
     delivery_backoff_seconds: float = Field(default=5.0, gt=0, description="First retry delay of a failed send.")
     kalcifer_secret_key: SecretKey = SecretStr("")

@@ -130,6 +130,7 @@ async def build_runtime(settings: SchedulerSettings, redis: ArqRedis) -> Schedul
             db,
             lease_seconds=settings.claim_lease_seconds,
             interval_seconds=settings.delivery_sweep_interval_seconds,
+            per_tenant=settings.deliveries_queued_per_tenant,
         ),
         delivery_sender=DeliverySender(
             db,

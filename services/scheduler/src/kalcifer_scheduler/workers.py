@@ -46,12 +46,13 @@ async def fire_due_timers(ctx: dict[str, Any], bucket_ms: int) -> int:
 
 
 async def send_delivery(ctx: dict[str, Any], delivery_id: str) -> str:
-    """deliveries: send one delivery; a retryable failure enqueues the next attempt at its backoff time."""
+    """deliveries: send one delivery; a retryable failure is queued again in its turn once its backoff passed."""
     runtime = _runtime(ctx)
     try:
         outcome = await runtime.delivery_sender.send(delivery_id)
+        runtime.deliveries.wake()  # this tenant's turn is free: its next delivery may be queued
         if outcome.status == "retry" and outcome.retry_at is not None:
-            await runtime.deliveries.enqueue(delivery_id, attempt=outcome.attempt, defer_until=outcome.retry_at)
+            runtime.deliveries.wake_at(outcome.retry_at)
         return outcome.status
     except asyncio.CancelledError:
         raise

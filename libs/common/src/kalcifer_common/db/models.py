@@ -615,12 +615,12 @@ class Delivery(Base):
         CheckConstraint("attempts >= 0", name="attempts_not_negative"),
         # "The same delivery is never sent twice": the key derives from instance, node and attempt.
         UniqueConstraint("idempotency_key"),
-        # The send queue's sweep: pending deliveries, deferred ones (quiet hours) by when they may go.
+        # The send queue takes tenants' turns: the tenants with unsent deliveries, and each one's oldest.
         Index(
-            "ix_deliveries_pending_send_after_create_time",
-            "send_after",
+            "ix_deliveries_unsent_tenant_id_create_time",
+            "tenant_id",
             "create_time",
-            postgresql_where=text("status = 'pending'"),
+            postgresql_where=text("status IN ('pending', 'sending')"),
         ),
         # Frequency caps: how many messages this participant got on this channel within a window.
         Index(
