@@ -82,3 +82,17 @@ def test_the_budget_refills_at_its_rate(limited_suite: Suite) -> None:
     assert first[:BURST] == [None] * BURST  # the burst
     assert sum(error is None for error in first) <= BURST + elapsed * RATE + 1  # then only what refills
     assert again == [None] * 5
+
+
+def test_a_tenant_calling_on_while_refused_is_answered_at_its_retry_time(limited_suite: Suite) -> None:
+    tenant = new_tenant(limited_suite, f"pushy-{uuid.uuid4().hex[:6]}")
+    with grpc.insecure_channel(limited_suite.address("api")) as channel:
+        spent = _calls(channel, tenant.auth, BURST + 1)  # the burst, and a first refusal
+        began = time.monotonic()
+        pushed = _calls(channel, tenant.auth, 20)  # one after another, ignoring RetryInfo
+        elapsed = time.monotonic() - began
+    assert spent[:BURST] == [None] * BURST
+    # Each call made inside a refused window was held until a token came (1/RATE apart), then taken: the flood went
+    # at the budget's pace (refused at once, 20 calls would take milliseconds) and lost little to refusals.
+    assert elapsed >= 20 / RATE * 0.75, elapsed
+    assert sum(outcome is None for outcome in pushed) >= 10

@@ -139,6 +139,12 @@ class ApiSettings(RedisSettings):
         default=200.0, gt=0, description="Calls a second each tenant may make to the public API (all replicas)."
     )
     rate_limit_burst: int = Field(default=400, ge=1, description="Calls a tenant may make at once above its rate.")
+    rate_limit_max_held: int = Field(
+        default=100,
+        ge=0,
+        le=10_000,
+        description="Calls per tenant held until their retry time when the tenant calls again while refused (0: none).",
+    )
     api_key_cache_seconds: float = Field(
         default=2.0,
         ge=0,

@@ -179,6 +179,7 @@ async def serve(settings: ApiSettings) -> None:
         per_second=settings.rate_limit_per_second,
         burst=settings.rate_limit_burst,
         key_prefix=settings.redis_key_prefix,
+        max_held=settings.rate_limit_max_held,
     )
     interceptor = AuthInterceptor(
         policies=policies,

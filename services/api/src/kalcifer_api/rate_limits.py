@@ -6,6 +6,12 @@ answered `RESOURCE_EXHAUSTED` with reason `RATE_LIMITED` and a `RetryInfo` sayin
 it is refused from its metadata, before its body is decoded or the database is asked anything, so a flood costs
 its tenant's budget and little else.
 
+A tenant that keeps calling while refused (refused again within a second: it ignores `RetryInfo`) has its refused
+calls held until their retry time (their bodies unread), one per token, then tried once more, at most `max_held`
+of its calls at once per replica (beyond those, refused at once). A client that
+waits as told never meets the hold; a flood that does not runs at the pace it is told and costs timers, not the
+CPU that other tenants' calls need. The hold counts toward `MAX_CONCURRENT_RPCS` like any call in flight.
+
 Redis may forget or go away at any time: a forgotten bucket starts full again, and while Redis cannot be reached
 each replica limits with a bucket of its own in memory (the same rate), so the limit degrades to per replica and
 never to none. Tenants are limited independently: one tenant's empty bucket never delays another's calls.
@@ -13,6 +19,7 @@ never to none. Tenants are limited independently: one tenant's empty bucket neve
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import OrderedDict
@@ -27,6 +34,8 @@ from redis.exceptions import RedisError
 _log = get_logger(__name__)
 
 RATE_LIMITED = "RATE_LIMITED"
+# A tenant refused again within this long of its last refusal is calling on through its refusals.
+_PERSISTENT_SECONDS = 1.0
 
 # KEYS[1] the tenant's bucket; ARGV rate (tokens/s), burst. Returns {1, 0} when a token was taken, else {0, ms to
 # wait}. Effects replication (replicate_commands) lets a script that read TIME write, on Redis before 7 too.
@@ -57,7 +66,14 @@ class TenantRateLimiter:
     """Admits or refuses one call of a tenant; `admit` is the hook `AuthInterceptor` calls after authentication."""
 
     def __init__(
-        self, redis: aioredis.Redis, *, per_second: float, burst: int, key_prefix: str, max_local: int = 10_000
+        self,
+        redis: aioredis.Redis,
+        *,
+        per_second: float,
+        burst: int,
+        key_prefix: str,
+        max_held: int = 0,
+        max_local: int = 10_000,
     ) -> None:
         self._redis = redis
         self._rate = per_second
@@ -70,14 +86,24 @@ class TenantRateLimiter:
         # Tenants Redis found empty, until their next token: refused here without asking Redis again, so a flood
         # costs a dictionary lookup per call, not a round trip.
         self._empty_until: OrderedDict[uuid.UUID, float] = OrderedDict()
+        self._max_held = max_held
+        # Per tenant: calls held now, and when the last of them is released.
+        self._held: dict[uuid.UUID, tuple[int, float]] = {}
+        self._refused_at: OrderedDict[uuid.UUID, float] = OrderedDict()
 
     async def admit(self, principal: Principal) -> errors.KalciferError | None:
         """None to let the call through; the `RATE_LIMITED` error to answer it with otherwise."""
         if principal.tenant_id is None:
             return None
-        wait_ms = await self._take(principal.tenant_id)
+        tenant_id = principal.tenant_id
+        wait_ms = await self._take(tenant_id)
         if wait_ms <= 0:
             return None
+        if self._refused_again(tenant_id) and self._held.get(tenant_id, (0, 0.0))[0] < self._max_held:
+            await self._hold(tenant_id, wait_ms / 1000)
+            wait_ms = await self._take(tenant_id)
+            if wait_ms <= 0:
+                return None
         seconds = wait_ms / 1000
         return errors.ResourceExhausted(
             RATE_LIMITED,
@@ -85,6 +111,31 @@ class TenantRateLimiter:
             f"retry in {seconds:.3g}s",
             retry_after_seconds=seconds,
         )
+
+    async def _hold(self, tenant_id: uuid.UUID, seconds: float) -> None:
+        """Hold one call of the tenant: the held calls go one per token (1/rate apart, from when the next token
+        comes), so they take the tokens in turn instead of all waking for the first one."""
+        now = time.monotonic()
+        held, release_at = self._held.get(tenant_id, (0, 0.0))
+        release_at = max(now + seconds, release_at + 1 / self._rate)
+        self._held[tenant_id] = (held + 1, release_at)
+        try:
+            await asyncio.sleep(release_at - now)
+        finally:
+            held, last = self._held[tenant_id]
+            if held > 1:
+                self._held[tenant_id] = (held - 1, last)
+            else:
+                del self._held[tenant_id]
+
+    def _refused_again(self, tenant_id: uuid.UUID) -> bool:
+        """Note a refusal of the tenant; whether it was refused within the last `_PERSISTENT_SECONDS` too."""
+        now = time.monotonic()
+        last = self._refused_at.pop(tenant_id, None)
+        self._refused_at[tenant_id] = now
+        while len(self._refused_at) > self._max_local:
+            self._refused_at.popitem(last=False)
+        return last is not None and now - last < _PERSISTENT_SECONDS
 
     async def _take(self, tenant_id: uuid.UUID) -> float:
         now = time.monotonic()
