@@ -1,0 +1,143 @@
+/**
+ * The client's own behaviour, against an in-process gRPC server (connect-node over HTTP/2, no Kalcifer needed):
+ * the API key on every call, deadlines, and statuses whose `grpc-status-details-bin` the running suite cannot be
+ * made to send on demand (RATE_LIMITED with RetryInfo), decoded into KalciferError.
+ */
+import assert from "node:assert/strict";
+import http2 from "node:http2";
+import type { AddressInfo } from "node:net";
+import { after, before, describe, test } from "node:test";
+import { ConnectError, type ConnectRouter } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import {
+  baseUrlOf,
+  Code,
+  createKalciferClient,
+  FlowService,
+  InstanceService,
+  KalciferError,
+  type KalciferClient,
+} from "../src/index.js";
+import {
+  BadRequestSchema,
+  ErrorInfoSchema,
+  ResourceInfoSchema,
+  RetryInfoSchema,
+} from "../src/gen/google/rpc/error_details_pb.js";
+
+const seenAuthorization: (string | null)[] = [];
+
+function routes(router: ConnectRouter): void {
+  router.service(FlowService, {
+    listFlows(_request, context) {
+      seenAuthorization.push(context.requestHeader.get("authorization"));
+      throw new ConnectError("tenant over its budget", Code.ResourceExhausted, undefined, [
+        { desc: ErrorInfoSchema, value: { reason: "RATE_LIMITED", domain: "kalcifer.dev" } },
+        { desc: RetryInfoSchema, value: { retryDelay: { seconds: 1n, nanos: 250_000_000 } } },
+      ]);
+    },
+    createFlow() {
+      throw new ConnectError("invalid graph", Code.InvalidArgument, undefined, [
+        {
+          desc: BadRequestSchema,
+          value: {
+            fieldViolations: [
+              { field: "nodes[1].config.duration", description: "not a duration" },
+              { field: "edges[0].target", description: "no node 'x'" },
+            ],
+          },
+        },
+      ]);
+    },
+    async activateFlow(_request, context) {
+      // Never answers by itself: the caller's deadline must end the call.
+      await new Promise((resolve) => context.signal.addEventListener("abort", resolve));
+      throw new ConnectError("gave up", Code.Canceled);
+    },
+  });
+  router.service(InstanceService, {
+    getInstance(request) {
+      throw new ConnectError(`instance '${request.id}' not found`, Code.NotFound, undefined, [
+        { desc: ResourceInfoSchema, value: { resourceType: "instance", resourceName: request.id } },
+      ]);
+    },
+  });
+}
+
+async function rejection(call: Promise<unknown>): Promise<KalciferError> {
+  try {
+    await call;
+  } catch (error) {
+    assert.ok(error instanceof KalciferError, `expected a KalciferError, got ${String(error)}`);
+    return error;
+  }
+  assert.fail("the call succeeded");
+}
+
+describe("the client against an in-process gRPC server", { timeout: 30_000 }, () => {
+  let server: http2.Http2Server;
+  let client: KalciferClient;
+
+  before(async () => {
+    server = http2.createServer(connectNodeAdapter({ routes, grpc: true, connect: false, grpcWeb: false }));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const { port } = server.address() as AddressInfo;
+    client = createKalciferClient({ address: `127.0.0.1:${port}`, apiKey: "kal_test-key", timeoutMs: 5_000 });
+  });
+
+  after(async () => {
+    client.close();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  test("every call carries the API key as a bearer token", async () => {
+    seenAuthorization.length = 0;
+    await rejection(client.flows.listFlows({}));
+    assert.deepEqual(seenAuthorization, ["Bearer kal_test-key"]);
+  });
+
+  test("RATE_LIMITED arrives with its reason and the RetryInfo delay", async () => {
+    const error = await rejection(client.flows.listFlows({}));
+    assert.equal(error.code, Code.ResourceExhausted);
+    assert.equal(error.rawMessage, "tenant over its budget");
+    assert.equal(error.reason, "RATE_LIMITED");
+    assert.equal(error.domain, "kalcifer.dev");
+    assert.equal(error.retryDelayMs, 1250);
+    assert.deepEqual(error.violations, []);
+    assert.ok(error.cause instanceof ConnectError);
+  });
+
+  test("INVALID_ARGUMENT carries every field violation", async () => {
+    const error = await rejection(client.flows.createFlow({ flow: { name: "x" } }));
+    assert.equal(error.code, Code.InvalidArgument);
+    assert.equal(error.reason, undefined);
+    assert.equal(error.retryDelayMs, undefined);
+    assert.deepEqual(error.violations, [
+      { field: "nodes[1].config.duration", description: "not a duration" },
+      { field: "edges[0].target", description: "no node 'x'" },
+    ]);
+  });
+
+  test("NOT_FOUND names the resource", async () => {
+    const error = await rejection(client.instances.getInstance({ id: "42" }));
+    assert.equal(error.code, Code.NotFound);
+    assert.deepEqual(error.resource, { resourceType: "instance", resourceName: "42" });
+  });
+
+  test("a call's own deadline ends a call the server never answers", async () => {
+    const started = Date.now();
+    const error = await rejection(client.flows.activateFlow({ id: "slow" }, { timeoutMs: 200 }));
+    assert.equal(error.code, Code.DeadlineExceeded);
+    assert.ok(Date.now() - started < 4_000, "ended by the 200 ms deadline, not the client's 5 s default");
+  });
+
+  test("an unimplemented method is UNIMPLEMENTED, not a crash", async () => {
+    const error = await rejection(client.triggers.triggerFlow({ flowId: "f", participantId: "p" }));
+    assert.equal(error.code, Code.Unimplemented);
+  });
+
+  test("a bare host:port means plaintext gRPC; a URL is kept", () => {
+    assert.equal(baseUrlOf("localhost:4500"), "http://localhost:4500");
+    assert.equal(baseUrlOf("https://api.example.com:443"), "https://api.example.com:443");
+  });
+});
