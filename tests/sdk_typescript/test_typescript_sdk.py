@@ -20,8 +20,12 @@ import pytest
 from tests.support.processes import Suite
 from tests.support.tenants import new_tenant
 
-SDK = Path(__file__).resolve().parents[2] / "clients" / "typescript"
-PUBLIC_PROTOS = Path(__file__).resolve().parents[2] / "protos" / "kalcifer" / "v1"
+ROOT = Path(__file__).resolve().parents[2]
+SDK = ROOT / "clients" / "typescript"
+PUBLIC_PROTOS = ROOT / "protos" / "kalcifer" / "v1"
+README_EXAMPLE = re.compile(
+    r"<!-- typescript-sdk:.*?-->\s*```ts\n(?P<code>.*?)```\s*<!-- /typescript-sdk -->", re.DOTALL
+)
 # Marks the lock file `npm ci` last installed, so one run installs once and a changed lock installs again.
 INSTALLED_STAMP = SDK / "node_modules" / ".kalcifer-installed-lock"
 NODE, NPM = shutil.which("node"), shutil.which("npm")
@@ -32,7 +36,7 @@ SUITE_TESTS = (
     "an instance waits for its participant's event and finishes when the event is ingested",
     "a draft flow refuses a trigger with FAILED_PRECONDITION and the reason FLOW_NOT_ACTIVE",
     "an invalid graph is INVALID_ARGUMENT with one field violation per problem",
-    "another tenant's or an unknown instance is NOT_FOUND naming the resource",
+    "an unknown instance is NOT_FOUND naming the resource",
     "a wrong API key is UNAUTHENTICATED",
 )
 
@@ -48,9 +52,10 @@ pytestmark = [
 
 
 def _run(*command: str, timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `command` in clients/typescript; fail the test with its output when it fails."""
+    """Run `command` in clients/typescript; fail the test with (the start of) its output when it fails."""
     done = subprocess.run(command, cwd=SDK, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    assert done.returncode == 0, f"{' '.join(command)} exited {done.returncode}\n{done.stdout[-6000:]}{done.stderr[-6000:]}"
+    output = (done.stdout + done.stderr)[:20000]
+    assert done.returncode == 0, f"{' '.join(command)} exited {done.returncode}\n{output}"
     return done
 
 
@@ -83,20 +88,32 @@ def test_the_sdk_runs_a_flow_end_to_end_against_the_suite(suite: Suite, built_sd
     test_files = sorted(str(path.relative_to(SDK)) for path in (built_sdk / "test").glob("*.test.js"))
     assert test_files, "the build produced no node tests"
     env = {**os.environ, "KALCIFER_API_ADDRESS": suite.address("api"), "KALCIFER_API_KEY": tenant.key}
-    ran = subprocess.run(
-        [NODE, "--test", "--test-reporter=tap", *test_files],
-        cwd=SDK,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    report = ran.stdout + ran.stderr
+    ran = _run(NODE, "--test", "--test-reporter=tap", *test_files, timeout=300, env=env)
     summary = _tap_summary(ran.stdout)
-    assert ran.returncode == 0, report[:20000]
-    assert summary.get("fail") == 0 and summary.get("cancelled") == 0, summary
+    assert summary.get("fail") == 0, summary
+    assert summary.get("cancelled") == 0, summary
     assert summary.get("skipped") == 0, f"node skipped tests although the suite was named: {summary}"
     for name in SUITE_TESTS:
         assert re.search(rf"^\s*ok \d+ - {re.escape(name)}$", ran.stdout, flags=re.MULTILINE), f"{name!r} did not pass"
     assert summary.get("pass", 0) >= len(SUITE_TESTS), summary
+
+
+def test_the_readme_example_type_checks_and_runs_against_the_suite(suite: Suite, built_sdk: Path) -> None:
+    """The README's example, as written: TypeScript that tsc accepts against the built package, and JavaScript
+    that node runs (it imports the package by its name, so it is written inside the package, under dist/)."""
+    assert NODE is not None
+    found = README_EXAMPLE.search((ROOT / "README.md").read_text())
+    assert found, "the README has no typescript-sdk block"
+    (built_sdk / "readme-example.mts").write_text(found["code"])
+    (built_sdk / "readme-example.mjs").write_text(found["code"])
+    tsc = str(SDK / "node_modules" / "typescript" / "bin" / "tsc")
+    strict = ("--strict", "--noEmit", "--skipLibCheck", "--module", "nodenext", "--target", "es2022", "--types", "node")
+    _run(NODE, tsc, *strict, str(built_sdk / "readme-example.mts"), timeout=120)
+
+    tenant = new_tenant(suite, f"sdk-ts-readme-{uuid.uuid4().hex[:8]}")
+    env = {**os.environ, "KALCIFER_API_ADDRESS": suite.address("api"), "KALCIFER_API_KEY": tenant.key}
+    ran = _run(NODE, str(built_sdk / "readme-example.mjs"), timeout=60, env=env)
+    assert ran.stdout.splitlines() == [
+        "COMPLETED [ 'entry', 'greet' ] { result: 'hello Ada' }",
+        "FailedPrecondition FLOW_NOT_ACTIVE",
+    ], ran.stdout

@@ -200,7 +200,7 @@ describe("against the running suite", { skip: suite === undefined ? NO_SUITE : f
     assert.match(described, /nodes\[2\]/, "the unknown type of node `orphan` is named");
   });
 
-  test("another tenant's or an unknown instance is NOT_FOUND naming the resource", async () => {
+  test("an unknown instance is NOT_FOUND naming the resource", async () => {
     const missing = randomUUID();
     const error = await rejection(client.instances.getInstance({ id: missing }));
     assert.equal(error.code, Code.NotFound);
