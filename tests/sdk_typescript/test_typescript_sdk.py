@@ -93,6 +93,7 @@ def test_the_sdk_runs_a_flow_end_to_end_against_the_suite(suite: Suite, built_sd
     assert summary.get("fail") == 0, summary
     assert summary.get("cancelled") == 0, summary
     assert summary.get("skipped") == 0, f"node skipped tests although the suite was named: {summary}"
+    assert "# SKIP" not in ran.stdout, "a group of node tests was skipped (see its reason in the TAP output)"
     for name in SUITE_TESTS:
         assert re.search(rf"^\s*ok \d+ - {re.escape(name)}$", ran.stdout, flags=re.MULTILINE), f"{name!r} did not pass"
     assert summary.get("pass", 0) >= len(SUITE_TESTS), summary

@@ -36,6 +36,8 @@ export interface KalciferClientOptions {
   readonly apiKey: string;
   /** Deadline of every call that passes no `timeoutMs` of its own; DEFAULT_TIMEOUT_MS when unset. */
   readonly timeoutMs?: number;
+  /** For an `https://` address: PEM of the CA(s) to check the API's certificate against instead of the system's. */
+  readonly tlsCaPem?: string;
 }
 
 /** A typed client per public service (each method takes the request's fields and returns a Promise). */
@@ -91,7 +93,11 @@ function serviceClient<S extends DescService>(service: S, transport: Transport):
 /** A client of the API at `options.address`, authenticated with `options.apiKey`. */
 export function createKalciferClient(options: KalciferClientOptions): KalciferClient {
   const baseUrl = baseUrlOf(options.address);
-  const sessionManager = new Http2SessionManager(baseUrl);
+  const sessionManager = new Http2SessionManager(
+    baseUrl,
+    undefined,
+    options.tlsCaPem === undefined ? undefined : { ca: options.tlsCaPem },
+  );
   const transport = createGrpcTransport({
     baseUrl,
     sessionManager,

@@ -4,7 +4,11 @@
  * made to send on demand (RATE_LIMITED with RetryInfo), decoded into KalciferError.
  */
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import http2 from "node:http2";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { ConnectError, type ConnectRouter } from "@connectrpc/connect";
@@ -141,3 +145,74 @@ describe("the client against an in-process gRPC server", { timeout: 30_000 }, ()
     assert.equal(baseUrlOf("https://api.example.com:443"), "https://api.example.com:443");
   });
 });
+
+/** A self-signed certificate for 127.0.0.1 made by the openssl CLI (as the Python suite's TLS tests make theirs). */
+function selfSignedCertificate(): { key: string; cert: string } | undefined {
+  const directory = mkdtempSync(join(tmpdir(), "kalcifer-sdk-tls-"));
+  try {
+    execFileSync(
+      "openssl",
+      [
+        ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"],
+        ...["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        ...["-keyout", join(directory, "key.pem"), "-out", join(directory, "cert.pem")],
+      ],
+      { stdio: "ignore", timeout: 30_000 },
+    );
+    return { key: readFileSync(join(directory, "key.pem"), "utf8"), cert: readFileSync(join(directory, "cert.pem"), "utf8") };
+  } catch {
+    return undefined; // no openssl here: the TLS tests say so and skip
+  } finally {
+    rmSync(directory, { recursive: true, force: true });
+  }
+}
+
+const certificate = selfSignedCertificate();
+
+describe(
+  "the client over TLS",
+  { skip: certificate === undefined ? "needs the openssl CLI to make a certificate" : false, timeout: 30_000 },
+  () => {
+    let server: http2.Http2SecureServer;
+    let address: string;
+
+    before(async () => {
+      assert.ok(certificate);
+      server = http2.createSecureServer(
+        certificate,
+        connectNodeAdapter({ routes, grpc: true, connect: false, grpcWeb: false }),
+      );
+      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+      address = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    });
+
+    after(async () => {
+      await new Promise((resolve) => server.close(resolve));
+    });
+
+    test("an https:// address speaks gRPC over TLS to a server whose CA it is given", async () => {
+      assert.ok(certificate);
+      const client = createKalciferClient({ address, apiKey: "kal_tls-key", tlsCaPem: certificate.cert });
+      try {
+        seenAuthorization.length = 0;
+        const error = await rejection(client.flows.listFlows({}));
+        assert.equal(error.reason, "RATE_LIMITED", "the call reached the server's handler");
+        assert.deepEqual(seenAuthorization, ["Bearer kal_tls-key"]);
+      } finally {
+        client.close();
+      }
+    });
+
+    test("a certificate no trusted CA signed is refused before any call is sent", async () => {
+      const client = createKalciferClient({ address, apiKey: "kal_tls-key", timeoutMs: 5_000 });
+      try {
+        seenAuthorization.length = 0;
+        const error = await rejection(client.flows.listFlows({}));
+        assert.match(error.rawMessage, /self-signed certificate/);
+        assert.deepEqual(seenAuthorization, []);
+      } finally {
+        client.close();
+      }
+    });
+  },
+);
