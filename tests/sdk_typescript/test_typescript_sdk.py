@@ -76,10 +76,13 @@ def _tap_summary(output: str) -> dict[str, int]:
     return {name: int(count) for name, count in re.findall(r"^# (\w+) (\d+)$", output, flags=re.MULTILINE)}
 
 
-def test_the_build_generates_every_public_proto(built_sdk: Path) -> None:
+def test_the_build_generates_and_exports_every_public_proto(built_sdk: Path) -> None:
+    expected = {f"{proto.stem}_pb.js" for proto in PUBLIC_PROTOS.glob("*.proto")}
     generated = {path.name for path in (built_sdk / "src" / "gen" / "kalcifer" / "v1").glob("*_pb.js")}
-    assert generated == {f"{proto.stem}_pb.js" for proto in PUBLIC_PROTOS.glob("*.proto")}
+    assert generated == expected
     assert (built_sdk / "src" / "gen" / "google" / "rpc" / "error_details_pb.js").exists()
+    index = (SDK / "src" / "index.ts").read_text()
+    assert [name for name in sorted(expected) if f'"./gen/kalcifer/v1/{name}"' not in index] == []
 
 
 def test_the_sdk_runs_a_flow_end_to_end_against_the_suite(suite: Suite, built_sdk: Path) -> None:

@@ -40,24 +40,30 @@ export interface KalciferClientOptions {
   readonly tlsCaPem?: string;
 }
 
+/** The client's property for each public service, e.g. `client.flows` for FlowService. */
+export const SERVICES = {
+  tenants: TenantService,
+  flows: FlowService,
+  journeys: JourneyService,
+  customers: CustomerService,
+  segments: SegmentService,
+  triggers: TriggerService,
+  events: EventService,
+  instances: InstanceService,
+  nodeTypes: NodeTypeService,
+  analytics: AnalyticsService,
+  channels: ChannelService,
+  templates: TemplateService,
+  deliveries: DeliveryService,
+} as const;
+
 /** A typed client per public service (each method takes the request's fields and returns a Promise). */
-export interface KalciferClient {
-  readonly tenants: Client<typeof TenantService>;
-  readonly flows: Client<typeof FlowService>;
-  readonly journeys: Client<typeof JourneyService>;
-  readonly customers: Client<typeof CustomerService>;
-  readonly segments: Client<typeof SegmentService>;
-  readonly triggers: Client<typeof TriggerService>;
-  readonly events: Client<typeof EventService>;
-  readonly instances: Client<typeof InstanceService>;
-  readonly nodeTypes: Client<typeof NodeTypeService>;
-  readonly analytics: Client<typeof AnalyticsService>;
-  readonly channels: Client<typeof ChannelService>;
-  readonly templates: Client<typeof TemplateService>;
-  readonly deliveries: Client<typeof DeliveryService>;
+export type KalciferClient = {
+  readonly [Name in keyof typeof SERVICES]: Client<(typeof SERVICES)[Name]>;
+} & {
   /** Closes the connection; calls made afterwards fail. */
   close(): void;
-}
+};
 
 /** The base URL of `address`: a bare `host:port` means plaintext. */
 export function baseUrlOf(address: string): string {
@@ -72,8 +78,9 @@ function bearer(apiKey: string): Interceptor {
 }
 
 /**
- * connect's client for `service`, with each unary method's failure re-thrown as a KalciferError. (An interceptor
- * cannot do this: the transport re-wraps whatever an interceptor throws into a plain ConnectError.)
+ * connect's client for `service`, with each unary method's failure re-thrown as a KalciferError. (Not in an
+ * interceptor: the transport turns whatever an interceptor throws into a plain ConnectError, and a call past its
+ * deadline into its own.)
  */
 function serviceClient<S extends DescService>(service: S, transport: Transport): Client<S> {
   const client = createClient(service, transport) as Record<string, unknown>;
@@ -104,20 +111,11 @@ export function createKalciferClient(options: KalciferClientOptions): KalciferCl
     interceptors: [bearer(options.apiKey)],
     defaultTimeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
   });
+  const clients = Object.fromEntries(
+    Object.entries(SERVICES).map(([name, service]) => [name, serviceClient(service, transport)]),
+  ) as Omit<KalciferClient, "close">;
   return {
-    tenants: serviceClient(TenantService, transport),
-    flows: serviceClient(FlowService, transport),
-    journeys: serviceClient(JourneyService, transport),
-    customers: serviceClient(CustomerService, transport),
-    segments: serviceClient(SegmentService, transport),
-    triggers: serviceClient(TriggerService, transport),
-    events: serviceClient(EventService, transport),
-    instances: serviceClient(InstanceService, transport),
-    nodeTypes: serviceClient(NodeTypeService, transport),
-    analytics: serviceClient(AnalyticsService, transport),
-    channels: serviceClient(ChannelService, transport),
-    templates: serviceClient(TemplateService, transport),
-    deliveries: serviceClient(DeliveryService, transport),
+    ...clients,
     close: () => sessionManager.abort(),
   };
 }

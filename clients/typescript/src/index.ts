@@ -7,6 +7,7 @@ export {
   baseUrlOf,
   createKalciferClient,
   DEFAULT_TIMEOUT_MS,
+  SERVICES,
   type KalciferClient,
   type KalciferClientOptions,
 } from "./client.js";

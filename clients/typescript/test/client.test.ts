@@ -11,8 +11,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
+import type { DescService } from "@bufbuild/protobuf";
 import { ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import * as sdk from "../src/index.js";
 import {
   baseUrlOf,
   Code,
@@ -20,6 +22,7 @@ import {
   FlowService,
   InstanceService,
   KalciferError,
+  SERVICES,
   type KalciferClient,
 } from "../src/index.js";
 import {
@@ -140,6 +143,23 @@ describe("the client against an in-process gRPC server", { timeout: 30_000 }, ()
     assert.equal(error.code, Code.Unimplemented);
   });
 
+  test("the client has a property for every service the package exports", () => {
+    const exported = (Object.values(sdk) as unknown[]).filter(
+      (value): value is DescService =>
+        typeof value === "object" && value !== null && "kind" in value && value.kind === "service",
+    );
+    assert.ok(exported.length >= 13, `only ${exported.length} services exported`);
+    assert.deepEqual(
+      Object.values(SERVICES)
+        .map((service) => service.typeName)
+        .sort(),
+      exported.map((service) => service.typeName).sort(),
+    );
+    for (const name of Object.keys(SERVICES)) {
+      assert.equal(typeof (client as unknown as Record<string, object>)[name], "object", name);
+    }
+  });
+
   test("a bare host:port means plaintext gRPC; a URL is kept", () => {
     assert.equal(baseUrlOf("localhost:4500"), "http://localhost:4500");
     assert.equal(baseUrlOf("https://api.example.com:443"), "https://api.example.com:443");
@@ -159,7 +179,8 @@ function selfSignedCertificate(): { key: string; cert: string } | undefined {
       ],
       { stdio: "ignore", timeout: 30_000 },
     );
-    return { key: readFileSync(join(directory, "key.pem"), "utf8"), cert: readFileSync(join(directory, "cert.pem"), "utf8") };
+    const read = (name: string): string => readFileSync(join(directory, name), "utf8");
+    return { key: read("key.pem"), cert: read("cert.pem") };
   } catch {
     return undefined; // no openssl here: the TLS tests say so and skip
   } finally {
