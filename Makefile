@@ -49,6 +49,8 @@ run: bootstrap
 	$(BIN)/kalcifer dev
 
 test: bootstrap
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || \
+		echo "make test: node/npm not found: the TypeScript SDK tests (clients/typescript) are skipped; install Node.js 20+ to run them"
 	$(BIN)/python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 test-unit: bootstrap
