@@ -6,12 +6,10 @@ import asyncio
 import hashlib
 import hmac
 import json
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
@@ -28,41 +26,16 @@ from tests.integration.scheduler.support import (
     store_provider,
     utc_now,
 )
+from tests.support.endpoint import Endpoint, Reply, running_endpoint
 from tests.support.eventually import eventually
 from tests.support.rpc import bearer
 
 
-class _Webhook:
-    """A local HTTP endpoint that answers the statuses it is given, then 200, and records every request."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.statuses: list[int] = []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                owner.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                status = owner.statuses.pop(0) if owner.statuses else 200
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.fixture(scope="module")
-def webhook() -> Iterator[_Webhook]:
-    """The tenant's webhook endpoint."""
-    hook = _Webhook()
-    yield hook
-    hook.server.shutdown()
-    hook.server.server_close()
+def webhook() -> Iterator[Endpoint]:
+    """The tenant's webhook endpoint: 200 unless a test scripts other answers."""
+    with running_endpoint() as endpoint:
+        yield endpoint
 
 
 async def _delivery(
@@ -149,15 +122,17 @@ async def test_the_sweep_sends_deliveries_nobody_enqueued_and_waits_for_send_aft
 
 
 async def test_a_webhook_send_is_retried_with_backoff_and_carries_key_and_a_timestamped_signature(
-    sched_db: AsyncEngine, seeder: Seeder, scheduler: SchedulerProcess, webhook: _Webhook
+    sched_db: AsyncEngine, seeder: Seeder, scheduler: SchedulerProcess, webhook: Endpoint
 ) -> None:
-    await store_provider(sched_db, seeder.tenant_id, "webhook", "webhook", {"url": webhook.url}, {"secret": SECRET})
-    webhook.statuses = [500, 503]
+    await store_provider(
+        sched_db, seeder.tenant_id, "webhook", "webhook", {"url": webhook.url("/hook")}, {"secret": SECRET}
+    )
+    webhook.script(Reply(500), Reply(503))
     delivery_id, key = await _delivery(sched_db, seeder.tenant_id, channel="webhook")
 
     row = await _reaches(sched_db, delivery_id, "sent", within=8)
     assert (row.attempts, row.provider, row.last_error) == (3, "webhook", None)
-    mine = [(headers, body) for headers, body in webhook.requests if json.loads(body)["delivery_id"] == delivery_id]
+    mine = [(r.headers, r.body) for r in webhook.requests_to("/hook") if r.json()["delivery_id"] == delivery_id]
     assert len(mine) == 3
     assert {headers["idempotency-key"] for headers, _ in mine} == {key}
     for headers, body in mine:
@@ -173,9 +148,9 @@ async def test_a_webhook_send_is_retried_with_backoff_and_carries_key_and_a_time
 
 
 async def test_a_webhook_that_keeps_failing_marks_the_delivery_failed(
-    sched_db: AsyncEngine, seeder: Seeder, scheduler: SchedulerProcess, webhook: _Webhook
+    sched_db: AsyncEngine, seeder: Seeder, scheduler: SchedulerProcess, webhook: Endpoint
 ) -> None:
-    webhook.statuses = [400]  # final: a retry cannot help
+    webhook.script(Reply(400))  # final: a retry cannot help
     delivery_id, _ = await _delivery(sched_db, seeder.tenant_id, channel="webhook")
 
     row = await _reaches(sched_db, delivery_id, "failed", within=5)
