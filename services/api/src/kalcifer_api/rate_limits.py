@@ -90,6 +90,8 @@ class TenantRateLimiter:
         # Per tenant: calls held now, and when the last of them is released.
         self._held: dict[uuid.UUID, tuple[int, float]] = {}
         self._refused_at: OrderedDict[uuid.UUID, float] = OrderedDict()
+        # Tenants refused lately whose one call asking Redis is in flight: their other calls wait for its answer.
+        self._asking: dict[uuid.UUID, asyncio.Future[None]] = {}
 
     async def admit(self, principal: Principal) -> errors.KalciferError | None:
         """None to let the call through; the `RATE_LIMITED` error to answer it with otherwise."""
@@ -104,7 +106,7 @@ class TenantRateLimiter:
             wait_ms = await self._take(tenant_id)
             if wait_ms <= 0:
                 return None
-        seconds = wait_ms / 1000
+        seconds = max(wait_ms, 1.0) / 1000  # never "retry in 0s": the token is at least a moment away
         return errors.ResourceExhausted(
             RATE_LIMITED,
             f"this tenant's rate limit ({self._rate:g} calls/s, bursts of {self._burst}) is spent; "
@@ -138,12 +140,30 @@ class TenantRateLimiter:
         return last is not None and now - last < _PERSISTENT_SECONDS
 
     async def _take(self, tenant_id: uuid.UUID) -> float:
-        now = time.monotonic()
-        empty_until = self._empty_until.get(tenant_id)
-        if empty_until is not None:
-            if now < empty_until:
-                return (empty_until - now) * 1000
-            del self._empty_until[tenant_id]
+        while True:
+            now = time.monotonic()
+            empty_until = self._empty_until.get(tenant_id)
+            if empty_until is not None:
+                if now < empty_until:
+                    return (empty_until - now) * 1000
+                del self._empty_until[tenant_id]
+            asking = self._asking.get(tenant_id)
+            if asking is None:
+                break
+            # A tenant refused lately asks Redis one call at a time: when its empty window ends, the calls that
+            # piled up behind it learn the next answer from the first one instead of all asking at once.
+            await asyncio.shield(asking)
+        refused_at = self._refused_at.get(tenant_id)
+        if refused_at is None or now - refused_at >= _PERSISTENT_SECONDS:
+            return await self._take_and_remember(tenant_id, now)
+        self._asking[tenant_id] = asking = asyncio.get_running_loop().create_future()
+        try:
+            return await self._take_and_remember(tenant_id, now)
+        finally:
+            del self._asking[tenant_id]
+            asking.set_result(None)
+
+    async def _take_and_remember(self, tenant_id: uuid.UUID, now: float) -> float:
         wait_ms = await self._take_shared(tenant_id)
         if wait_ms > 0:
             self._empty_until[tenant_id] = now + wait_ms / 1000
