@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 # pytest-xdist: one worker per core, each test file on one worker (module fixtures start databases and processes).
 PYTEST_PARALLEL ?= -n auto --dist loadfile
 
-.PHONY: help bootstrap proto run test test-unit chaos lint fmt bench clean
+.PHONY: help bootstrap proto run test test-unit chaos lint fmt bench docs clean
 
 help:
 	@echo "make run    - bootstrap, then start api/engine/scheduler (embedded PostgreSQL+Redis unless DATABASE_URL/REDIS_URL)"
@@ -21,6 +21,7 @@ help:
 	@echo "make chaos  - SIGKILL each service, flush/restart Redis, restart PostgreSQL under load; 0 lost, 0 duplicated"
 	@echo "make lint   - ruff + mypy --strict + import-linter architecture contracts"
 	@echo "make bench  - benchmarks, each next to a raw baseline measured in the same run"
+	@echo "make docs   - regenerate docs/nodes.md, the node catalogue, from the engine's node registry"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +74,12 @@ fmt: bootstrap
 
 bench: bootstrap
 	$(BIN)/python -m bench
+
+# The node catalogue is generated from the registry, never edited; tests/unit/test_node_catalogue.py checks it.
+NODES_MD ?= docs/nodes.md
+docs: bootstrap
+	$(BIN)/python -m kalcifer_engine.catalogue > $(NODES_MD).tmp
+	mv $(NODES_MD).tmp $(NODES_MD)
 
 clean:
 	rm -rf $(VENV) $(PROTO_OUT)/kalcifer .mypy_cache .ruff_cache .pytest_cache

@@ -66,18 +66,24 @@ def server_urls() -> Iterator[tuple[str, str]]:
 
 
 @contextmanager
+def empty_database(server_url: str, *, prefix: str = "kalcifer_test") -> Iterator[str]:
+    """A new, uniquely named, empty (never migrated) database on `server_url`; dropped afterwards."""
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_execute(server_url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield with_database(server_url, name)
+    finally:
+        asyncio.run(_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextmanager
 def scratch_database(server_url: str, *, prefix: str = "kalcifer_test") -> Iterator[str]:
     """A new, uniquely named, migrated database on `server_url`; dropped afterwards."""
     from kalcifer_common.db.migrate import upgrade_to_head
 
-    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_execute(server_url, f'CREATE DATABASE "{name}"'))
-    url = with_database(server_url, name)
-    try:
+    with empty_database(server_url, prefix=prefix) as url:
         upgrade_to_head(url)
         yield url
-    finally:
-        asyncio.run(_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @contextmanager

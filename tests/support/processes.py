@@ -1,4 +1,5 @@
-"""The three services as real processes, each on a free port, stopped (and reaped) afterwards."""
+"""The three services as real processes, each on a free port, stopped (and reaped) afterwards; with `replicas`,
+several processes of each on one database and Redis, as a scaled-out deployment runs them."""
 
 from __future__ import annotations
 
@@ -21,6 +22,12 @@ from tests.support.eventually import eventually_sync
 
 BIN = Path(sys.executable).parent
 SERVICE_NAMES = ("engine", "scheduler", "api")
+PORT_VARIABLES = {"api": "API_PORT", "engine": "ENGINE_PORT", "scheduler": "SCHEDULER_PORT"}
+
+
+def replica_name(service: str, number: int) -> str:
+    """How a suite names the `number`-th process of `service` (from 1): `engine`, `engine#2`, ..."""
+    return service if number == 1 else f"{service}#{number}"
 
 
 def free_port() -> int:
@@ -84,8 +91,18 @@ class Suite:
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     def address(self, service: str) -> str:
-        """`127.0.0.1:PORT` of one service."""
+        """`127.0.0.1:PORT` of one service (or one replica: `engine#2`)."""
         return f"127.0.0.1:{self.ports[service]}"
+
+    def replicas(self, service: str) -> list[str]:
+        """The names of `service`'s processes in this suite: `[engine]`, or `[engine, engine#2, ...]`."""
+        return [name for name in self.ports if name == service or name.startswith(f"{service}#")]
+
+    def target(self, service: str) -> str:
+        """The gRPC target of `service` its peers call: its one address, or every replica's as an `ipv4:` list
+        (which internal channels balance round_robin, like `dns:///engine:4510` in compose)."""
+        addresses = [self.address(name) for name in self.replicas(service)]
+        return addresses[0] if len(addresses) == 1 else "ipv4:" + ",".join(addresses)
 
     @property
     def env(self) -> dict[str, str]:
@@ -100,8 +117,8 @@ class Suite:
             "API_PORT": str(self.ports["api"]),
             "ENGINE_PORT": str(self.ports["engine"]),
             "SCHEDULER_PORT": str(self.ports["scheduler"]),
-            "ENGINE_ADDR": self.address("engine"),
-            "SCHEDULER_ADDR": self.address("scheduler"),
+            "ENGINE_ADDR": self.target("engine"),
+            "SCHEDULER_ADDR": self.target("scheduler"),
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "INFO",
             "SHUTDOWN_GRACE_SECONDS": "5",
@@ -110,17 +127,19 @@ class Suite:
             **self.extra_env,
         }
 
-    def start(self, service: str) -> subprocess.Popen[bytes]:
-        """Start one service and wait until it serves."""
-        log = (self.log_dir / f"{service}.log").open("ab")
-        process = subprocess.Popen([str(BIN / f"kalcifer-{service}")], env=self.env, stdout=log, stderr=log)
+    def start(self, service: str, *, replica: int = 1) -> subprocess.Popen[bytes]:
+        """Start one process of `service` (its `replica`-th, on that replica's port) and wait until it serves."""
+        name = replica_name(service, replica)
+        log = (self.log_dir / f"{name}.log").open("ab")
+        env = {**self.env, PORT_VARIABLES[service]: str(self.ports[name])}
+        process = subprocess.Popen([str(BIN / f"kalcifer-{service}")], env=env, stdout=log, stderr=log)
         log.close()
-        self.processes[service] = process
-        wait_serving(self.address(service), process=process, tls=TlsFiles.from_environment(self.env))
+        self.processes[name] = process
+        wait_serving(self.address(name), process=process, tls=TlsFiles.from_environment(self.env))
         return process
 
     def stop(self, service: str, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
-        """Signal one service and reap it; returns its exit code."""
+        """Signal one service (or replica: `engine#2`) and reap it; returns its exit code."""
         process = self.processes.pop(service)
         if process.poll() is None:
             process.send_signal(sig)
@@ -132,30 +151,36 @@ class Suite:
         return process.returncode
 
     def log_of(self, service: str) -> str:
-        """What a service has logged so far."""
+        """What a service (or replica: `engine#2`) has logged so far."""
         path = self.log_dir / f"{service}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
 
 @contextmanager
 def running_suite(
-    database_url: str, redis_url: str, log_dir: Path, extra_env: dict[str, str] | None = None
+    database_url: str,
+    redis_url: str,
+    log_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    *,
+    replicas: int = 1,
 ) -> Iterator[Suite]:
-    """All three services, started in dependency order (with `extra_env` on top of the defaults); stopped with
-    SIGTERM afterwards."""
+    """All three services, `replicas` processes of each (each on its own port; peers call every replica of a
+    service), started in dependency order with `extra_env` on top of the defaults; stopped with SIGTERM afterwards."""
     log_dir.mkdir(parents=True, exist_ok=True)
     suite = Suite(
         database_url=database_url,
         redis_url=redis_url,
         admin_token=secrets.token_urlsafe(16),
         internal_token=secrets.token_urlsafe(16),
-        ports={name: free_port() for name in SERVICE_NAMES},
+        ports={replica_name(name, number): free_port() for name in SERVICE_NAMES for number in range(1, replicas + 1)},
         log_dir=log_dir,
         extra_env=dict(extra_env or {}),
     )
     try:
         for name in SERVICE_NAMES:
-            suite.start(name)
+            for number in range(1, replicas + 1):
+                suite.start(name, replica=number)
         yield suite
     finally:
         for name in list(suite.processes):

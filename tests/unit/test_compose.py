@@ -126,17 +126,46 @@ def depends_on(name: str) -> dict[str, str]:
     return {str(dep): str((spec or {}).get("condition", "service_started")) for dep, spec in deps.items()}
 
 
-def published_ports(name: str) -> set[tuple[int, int]]:
-    """(host port, container port) pairs of the service's `ports`, short or long syntax."""
-    pairs: set[tuple[int, int]] = set()
+@dataclass(frozen=True)
+class PortBinding:
+    """One `ports` entry: where on the host (an address, a range of ports or none) a container port is published."""
+
+    host_ip: str  # "" = every interface
+    host_ports: tuple[int, int] | None  # an inclusive range (a fixed port is a range of one); None = Docker picks
+    container_port: int
+
+
+_INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?::-(?P<default>[^}]*))?\}")
+
+
+def interpolated(value: object) -> str:
+    """`value` as Compose reads it when the variables it names are unset: `${NAME:-default}` -> default."""
+    return _INTERPOLATION.sub(lambda match: match.group("default") or "", str(value))
+
+
+def _host_ports(text: str) -> tuple[int, int] | None:
+    if not text:
+        return None
+    low, _, high = text.partition("-")
+    return int(low), int(high or low)
+
+
+def published_ports(name: str) -> list[PortBinding]:
+    """The service's `ports`, short (`[ip:][host[-host]:]container[/proto]`) or long syntax, interpolated."""
+    bindings: list[PortBinding] = []
     for entry in service(name).get("ports", []):
         if isinstance(entry, dict):
-            pairs.add((int(entry.get("published", 0)), int(entry["target"])))
+            published = interpolated(entry.get("published", ""))
+            bindings.append(
+                PortBinding(interpolated(entry.get("host_ip", "")), _host_ports(published), int(entry["target"]))
+            )
             continue
-        parts = str(entry).split("/", 1)[0].rsplit(":", 2)
-        assert len(parts) >= 2, f"service {name!r}: port {entry!r} publishes no host port"
-        pairs.add((int(parts[-2]), int(parts[-1])))
-    return pairs
+        parts = interpolated(entry).split("/", 1)[0].rsplit(":", 2)
+        container = int(parts[-1])
+        host = parts[-2] if len(parts) >= 2 else ""
+        host_ip = parts[-3] if len(parts) == 3 else ""
+        bindings.append(PortBinding(host_ip, _host_ports(host), container))
+    return bindings
 
 
 @cache
@@ -232,8 +261,8 @@ def test_healthcheck_uses_the_grpc_health_protocol_on_the_services_own_port(name
 @pytest.mark.parametrize("name", sorted(SERVICES))
 def test_service_port_is_published(name: str) -> None:
     port = SERVICES[name][1]
-    assert (port, port) in published_ports(name), (
-        f"service {name!r}: port {port} is not published as {port}:{port} (ports: {service(name).get('ports')})"
+    assert port in {binding.container_port for binding in published_ports(name)}, (
+        f"service {name!r}: port {port} is not published (ports: {service(name).get('ports')})"
     )
 
 
@@ -258,6 +287,64 @@ def test_migrate_is_one_shot() -> None:
     assert "healthcheck" not in service(ONE_SHOT) or service(ONE_SHOT)["healthcheck"].get("disable"), (
         f"service {ONE_SHOT!r}: a one-shot job must not carry a service healthcheck"
     )
+
+
+# --- scaling out (`docker compose up --scale engine=3`) ------------------------------------------------------------
+
+# Replicas each service must be able to run on one host without a clash.
+SCALE = 3
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_replicas_of_a_service_never_clash_on_a_host_port(name: str) -> None:
+    for binding in published_ports(name):
+        if binding.host_ports is None:
+            continue  # Docker picks a free port for each replica
+        low, high = binding.host_ports
+        assert high - low + 1 >= SCALE, (
+            f"service {name!r}: publishes container port {binding.container_port} on host port(s) {low}-{high}: "
+            f"a fixed port clashes as soon as a second replica starts; publish a range of {SCALE}+ or none"
+        )
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_replicas_of_a_service_share_no_name_or_network_namespace(name: str) -> None:
+    spec = service(name)
+    for fixed in ("container_name", "hostname"):
+        assert fixed not in spec, f"service {name!r}: `{fixed}` would be the same for every replica"
+    assert spec.get("network_mode") != "host", f"service {name!r}: host networking makes replicas share a port"
+
+
+def test_the_api_publishes_a_range_from_4500_and_the_internal_services_only_on_loopback() -> None:
+    (api,) = [binding for binding in published_ports("api") if binding.container_port == SERVICES["api"][1]]
+    assert api.host_ports is not None
+    assert api.host_ports[0] == SERVICES["api"][1], f"service 'api': the first replica is not on 4500: {api}"
+    for name in ("engine", "scheduler"):
+        for binding in published_ports(name):
+            assert binding.host_ip == "127.0.0.1", f"service {name!r}: internal port published beyond loopback"
+
+
+def test_services_find_each_other_by_a_name_every_replica_answers_to() -> None:
+    """The addresses name compose services (Docker's DNS answers every replica's address) through the `dns`
+    scheme, and internal channels balance round_robin over what it answers (tests/integration/
+    test_internal_channels.py shows the spread)."""
+    from kalcifer_common.rpc.clients import LOAD_BALANCING_POLICY
+
+    shared = {str(key): str(value) for key, value in compose()["x-kalcifer-env"].items()}
+    for variable, target in (("ENGINE_ADDR", "engine"), ("SCHEDULER_ADDR", "scheduler")):
+        match = re.fullmatch(r"dns:///(?P<host>[\w-]+):(?P<port>\d+)", shared[variable])
+        assert match, f"x-kalcifer-env: {variable}={shared[variable]!r} is not dns:///<service>:<port>"
+        assert match.group("host") == target in compose()["services"]
+    assert LOAD_BALANCING_POLICY == "round_robin"
+
+
+def test_migrations_run_once_however_many_replicas() -> None:
+    """The schema is migrated by the one-shot `migrate` service, which every long-running service waits for; no
+    service migrates on start, so N replicas never race to."""
+    for name in SERVICES:
+        assert depends_on(name).get(ONE_SHOT) == "service_completed_successfully", name
+        assert "migrate" not in argv(name), name
+    assert "deploy" not in service(ONE_SHOT), "the migration must not be replicated"
 
 
 # --- dependencies --------------------------------------------------------------------------------------------------
@@ -335,7 +422,8 @@ def test_addresses_point_at_the_right_service_and_port(name: str) -> None:
     env = environment(name)
     for variable, target in (("ENGINE_ADDR", "engine"), ("SCHEDULER_ADDR", "scheduler")):
         if variable in env:
-            expected = f"{target}:{SERVICES[target][1]}"
+            # the dns scheme: the name resolves to every replica, and internal channels balance over them
+            expected = f"dns:///{target}:{SERVICES[target][1]}"
             assert env[variable] == expected, f"service {name!r}: {variable}={env[variable]!r}, expected {expected!r}"
     database_url = env.get("DATABASE_URL", "")
     assert re.fullmatch(r"postgresql://[^@/]+@postgres:5432/\S+", database_url), (

@@ -37,13 +37,25 @@ class _InternalTokenInterceptor(_ClientInterceptor):
         return await continuation(details, request)
 
 
+# Every replica behind an address gets calls: gRPC's default policy (pick_first) would send all of a process's
+# calls to the first address a name resolves to, so a scaled-out engine or scheduler would idle but for one.
+# With round_robin the channel connects to every address the name resolves to (`dns:///engine:4510`: each
+# container of a compose service; `ipv4:127.0.0.1:4510,127.0.0.1:4511`: a fixed list) and spreads calls over those
+# that answer, skipping a replica that is gone. Servers close connections after a while (`rpc.server`), so the name
+# is resolved again and replicas added later get calls too.
+LOAD_BALANCING_POLICY = "round_robin"
+
+
 def internal_channel(
     address: str, *, token: str, timeout_seconds: float = 10.0, tls: TlsFiles | None = None
 ) -> grpc.aio.Channel:
-    """An aio channel to another Kalcifer service (mutual TLS when `tls` is given); create it inside the running
-    event loop."""
+    """An aio channel to another Kalcifer service (mutual TLS when `tls` is given), balanced over every replica
+    `address` resolves to; create it inside the running event loop."""
     interceptors = cast(Any, [_InternalTokenInterceptor(token, timeout_seconds)])
-    options = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+        ("grpc.lb_policy_name", LOAD_BALANCING_POLICY),
+    ]
     if tls is None:
         return grpc.aio.insecure_channel(address, interceptors=interceptors, options=options)
     return grpc.aio.secure_channel(address, tls.channel_credentials(), interceptors=interceptors, options=options)

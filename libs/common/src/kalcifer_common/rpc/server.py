@@ -23,6 +23,12 @@ _log = get_logger(__name__)
 # Generous limits for graphs and event batches, still bounded.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 HEALTH_SERVICE_NAME = "grpc.health.v1.Health"
+# Clients resolve a service name once per connection (`rpc.clients`: round_robin over `dns:///engine:4510`), so a
+# replica started later gets no calls from a connection that never breaks. Closing each connection after a few
+# minutes (gRPC adds jitter; in-flight calls get the grace to finish) makes every client resolve again and spread
+# over the replicas there are now.
+MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
+MAX_CONNECTION_AGE_GRACE_MS = 60 * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +73,8 @@ class GrpcServer:
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
+                ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+                ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
             ],
         )
         for binding in self.bindings:
