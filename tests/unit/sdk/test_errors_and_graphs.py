@@ -114,7 +114,9 @@ _graphs = st.fixed_dictionaries(
         "nodes": st.lists(
             st.fixed_dictionaries(
                 {"id": _ids, "type": _ids, "config": st.dictionaries(st.text(max_size=5), _json, max_size=3)},
-                optional={"position": st.fixed_dictionaries({"x": st.integers(-500, 500), "y": st.integers(-500, 500)})},
+                optional={
+                    "position": st.fixed_dictionaries({"x": st.integers(-500, 500), "y": st.integers(-500, 500)})
+                },
             ),
             max_size=4,
         ),

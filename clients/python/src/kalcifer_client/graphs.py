@@ -39,8 +39,9 @@ def value_to_python(value: struct_pb2.Value) -> Any:
 
 
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    """A `Struct` as a dict of plain JSON values."""
-    return {key: value_to_python(item) for key, item in struct.fields.items()}
+    """A `Struct` as a dict of plain JSON values, keys sorted: a Struct is a map, whose order protobuf does not
+    keep, so sorting is what makes the same Struct always give the same dict, and an exported file the same text."""
+    return {key: value_to_python(struct.fields[key]) for key in sorted(struct.fields)}
 
 
 def dict_to_struct(data: Mapping[str, Any] | None) -> struct_pb2.Struct:

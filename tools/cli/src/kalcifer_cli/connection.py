@@ -29,9 +29,9 @@ AdminTokenOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
-# Output for people is not wrapped at 80 columns when piped: ids and timelines stay on one line each.
-stdout = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-stderr = Console(stderr=True, highlight=False)
+# Output for people is not wrapped at 80 columns when piped: ids, paths and timelines stay on one line each.
+stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
 
 _T = TypeVar("_T")
 
