@@ -113,6 +113,9 @@ async def test_the_report_lists_overdue_waits_and_runs_without_progress(stuck_su
             (overdue[0]["instance_id"], "WAIT_OVERDUE"),
         ]
         assert [row["reason"] for row in _stuck(env, "--overdue", "1s", "--idle", "2h")] == ["WAIT_OVERDUE"]
+        neighbour = new_tenant(stuck_suite, "cli-stuck-neighbour")
+        neighbour_env = {**env, "KALCIFER_API_KEY": neighbour.key}
+        assert _stuck(neighbour_env, "--overdue", "1s", "--idle", "10m") == []  # another tenant's are never shown
         async with KalciferClient(stuck_suite.address("api"), tenant.key) as client:
             paged = client.instances.stuck(overdue=timedelta(seconds=1), idle=timedelta(minutes=10), page_size=1)
             assert [item.instance.id async for item in paged] == [row["instance_id"] for row in both]
