@@ -25,6 +25,18 @@ from kalcifer.v1 import common_pb2
 from kalcifer_cli.connection import CliError
 
 FLOW_FILE_SUFFIXES = (".json", ".yaml", ".yml")
+_YAML_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+
+
+class _JsonValuesLoader(yaml.SafeLoader):
+    """YAML with JSON's values only: an unquoted time (`datetime: 2026-12-01T09:00:00+01:00` in a `wait_until`)
+    stays the text it was written as, which is what a node's config holds, not a datetime no Struct can carry."""
+
+
+_JsonValuesLoader.yaml_implicit_resolvers = {
+    first: [resolver for resolver in resolvers if resolver[0] != _YAML_TIMESTAMP]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 _KEYS = ("name", "description", "re_entry", "graph")
 
 
@@ -63,7 +75,7 @@ def read_data(path: Path) -> Any:
     try:
         if path.suffix.lower() == ".json":
             return json.loads(text)
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_JsonValuesLoader)  # noqa: S506 - a SafeLoader with one resolver less
     except (json.JSONDecodeError, yaml.YAMLError) as error:
         raise CliError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {error}") from None
 
