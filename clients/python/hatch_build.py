@@ -18,7 +18,7 @@ from typing import Any
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 
-class GenerateStubs(BuildHookInterface):  # type: ignore[type-arg,misc,unused-ignore]
+class GenerateStubs(BuildHookInterface):  # type: ignore[type-arg]
     """Runs grpc_tools.protoc over kalcifer/v1/*.proto and adds the output to the wheel."""
 
     PLUGIN_NAME = "custom"
