@@ -30,6 +30,7 @@ COPY services/api/pyproject.toml services/api/pyproject.toml
 COPY services/engine/pyproject.toml services/engine/pyproject.toml
 COPY services/scheduler/pyproject.toml services/scheduler/pyproject.toml
 COPY tools/cli/pyproject.toml tools/cli/pyproject.toml
+COPY clients/python/pyproject.toml clients/python/pyproject.toml
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace
 
@@ -53,10 +54,12 @@ RUN mkdir -p /src/generated \
         $(find protos -name '*.proto' | sort) \
     && test -d /src/generated/kalcifer
 
-# 4. Our own packages, installed as ordinary (non-editable) wheels, so /app/.venv is self-contained.
+# 4. Our own packages, installed as ordinary (non-editable) wheels, so /app/.venv is self-contained. (The SDK's
+#    wheel, which the CLI uses, generates its own `kalcifer.v1` from protos/; step 5 puts the full set over it.)
 COPY libs/ libs/
 COPY services/ services/
 COPY tools/ tools/
+COPY clients/ clients/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable
 

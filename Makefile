@@ -65,7 +65,7 @@ chaos: bootstrap
 lint: bootstrap
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy libs/common/src/kalcifer_common services/api/src services/engine/src services/scheduler/src tools/cli/src tests bench
+	$(BIN)/mypy libs/common/src/kalcifer_common services/api/src services/engine/src services/scheduler/src tools/cli/src clients/python/src tests bench
 	$(BIN)/lint-imports --no-cache
 
 fmt: bootstrap

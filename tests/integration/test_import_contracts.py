@@ -19,12 +19,13 @@ PACKAGES = {
     "kalcifer_engine": ROOT / "services/engine/src/kalcifer_engine",
     "kalcifer_scheduler": ROOT / "services/scheduler/src/kalcifer_scheduler",
     "kalcifer_cli": ROOT / "tools/cli/src/kalcifer_cli",
+    "kalcifer_client": ROOT / "clients/python/src/kalcifer_client",
 }
 
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
-    """The five packages and the project's contracts, copied where an edit cannot touch the real tree."""
+    """The six packages and the project's contracts, copied where an edit cannot touch the real tree."""
     for name, source in PACKAGES.items():
         shutil.copytree(source, tmp_path / "src" / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")

@@ -1,4 +1,5 @@
-"""`kalcifer`: the operator CLI (dev runner, migrations, tenants)."""
+"""`kalcifer`: the operator CLI: the dev runner and migrations here; tenants, keys, flows, instances, events and
+customers (over the API, through the Python SDK) in `operator_commands`."""
 
 from __future__ import annotations
 
@@ -90,6 +91,20 @@ def create_tenant_command(
     typer.echo(f"tenant id:  {tenant.tenant_id}")
     typer.echo(f"api key id: {tenant.api_key_id}")
     typer.echo(f"raw key:    {tenant.raw_key}   (shown once; Kalcifer stores only its hash)")
+
+
+def _register_operator_commands() -> None:
+    # They import the generated contract (`make proto`); without it `dev` and `migrate` still work.
+    try:
+        from kalcifer_cli.operator_commands import register
+    except ModuleNotFoundError as error:
+        if not (error.name or "").startswith("kalcifer."):
+            raise
+        return
+    register(app)
+
+
+_register_operator_commands()
 
 
 def _run_guarded(action: Callable[[], T]) -> T:

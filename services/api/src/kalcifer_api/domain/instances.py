@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from kalcifer_common.errors import FieldViolation
@@ -16,6 +17,12 @@ from kalcifer_common.idempotency import MAX_REQUEST_ID_LENGTH
 
 MAX_PARTICIPANT_ID_LENGTH = 256
 MAX_EXIT_REASON_LENGTH = 500
+# ListStuckInstances: a wait this far past its fire time was missed by the scheduler's sweep (1 s) and by the engine's
+# own recovery (RECOVERY_OVERDUE_SECONDS, 30 s); a run this long without a commit outlived recovery's re-run
+# (RECOVERY_RUNNING_SECONDS, 60 s) and is what the scheduler's STUCK_RUNNING_SECONDS counts.
+DEFAULT_OVERDUE_THRESHOLD = timedelta(seconds=60)
+DEFAULT_IDLE_THRESHOLD = timedelta(seconds=300)
+MAX_STUCK_THRESHOLD = timedelta(days=3650)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +67,50 @@ class InstanceFilter:
     flow_id: uuid.UUID | None = None
     status: str | None = None
     participant_id: str | None = None
+
+
+class StuckReason(StrEnum):
+    """Why ListStuckInstances lists an instance."""
+
+    WAIT_OVERDUE = "wait_overdue"
+    NO_PROGRESS = "no_progress"
+
+
+@dataclass(frozen=True, slots=True)
+class StuckFilter:
+    """ListStuckInstances, parsed at the edge: which flow (None: all) and how late counts as stuck."""
+
+    flow_id: uuid.UUID | None
+    overdue: timedelta
+    idle: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class StuckRecord:
+    """A stuck instance, since when, and (WAIT_OVERDUE) the most overdue of its waits."""
+
+    instance: InstanceRecord
+    reason: StuckReason
+    since: datetime
+    wait_id: uuid.UUID | None
+    node_id: str
+    wait_kind: str
+
+
+def stuck_threshold(
+    seconds: int, nanos: int, field: str, default: timedelta, violations: list[FieldViolation]
+) -> timedelta:
+    """A threshold from a Duration's parts: zero means `default`; negative, malformed or beyond
+    MAX_STUCK_THRESHOLD is a violation (reported with the request's others; `default` stands in meanwhile)."""
+    if seconds < 0 or nanos < 0 or not nanos < 1_000_000_000:
+        violations.append(FieldViolation(field, "must be a non-negative duration"))
+        return default
+    if seconds > MAX_STUCK_THRESHOLD.total_seconds():
+        violations.append(FieldViolation(field, f"must be at most {MAX_STUCK_THRESHOLD.days} days"))
+        return default
+    if seconds == 0 and nanos == 0:
+        return default
+    return timedelta(seconds=seconds, microseconds=nanos // 1000)
 
 
 def participant_id_violations(value: str, field: str, *, required: bool = True) -> list[FieldViolation]:

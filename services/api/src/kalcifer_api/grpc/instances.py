@@ -16,13 +16,19 @@ from kalcifer_common.structs import dict_to_struct
 from kalcifer_common.timestamps import to_timestamp
 
 from kalcifer_api.domain.instances import (
+    DEFAULT_IDLE_THRESHOLD,
+    DEFAULT_OVERDUE_THRESHOLD,
     InstanceFilter,
     InstanceRecord,
     StepRecord,
+    StuckFilter,
+    StuckReason,
+    StuckRecord,
     exit_reason_violations,
     id_or_violation,
     participant_id_violations,
     request_id_violations,
+    stuck_threshold,
 )
 from kalcifer_api.repo.instances import InstanceRepository
 
@@ -90,6 +96,40 @@ def step_to_proto(step: StepRecord) -> instance_pb2.ExecutionStep:
         end_time=to_timestamp(step.end_time),
         branch=step.branch,
     )
+
+
+STUCK_REASON_TO_PROTO: dict[StuckReason, instance_pb2.StuckReason.ValueType] = {
+    StuckReason.WAIT_OVERDUE: instance_pb2.StuckReason.STUCK_REASON_WAIT_OVERDUE,
+    StuckReason.NO_PROGRESS: instance_pb2.StuckReason.STUCK_REASON_NO_PROGRESS,
+}
+
+
+def stuck_to_proto(stuck: StuckRecord) -> instance_pb2.StuckInstance:
+    """Domain -> wire."""
+    return instance_pb2.StuckInstance(
+        instance=instance_to_proto(stuck.instance),
+        reason=STUCK_REASON_TO_PROTO[stuck.reason],
+        since=to_timestamp(stuck.since),
+        wait_id=str(stuck.wait_id) if stuck.wait_id is not None else "",
+        node_id=stuck.node_id,
+        wait_kind=stuck.wait_kind,
+    )
+
+
+def _stuck_filter(request: instance_pb2.ListStuckInstancesRequest) -> StuckFilter:
+    violations: list[FieldViolation] = []
+    flow_id = id_or_violation(request.flow_id, "flow_id", violations, required=False)
+    overdue, idle = request.overdue_threshold, request.idle_threshold
+    where = StuckFilter(
+        flow_id=flow_id,
+        overdue=stuck_threshold(
+            overdue.seconds, overdue.nanos, "overdue_threshold", DEFAULT_OVERDUE_THRESHOLD, violations
+        ),
+        idle=stuck_threshold(idle.seconds, idle.nanos, "idle_threshold", DEFAULT_IDLE_THRESHOLD, violations),
+    )
+    if violations:
+        raise InvalidArgument(violations)
+    return where
 
 
 def _instance_filter(request: instance_pb2.ListInstancesRequest) -> InstanceFilter:
@@ -161,6 +201,28 @@ class InstanceServicer(instance_pb2_grpc.InstanceServiceServicer):
             next_token = encode_page_token(PageCursor(str(last.seq), str(last.id)), query=query)
         return instance_pb2.ListExecutionStepsResponse(
             steps=[step_to_proto(row) for row in rows[:limit]], next_page_token=next_token
+        )
+
+    async def ListStuckInstances(
+        self, request: instance_pb2.ListStuckInstancesRequest, context: Any
+    ) -> instance_pb2.ListStuckInstancesResponse:
+        where = _stuck_filter(request)
+        limit = page_size_of(request.page_size)
+        query = {
+            "list": "stuck",
+            "flow_id": request.flow_id,
+            "overdue": where.overdue.total_seconds(),
+            "idle": where.idle.total_seconds(),
+        }
+        rows = await self._instances.list_stuck(
+            where, limit=limit, after=decode_page_token(request.page_token, query=query)
+        )
+        next_token = ""
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_token = encode_page_token(PageCursor(time_key(last.since), str(last.instance.id)), query=query)
+        return instance_pb2.ListStuckInstancesResponse(
+            instances=[stuck_to_proto(row) for row in rows[:limit]], next_page_token=next_token
         )
 
     async def CancelInstance(

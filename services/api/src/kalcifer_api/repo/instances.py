@@ -11,16 +11,40 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 from google.protobuf.message import Message
-from kalcifer_common.db.models import ExecutionStep, FlowInstance
+from kalcifer_common.db.models import ExecutionStep, FlowInstance, Wait
 from kalcifer_common.errors import NotFound
 from kalcifer_common.pagination import PageCursor
-from sqlalchemy import Table, select, tuple_
+from kalcifer_common.statuses import InstanceStatus, WaitStatus
+from sqlalchemy import Table, Text, Uuid, func, literal, null, select, tuple_
 
-from kalcifer_api.domain.instances import InstanceFilter, InstanceRecord, StepRecord, current_node_ids, step_branch
+from kalcifer_api.domain.instances import (
+    InstanceFilter,
+    InstanceRecord,
+    StepRecord,
+    StuckFilter,
+    StuckReason,
+    StuckRecord,
+    current_node_ids,
+    step_branch,
+)
 from kalcifer_api.repo.marketing_base import IdempotentRepository, Reply
 
 _instances = cast(Table, FlowInstance.__table__)
 _steps = cast(Table, ExecutionStep.__table__)
+_waits = cast(Table, Wait.__table__)
+# What `_instance` reads: the columns both halves of the stuck report select.
+_INSTANCE_COLUMNS = (
+    "id",
+    "flow_id",
+    "version_number",
+    "participant_id",
+    "status",
+    "current_nodes",
+    "context",
+    "exit_reason",
+    "enter_time",
+    "end_time",
+)
 _Response = TypeVar("_Response", bound=Message)
 
 
@@ -116,6 +140,70 @@ class InstanceRepository(IdempotentRepository):
             if (await session.execute(exists)).first() is None:
                 raise NotFound("instance", str(instance_id))
             return [_step(row) for row in (await session.execute(query)).all()]
+
+    async def list_stuck(self, where: StuckFilter, *, limit: int, after: PageCursor | None) -> list[StuckRecord]:
+        """Stuck instances, stuck longest first (since, then id), keyset-paginated (up to `limit + 1` rows).
+
+        Overdue waits are found from the partial index of pending waits by fire time, so the report reads only
+        what is late (few, in a healthy system) however many instances wait on time. Times are the database's
+        `now()`, the clock the engine's fire times and updates are compared with everywhere else.
+        """
+        instance_columns = [_instances.c[name] for name in _INSTANCE_COLUMNS]
+        overdue = (
+            select(_waits.c.instance_id, _waits.c.id, _waits.c.node_id, _waits.c.kind, _waits.c.fire_time)
+            .where(
+                _waits.c.tenant_id == self.tenant_id,
+                _waits.c.status == WaitStatus.PENDING,
+                _waits.c.fire_time < func.now() - where.overdue,
+            )
+            .distinct(_waits.c.instance_id)
+            .order_by(_waits.c.instance_id, _waits.c.fire_time)
+            .subquery("overdue")
+        )
+        waiting = (
+            select(
+                *instance_columns,
+                literal(StuckReason.WAIT_OVERDUE.value, Text).label("reason"),
+                overdue.c.fire_time.label("since"),
+                overdue.c.id.label("wait_id"),
+                overdue.c.node_id.label("wait_node_id"),
+                overdue.c.kind.label("wait_kind"),
+            )
+            .join_from(_instances, overdue, overdue.c.instance_id == _instances.c.id)
+            .where(_instances.c.tenant_id == self.tenant_id, _instances.c.status == InstanceStatus.WAITING)
+        )
+        running = select(
+            *instance_columns,
+            literal(StuckReason.NO_PROGRESS.value, Text).label("reason"),
+            _instances.c.update_time.label("since"),
+            null().cast(Uuid).label("wait_id"),
+            literal("", Text).label("wait_node_id"),
+            literal("", Text).label("wait_kind"),
+        ).where(
+            _instances.c.tenant_id == self.tenant_id,
+            _instances.c.status == InstanceStatus.RUNNING,
+            _instances.c.update_time < func.now() - where.idle,
+        )
+        if where.flow_id is not None:
+            waiting = waiting.where(_instances.c.flow_id == where.flow_id)
+            running = running.where(_instances.c.flow_id == where.flow_id)
+        stuck = waiting.union_all(running).subquery("stuck")
+        query = select(stuck).order_by(stuck.c.since, stuck.c.id).limit(limit + 1)
+        if after is not None:
+            query = query.where(tuple_(stuck.c.since, stuck.c.id) > _instance_position(after))
+        async with self._sessions() as session:
+            rows = (await session.execute(query)).all()
+        return [
+            StuckRecord(
+                instance=_instance(row),
+                reason=StuckReason(row.reason),
+                since=row.since,
+                wait_id=row.wait_id,
+                node_id=row.wait_node_id,
+                wait_kind=row.wait_kind,
+            )
+            for row in rows
+        ]
 
     async def run_idempotent(
         self,
