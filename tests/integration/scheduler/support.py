@@ -203,7 +203,7 @@ class SchedulerProcess:
                 stdout=log,
                 stderr=log,
             )
-        wait_serving(self.address, process=self.process, timeout=30)
+        wait_serving(self.address, process=self.process)
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:

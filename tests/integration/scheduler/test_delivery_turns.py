@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
 from kalcifer.scheduler.v1 import scheduler_pb2
+from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -70,6 +72,7 @@ async def test_a_tenants_send_waits_behind_anothers_turns_not_its_backlog(
     seeder: Seeder,
     scheduler: SchedulerProcess,
     endpoint: Endpoint,
+    sched_redis_url: str,
 ) -> None:
     neighbour = Seeder(sched_db)
     await neighbour.setup()
@@ -98,13 +101,31 @@ async def test_a_tenants_send_waits_behind_anothers_turns_not_its_backlog(
     assert a_ahead_of_b <= PER_TENANT + 4, a_ahead_of_b
     assert paths.count("/a") < BACKLOG / 2  # under a FIFO, B's send would have waited for all 200
 
-    async def statuses() -> dict[str, int]:
+    async def statuses() -> dict[str, Any]:
         async with sched_db.connect() as connection:
             rows = await connection.execute(
                 text("SELECT status, count(*) FROM deliveries WHERE tenant_id = :t GROUP BY status"),
                 {"t": seeder.tenant_id},
             )
-            return {status: count for status, count in rows.all()}
+            counts: dict[str, Any] = {status: count for status, count in rows.all()}
+            if counts == {"sent": BACKLOG}:
+                return counts
+            # What a failure message needs to tell why some are left: their oldest rows, and their queued jobs.
+            unsent = await connection.execute(
+                text(
+                    "SELECT id, status, attempts, send_after, update_time FROM deliveries"
+                    " WHERE tenant_id = :t AND status <> 'sent' ORDER BY create_time LIMIT 5"
+                ),
+                {"t": seeder.tenant_id},
+            )
+            oldest = unsent.all()
+        redis = Redis.from_url(sched_redis_url)
+        try:
+            queued = await redis.zrange("deliveries", 0, -1)
+            jobs = [await redis.exists(f"arq:job:delivery:{row.id}:{row.attempts}") for row in oldest]
+        finally:
+            await redis.aclose()
+        return counts | {"oldest_unsent": [tuple(row) for row in oldest], "their_jobs": jobs, "queue": len(queued)}
 
     await eventually(
         statuses, until=lambda seen: seen == {"sent": BACKLOG}, within=120, what="every one of A's deliveries sent"

@@ -75,7 +75,7 @@ def engine_process(
             cwd=REPO_ROOT,
         )
     try:
-        wait_serving(f"127.0.0.1:{ports['engine']}", process=process, timeout=30)
+        wait_serving(f"127.0.0.1:{ports['engine']}", process=process)
         yield process
     finally:
         process.terminate()

@@ -46,7 +46,7 @@ def real_engine(sched_database_url: str, logs: Path) -> Iterator[tuple[str, str]
     with (logs / "engine-segment-entry.log").open("ab") as log:
         process = subprocess.Popen([str(BIN / "kalcifer-engine")], env=env, stdout=log, stderr=log)
     try:
-        wait_serving(f"127.0.0.1:{port}", process=process, timeout=30)
+        wait_serving(f"127.0.0.1:{port}", process=process)
         yield f"127.0.0.1:{port}", token
     finally:
         process.terminate()
