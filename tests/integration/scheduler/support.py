@@ -203,7 +203,11 @@ class SchedulerProcess:
                 stdout=log,
                 stderr=log,
             )
-        wait_serving(self.address, process=self.process)
+        try:
+            wait_serving(self.address, process=self.process)
+        except BaseException:
+            self.stop(signal.SIGKILL)  # never left running when the fixture that started it fails
+            raise
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
