@@ -1,4 +1,5 @@
-"""The three services as real processes, each on a free port, stopped (and reaped) afterwards."""
+"""The three services as real processes, each on a free port (and its /metrics on another), stopped (and
+reaped) afterwards."""
 
 from __future__ import annotations
 
@@ -77,6 +78,8 @@ class Suite:
     internal_token: str
     ports: dict[str, int]
     log_dir: Path
+    # Each service's Prometheus /metrics port, free like its gRPC port (parallel runs never share one).
+    metrics_ports: dict[str, int] = field(default_factory=lambda: {name: free_port() for name in SERVICE_NAMES})
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     # Settings of this suite beyond the defaults (e.g. OUTBOUND_ALLOWLIST for a module's local endpoints).
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -86,6 +89,10 @@ class Suite:
     def address(self, service: str) -> str:
         """`127.0.0.1:PORT` of one service."""
         return f"127.0.0.1:{self.ports[service]}"
+
+    def metrics_url(self, service: str) -> str:
+        """`http://127.0.0.1:PORT/metrics` of one service."""
+        return f"http://127.0.0.1:{self.metrics_ports[service]}/metrics"
 
     @property
     def env(self) -> dict[str, str]:
@@ -100,6 +107,9 @@ class Suite:
             "API_PORT": str(self.ports["api"]),
             "ENGINE_PORT": str(self.ports["engine"]),
             "SCHEDULER_PORT": str(self.ports["scheduler"]),
+            "API_METRICS_PORT": str(self.metrics_ports["api"]),
+            "ENGINE_METRICS_PORT": str(self.metrics_ports["engine"]),
+            "SCHEDULER_METRICS_PORT": str(self.metrics_ports["scheduler"]),
             "ENGINE_ADDR": self.address("engine"),
             "SCHEDULER_ADDR": self.address("scheduler"),
             "LOG_FORMAT": "json",

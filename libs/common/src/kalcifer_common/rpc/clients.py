@@ -1,4 +1,5 @@
-"""Channels between Kalcifer services: every call carries the internal token and a deadline."""
+"""Channels between Kalcifer services: every call carries the internal token, a deadline and the caller's trace
+context (`tracing`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
+from kalcifer_common import tracing
 from kalcifer_common.rpc.tls import TlsFiles
 
 if TYPE_CHECKING:
@@ -42,7 +44,7 @@ def internal_channel(
 ) -> grpc.aio.Channel:
     """An aio channel to another Kalcifer service (mutual TLS when `tls` is given); create it inside the running
     event loop."""
-    interceptors = cast(Any, [_InternalTokenInterceptor(token, timeout_seconds)])
+    interceptors = cast(Any, [*tracing.client_interceptors(), _InternalTokenInterceptor(token, timeout_seconds)])
     options = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
     if tls is None:
         return grpc.aio.insecure_channel(address, interceptors=interceptors, options=options)
