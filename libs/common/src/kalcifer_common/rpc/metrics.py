@@ -7,7 +7,8 @@ cut off, UNKNOWN for an exception gRPC itself turns into a status. Labels are th
 never a tenant or any other value a caller chooses, so the series are bounded by the methods the server offers
 (calls to a method it does not offer get no handler and are not recorded).
 
-The metrics are process-wide (the default registry), as a process has one /metrics (`kalcifer_common.metrics`).
+The metrics are process-wide (`PROCESS_RPC_METRICS`, in the default registry), as a process has one /metrics
+(`kalcifer_common.metrics`); a test hands the interceptor its own (`RpcMetrics.create`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
-from prometheus_client import Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 if TYPE_CHECKING:
     _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
@@ -30,17 +32,35 @@ _LABELS = ("service", "method", "code")
 # From a cached key lookup to a run that writes a few hundred rows, and the deadlines beyond.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
-HANDLING_SECONDS = Histogram(
-    "kalcifer_rpc_server_handling_seconds",
-    "Time from a call's handler starting to its answer, by gRPC service, method and status code.",
-    _LABELS,
-    buckets=_BUCKETS,
-)
-HANDLED = Counter(
-    "kalcifer_rpc_server_handled",
-    "Calls answered, by gRPC service, method and status code.",
-    _LABELS,
-)
+
+@dataclass(frozen=True)
+class RpcMetrics:
+    """The two RPC metrics, registered in one registry."""
+
+    handling_seconds: Histogram
+    handled: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> RpcMetrics:
+        """The metrics, registered in `registry` (once per registry: names are unique in one)."""
+        return cls(
+            handling_seconds=Histogram(
+                "kalcifer_rpc_server_handling_seconds",
+                "Time from a call's handler starting to its answer, by gRPC service, method and status code.",
+                _LABELS,
+                buckets=_BUCKETS,
+                registry=registry,
+            ),
+            handled=Counter(
+                "kalcifer_rpc_server_handled",
+                "Calls answered, by gRPC service, method and status code.",
+                _LABELS,
+                registry=registry,
+            ),
+        )
+
+
+PROCESS_RPC_METRICS = RpcMetrics.create(REGISTRY)
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 _Behaviour = Callable[..., Any]
@@ -48,7 +68,10 @@ _BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class RpcMetricsInterceptor(_ServerInterceptor):
-    """Records `HANDLING_SECONDS` and `HANDLED` for every call to a method the server offers."""
+    """Records `RpcMetrics` for every call to a method the server offers."""
+
+    def __init__(self, metrics: RpcMetrics = PROCESS_RPC_METRICS) -> None:
+        self._metrics = metrics
 
     async def intercept_service(
         self,
@@ -59,7 +82,7 @@ class RpcMetricsInterceptor(_ServerInterceptor):
         if handler is None:
             return handler
         service, _, method = str(handler_call_details.method).lstrip("/").rpartition("/")
-        record = _Recorder(service, method)
+        record = _Recorder(self._metrics, service, method)
         wrapped: Any = handler  # a namedtuple: `_replace` makes the same handler around another behaviour
         if handler.unary_unary is not None:
             wrapped = wrapped._replace(unary_unary=record.unary(handler.unary_unary))
@@ -75,7 +98,8 @@ class RpcMetricsInterceptor(_ServerInterceptor):
 class _Recorder:
     """Wraps one method's behaviour so each call records its latency and code."""
 
-    def __init__(self, service: str, method: str) -> None:
+    def __init__(self, metrics: RpcMetrics, service: str, method: str) -> None:
+        self._metrics = metrics
         self._service = service
         self._method = method
 
@@ -129,8 +153,8 @@ class _Recorder:
 
     def _record(self, code: grpc.StatusCode, started: float) -> None:
         labels = (self._service, self._method, code.name)
-        HANDLING_SECONDS.labels(*labels).observe(time.perf_counter() - started)
-        HANDLED.labels(*labels).inc()
+        self._metrics.handling_seconds.labels(*labels).observe(time.perf_counter() - started)
+        self._metrics.handled.labels(*labels).inc()
 
 
 def answered_code(context: _Context, default: grpc.StatusCode) -> grpc.StatusCode:
