@@ -34,6 +34,7 @@ from tests.support.eventually import eventually_sync
 from tests.support.grpcurl import grpcurl
 from tests.support.processes import SERVICE_NAMES, Suite, running_suite
 from tests.support.rpc import code_of
+from tests.support.spans import spans_in
 from tests.support.tenants import new_tenant
 
 pytestmark = pytest.mark.e2e
@@ -262,3 +263,9 @@ def _is_uuid(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def test_without_an_exporter_no_span_is_written(observed: Suite) -> None:
+    # This suite sets no OTEL_* variable; the load above went through every service.
+    for service in SERVICE_NAMES:
+        assert spans_in(observed.log_of(service)) == [], service
