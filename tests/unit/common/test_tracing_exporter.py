@@ -16,7 +16,7 @@ def _no_otel_variables(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def settings(**values: str) -> CommonSettings:
-    return CommonSettings(_env_file=None, **values)  # type: ignore[call-arg]
+    return CommonSettings.model_validate(values)
 
 
 @pytest.mark.parametrize(
