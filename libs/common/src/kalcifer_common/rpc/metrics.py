@@ -107,7 +107,7 @@ class _Recorder:
         """A behaviour that answers one response (its request may stream)."""
 
         async def recorded(request: Any, context: _Context) -> Any:
-            started = time.perf_counter()
+            started, budget = time.perf_counter(), context.time_remaining()
             code = grpc.StatusCode.UNKNOWN
             try:
                 answer = behaviour(request, context)
@@ -119,7 +119,7 @@ class _Recorder:
                 code = answered_code(context, grpc.StatusCode.UNKNOWN)
                 raise
             except asyncio.CancelledError:
-                code = cut_off_code(context)
+                code = cut_off_code(context, budget)
                 raise
             finally:
                 self._record(code, started)
@@ -130,7 +130,7 @@ class _Recorder:
         """A behaviour that answers a stream: an async generator, or a coroutine that writes (`context.write`)."""
 
         async def recorded(request: Any, context: _Context) -> AsyncIterator[Any]:
-            started = time.perf_counter()
+            started, budget = time.perf_counter(), context.time_remaining()
             code = grpc.StatusCode.UNKNOWN
             try:
                 answers = behaviour(request, context)
@@ -144,7 +144,7 @@ class _Recorder:
                 code = answered_code(context, grpc.StatusCode.UNKNOWN)
                 raise
             except (asyncio.CancelledError, GeneratorExit):
-                code = cut_off_code(context)
+                code = cut_off_code(context, budget)
                 raise
             finally:
                 self._record(code, started)
@@ -167,10 +167,15 @@ def answered_code(context: _Context, default: grpc.StatusCode) -> grpc.StatusCod
     return default
 
 
-def cut_off_code(context: _Context) -> grpc.StatusCode:
+def cut_off_code(context: _Context, budget: float | None) -> grpc.StatusCode:
     """Why a handler was cancelled: its deadline passed (the client sees DEADLINE_EXCEEDED), else the client or
-    the server's shutdown cancelled it."""
+    the server's shutdown cancelled it.
+
+    The server's deadline is the client's shifted by the request's transit: when the client's runs out first, its
+    cancellation arrives with a little of the server's left. So a call with a deadline (`budget`: what was left
+    when its handler started) counts as past it once less than a tenth of the budget (at least 50 ms) remains.
+    """
     remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
+    if remaining is not None and budget is not None and remaining <= max(0.05, budget / 10):
         return grpc.StatusCode.DEADLINE_EXCEEDED
     return grpc.StatusCode.CANCELLED
