@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 from kalcifer_common.settings import CommonSettings
-from kalcifer_common.tracing import chosen_exporter, tracer_provider
+from kalcifer_common.tracing import (
+    chosen_exporter,
+    client_interceptors,
+    server_interceptors,
+    tracer_provider,
+    tracing_installed,
+)
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
 
@@ -36,6 +42,13 @@ def test_spans_go_where_the_variables_say_and_nowhere_by_default(values: dict[st
 
 def test_no_exporter_means_no_provider_so_nothing_is_recorded() -> None:
     assert tracer_provider(settings(), service_name="kalcifer-test") is None
+
+
+def test_a_process_that_traces_nothing_installs_no_tracing_interceptor() -> None:
+    # Nothing in the test process installs a provider (only a service's `serve` does).
+    assert not tracing_installed()
+    assert server_interceptors() == []
+    assert client_interceptors() == []
 
 
 def test_the_console_exporter_writes_each_span_as_it_ends_and_otlp_in_batches() -> None:

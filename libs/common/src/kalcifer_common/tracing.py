@@ -1,19 +1,20 @@
 """OpenTelemetry traces: one span per RPC, the W3C trace context carried from the API to the engine and on to the
-scheduler in gRPC metadata (`traceparent`), exported only when configured.
+scheduler in gRPC metadata (`traceparent`), recorded only when an exporter is configured.
 
-Propagation is always on: every server extracts the caller's context (`server_interceptor`, installed by
-`rpc.server.GrpcServer`) and every internal channel injects the current one (`client_interceptors`, installed by
-`rpc.clients.internal_channel`), both from `opentelemetry-instrumentation-grpc`. Without an exporter no span is
-recorded (the API's no-op tracer only passes a caller's context on), so a process that traces nothing pays next
-to nothing. `configure_tracing` turns recording on, by the standard variables:
+`configure_tracing` installs the process's tracer provider, by the standard variables:
 
 - `OTEL_TRACES_EXPORTER=otlp`, or an `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` with the
   exporter unset: batches go to the collector over OTLP/gRPC (the exporter reads its own `OTEL_EXPORTER_OTLP_*`
   variables). A collector that does not answer costs failed exports in a background thread, never a call.
 - `OTEL_TRACES_EXPORTER=console`: one JSON line per span on stderr, beside the logs (debugging, tests).
-- unset or `none`: nothing is recorded.
+- unset or `none`: no provider, and nothing traced at all.
 
-Health checks and reflection are not traced (a probe every few seconds would drown the traces that matter).
+With a provider, every server continues the caller's context (`server_interceptors`, installed by
+`rpc.server.GrpcServer`) and every internal channel carries the current one on (`client_interceptors`, installed
+by `rpc.clients.internal_channel`), both from `opentelemetry-instrumentation-grpc`. Without one, neither is
+installed: about 30 µs a call that a process tracing nothing should not pay (a caller's context then stops there,
+so turn traces on in every service). Health checks and reflection are never traced (a probe every few seconds
+would drown the traces that matter).
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ class Tracing:
 
 
 def configure_tracing(settings: CommonSettings, *, service_name: str) -> Tracing:
-    """Install the process's tracer provider (`tracer_provider`); call once, before the server starts."""
+    """Install the process's tracer provider (`tracer_provider`); call once, before any server or internal channel
+    is made (they trace only when it is installed)."""
     provider = tracer_provider(settings, service_name=service_name)
     if provider is not None:
         trace.set_tracer_provider(provider)
@@ -108,11 +110,21 @@ def configure_tracing(settings: CommonSettings, *, service_name: str) -> Tracing
     return Tracing(provider)
 
 
-def server_interceptor() -> Any:
-    """The server side: a SERVER span per call, child of the caller's context from the call's metadata."""
-    return cast(Callable[..., Any], aio_server_interceptor)(filter_=_TRACED)
+def tracing_installed() -> bool:
+    """Whether `configure_tracing` installed a provider in this process."""
+    return isinstance(trace.get_tracer_provider(), TracerProvider)
 
 
-def client_interceptors() -> Sequence[Any]:
-    """The client side (one interceptor per call kind): a CLIENT span per call, injected into its metadata."""
+def server_interceptors() -> list[Any]:
+    """The server side, when tracing: a SERVER span per call, child of the caller's context from its metadata."""
+    if not tracing_installed():
+        return []
+    return [cast(Callable[..., Any], aio_server_interceptor)(filter_=_TRACED)]
+
+
+def client_interceptors() -> list[Any]:
+    """The client side, when tracing (one interceptor per call kind): a CLIENT span per call, injected into its
+    metadata."""
+    if not tracing_installed():
+        return []
     return list(cast(Callable[..., Sequence[Any]], aio_client_interceptors)(filter_=_TRACED))

@@ -1,5 +1,5 @@
-"""Channels between Kalcifer services: every call carries the internal token, a deadline and the caller's trace
-context (`tracing`)."""
+"""Channels between Kalcifer services: every call carries the internal token, a deadline and, when tracing, the
+caller's trace context (`tracing`)."""
 
 from __future__ import annotations
 

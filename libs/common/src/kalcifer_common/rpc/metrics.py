@@ -17,7 +17,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
@@ -39,6 +39,17 @@ class RpcMetrics:
 
     handling_seconds: Histogram
     handled: Counter
+    # The labelled series of each (service, method, code) seen: `labels()` costs more than the recording itself.
+    _series: dict[tuple[str, str, str], tuple[Any, Any]] = field(default_factory=dict)
+
+    def record(self, service: str, method: str, code: grpc.StatusCode, seconds: float) -> None:
+        """One call answered with `code` after `seconds`."""
+        key = (service, method, code.name)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = (self.handling_seconds.labels(*key), self.handled.labels(*key))
+        series[0].observe(seconds)
+        series[1].inc()
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> RpcMetrics:
@@ -152,9 +163,7 @@ class _Recorder:
         return recorded
 
     def _record(self, code: grpc.StatusCode, started: float) -> None:
-        labels = (self._service, self._method, code.name)
-        self._metrics.handling_seconds.labels(*labels).observe(time.perf_counter() - started)
-        self._metrics.handled.labels(*labels).inc()
+        self._metrics.record(self._service, self._method, code, time.perf_counter() - started)
 
 
 def answered_code(context: _Context, default: grpc.StatusCode) -> grpc.StatusCode:

@@ -1,6 +1,6 @@
 """The gRPC server bootstrap all three services share: health with per-service status, server reflection,
-interceptors (every server records RPC metrics and continues the caller's trace before its own), and a graceful
-shutdown on SIGTERM/SIGINT that drains in-flight calls."""
+interceptors (every server records RPC metrics and, when tracing, continues the caller's trace, before its own),
+and a graceful shutdown on SIGTERM/SIGINT that drains in-flight calls."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ class GrpcServer:
         """Bind and start serving; every service reports SERVING. Returns the bound port."""
         # Outermost first: the metrics time and see every answer (a refusal by auth included), inside the span.
         server = grpc.aio.server(
-            interceptors=[RpcMetricsInterceptor(), tracing.server_interceptor(), *self.interceptors],
+            interceptors=[RpcMetricsInterceptor(), *tracing.server_interceptors(), *self.interceptors],
             maximum_concurrent_rpcs=self.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
