@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # One image for all Kalcifer deployables; the container's command picks the service:
 #   kalcifer-api (4500) | kalcifer-engine (4510) | kalcifer-scheduler (4520) | kalcifer migrate
+# and each service's Prometheus /metrics: 9500 | 9510 | 9520
 # Build: docker build -t kalcifer:local .        (BuildKit is required for the cache mounts)
 
 # Builder and runtime must share the interpreter: the venv's `python` links to /usr/local/bin/python3.11.
@@ -103,7 +104,7 @@ COPY --from=builder /app/.venv /app/.venv
 WORKDIR /app
 USER kalcifer:kalcifer
 
-EXPOSE 4500 4510 4520
+EXPOSE 4500 4510 4520 9500 9510 9520
 
 # No HEALTHCHECK here: the image runs three services on three ports (and the one-shot migration), so whoever runs
 # it declares the check per service, as docker-compose.yml does with

@@ -121,6 +121,7 @@ def _start_api(database_url: str, log: Path) -> tuple[subprocess.Popen[bytes], s
         **os.environ,
         "DATABASE_URL": database_url,
         "API_PORT": str(port),
+        "API_METRICS_PORT": "0",  # no /metrics: its default port may be taken (a `make run` on the machine)
         "KALCIFER_ADMIN_TOKEN": ADMIN_TOKEN,
         "KALCIFER_INTERNAL_TOKEN": "bench-internal-token",
         "ENGINE_ADDR": "127.0.0.1:9",

@@ -122,6 +122,7 @@ def _start_engine(database_url: str, log: Path) -> tuple[subprocess.Popen[bytes]
         **os.environ,
         "DATABASE_URL": database_url,
         "ENGINE_PORT": str(port),
+        "ENGINE_METRICS_PORT": "0",  # no /metrics: its default port may be taken (a `make run` on the machine)
         "KALCIFER_INTERNAL_TOKEN": TOKEN,
         "SCHEDULER_ADDR": "127.0.0.1:9",
         "RPC_TIMEOUT_SECONDS": "0.2",

@@ -22,6 +22,11 @@ from tests.support.processes import Suite, running_suite
 
 _EMBEDDED = contextlib.ExitStack()
 
+# A service a test starts serves no /metrics unless the test gives it a port (`Suite` does, from free ports):
+# the defaults (9500, 9510, 9520) would clash between parallel workers, replicas, and a `make run` on the machine.
+for _variable in ("API_METRICS_PORT", "ENGINE_METRICS_PORT", "SCHEDULER_METRICS_PORT"):
+    os.environ[_variable] = "0"
+
 # Property tests check values, not time: on a shared, loaded machine a slow example is no failure.
 hypothesis_settings.register_profile("kalcifer", deadline=None)
 hypothesis_settings.load_profile("kalcifer")

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +30,18 @@ class DevRun:
 
     process: subprocess.Popen[str]
     ports: dict[str, int]
+    metrics_ports: dict[str, int]
     data_dir: Path
     log: Path
 
     def address(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]}"
+
+    def metrics(self, service: str) -> str:
+        """The service's /metrics page."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_ports[service]}/metrics", timeout=10) as page:
+            text: str = page.read().decode()
+            return text
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -77,6 +85,7 @@ def _alive(pid: int) -> bool:
 def dev_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRun]:
     data_dir = tmp_path_factory.mktemp("dev-run")
     ports = {"api": free_port(), "engine": free_port(), "scheduler": free_port()}
+    metrics_ports = {"api": free_port(), "engine": free_port(), "scheduler": free_port()}
     env = {
         k: v
         for k, v in os.environ.items()
@@ -94,13 +103,16 @@ def dev_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRun]:
         "API_PORT": str(ports["api"]),
         "ENGINE_PORT": str(ports["engine"]),
         "SCHEDULER_PORT": str(ports["scheduler"]),
+        "API_METRICS_PORT": str(metrics_ports["api"]),
+        "ENGINE_METRICS_PORT": str(metrics_ports["engine"]),
+        "SCHEDULER_METRICS_PORT": str(metrics_ports["scheduler"]),
     }
     log = data_dir / "dev.log"
     with log.open("w") as sink:
         process = subprocess.Popen(
             [KALCIFER, "dev", "--data-dir", str(data_dir / ".kalcifer")], env=env, stdout=sink, stderr=sink, text=True
         )
-    run = DevRun(process, ports, data_dir, log)
+    run = DevRun(process, ports, metrics_ports, data_dir, log)
     try:
         for service in ports:
             wait_serving(run.address(service), timeout=120, process=process)  # type: ignore[arg-type]
@@ -131,6 +143,15 @@ def test_it_prints_a_ready_dev_tenant_and_key(dev_run: DevRun) -> None:
     assert "grpcurl" in output
 
 
+def test_each_service_serves_its_metrics_where_the_banner_says(dev_run: DevRun) -> None:
+    output = eventually_sync(
+        dev_run.output, until=lambda printed: "kal_" in printed, within=30, what="the banner printed"
+    )
+    for service, port in dev_run.metrics_ports.items():
+        assert f"metrics http://localhost:{port}/metrics" in output, service
+        assert "kalcifer_rpc_server_handled_total" in dev_run.metrics(service), service
+
+
 def test_a_killed_service_is_restarted_and_serves_again(dev_run: DevRun) -> None:
     old = _pid_of(dev_run, "kalcifer-engine")
     os.kill(old, signal.SIGKILL)
@@ -148,6 +169,7 @@ def test_a_killed_service_is_restarted_and_serves_again(dev_run: DevRun) -> None
     )
     assert new != old, "engine was not restarted"
     assert health_status(dev_run.address("engine")) == SERVING
+    assert "kalcifer_engine_instances" in dev_run.metrics("engine")  # its /metrics port was free again
 
 
 def test_ctrl_c_stops_everything(dev_run: DevRun) -> None:

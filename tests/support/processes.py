@@ -1,5 +1,6 @@
-"""The three services as real processes, each on a free port, stopped (and reaped) afterwards; with `replicas`,
-several processes of each on one database and Redis, as a scaled-out deployment runs them."""
+"""The three services as real processes, each on a free port (and its /metrics on another), stopped (and
+reaped) afterwards; with `replicas`, several processes of each on one database and Redis, as a scaled-out
+deployment runs them."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from tests.support.eventually import eventually_sync
 BIN = Path(sys.executable).parent
 SERVICE_NAMES = ("engine", "scheduler", "api")
 PORT_VARIABLES = {"api": "API_PORT", "engine": "ENGINE_PORT", "scheduler": "SCHEDULER_PORT"}
+METRICS_PORT_VARIABLES = {name: f"{variable.removesuffix('_PORT')}_METRICS_PORT" for name, variable in PORT_VARIABLES.items()}
 
 
 def replica_name(service: str, number: int) -> str:
@@ -84,6 +86,8 @@ class Suite:
     internal_token: str
     ports: dict[str, int]
     log_dir: Path
+    # Each process's Prometheus /metrics port (by service or replica name), free like its gRPC port.
+    metrics_ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     # Settings of this suite beyond the defaults (e.g. OUTBOUND_ALLOWLIST for a module's local endpoints).
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -103,6 +107,10 @@ class Suite:
         (which internal channels balance round_robin, like `dns:///engine:4510` in compose)."""
         addresses = [self.address(name) for name in self.replicas(service)]
         return addresses[0] if len(addresses) == 1 else "ipv4:" + ",".join(addresses)
+
+    def metrics_url(self, service: str) -> str:
+        """`http://127.0.0.1:PORT/metrics` of one service (or one replica: `engine#2`)."""
+        return f"http://127.0.0.1:{self.metrics_ports[service]}/metrics"
 
     @property
     def env(self) -> dict[str, str]:
@@ -131,7 +139,13 @@ class Suite:
         """Start one process of `service` (its `replica`-th, on that replica's port) and wait until it serves."""
         name = replica_name(service, replica)
         log = (self.log_dir / f"{name}.log").open("ab")
-        env = {**self.env, PORT_VARIABLES[service]: str(self.ports[name])}
+        # Its own /metrics port too (what else runs on `env` keeps the conftest's 0: no endpoint, no clash).
+        metrics_port = self.metrics_ports.setdefault(name, free_port())
+        env = {
+            **self.env,
+            PORT_VARIABLES[service]: str(self.ports[name]),
+            METRICS_PORT_VARIABLES[service]: str(metrics_port),
+        }
         process = subprocess.Popen([str(BIN / f"kalcifer-{service}")], env=env, stdout=log, stderr=log)
         log.close()
         self.processes[name] = process

@@ -221,7 +221,7 @@ def test_list_pages_by_channel(channels: channel_pb2_grpc.ChannelServiceStub, te
 def keyless_api(suite: Suite) -> Iterator[str]:
     """A second API process on the suite's database, run without KALCIFER_SECRET_KEY."""
     port = free_port()
-    env = suite.env | {"KALCIFER_SECRET_KEY": "", "API_PORT": str(port)}
+    env = suite.env | {"KALCIFER_SECRET_KEY": "", "API_PORT": str(port), "API_METRICS_PORT": "0"}
     log = (suite.log_dir / "api-keyless.log").open("ab")
     process = subprocess.Popen([str(BIN / "kalcifer-api")], env=env, stdout=log, stderr=log)
     log.close()

@@ -91,6 +91,23 @@ class CommonSettings(BaseSettings):
         description="How often dependencies are probed for the health status: PostgreSQL (and, by the scheduler, "
         "Redis and the engine).",
     )
+    metrics_refresh_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often the gauges read from PostgreSQL and Redis (instances by status, queue depths, armed "
+        "timers) are refreshed for /metrics.",
+    )
+    otel_traces_exporter: Literal["", "none", "otlp", "console"] = Field(
+        default="",
+        description="Where spans go: otlp, console (one JSON line per span on stderr) or none; empty = otlp when an "
+        "OTLP endpoint is set, else none.",
+    )
+    otel_exporter_otlp_endpoint: str = Field(
+        default="", description="OTLP collector (read by the OTLP exporter itself); setting it turns traces on."
+    )
+    otel_exporter_otlp_traces_endpoint: str = Field(
+        default="", description="OTLP collector for traces only; setting it turns traces on."
+    )
 
     @field_validator("log_level")
     @classmethod
@@ -131,6 +148,9 @@ class ApiSettings(RedisSettings):
         description="PostgreSQL role of the API's connections (created by the migrations); empty = the URL's user.",
     )
     api_port: int = Field(default=4500, ge=0, le=65535, description="Port of the public gRPC API.")
+    api_metrics_port: int = Field(
+        default=9500, ge=0, le=65535, description="Port of the API's Prometheus /metrics (plain HTTP); 0 = none."
+    )
     kalcifer_admin_token: str = Field(
         default="",
         description="Operator token for TenantService; when empty TenantService refuses every call.",
@@ -166,6 +186,9 @@ class EngineSettings(CommonSettings):
         description="PostgreSQL role of the engine's connections (created by the migrations); empty = the URL's user.",
     )
     engine_port: int = Field(default=4510, ge=0, le=65535, description="Port of the engine gRPC service.")
+    engine_metrics_port: int = Field(
+        default=9510, ge=0, le=65535, description="Port of the engine's Prometheus /metrics (plain HTTP); 0 = none."
+    )
     event_lookback_seconds: float = Field(
         default=5.0,
         ge=0,
@@ -221,6 +244,9 @@ class SchedulerSettings(RedisSettings):
         description="PostgreSQL role of the scheduler's connections (made by the migrations); empty = the URL's user.",
     )
     scheduler_port: int = Field(default=4520, ge=0, le=65535, description="Port of the scheduler gRPC service.")
+    scheduler_metrics_port: int = Field(
+        default=9520, ge=0, le=65535, description="Port of the scheduler's Prometheus /metrics (plain HTTP); 0 = none."
+    )
     delayed_resume_concurrency: int = Field(default=20, ge=1, le=1000, description="Jobs of delayed_resume at once.")
     flow_triggers_concurrency: int = Field(default=10, ge=1, le=1000, description="Jobs of flow_triggers at once.")
     maintenance_concurrency: int = Field(default=5, ge=1, le=1000, description="Jobs of maintenance at once.")

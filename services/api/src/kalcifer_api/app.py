@@ -35,12 +35,14 @@ from kalcifer.v1 import (
 )
 from kalcifer_common.db.health import DatabaseProbe
 from kalcifer_common.db.session import create_engine, create_sessionmaker
+from kalcifer_common.metrics import MetricsEndpoint
 from kalcifer_common.rpc.auth import ApiKeyCache, AuthInterceptor, AuthPolicy
 from kalcifer_common.rpc.server import GrpcServer, ServiceBinding, binding
 from kalcifer_common.sandbox import ExpressionSandbox, SandboxLimits
 from kalcifer_common.secrets import SecretBox
 from kalcifer_common.service import serve_until_signal, wait_for_database
 from kalcifer_common.settings import ApiSettings
+from kalcifer_common.tracing import configure_tracing
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kalcifer_api.engine_client import EngineClient
@@ -145,6 +147,9 @@ def tenant_scoped_bindings(sessions: async_sessionmaker[AsyncSession], using: Co
 
 async def serve(settings: ApiSettings) -> None:
     """Run the API until SIGTERM/SIGINT."""
+    tracing = configure_tracing(settings, service_name="kalcifer-api")
+    metrics = MetricsEndpoint(settings.api_metrics_port)
+    metrics.start()
     engine = create_engine(
         settings.database_url,
         role=settings.database_role,
@@ -201,6 +206,8 @@ async def serve(settings: ApiSettings) -> None:
     await serve_until_signal(
         server,
         cleanup=[
+            metrics.stop,
+            tracing.shutdown,
             probe.close,
             using.engine.close,
             using.scheduler.close,

@@ -15,6 +15,7 @@ from kalcifer.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from kalcifer_common.db.health import DatabaseProbe
 from kalcifer_common.db.session import create_engine
 from kalcifer_common.logging import get_logger
+from kalcifer_common.metrics import MetricsEndpoint, PeriodicRefresh
 from kalcifer_common.outbound_policy import OutboundPolicy
 from kalcifer_common.rpc.auth import AuthInterceptor, AuthPolicy
 from kalcifer_common.rpc.clients import internal_channel
@@ -23,6 +24,7 @@ from kalcifer_common.sandbox import ExpressionSandbox, SandboxLimits
 from kalcifer_common.secrets import SecretBox
 from kalcifer_common.service import wait_for_database
 from kalcifer_common.settings import SchedulerSettings
+from kalcifer_common.tracing import configure_tracing
 
 from kalcifer_scheduler.deliveries.providers import LogProvider, SmtpProvider, WebhookProvider
 from kalcifer_scheduler.deliveries.queue import DeliveryQueue
@@ -35,6 +37,7 @@ from kalcifer_scheduler.health import HealthMonitor
 from kalcifer_scheduler.job_codec import JSON_JOBS
 from kalcifer_scheduler.keys import RedisKeys
 from kalcifer_scheduler.maintenance import Maintenance
+from kalcifer_scheduler.metrics import QueueGauges
 from kalcifer_scheduler.outbound.calls import CallMaker
 from kalcifer_scheduler.outbound.client import OutboundClient
 from kalcifer_scheduler.runtime import SchedulerRuntime, sweep_grace_seconds
@@ -172,6 +175,9 @@ async def serve(settings: SchedulerSettings) -> None:
     """Run the scheduler until SIGTERM/SIGINT."""
     if not settings.kalcifer_internal_token:
         raise SystemExit("KALCIFER_INTERNAL_TOKEN must be set: the scheduler accepts only internal callers")
+    tracing = configure_tracing(settings, service_name="kalcifer-scheduler")
+    metrics = MetricsEndpoint(settings.scheduler_metrics_port)
+    metrics.start()
     redis = await create_pool(RedisSettings.from_dsn(settings.redis_url), **JSON_JOBS)
     await redis.ping()
     runtime = await build_runtime(settings, redis)
@@ -205,18 +211,23 @@ async def serve(settings: SchedulerSettings) -> None:
         interval_seconds=settings.health_interval_seconds,
         stats_interval_seconds=settings.stats_interval_seconds,
     )
+    gauges = QueueGauges(redis, RedisKeys(settings.redis_key_prefix))
     loops: dict[str, Callable[[], Awaitable[None]]] = {
         "sweep": runtime.sweeper.run,
         "delivery-sweep": runtime.deliveries.run,
         "health": monitor.run,
         **{f"arq-{worker.queue_name}": worker.async_run for worker in workers},
     }
+    refresh = PeriodicRefresh("queues", gauges.refresh, interval_seconds=settings.metrics_refresh_seconds)
     tasks: list[asyncio.Task[None]] = []
     try:
         await server.start()
         tasks = [asyncio.create_task(run_supervised(name, start), name=name) for name, start in loops.items()]
+        if metrics.enabled:
+            refresh.start()
         await wait_for_shutdown_signal()
     finally:
+        await refresh.stop()
         await server.stop()
         await _drain(workers, settings.shutdown_grace_seconds)
         for task in tasks:
@@ -236,4 +247,6 @@ async def serve(settings: SchedulerSettings) -> None:
         await runtime.db.dispose()
         if runtime.entries_lock_db is not None:
             await runtime.entries_lock_db.dispose()
+        await tracing.shutdown()
+        await metrics.stop()
         _log.info("scheduler stopped", **{"fired": runtime.stats.fired, "failed": runtime.stats.failed})

@@ -1,10 +1,14 @@
-"""Counters of the scheduler's own work, logged periodically as one structured line."""
+"""Counters of the scheduler's own work, logged periodically as one structured line; the timer lag and the
+deliveries' moves are measured here once, for the log and for /metrics (`metrics`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from kalcifer_common.logging import get_logger
+from kalcifer_common.statuses import DeliveryStatus
+
+from kalcifer_scheduler.metrics import DELIVERIES, TIMER_LAG, VIA_SWEEP, VIA_TIMER
 
 _log = get_logger(__name__)
 
@@ -43,6 +47,23 @@ class SchedulerStats:
         room = _MAX_SAMPLES - len(self._lateness)
         if room > 0:
             self._lateness.extend(lateness_seconds[:room])
+        lag = TIMER_LAG.labels(VIA_SWEEP if swept else VIA_TIMER)
+        for value in lateness_seconds:
+            lag.observe(max(value, 0.0))
+
+    def delivery_sent(self, status: DeliveryStatus) -> None:
+        """Count a send attempt's outcome: the delivery is SENT, PENDING again (a retry later) or FAILED."""
+        DELIVERIES.labels(status.value).inc()
+        if status is DeliveryStatus.SENT:
+            self.deliveries_sent += 1
+        elif status is DeliveryStatus.PENDING:
+            self.deliveries_retried += 1
+        else:
+            self.deliveries_failed += 1
+
+    def delivery_reported(self, status: DeliveryStatus) -> None:
+        """Count a provider's report that moved a delivery into `status`."""
+        DELIVERIES.labels(status.value).inc()
 
     def log(self) -> None:
         """Write one `scheduler stats` line with the counters and this window's lateness p50/p99."""

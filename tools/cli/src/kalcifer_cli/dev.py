@@ -51,13 +51,18 @@ class ServiceDefinition:
     default_port: int
     console_script: str
     module: str
+    # Its Prometheus /metrics (plain HTTP); 0 in the environment turns it off.
+    metrics_port_var: str
+    default_metrics_port: int
 
 
 # start order: the api calls the engine, the engine the scheduler, but each retries, so order only saves log noise
 SERVICES: tuple[ServiceDefinition, ...] = (
-    ServiceDefinition("engine", "ENGINE_PORT", 4510, "kalcifer-engine", "kalcifer_engine"),
-    ServiceDefinition("scheduler", "SCHEDULER_PORT", 4520, "kalcifer-scheduler", "kalcifer_scheduler"),
-    ServiceDefinition("api", "API_PORT", 4500, "kalcifer-api", "kalcifer_api"),
+    ServiceDefinition("engine", "ENGINE_PORT", 4510, "kalcifer-engine", "kalcifer_engine", "ENGINE_METRICS_PORT", 9510),
+    ServiceDefinition(
+        "scheduler", "SCHEDULER_PORT", 4520, "kalcifer-scheduler", "kalcifer_scheduler", "SCHEDULER_METRICS_PORT", 9520
+    ),
+    ServiceDefinition("api", "API_PORT", 4500, "kalcifer-api", "kalcifer_api", "API_METRICS_PORT", 9500),
 )
 
 
@@ -114,6 +119,21 @@ def service_ports(environ: Mapping[str, str]) -> dict[str, int]:
     return ports
 
 
+def metrics_ports(environ: Mapping[str, str], ports: Mapping[str, int]) -> dict[str, int]:
+    """Each service's /metrics port (API_METRICS_PORT / ENGINE_METRICS_PORT / SCHEDULER_METRICS_PORT when set,
+    else the defaults; 0 = none), checked against each other and the gRPC `ports`."""
+    found: dict[str, int] = {}
+    for service in SERVICES:
+        raw = environ.get(service.metrics_port_var, "").strip() or str(service.default_metrics_port)
+        if not raw.isdigit() or not 0 <= int(raw) < 65536:
+            raise DevError(f"{service.metrics_port_var}={raw!r} is not a TCP port (or 0 for no /metrics)")
+        found[service.name] = int(raw)
+    taken = [*ports.values(), *(port for port in found.values() if port)]
+    if len(set(taken)) != len(taken):
+        raise DevError(f"every port must differ: gRPC {dict(ports)}, /metrics {found}")
+    return found
+
+
 def read_env_file(path: Path) -> dict[str, str]:
     """KEY=VALUE lines of `path` (blank lines and # comments skipped); {} when it does not exist."""
     if not path.exists():
@@ -149,6 +169,7 @@ def build_service_env(
     redis_url: str,
     tokens: DevTokens,
     ports: Mapping[str, int],
+    metrics: Mapping[str, int] | None = None,
 ) -> dict[str, str]:
     """The full environment of the three services: ours on top of the caller's, which wins where it is explicit."""
     env = dict(environ)
@@ -160,6 +181,7 @@ def build_service_env(
             INTERNAL_TOKEN_VAR: tokens.internal,
             SECRET_KEY_VAR: tokens.secret_key,
             **{service.port_var: str(ports[service.name]) for service in SERVICES},
+            **{service.metrics_port_var: str((metrics or {}).get(service.name, 0)) for service in SERVICES},
         }
     )
     env.setdefault("ENGINE_ADDR", f"localhost:{ports['engine']}")
@@ -320,6 +342,8 @@ class DevEndpoints:
     """Everything the banner shows."""
 
     addresses: Mapping[str, str]
+    # http://localhost:PORT/metrics of each service that serves one
+    metrics_urls: Mapping[str, str]
     database_url: str
     redis_url: str
     embedded: frozenset[str]  # "postgres" / "redis" when we run them
@@ -349,11 +373,13 @@ def run_dev(config: DevConfig, *, environ: Mapping[str, str] | None = None, cons
 def _run(config: DevConfig, data_dir: Path, env: dict[str, str], console: Console, stack: contextlib.ExitStack) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     ports = service_ports(env)
+    metrics = metrics_ports(env, ports)
     busy = [f"{name} port {port}" for name, port in ports.items() if port_in_use(port)]
+    busy += [f"{name} metrics port {port}" for name, port in metrics.items() if port and port_in_use(port)]
     if busy:
         raise DevError(
             f"already in use: {', '.join(busy)}. Is another `kalcifer dev` running? (set API_PORT / ENGINE_PORT / "
-            "SCHEDULER_PORT to use others)"
+            "SCHEDULER_PORT and API_METRICS_PORT / ENGINE_METRICS_PORT / SCHEDULER_METRICS_PORT to use others)"
         )
     tokens = load_or_create_dev_tokens(data_dir / "dev.env", env)
 
@@ -372,7 +398,9 @@ def _run(config: DevConfig, data_dir: Path, env: dict[str, str], console: Consol
     console.print("migrating the database ...")
     run_migrations(database_url)
 
-    service_env = build_service_env(env, database_url=database_url, redis_url=redis_url, tokens=tokens, ports=ports)
+    service_env = build_service_env(
+        env, database_url=database_url, redis_url=redis_url, tokens=tokens, ports=ports, metrics=metrics
+    )
     supervisor = Supervisor(
         service_specs(service_env, config.log_dir.expanduser().resolve() if config.log_dir else None, config.commands),
         grace_seconds=config.grace_seconds,
@@ -391,6 +419,7 @@ def _run(config: DevConfig, data_dir: Path, env: dict[str, str], console: Consol
     )
     endpoints = DevEndpoints(
         addresses=addresses,
+        metrics_urls={name: f"http://localhost:{port}/metrics" for name, port in metrics.items() if port},
         database_url=database_url,
         redis_url=redis_url,
         embedded=frozenset(embedded),
@@ -408,7 +437,7 @@ def print_banner(console: Console, endpoints: DevEndpoints) -> None:
     with contextlib.suppress(ValueError):
         where = where.relative_to(Path.cwd())
     rows: list[tuple[str, str, str]] = [
-        (service.name, endpoints.addresses[service.name], "")
+        (service.name, endpoints.addresses[service.name], _metrics_note(endpoints, service.name))
         for service in sorted(SERVICES, key=lambda s: s.default_port)
     ]
     rows += [
@@ -433,6 +462,11 @@ def print_banner(console: Console, endpoints: DevEndpoints) -> None:
         Text(f'  grpcurl -plaintext -H "authorization: Bearer {endpoints.tenant.raw_key}" {api} list'), soft_wrap=True
     )
     console.print()
+
+
+def _metrics_note(endpoints: DevEndpoints, service: str) -> str:
+    url = endpoints.metrics_urls.get(service)
+    return f"metrics {url}" if url else "no /metrics"
 
 
 # ---------------------------------------------------------------------------------------------------------------

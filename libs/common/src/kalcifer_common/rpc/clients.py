@@ -1,4 +1,5 @@
-"""Channels between Kalcifer services: every call carries the internal token and a deadline."""
+"""Channels between Kalcifer services: every call carries the internal token, a deadline and, when tracing, the
+caller's trace context (`tracing`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
+from kalcifer_common import tracing
 from kalcifer_common.rpc.tls import TlsFiles
 
 if TYPE_CHECKING:
@@ -51,7 +53,7 @@ def internal_channel(
 ) -> grpc.aio.Channel:
     """An aio channel to another Kalcifer service (mutual TLS when `tls` is given), balanced over every replica
     `address` resolves to; create it inside the running event loop."""
-    interceptors = cast(Any, [_InternalTokenInterceptor(token, timeout_seconds)])
+    interceptors = cast(Any, [*tracing.client_interceptors(), _InternalTokenInterceptor(token, timeout_seconds)])
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", 16 * 1024 * 1024),
         ("grpc.lb_policy_name", LOAD_BALANCING_POLICY),

@@ -1,5 +1,6 @@
 """The gRPC server bootstrap all three services share: health with per-service status, server reflection,
-interceptors, and a graceful shutdown on SIGTERM/SIGINT that drains in-flight calls."""
+interceptors (every server records RPC metrics and, when tracing, continues the caller's trace, before its own),
+and a graceful shutdown on SIGTERM/SIGINT that drains in-flight calls."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from kalcifer_common import tracing
 from kalcifer_common.logging import get_logger
+from kalcifer_common.rpc.metrics import RpcMetricsInterceptor
 from kalcifer_common.rpc.tls import TlsFiles
 
 _log = get_logger(__name__)
@@ -66,8 +69,9 @@ class GrpcServer:
 
     async def start(self) -> int:
         """Bind and start serving; every service reports SERVING. Returns the bound port."""
+        # Outermost first: the metrics time and see every answer (a refusal by auth included), inside the span.
         server = grpc.aio.server(
-            interceptors=list(self.interceptors),
+            interceptors=[RpcMetricsInterceptor(), *tracing.server_interceptors(), *self.interceptors],
             maximum_concurrent_rpcs=self.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

@@ -284,6 +284,14 @@ async def count_live_instances(
     return int((await conn.execute(query)).scalar_one())
 
 
+async def count_by_status(conn: AsyncConnection, *, timeout_ms: int) -> dict[str, int]:
+    """How many instances of every tenant are in each status (the instances gauge): one pass over the
+    (status, lease_until) index, cut off by PostgreSQL after `timeout_ms` (the transaction's own timeout)."""
+    await conn.execute(text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": str(timeout_ms)})
+    query = select(_instances.c.status, func.count()).group_by(_instances.c.status)
+    return {str(row[0]): int(row[1]) for row in await conn.execute(query)}
+
+
 async def participant_live_instances(
     conn: AsyncConnection, tenant_id: uuid.UUID, participant_id: str, flow_ids: Sequence[uuid.UUID]
 ) -> list[tuple[uuid.UUID, uuid.UUID]]:

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 from kalcifer_engine.deps import EngineDeps
 from kalcifer_engine.domain.graph import FlowGraph
 from kalcifer_engine.domain.tallies import Tally
+from kalcifer_engine.metrics import RunCounts
 from kalcifer_engine.nodes.registry import NodeRegistry
 from kalcifer_engine.repo.counters import write_tally
 from kalcifer_engine.repo.flows import load_graph
@@ -144,11 +145,14 @@ class Runtime:
     async def transaction(self, effects: Effects) -> AsyncIterator[AsyncConnection]:
         """A transaction that runs instances (or changes them), gathering what to do in `effects`: the analytics
         counters it changed (`effects.tally`) are written as its last statement, just before it commits (and then
-        cleared, so `effects` may gather another transaction's). The caller calls `after_commit(effects)`."""
+        cleared, so `effects` may gather another transaction's); its runs are counted for /metrics once it has
+        committed (`effects.counts`). The caller calls `after_commit(effects)`."""
         async with self.db.begin() as conn:
             yield conn
             await write_tally(conn, effects.tally)
             effects.tally = Tally()
+            counts, effects.counts = effects.counts, RunCounts()
+        counts.record()
 
     async def after_commit(self, effects: Effects) -> None:
         """Tell the scheduler about committed timers, cancellations and deliveries; run event lookbacks."""

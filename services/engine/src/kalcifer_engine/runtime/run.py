@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.domain.graph import FlowGraph, GraphNode
 from kalcifer_engine.domain.tallies import StepFacts, Tally
+from kalcifer_engine.metrics import RunCounts
 from kalcifer_engine.nodes.base import (
     Branched,
     Completed,
@@ -73,6 +74,8 @@ class Effects:
     # Not after the commit but just before it: the analytics counters the transaction changes, written as its last
     # statement by `Runtime.transaction` (so they commit with what they count).
     tally: Tally = field(default_factory=Tally)
+    # The runs and steps for /metrics, recorded by `Runtime.transaction` once the transaction has committed.
+    counts: RunCounts = field(default_factory=RunCounts)
 
     def extend(self, other: Effects) -> None:
         """Add another run's effects (several runs may share one commit)."""
@@ -81,6 +84,7 @@ class Effects:
         self.deliveries += other.deliveries
         self.event_waits += other.event_waits
         self.tally.extend(other.tally)
+        self.counts.extend(other.counts)
 
     def __bool__(self) -> bool:
         """Whether anything is left to do after the commit."""
@@ -497,6 +501,7 @@ class InstanceRun:
             finished=status in FINAL_INSTANCE_STATUSES,
         )
         self._count(written, status)
+        self.effects.counts.ran(status, (row["status"] for row in [*self.step_rows, *self.finished_steps]))
         self.instance.status = status
         return status
 

@@ -3,12 +3,17 @@
 The wait and delivery rows are the truth (SPEC 6.5): these calls only make timers fire on time and sends go out
 at once. So they never block or fail a run: requests queue in memory (bounded), a background task sends them in
 batches of up to 1000 per RPC, and a failure is logged and dropped; the scheduler's sweeps catch up.
+
+Traces: a batch serves the runs of many calls, so its span (`scheduler batch`, around its RPCs) is a child of the
+first call whose run queued into it and links to the others' (up to `MAX_LINKS`). The background task starts in
+an empty context: it must not stay, forever, inside the trace of the call that happened to start it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 import uuid
 from collections.abc import Iterable
@@ -20,12 +25,17 @@ from kalcifer_common.logging import get_logger
 from kalcifer_common.rpc.clients import internal_channel
 from kalcifer_common.rpc.tls import TlsFiles
 from kalcifer_common.timestamps import to_timestamp
+from opentelemetry import trace
+from opentelemetry.context import Context
 
 _log = get_logger(__name__)
+_tracer = trace.get_tracer(__name__)
 
 BATCH_LIMIT = 1000
 QUEUE_LIMIT = 100_000
 QUIET_SECONDS = 1.0
+# Callers' span contexts a batch's span remembers (the SDK keeps 128 links per span at most).
+MAX_LINKS = 64
 
 
 class SchedulerClient:
@@ -39,6 +49,8 @@ class SchedulerClient:
         self._arm: list[scheduler_pb2.ScheduleResumeRequest] = []
         self._cancel: list[str] = []
         self._deliveries: list[str] = []
+        # The span contexts of the calls whose runs queued requests since the last batch (the batch's parent, links).
+        self._origins: list[trace.SpanContext] = []
         self._wake = asyncio.Event()
         self._channel: grpc.aio.Channel | None = None
         self._task: asyncio.Task[None] | None = None
@@ -69,17 +81,23 @@ class SchedulerClient:
         if self._closed:
             return
         if time.monotonic() < self._quiet_until:
-            self._arm, self._cancel, self._deliveries = [], [], []
+            self._drop_queued()
             return
         pending = len(self._arm) + len(self._cancel) + len(self._deliveries)
         if pending > QUEUE_LIMIT:
             # Memory is bounded; the sweeps will find these rows.
             _log.warning("scheduler queue full, dropping requests", dropped=pending)
-            self._arm, self._cancel, self._deliveries = [], [], []
+            self._drop_queued()
             return
+        origin = trace.get_current_span().get_span_context()
+        if origin.is_valid and len(self._origins) < MAX_LINKS and origin not in self._origins[-1:]:
+            self._origins.append(origin)
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._send_forever())
+            self._task = asyncio.get_running_loop().create_task(self._send_forever(), context=contextvars.Context())
         self._wake.set()
+
+    def _drop_queued(self) -> None:
+        self._arm, self._cancel, self._deliveries, self._origins = [], [], [], []
 
     async def flush(self) -> None:
         """Send everything queued now (tests and shutdown)."""
@@ -104,6 +122,15 @@ class SchedulerClient:
             await self._send_once()
 
     async def _send_once(self) -> None:
+        if not (self._arm or self._cancel or self._deliveries):
+            return
+        origins, self._origins = self._origins, []
+        parent = trace.set_span_in_context(trace.NonRecordingSpan(origins[0])) if origins else Context()
+        links = [trace.Link(origin) for origin in origins[1:]]
+        with _tracer.start_as_current_span("scheduler batch", context=parent, links=links):
+            await self._send_queued()
+
+    async def _send_queued(self) -> None:
         if self._channel is None:
             self._channel = internal_channel(
                 self._address, token=self._token, timeout_seconds=self._timeout, tls=self._tls
@@ -122,7 +149,7 @@ class SchedulerClient:
                     await stub.EnqueueDeliveries(scheduler_pb2.EnqueueDeliveriesRequest(delivery_ids=deliveries))
             except grpc.aio.AioRpcError as error:
                 self._quiet_until = time.monotonic() + QUIET_SECONDS
-                self._arm, self._cancel, self._deliveries = [], [], []
+                self._drop_queued()
                 _log.info(
                     "scheduler call failed; its sweep will catch up (requests dropped for a second)",
                     code=error.code().name,

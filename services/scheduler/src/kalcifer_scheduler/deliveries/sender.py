@@ -27,6 +27,7 @@ from kalcifer_common.channels import secret_context
 from kalcifer_common.logging import get_logger
 from kalcifer_common.sandbox import ExpressionSandbox, SandboxUnavailable
 from kalcifer_common.secrets import SecretBox, SecretKeyMissing, SecretUnreadable
+from kalcifer_common.statuses import DeliveryStatus
 from kalcifer_common.templates import VARIABLES_KEY, RenderedMessage, TemplateRenderError, render_message
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -150,7 +151,7 @@ class DeliverySender:
             return await self._failed(key, provider_name, row.attempts, error)
         async with self._db.begin() as connection:
             await connection.execute(_MARK_SENT, {"id": key, "provider": provider_name, "message_id": message_id})
-        self._stats.deliveries_sent += 1
+        self._stats.delivery_sent(DeliveryStatus.SENT)
         return SendOutcome("sent", row.attempts)
 
     async def _failed(self, key: uuid.UUID, provider: str, attempt: int, error: SendError) -> SendOutcome:
@@ -159,11 +160,11 @@ class DeliverySender:
             if error.retryable and attempt < self._max_attempts:
                 delay = self.backoff(attempt)
                 retry_at = (await connection.execute(_MARK_RETRY, params | {"delay": delay})).scalar_one_or_none()
-                self._stats.deliveries_retried += 1
+                self._stats.delivery_sent(DeliveryStatus.PENDING)
                 _log.warning("delivery retry", delivery_id=str(key), attempt=attempt, retry_in=delay, error=str(error))
                 return SendOutcome("retry", attempt, retry_at)
             await connection.execute(_MARK_FAILED, params)
-        self._stats.deliveries_failed += 1
+        self._stats.delivery_sent(DeliveryStatus.FAILED)
         _log.error("delivery failed", delivery_id=str(key), attempt=attempt, error=str(error))
         return SendOutcome("failed", attempt)
 

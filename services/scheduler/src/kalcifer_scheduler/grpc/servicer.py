@@ -123,6 +123,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                 reason=request.reason,
             )
         )
+        if changed:
+            self._stats.delivery_reported(status)
         return scheduler_pb2.ReportDeliveryStatusResponse(status=status.value, changed=changed)
 
 

@@ -1,0 +1,101 @@
+"""Traces through the three services: a caller's W3C `traceparent` reaches the API, the engine and the scheduler,
+each span a child of the one that called it. Spans are read back from the services' logs, where
+`OTEL_TRACES_EXPORTER=console` writes them (the OTLP exporter is the same SDK with another destination)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from kalcifer.v1 import flow_pb2, flow_pb2_grpc, trigger_pb2, trigger_pb2_grpc
+from kalcifer_common.structs import dict_to_struct
+
+from tests.support.databases import scratch_database, scratch_redis_db
+from tests.support.eventually import eventually_sync
+from tests.support.processes import SERVICE_NAMES, Suite, running_suite
+from tests.support.spans import Span, spans_in
+from tests.support.tenants import new_tenant
+
+pytestmark = pytest.mark.e2e
+
+TRIGGER = "/kalcifer.v1.TriggerService/TriggerFlow"
+START = "/kalcifer.engine.v1.EngineService/StartInstance"
+ARM = "/kalcifer.scheduler.v1.SchedulerService/ScheduleResumes"
+
+
+@pytest.fixture(scope="module")
+def traced(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+    """A suite of its own whose services write their spans beside their logs."""
+    settings = {"OTEL_TRACES_EXPORTER": "console"}
+    with (
+        scratch_database(servers[0]) as database_url,
+        scratch_redis_db(servers[1]) as redis_url,
+        running_suite(database_url, redis_url, tmp_path_factory.mktemp("tracing-logs"), settings) as suite,
+    ):
+        yield suite
+
+
+def _one(spans: list[Span], name: str, kind: str) -> Span:
+    found = [span for span in spans if span.name == name and span.kind == f"SpanKind.{kind}"]
+    assert len(found) == 1, f"expected one {kind} span {name}, got {found}"
+    return found[0]
+
+
+def test_a_callers_trace_goes_on_through_api_engine_and_scheduler(traced: Suite) -> None:
+    trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+    tenant = new_tenant(traced, "traced")
+    graph = flow_pb2.FlowGraph(
+        nodes=[
+            flow_pb2.GraphNode(id="go", type="event_entry", config=dict_to_struct({"event_type": "go"})),
+            flow_pb2.GraphNode(id="hold", type="wait", config=dict_to_struct({"duration": "50s"})),
+        ],
+        edges=[flow_pb2.GraphEdge(source="go", target="hold")],
+    )
+    with grpc.insecure_channel(traced.address("api")) as channel:
+        flows = flow_pb2_grpc.FlowServiceStub(channel)
+        flow = flows.CreateFlow(
+            flow_pb2.CreateFlowRequest(flow=flow_pb2.Flow(name="traced"), graph=graph), metadata=tenant.auth
+        )
+        flows.ActivateFlow(flow_pb2.ActivateFlowRequest(id=flow.id), metadata=tenant.auth)
+        trigger_pb2_grpc.TriggerServiceStub(channel).TriggerFlow(
+            trigger_pb2.TriggerFlowRequest(flow_id=flow.id, participant_id="ada"),
+            metadata=(*tenant.auth, ("traceparent", f"00-{trace_id}-{caller_span}-01")),
+        )
+
+    def traced_spans() -> dict[str, list[Span]]:
+        return {
+            service: [span for span in spans_in(traced.log_of(service)) if span.trace_id == f"0x{trace_id}"]
+            for service in SERVICE_NAMES
+        }
+
+    # The scheduler's span is the last to end (the engine arms the timer after its run commits).
+    spans = eventually_sync(
+        traced_spans,
+        until=lambda found: any(span.name == ARM for span in found["scheduler"]),
+        within=30,
+        interval=0.2,
+        what=f"the scheduler's span of trace {trace_id}",
+    )
+    api_server = _one(spans["api"], TRIGGER, "SERVER")
+    api_client = _one(spans["api"], START, "CLIENT")
+    engine_server = _one(spans["engine"], START, "SERVER")
+    batch = _one(spans["engine"], "scheduler batch", "INTERNAL")
+    engine_client = _one(spans["engine"], ARM, "CLIENT")
+    scheduler_server = _one(spans["scheduler"], ARM, "SERVER")
+
+    assert api_server.parent_id == f"0x{caller_span}"
+    assert api_client.parent_id == api_server.span_id
+    assert engine_server.parent_id == api_client.span_id
+    assert batch.parent_id == engine_server.span_id
+    assert engine_client.parent_id == batch.span_id
+    assert scheduler_server.parent_id == engine_client.span_id
+    assert scheduler_server.attributes["rpc.grpc.status_code"] == 0
+
+
+def test_health_checks_are_not_traced(traced: Suite) -> None:
+    # Every service has been probed (each started only once SERVING; the scheduler probes the engine every 2 s).
+    for service in SERVICE_NAMES:
+        spans = spans_in(traced.log_of(service))
+        assert not [span.name for span in spans if span.name.startswith("/grpc.")], service
