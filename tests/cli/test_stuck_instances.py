@@ -17,9 +17,8 @@ from kalcifer_common.db.models import FlowInstance
 from kalcifer_common.db.session import create_engine, create_sessionmaker
 
 from tests.support.cli import kalcifer
-from tests.support.databases import scratch_database, scratch_redis_db
 from tests.support.eventually import eventually_sync
-from tests.support.processes import Suite, running_suite
+from tests.support.processes import Suite, scratch_suite
 from tests.support.tenants import new_tenant
 
 pytestmark = pytest.mark.e2e
@@ -41,11 +40,7 @@ FAR_OFF = {"RECOVERY_OVERDUE_SECONDS": "86400", "RECOVERY_RUNNING_SECONDS": "864
 
 @pytest.fixture(scope="module")
 def stuck_suite(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
-    with (
-        scratch_database(servers[0]) as database_url,
-        scratch_redis_db(servers[1]) as redis_url,
-        running_suite(database_url, redis_url, tmp_path_factory.mktemp("stuck-logs"), FAR_OFF) as suite,
-    ):
+    with scratch_suite(servers, tmp_path_factory.mktemp("stuck-logs"), FAR_OFF) as suite:
         yield suite
 
 

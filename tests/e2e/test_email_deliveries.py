@@ -35,9 +35,8 @@ from kalcifer.v1 import (
 )
 from kalcifer_common.structs import dict_to_struct
 
-from tests.support.databases import scratch_database, scratch_redis_db
 from tests.support.eventually import eventually_sync
-from tests.support.processes import Suite, free_port, running_suite
+from tests.support.processes import Suite, free_port, scratch_suite
 from tests.support.rpc import detail_of, rpc_error
 from tests.support.smtp import running_smtp, self_signed_certificate
 from tests.support.tenants import new_tenant
@@ -58,11 +57,7 @@ def mail_suite(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactor
         "DELIVERY_SWEEP_INTERVAL_SECONDS": "0.5",
     }
     log_dir: Path = tmp_path_factory.mktemp("mail-suite-logs")
-    with (
-        scratch_database(servers[0]) as database_url,
-        scratch_redis_db(servers[1]) as redis_url,
-        running_suite(database_url, redis_url, log_dir, settings) as suite,
-    ):
+    with scratch_suite(servers, log_dir, settings) as suite:
         yield suite
 
 

@@ -29,10 +29,9 @@ from kalcifer.v1 import (
 from kalcifer_common.structs import dict_to_struct
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.databases import scratch_database, scratch_redis_db
 from tests.support.eventually import eventually_sync
 from tests.support.grpcurl import grpcurl
-from tests.support.processes import SERVICE_NAMES, Suite, running_suite
+from tests.support.processes import SERVICE_NAMES, Suite, scratch_suite
 from tests.support.rpc import code_of
 from tests.support.spans import spans_in
 from tests.support.tenants import new_tenant
@@ -87,11 +86,7 @@ def rpc(service: str, method: str, code: str = "OK") -> dict[str, str]:
 def observed(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     """A suite of its own whose gauges refresh often (the default is every 10 s)."""
     settings = {"METRICS_REFRESH_SECONDS": "0.2"}
-    with (
-        scratch_database(servers[0]) as database_url,
-        scratch_redis_db(servers[1]) as redis_url,
-        running_suite(database_url, redis_url, tmp_path_factory.mktemp("metrics-logs"), settings) as suite,
-    ):
+    with scratch_suite(servers, tmp_path_factory.mktemp("metrics-logs"), settings) as suite:
         yield suite
 
 

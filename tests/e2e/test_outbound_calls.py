@@ -30,10 +30,9 @@ from kalcifer.v1 import (
 )
 from kalcifer_common.structs import dict_to_struct
 
-from tests.support.databases import scratch_database, scratch_redis_db
 from tests.support.endpoint import Endpoint, Reply, running_endpoint
 from tests.support.eventually import eventually_sync
-from tests.support.processes import Suite, running_suite
+from tests.support.processes import Suite, scratch_suite
 from tests.support.tenants import new_tenant
 
 COMPLETED, FAILED, WAITING = (
@@ -56,11 +55,7 @@ def calls_suite(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFacto
         "SWEEP_INTERVAL_SECONDS": "0.5",
     }
     log_dir: Path = tmp_path_factory.mktemp("calls-suite-logs")
-    with (
-        scratch_database(servers[0]) as database_url,
-        scratch_redis_db(servers[1]) as redis_url,
-        running_suite(database_url, redis_url, log_dir, settings) as suite,
-    ):
+    with scratch_suite(servers, log_dir, settings) as suite:
         yield suite
 
 

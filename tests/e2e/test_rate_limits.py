@@ -14,8 +14,7 @@ import pytest
 from google.rpc import error_details_pb2
 from kalcifer.v1 import flow_pb2, flow_pb2_grpc
 
-from tests.support.databases import scratch_database, scratch_redis_db
-from tests.support.processes import Suite, running_suite
+from tests.support.processes import Suite, scratch_suite
 from tests.support.rpc import detail_of, reason_of
 from tests.support.tenants import new_tenant
 
@@ -26,11 +25,7 @@ RATE, BURST = 20, 20
 def limited_suite(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     """The services with a small budget per tenant: 20 calls a second, bursts of 20."""
     settings = {"RATE_LIMIT_PER_SECOND": str(RATE), "RATE_LIMIT_BURST": str(BURST)}
-    with (
-        scratch_database(servers[0]) as database_url,
-        scratch_redis_db(servers[1]) as redis_url,
-        running_suite(database_url, redis_url, tmp_path_factory.mktemp("limited-logs"), settings) as suite,
-    ):
+    with scratch_suite(servers, tmp_path_factory.mktemp("limited-logs"), settings) as suite:
         yield suite
 
 

@@ -28,9 +28,8 @@ import pytest
 from kalcifer.v1 import event_pb2, event_pb2_grpc, flow_pb2, flow_pb2_grpc, trigger_pb2, trigger_pb2_grpc
 from kalcifer_common.structs import dict_to_struct
 
-from tests.support.databases import scratch_database, scratch_redis_db
 from tests.support.eventually import eventually
-from tests.support.processes import Suite, replica_name, running_suite
+from tests.support.processes import Suite, replica_name, scratch_suite
 from tests.support.tenants import Tenant, new_tenant
 
 pytestmark = pytest.mark.e2e
@@ -120,13 +119,7 @@ class Participant:
 @pytest.fixture(scope="module")
 def replicated(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     """Two processes of each service on a database and a Redis db of their own."""
-    with (
-        scratch_database(servers[0]) as database_url,
-        scratch_redis_db(servers[1]) as redis_url,
-        running_suite(
-            database_url, redis_url, tmp_path_factory.mktemp("replica-logs"), SETTINGS, replicas=REPLICAS
-        ) as suite,
-    ):
+    with scratch_suite(servers, tmp_path_factory.mktemp("replica-logs"), SETTINGS, replicas=REPLICAS) as suite:
         yield suite
 
 

@@ -21,9 +21,8 @@ from kalcifer.v1 import (
 from kalcifer_common.structs import dict_to_struct
 
 from tests.support.certificates import Certificates, make_certificates
-from tests.support.databases import scratch_database, scratch_redis_db
 from tests.support.eventually import eventually_sync
-from tests.support.processes import Suite, running_suite
+from tests.support.processes import Suite, scratch_suite
 from tests.support.rpc import bearer
 
 
@@ -42,11 +41,7 @@ def tls_suite(
         "TLS_KEY_FILE": str(certificates.server_key),
         "TLS_CA_FILE": str(certificates.ca),
     }
-    with (
-        scratch_database(servers[0]) as database_url,
-        scratch_redis_db(servers[1]) as redis_url,
-        running_suite(database_url, redis_url, tmp_path_factory.mktemp("tls-logs"), settings) as suite,
-    ):
+    with scratch_suite(servers, tmp_path_factory.mktemp("tls-logs"), settings) as suite:
         yield suite
 
 

@@ -12,9 +12,8 @@ import pytest
 from kalcifer.v1 import flow_pb2, flow_pb2_grpc, trigger_pb2, trigger_pb2_grpc
 from kalcifer_common.structs import dict_to_struct
 
-from tests.support.databases import scratch_database, scratch_redis_db
 from tests.support.eventually import eventually_sync
-from tests.support.processes import SERVICE_NAMES, Suite, running_suite
+from tests.support.processes import SERVICE_NAMES, Suite, scratch_suite
 from tests.support.spans import Span, spans_in
 from tests.support.tenants import new_tenant
 
@@ -29,11 +28,7 @@ ARM = "/kalcifer.scheduler.v1.SchedulerService/ScheduleResumes"
 def traced(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     """A suite of its own whose services write their spans beside their logs."""
     settings = {"OTEL_TRACES_EXPORTER": "console"}
-    with (
-        scratch_database(servers[0]) as database_url,
-        scratch_redis_db(servers[1]) as redis_url,
-        running_suite(database_url, redis_url, tmp_path_factory.mktemp("tracing-logs"), settings) as suite,
-    ):
+    with scratch_suite(servers, tmp_path_factory.mktemp("tracing-logs"), settings) as suite:
         yield suite
 
 

@@ -20,8 +20,7 @@ from kalcifer_client import (
     Unavailable,
 )
 
-from tests.support.databases import scratch_database, scratch_redis_db
-from tests.support.processes import Suite, running_suite
+from tests.support.processes import Suite, scratch_suite
 from tests.support.tenants import new_tenant
 
 pytestmark = pytest.mark.e2e
@@ -33,11 +32,7 @@ RATE, BURST = 5, 5
 def limited_suite(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     """The services with a small budget per tenant (5 calls a second, bursts of 5), the API stoppable."""
     settings = {"RATE_LIMIT_PER_SECOND": str(RATE), "RATE_LIMIT_BURST": str(BURST)}
-    with (
-        scratch_database(servers[0]) as database_url,
-        scratch_redis_db(servers[1]) as redis_url,
-        running_suite(database_url, redis_url, tmp_path_factory.mktemp("sdk-retry-logs"), settings) as suite,
-    ):
+    with scratch_suite(servers, tmp_path_factory.mktemp("sdk-retry-logs"), settings) as suite:
         yield suite
 
 

@@ -24,7 +24,11 @@ from tests.support.eventually import eventually_sync
 BIN = Path(sys.executable).parent
 SERVICE_NAMES = ("engine", "scheduler", "api")
 PORT_VARIABLES = {"api": "API_PORT", "engine": "ENGINE_PORT", "scheduler": "SCHEDULER_PORT"}
-METRICS_PORT_VARIABLES = {name: f"{variable.removesuffix('_PORT')}_METRICS_PORT" for name, variable in PORT_VARIABLES.items()}
+METRICS_PORT_VARIABLES = {
+    "api": "API_METRICS_PORT",
+    "engine": "ENGINE_METRICS_PORT",
+    "scheduler": "SCHEDULER_METRICS_PORT",
+}
 
 
 def replica_name(service: str, number: int) -> str:
@@ -199,3 +203,19 @@ def running_suite(
     finally:
         for name in list(suite.processes):
             suite.stop(name)
+
+
+@contextmanager
+def scratch_suite(
+    servers: tuple[str, str], log_dir: Path, extra_env: dict[str, str] | None = None, *, replicas: int = 1
+) -> Iterator[Suite]:
+    """`running_suite` on a migrated database and a Redis db of its own on the run's `servers` (PostgreSQL URL,
+    Redis URL), both removed afterwards: what a module that needs its own settings starts."""
+    from tests.support.databases import scratch_database, scratch_redis_db
+
+    with (
+        scratch_database(servers[0]) as database_url,
+        scratch_redis_db(servers[1]) as redis_url,
+        running_suite(database_url, redis_url, log_dir, extra_env, replicas=replicas) as suite,
+    ):
+        yield suite

@@ -119,7 +119,8 @@ class TenantRateLimiter:
         comes), so they take the tokens in turn instead of all waking for the first one."""
         now = time.monotonic()
         held, release_at = self._held.get(tenant_id, (0, 0.0))
-        release_at = max(now + seconds, release_at + 1 / self._rate)
+        # A hair past the token's moment: asyncio may wake a timer up to its clock resolution early.
+        release_at = max(now + seconds + 0.002, release_at + 1 / self._rate)
         self._held[tenant_id] = (held + 1, release_at)
         try:
             await asyncio.sleep(release_at - now)
