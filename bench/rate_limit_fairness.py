@@ -3,8 +3,8 @@
 The three services run as processes on the bench's scratch servers with a budget of 50 calls/s per tenant. B
 starts one instance every 25 ms (40/s, inside its budget) and we take B's latencies: alone (the baseline), then
 while two processes of tenant A (at the lowest CPU priority: on this one machine they stand for clients elsewhere)
-flood TriggerFlow far over A's budget, ignoring RetryInfo: each calling back to back, then each keeping 48, then
-64 calls in flight. A is answered RESOURCE_EXHAUSTED `RATE_LIMITED` before its requests are read: up to
+flood TriggerFlow far over A's budget, ignoring RetryInfo: each calling back to back, then each keeping 64, then
+128 calls in flight. A is answered RESOURCE_EXHAUSTED `RATE_LIMITED` before its requests are read: up to
 RATE_LIMIT_MAX_HELD of its calls held until their retry time, the rest at once. Reported: B's p50 and p99 under
 each flood next to alone; the target is a p99 ratio within 2.
 """
@@ -31,10 +31,10 @@ RATE = 50
 B_CALLS = 300
 B_SPACING_SECONDS = 0.025
 FLOOD_PROCESSES = 2
-# Calls each flooding process keeps in flight: one (back to back); 48 (96 in all: every refused call is held, as
-# the replica holds up to 100 of a tenant's); 64 (128 in all: beyond what is held, so part of the flood is refused
+# Calls each flooding process keeps in flight: one (back to back); 64 (128 in all: every refused call is held, as
+# the replica holds up to 200 of a tenant's); 128 (256 in all: beyond what is held, so part of the flood is refused
 # at once, in a tight loop).
-FLOOD_SHAPES = (1, 48, 64)
+FLOOD_SHAPES = (1, 64, 128)
 GRAPH = flow_pb2.FlowGraph(
     nodes=[
         flow_pb2.GraphNode(id="go", type="event_entry", config=dict_to_struct({"event_type": "go"})),

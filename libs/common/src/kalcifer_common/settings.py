@@ -160,7 +160,7 @@ class ApiSettings(RedisSettings):
     )
     rate_limit_burst: int = Field(default=400, ge=1, description="Calls a tenant may make at once above its rate.")
     rate_limit_max_held: int = Field(
-        default=100,
+        default=200,
         ge=0,
         le=10_000,
         description="Calls per tenant held until their retry time when the tenant calls again while refused (0: none).",

@@ -185,6 +185,7 @@ async def serve(settings: ApiSettings) -> None:
         burst=settings.rate_limit_burst,
         key_prefix=settings.redis_key_prefix,
         max_held=settings.rate_limit_max_held,
+        max_held_total=settings.max_concurrent_rpcs // 2,
     )
     interceptor = AuthInterceptor(
         policies=policies,

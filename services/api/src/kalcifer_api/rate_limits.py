@@ -7,10 +7,13 @@ it is refused from its metadata, before its body is decoded or the database is a
 its tenant's budget and little else.
 
 A tenant that keeps calling while refused (refused again within a second: it ignores `RetryInfo`) has its refused
-calls held until their retry time (their bodies unread), one per token, then tried once more, at most `max_held`
-of its calls at once per replica (beyond those, refused at once). A client that
+calls held until their retry time (their bodies unread), one per token, then tried once more: at most `max_held`
+of its calls at once per replica, and at most `max_held_total` of all tenants' (half of MAX_CONCURRENT_RPCS, so
+holds never take the room other tenants' calls need); beyond those, refused at once. A client that
 waits as told never meets the hold; a flood that does not runs at the pace it is told and costs timers, not the
-CPU that other tenants' calls need. The hold counts toward `MAX_CONCURRENT_RPCS` like any call in flight.
+CPU that other tenants' calls need. A flood with more calls in flight than can be held is answered at once, at
+about half a millisecond of API CPU a call: past that, it is a denial of service for the edge in front of the API
+(connection limits), not a rate to limit.
 
 Redis may forget or go away at any time: a forgotten bucket starts full again, and while Redis cannot be reached
 each replica limits with a bucket of its own in memory (the same rate), so the limit degrades to per replica and
@@ -73,6 +76,7 @@ class TenantRateLimiter:
         burst: int,
         key_prefix: str,
         max_held: int = 0,
+        max_held_total: int = 0,
         max_local: int = 10_000,
     ) -> None:
         self._redis = redis
@@ -87,6 +91,9 @@ class TenantRateLimiter:
         # costs a dictionary lookup per call, not a round trip.
         self._empty_until: OrderedDict[uuid.UUID, float] = OrderedDict()
         self._max_held = max_held
+        # Held calls of all tenants together: they count toward MAX_CONCURRENT_RPCS, and must never fill it.
+        self._max_held_total = max_held_total
+        self._held_total = 0
         # Per tenant: calls held now, and when the last of them is released.
         self._held: dict[uuid.UUID, tuple[int, float]] = {}
         self._refused_at: OrderedDict[uuid.UUID, float] = OrderedDict()
@@ -101,7 +108,11 @@ class TenantRateLimiter:
         wait_ms = await self._take(tenant_id)
         if wait_ms <= 0:
             return None
-        if self._refused_again(tenant_id) and self._held.get(tenant_id, (0, 0.0))[0] < self._max_held:
+        if (
+            self._refused_again(tenant_id)
+            and self._held.get(tenant_id, (0, 0.0))[0] < self._max_held
+            and self._held_total < self._max_held_total
+        ):
             await self._hold(tenant_id, wait_ms / 1000)
             wait_ms = await self._take(tenant_id)
             if wait_ms <= 0:
@@ -122,9 +133,11 @@ class TenantRateLimiter:
         # A hair past the token's moment: asyncio may wake a timer up to its clock resolution early.
         release_at = max(now + seconds + 0.002, release_at + 1 / self._rate)
         self._held[tenant_id] = (held + 1, release_at)
+        self._held_total += 1
         try:
             await asyncio.sleep(release_at - now)
         finally:
+            self._held_total -= 1
             held, last = self._held[tenant_id]
             if held > 1:
                 self._held[tenant_id] = (held - 1, last)
