@@ -14,17 +14,29 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
 
+@dataclass
+class RunReport:
+    """What the benchmarks of one run measured for `bench/results/latest.json` (see report.py): figure objects by
+    name, and raw latency samples (ms) by series for the plot."""
+
+    figures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    latencies_ms: dict[str, list[float]] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class BenchEnv:
-    """Where a benchmark may put its load: a scratch database and Redis db of its own (dropped afterwards)."""
+    """Where a benchmark may put its load: a scratch database and Redis db of its own (dropped afterwards), and
+    the run's report, which later benchmarks of the same run may read (Temporal is compared with our figures)."""
 
     database_url: str
     redis_url: str
     work_dir: Path
+    report: RunReport = field(default_factory=RunReport)
 
 
 @dataclass(frozen=True)
