@@ -73,11 +73,12 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def table(rows: Sequence[Comparison]) -> str:
     """A plain-text table of comparisons."""
-    header = f"{'benchmark':<44} {'ours':>12} {'baseline':>12} {'ratio':>7}  unit / baseline"
+    width = max([44, *(len(row.name) for row in rows)])
+    header = f"{'benchmark':<{width}} {'ours':>12} {'baseline':>12} {'ratio':>7}  unit / baseline"
     lines = [header, "-" * len(header)]
     for row in rows:
         figures = f"{row.ours:>12.2f} {row.baseline:>12.2f} {row.ratio:>7.2f}"
-        lines.append(f"{row.name:<44} {figures}  {row.unit} / {row.baseline_name}")
+        lines.append(f"{row.name:<{width}} {figures}  {row.unit} / {row.baseline_name}")
     return "\n".join(lines)
 
 

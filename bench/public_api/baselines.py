@@ -101,8 +101,6 @@ async def _raw_open(database_url: str, count: int, rate: float, pool_size: int) 
 
 async def _note_lateness(ctx: dict[str, Any], due: float) -> None:
     ctx["lateness"].append(time.time() - due)
-    if len(ctx["lateness"]) >= ctx["expected"]:
-        ctx["all_ran"].set()
 
 
 def raw_arq_lateness(redis_url: str, fire_times: list[float]) -> tuple[list[float], float]:
@@ -115,7 +113,6 @@ async def _raw_arq(redis_url: str, fire_times: list[float]) -> tuple[list[float]
     defaults = SchedulerSettings.model_fields
     redis = await create_pool(RedisSettings.from_dsn(redis_url), **JSON_JOBS)
     lateness: list[float] = []
-    all_ran = asyncio.Event()
     worker = Worker(
         functions=[func(_note_lateness, keep_result=0)],
         queue_name=ARQ_QUEUE,
@@ -124,7 +121,8 @@ async def _raw_arq(redis_url: str, fire_times: list[float]) -> tuple[list[float]
         poll_delay=defaults["arq_poll_seconds"].default,
         keep_result=0,
         handle_signals=False,
-        ctx={"lateness": lateness, "expected": len(fire_times), "all_ran": all_ran},
+        ctx={"lateness": lateness},
+        burst=True,  # returns once the queue is empty and its last job has finished
         log_results=False,
         **JSON_JOBS,
     )
@@ -143,11 +141,8 @@ async def _raw_arq(redis_url: str, fire_times: list[float]) -> tuple[list[float]
 
         await asyncio.gather(*(enqueue(due) for due in fire_times))
         overrun = max(0.0, time.time() - min(fire_times))
-        task = asyncio.create_task(worker.async_run())
         with contextlib.suppress(TimeoutError):  # jobs that never ran are missing from the result
-            await asyncio.wait_for(all_ran.wait(), max(fire_times) + 120 - time.time())
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+            await asyncio.wait_for(worker.async_run(), max(fire_times) + 120 - time.time())
         return [value * 1000 for value in lateness], overrun
     finally:
         await worker.close()
