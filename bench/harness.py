@@ -10,6 +10,7 @@ baseline measured in the same run, never an absolute target alone.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -67,7 +68,8 @@ def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    # the smallest value with at least q% of the values at or below it (q * n first: 0.99 * 100 is not 99.0)
+    rank = max(0, min(len(ordered) - 1, math.ceil(q * len(ordered) / 100) - 1))
     return ordered[rank]
 
 

@@ -255,8 +255,9 @@ async def _timer_lateness(driver: _Driver, channel: grpc.aio.Channel, trigger_ra
     per_slot = round(TIMER_RATE * TIMER_SLOT_SECONDS)
     count = round(TIMER_RATE * TIMER_SECONDS)
     # Every timer must be armed before the first is due: starting them takes count / trigger_rate seconds at the
-    # rate just measured; twice that, and 20 s for the flows and for a machine that slows down meanwhile.
-    lead = 2 * count / max(trigger_rate, 1.0) + 20
+    # rate just measured; 1.4 times that, and 15 s for the flows and for a machine that slows down meanwhile (a
+    # timer armed after it was due is left out and counted as `armed_late`).
+    lead = 1.4 * count / max(trigger_rate, 1.0) + 15
     slots = _timer_schedule(datetime.now(UTC) + timedelta(seconds=lead))
     auth = bearer(driver.key)
     flow_ids: list[str] = []
