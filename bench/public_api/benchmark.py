@@ -13,7 +13,8 @@ to the API like any client. In order:
    `WAITING_INSTANCES` more instances of that flow are started and left waiting; scaled per 100k and per instance.
 3. event_resume at each of `EVENT_RATES`: IngestEvent `ping` to participants whose instance waits for it, open
    loop for `EVENT_SECONDS`; IngestEvent answers after the resumed run committed. Latency from each call's
-   scheduled time. Next to it, the raw transaction open loop at the same rate.
+   scheduled time. Next to it, the raw transaction open loop at the same rate; and, first, the rate IngestEvent
+   sustains closed loop (`CONCURRENCY` in flight), which says whether an offered rate is above it.
 4. timer_lateness: `TIMER_RATE` timers a second due over `TIMER_SECONDS` (10 per 10 ms slot), each an instance
    parked on `wait_until` its slot, all started (TriggerFlow) well before the first is due. Read from the rows
    afterwards (see readings.py). Next to it, raw arq with one empty job deferred to each of the same fire times.
@@ -54,6 +55,7 @@ TRIGGER_CALLS = 1000
 WAITING_INSTANCES = 20_000
 EVENT_RATES = (200, 500)
 EVENT_SECONDS = 10
+EVENT_CAPACITY_CALLS = 1000
 TIMER_RATE = 1000
 TIMER_SECONDS = 10
 TIMER_SLOT_SECONDS = 0.01
@@ -199,10 +201,19 @@ async def _waiting_memory(driver: _Driver, flow_id: str) -> list[Comparison]:
 
 async def _event_resume(driver: _Driver, flow_id: str) -> list[Comparison]:
     database_url = driver.env.database_url
-    needed = sum(rate * EVENT_SECONDS for rate in EVENT_RATES)
+    needed = EVENT_CAPACITY_CALLS + sum(rate * EVENT_SECONDS for rate in EVENT_RATES)
     waiting = await readings.waiting_participants(database_url, driver.tenant_id, uuid.UUID(flow_id), needed)
     if len(waiting) < needed:
         raise RuntimeError(f"{len(waiting)} instances wait for an event; the event benchmark needs {needed}")
+    capacity: ClosedLoopResult = await driver.load.run(
+        load.ingest_events_closed,
+        driver.address,
+        driver.key,
+        waiting[:EVENT_CAPACITY_CALLS],
+        RESUME_EVENT,
+        CONCURRENCY,
+    )
+    waiting = waiting[EVENT_CAPACITY_CALLS:]
     rows: list[Comparison] = []
     for rate in EVENT_RATES:
         count = rate * EVENT_SECONDS
@@ -226,6 +237,8 @@ async def _event_resume(driver: _Driver, flow_id: str) -> list[Comparison]:
             raw_txn_p50_ms=raw_summary["p50_ms"],
             raw_txn_p99_ms=raw_summary["p99_ms"],
             raw_txn_errors=raw.error_count,
+            closed_loop_per_s=round(capacity.rate, 1),
+            closed_loop_errors=sum(capacity.errors.values()),
         )
         driver.env.report.latencies_ms[f"ours: event resume @ {rate}/s"] = ours.latencies_ms
         driver.env.report.latencies_ms[f"raw asyncpg txn (event resume baseline) @ {rate}/s"] = raw.latencies_ms
@@ -298,6 +311,7 @@ async def _timer_lateness(driver: _Driver, channel: grpc.aio.Channel, trigger_ra
         "missing": outcomes.missing,
         "unfired": outcomes.unfired,
         "start_errors": sum(started.errors.values()),
+        "start_error_codes": started.errors,
         "armed_s_before_first_due": round((slots[0] - armed_by).total_seconds(), 1),
         "raw_arq_jobs_ran": len(arq_lateness),
         "raw_arq_enqueue_overrun_s": round(arq_overrun, 2),
@@ -306,7 +320,7 @@ async def _timer_lateness(driver: _Driver, channel: grpc.aio.Channel, trigger_ra
     if outcomes.commit_lateness_ms:
         commit = latency_summary(outcomes.commit_lateness_ms)
         extra |= {"commit_p50_ms": commit["p50_ms"], "commit_p99_ms": commit["p99_ms"]}
-    figure = timer_figure(counted / TIMER_SECONDS, outcomes.lateness_ms, arq_lateness, **extra)
+    figure = timer_figure(TIMER_RATE, outcomes.lateness_ms, arq_lateness, **extra)
     driver.env.report.figures["timer_lateness"] = figure
     driver.env.report.latencies_ms[f"ours: timer lateness @ {TIMER_RATE}/s"] = outcomes.lateness_ms
     driver.env.report.latencies_ms[f"raw arq: timer lateness @ {TIMER_RATE}/s"] = arq_lateness

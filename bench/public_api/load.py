@@ -66,3 +66,30 @@ async def _ingest_events(
             return None if answer.resumed == 1 else f"resumed {answer.resumed}"
 
         return await open_loop(len(participants), rate, call)
+
+
+def ingest_events_closed(
+    address: str, key: str, participants: Sequence[str], event_type: str, concurrency: int
+) -> ClosedLoopResult:
+    """IngestEvent `event_type` for each participant, `concurrency` in flight: the rate the suite sustains."""
+    return asyncio.run(_ingest_events_closed(address, key, participants, event_type, concurrency))
+
+
+async def _ingest_events_closed(
+    address: str, key: str, participants: Sequence[str], event_type: str, concurrency: int
+) -> ClosedLoopResult:
+    async with grpc.aio.insecure_channel(address) as channel:
+        await asyncio.wait_for(channel.channel_ready(), 30)
+        stub = event_pb2_grpc.EventServiceStub(channel)
+        auth = _auth(key)
+
+        async def call(index: int) -> None:
+            answer = await stub.IngestEvent(
+                event_pb2.IngestEventRequest(participant_id=participants[index], event_type=event_type),
+                metadata=auth,
+                timeout=CALL_TIMEOUT_SECONDS,
+            )
+            if answer.resumed != 1:
+                raise LookupError(f"resumed {answer.resumed}")
+
+        return await closed_loop(len(participants), concurrency, call)
