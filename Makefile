@@ -20,7 +20,7 @@ help:
 	@echo "make test   - the whole suite (TEST_DATABASE_URL/TEST_REDIS_URL if set, else embedded servers)"
 	@echo "make chaos  - SIGKILL each service, flush/restart Redis, restart PostgreSQL under load; 0 lost, 0 duplicated"
 	@echo "make lint   - ruff + mypy --strict + import-linter architecture contracts"
-	@echo "make bench  - benchmarks, each next to a raw baseline measured in the same run"
+	@echo "make bench  - benchmarks, each next to a raw baseline measured in the same run (bench/results/latest.json)"
 	@echo "make docs   - regenerate docs/nodes.md, the node catalogue, from the engine's node registry"
 
 $(BIN)/python:

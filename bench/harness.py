@@ -10,21 +10,34 @@ baseline measured in the same run, never an absolute target alone.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
 
+@dataclass
+class RunReport:
+    """What the benchmarks of one run measured for `bench/results/latest.json` (see report.py): figure objects by
+    name, and raw latency samples (ms) by series for the plot."""
+
+    figures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    latencies_ms: dict[str, list[float]] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class BenchEnv:
-    """Where a benchmark may put its load: a scratch database and Redis db of its own (dropped afterwards)."""
+    """Where a benchmark may put its load: a scratch database and Redis db of its own (dropped afterwards), and
+    the run's report, which later benchmarks of the same run may read (Temporal is compared with our figures)."""
 
     database_url: str
     redis_url: str
     work_dir: Path
+    report: RunReport = field(default_factory=RunReport)
 
 
 @dataclass(frozen=True)
@@ -55,17 +68,19 @@ def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    # the smallest value with at least q% of the values at or below it (q * n first: 0.99 * 100 is not 99.0)
+    rank = max(0, min(len(ordered) - 1, math.ceil(q * len(ordered) / 100) - 1))
     return ordered[rank]
 
 
 def table(rows: Sequence[Comparison]) -> str:
     """A plain-text table of comparisons."""
-    header = f"{'benchmark':<44} {'ours':>12} {'baseline':>12} {'ratio':>7}  unit / baseline"
+    width = max([44, *(len(row.name) for row in rows)])
+    header = f"{'benchmark':<{width}} {'ours':>12} {'baseline':>12} {'ratio':>7}  unit / baseline"
     lines = [header, "-" * len(header)]
     for row in rows:
         figures = f"{row.ours:>12.2f} {row.baseline:>12.2f} {row.ratio:>7.2f}"
-        lines.append(f"{row.name:<44} {figures}  {row.unit} / {row.baseline_name}")
+        lines.append(f"{row.name:<{width}} {figures}  {row.unit} / {row.baseline_name}")
     return "\n".join(lines)
 
 

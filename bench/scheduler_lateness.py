@@ -43,7 +43,12 @@ from tests.support.rpc import bearer
 RATES = (1000, 2000)
 REPEATS = 3
 DURATION_SECONDS = 5.0
-LEAD_SECONDS = 4.0  # arming finishes before the first timer is due
+LEAD_SECONDS = 4.0  # arming finishes before the first timer is due...
+LEAD_SECONDS_PER_1000 = 1.0  # ...plus a second per 1,000 timers: a loaded machine arms 10,000 in more than 6 s
+
+
+def _lead(rate: int) -> float:
+    return LEAD_SECONDS + rate * DURATION_SECONDS / 1000 * LEAD_SECONDS_PER_1000
 
 
 def _schedule(rate: int, start: datetime) -> list[datetime]:
@@ -58,7 +63,7 @@ async def _ours(env: BenchEnv, engine: RecordingEngine, seeder: Seeder, rate: in
         env.work_dir / f"scheduler-{rate}.log",
     ).start()
     try:
-        start = datetime.now(UTC) + timedelta(seconds=LEAD_SECONDS + rate / 1000)
+        start = datetime.now(UTC) + timedelta(seconds=_lead(rate))
         fire_times = _schedule(rate, start)
         pairs = await seeder.waits(fire_times)
         async with grpc.aio.insecure_channel(process.address) as channel:
@@ -77,10 +82,10 @@ async def _ours(env: BenchEnv, engine: RecordingEngine, seeder: Seeder, rate: in
                     scheduler_pb2.ScheduleResumesRequest(resumes=resumes), metadata=bearer(token)
                 )
         if datetime.now(UTC) > start:
-            raise RuntimeError("arming took longer than the lead time; raise LEAD_SECONDS")
+            raise RuntimeError("arming took longer than the lead time; raise LEAD_SECONDS_PER_1000")
         waits = [wait for _, wait in pairs]
         await eventually(
-            lambda: all(engine.applied_for(waits).values()), within=DURATION_SECONDS + LEAD_SECONDS + 30, interval=0.2
+            lambda: all(engine.applied_for(waits).values()), within=DURATION_SECONDS + _lead(rate) + 30, interval=0.2
         )
         applied = engine.applied_for(waits)
         return [
@@ -114,7 +119,7 @@ async def _raw_arq(env: BenchEnv, rate: int) -> list[float]:
         **JSON_JOBS,
     )
     try:
-        start = datetime.now(UTC) + timedelta(seconds=LEAD_SECONDS + rate / 1000)
+        start = datetime.now(UTC) + timedelta(seconds=_lead(rate))
         fire_times = _schedule(rate, start)
         semaphore = asyncio.Semaphore(50)
 
@@ -124,10 +129,10 @@ async def _raw_arq(env: BenchEnv, rate: int) -> list[float]:
 
         await asyncio.gather(*(enqueue(moment) for moment in fire_times))
         if datetime.now(UTC) > start:
-            raise RuntimeError("enqueueing took longer than the lead time; raise LEAD_SECONDS")
+            raise RuntimeError("enqueueing took longer than the lead time; raise LEAD_SECONDS_PER_1000")
         task = asyncio.create_task(worker.async_run())
         await eventually(
-            lambda: len(lateness) >= len(fire_times), within=DURATION_SECONDS + LEAD_SECONDS + 60, interval=0.2
+            lambda: len(lateness) >= len(fire_times), within=DURATION_SECONDS + _lead(rate) + 60, interval=0.2
         )
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
