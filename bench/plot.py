@@ -39,7 +39,7 @@ def write_latency_plot(series: Mapping[str, Sequence[float]], title: str, path: 
     panels = {heading: members for heading, members in panels.items() if members}
     if not panels:
         return None
-    figure, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5), squeeze=False)
+    figure, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 6.5), squeeze=False)
     for axis, (heading, members) in zip(axes[0], panels.items(), strict=True):
         for name, values in sorted(members.items()):
             ordered = sorted(max(value, 0.01) for value in values)
@@ -52,7 +52,7 @@ def write_latency_plot(series: Mapping[str, Sequence[float]], title: str, path: 
         axis.axhline(0.99, color="grey", linewidth=0.5, linestyle="--")
         axis.axhline(0.5, color="grey", linewidth=0.5, linestyle=":")
         axis.grid(True, which="both", linewidth=0.3)
-        axis.legend(fontsize=8, loc="lower right")
+        axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     figure.suptitle(title)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
