@@ -44,6 +44,18 @@ async def _trigger_flows(
         return await closed_loop(len(starts), concurrency, call)
 
 
+async def _ingest(
+    stub: event_pb2_grpc.EventServiceAsyncStub, auth: tuple[tuple[str, str]], participant_id: str, event_type: str
+) -> int:
+    """One IngestEvent; how many instances it resumed."""
+    answer = await stub.IngestEvent(
+        event_pb2.IngestEventRequest(participant_id=participant_id, event_type=event_type),
+        metadata=auth,
+        timeout=CALL_TIMEOUT_SECONDS,
+    )
+    return int(answer.resumed)
+
+
 def ingest_events(address: str, key: str, participants: Sequence[str], event_type: str, rate: float) -> OpenLoopResult:
     """IngestEvent `event_type` for each participant, open loop at `rate` a second; each must resume one instance."""
     return asyncio.run(_ingest_events(address, key, participants, event_type, rate))
@@ -58,12 +70,8 @@ async def _ingest_events(
         auth = _auth(key)
 
         async def call(index: int) -> str | None:
-            answer = await stub.IngestEvent(
-                event_pb2.IngestEventRequest(participant_id=participants[index], event_type=event_type),
-                metadata=auth,
-                timeout=CALL_TIMEOUT_SECONDS,
-            )
-            return None if answer.resumed == 1 else f"resumed {answer.resumed}"
+            resumed = await _ingest(stub, auth, participants[index], event_type)
+            return None if resumed == 1 else f"resumed {resumed}"
 
         return await open_loop(len(participants), rate, call)
 
@@ -84,12 +92,8 @@ async def _ingest_events_closed(
         auth = _auth(key)
 
         async def call(index: int) -> None:
-            answer = await stub.IngestEvent(
-                event_pb2.IngestEventRequest(participant_id=participants[index], event_type=event_type),
-                metadata=auth,
-                timeout=CALL_TIMEOUT_SECONDS,
-            )
-            if answer.resumed != 1:
-                raise LookupError(f"resumed {answer.resumed}")
+            resumed = await _ingest(stub, auth, participants[index], event_type)
+            if resumed != 1:
+                raise LookupError(f"resumed {resumed}")
 
         return await closed_loop(len(participants), concurrency, call)

@@ -70,6 +70,11 @@ class Endpoint:
         """Let every hanging request go (they answer 504)."""
         self._released.set()
 
+    def paths(self) -> list[str]:
+        """The path of every request so far, in the order they arrived."""
+        with self._lock:
+            return [request.path for request in self.received]
+
     def requests_to(self, path: str) -> list[Received]:
         """What reached `path`, in order."""
         with self._lock:

@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kalcifer_common.rpc.tls import TlsFiles, secure_or_insecure_channel
 
+from tests.support.databases import scratch_database, scratch_redis_db
 from tests.support.eventually import eventually_sync
 
 BIN = Path(sys.executable).parent
@@ -211,8 +212,6 @@ def scratch_suite(
 ) -> Iterator[Suite]:
     """`running_suite` on a migrated database and a Redis db of its own on the run's `servers` (PostgreSQL URL,
     Redis URL), both removed afterwards: what a module that needs its own settings starts."""
-    from tests.support.databases import scratch_database, scratch_redis_db
-
     with (
         scratch_database(servers[0]) as database_url,
         scratch_redis_db(servers[1]) as redis_url,

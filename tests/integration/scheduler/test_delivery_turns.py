@@ -60,11 +60,6 @@ async def _pending(db: AsyncEngine, tenant: uuid.UUID, count: int) -> list[str]:
     return [str(i) for i in ids]
 
 
-def _paths(endpoint: Endpoint) -> list[str]:
-    with endpoint._lock:
-        return [request.path for request in endpoint.received]
-
-
 async def test_a_tenants_send_waits_behind_anothers_turns_not_its_backlog(
     channel: grpc.aio.Channel,
     token: str,
@@ -85,17 +80,15 @@ async def test_a_tenants_send_waits_behind_anothers_turns_not_its_backlog(
         scheduler_pb2.EnqueueDeliveriesRequest(delivery_ids=backlog), metadata=bearer(token)
     )
     assert queued.enqueued <= PER_TENANT  # A's turns, not its backlog
-    await eventually(lambda: _paths(endpoint).count("/a"), until=lambda n: n >= 10, what="A's sends under way")
+    await eventually(lambda: endpoint.paths().count("/a"), until=lambda n: n >= 10, what="A's sends under way")
 
-    a_before = _paths(endpoint).count("/a")
+    a_before = endpoint.paths().count("/a")
     [b] = await _pending(sched_db, neighbour.tenant_id, 1)
     answer = await stub.EnqueueDeliveries(
         scheduler_pb2.EnqueueDeliveriesRequest(delivery_ids=[b]), metadata=bearer(token)
     )
     assert answer.enqueued in (0, 1)  # 0 when a pass that one of A's sends woke queued it first
-    paths = await eventually(
-        lambda: _paths(endpoint), until=lambda seen: "/b" in seen, within=30, what="B's delivery sent"
-    )
+    paths = await eventually(endpoint.paths, until=lambda seen: "/b" in seen, within=30, what="B's delivery sent")
     a_ahead_of_b = paths[: paths.index("/b")].count("/a") - a_before
     # Behind A's queued turns and the sends already taken, give or take a refill racing B's enqueue.
     assert a_ahead_of_b <= PER_TENANT + 4, a_ahead_of_b
@@ -130,6 +123,5 @@ async def test_a_tenants_send_waits_behind_anothers_turns_not_its_backlog(
     await eventually(
         statuses, until=lambda seen: seen == {"sent": BACKLOG}, within=120, what="every one of A's deliveries sent"
     )
-    with endpoint._lock:
-        keys = [request.headers["idempotency-key"] for request in endpoint.received if request.path == "/a"]
+    keys = [request.headers["idempotency-key"] for request in endpoint.requests_to("/a")]
     assert sorted(keys) == sorted(f"turns-{i}" for i in backlog)  # each once

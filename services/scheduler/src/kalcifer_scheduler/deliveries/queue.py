@@ -97,16 +97,14 @@ class DeliveryQueue:
             tenants = list((await connection.execute(_TENANTS_OF, {"ids": list(delivery_ids)})).scalars())
         return await self._take_turns(tenants) if tenants else 0
 
-    def wake(self, after_seconds: float = 0.0) -> None:
-        """Have the next pass run now (a send finished: its tenant's next turn is free), or in `after_seconds`."""
-        if after_seconds <= 0:
-            self._wake.set()
-        else:
-            asyncio.get_running_loop().call_later(after_seconds, self._wake.set)
+    def wake(self) -> None:
+        """Have the next pass run now (a send finished: its tenant's next turn is free)."""
+        self._wake.set()
 
     def wake_at(self, moment: datetime) -> None:
         """Have a pass run when `moment` comes (a retry's `send_after`)."""
-        self.wake(max(0.0, (moment - datetime.now(UTC)).total_seconds()) + 0.01)
+        delay = max(0.0, (moment - datetime.now(UTC)).total_seconds()) + 0.01
+        asyncio.get_running_loop().call_later(delay, self._wake.set)
 
     async def sweep(self) -> int:
         """One pass over every tenant with due deliveries; returns how many jobs were queued now."""
