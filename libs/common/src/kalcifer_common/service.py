@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any
 
+import uvloop
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -13,6 +15,12 @@ from kalcifer_common.logging import get_logger
 from kalcifer_common.rpc.server import GrpcServer, wait_for_shutdown_signal
 
 _log = get_logger(__name__)
+
+
+def run_service(main: Coroutine[Any, Any, None]) -> None:
+    """Run a service's `main` to its end on uvloop (libuv's event loop: less CPU per callback and per socket
+    write than asyncio's own, which every RPC and every database round trip pays)."""
+    uvloop.run(main)
 
 
 async def wait_for_database(engine: AsyncEngine, *, timeout_seconds: float = 30.0) -> None:

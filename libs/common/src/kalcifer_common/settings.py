@@ -91,6 +91,12 @@ class CommonSettings(BaseSettings):
         description="How often dependencies are probed for the health status: PostgreSQL (and, by the scheduler, "
         "Redis and the engine).",
     )
+    timer_horizon_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="Waits due within this horizon are armed in Redis from PostgreSQL; the engine tells the "
+        "scheduler only of timers due within twice this (0: of every timer, and Redis holds them all).",
+    )
     metrics_refresh_seconds: float = Field(
         default=10.0,
         gt=0,
@@ -262,9 +268,6 @@ class SchedulerSettings(RedisSettings):
         default=1.0, gt=0, le=60, description="Period of the overdue-wait sweep (bounds the delay after a Redis loss)."
     )
     sweep_batch_size: int = Field(default=1000, ge=1, le=10000, description="Overdue waits claimed per sweep query.")
-    timer_horizon_seconds: float = Field(
-        default=60.0, ge=0, description="Waits due within this horizon are armed in Redis from PostgreSQL."
-    )
     claim_lease_seconds: float = Field(
         default=60.0, gt=0, description="How long a claimed wait or delivery is held before another replica retries."
     )

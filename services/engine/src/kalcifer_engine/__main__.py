@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from kalcifer_common.logging import configure_logging
+from kalcifer_common.service import run_service
 from kalcifer_common.settings import EngineSettings
 
 from kalcifer_engine.app import serve
@@ -14,7 +13,7 @@ def main() -> None:
     """Console entry point."""
     settings = EngineSettings()
     configure_logging(level=settings.log_level, fmt=settings.log_format, service="engine")
-    asyncio.run(serve(settings))
+    run_service(serve(settings))
 
 
 if __name__ == "__main__":

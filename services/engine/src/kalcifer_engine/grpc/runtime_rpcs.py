@@ -26,6 +26,7 @@ from kalcifer_engine.runtime import events, lifecycle, migration, resumes, start
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.migration import MigrationReport
 from kalcifer_engine.runtime.replay import Replay
+from kalcifer_engine.runtime.start_batches import StartBatches
 
 MAX_BATCH = 1000
 MAX_PARTICIPANT_ID = 256
@@ -148,6 +149,14 @@ class RuntimeRpcs:
             self.deps.runtime = existing
         return existing
 
+    @property
+    def start_batches(self) -> StartBatches:
+        """StartInstance's group commit (built on first use, over the process's runtime)."""
+        existing = self.deps.start_batches
+        if existing is None:
+            existing = self.deps.start_batches = StartBatches(self.runtime)
+        return existing
+
     async def StartInstance(
         self, request: engine_pb2.StartInstanceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.StartInstanceResponse:
@@ -174,6 +183,8 @@ class RuntimeRpcs:
             entry_node_ids=(request.entry_node_id,) if request.entry_node_id else (),
             event=struct_to_dict(request.event) if request.HasField("event") else None,
         )
+        if not request.request_id:
+            return _start_response(await self.start_batches.start(start))
         return await starts.start_instance_once(
             rt,
             start,

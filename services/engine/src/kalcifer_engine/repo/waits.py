@@ -145,8 +145,10 @@ async def merge_wait_meta(conn: AsyncConnection, wait_id: uuid.UUID, meta: dict[
     await conn.execute(update(_waits).where(_waits.c.id == wait_id).values(branch_path=_with_meta(meta)))
 
 
-async def cancel_pending_waits(conn: AsyncConnection, instance_id: uuid.UUID, now: datetime) -> list[uuid.UUID]:
-    """Cancel every pending wait of an instance; returns the ids of those that had a timer."""
+async def cancel_pending_waits(
+    conn: AsyncConnection, instance_id: uuid.UUID, now: datetime
+) -> list[tuple[uuid.UUID, datetime]]:
+    """Cancel every pending wait of an instance; returns (id, fire time) of those that had a timer."""
     return await cancel_pending_waits_of(conn, [instance_id], now)
 
 
@@ -158,8 +160,8 @@ async def pending_waits(conn: AsyncConnection, instance_id: uuid.UUID) -> list[W
 
 async def cancel_pending_waits_of(
     conn: AsyncConnection, instance_ids: Sequence[uuid.UUID], now: datetime
-) -> list[uuid.UUID]:
-    """Cancel every pending wait of these instances; returns the ids of those that had a timer."""
+) -> list[tuple[uuid.UUID, datetime]]:
+    """Cancel every pending wait of these instances; returns (id, fire time) of those that had a timer."""
     if not instance_ids:
         return []
     statement = (
@@ -168,7 +170,7 @@ async def cancel_pending_waits_of(
         .values(status=WaitStatus.CANCELLED, resolved_time=now)
         .returning(_waits.c.id, _waits.c.fire_time)
     )
-    return [row.id for row in await conn.execute(statement) if row.fire_time is not None]
+    return [(row.id, row.fire_time) for row in await conn.execute(statement) if row.fire_time is not None]
 
 
 async def held_waits(conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, now: datetime) -> list[WaitRow]:

@@ -81,6 +81,7 @@ class Runtime:
             token=deps.settings.kalcifer_internal_token,
             timeout_seconds=deps.settings.rpc_timeout_seconds,
             tls=deps.settings.tls(),
+            reach_seconds=2 * deps.settings.timer_horizon_seconds if deps.settings.timer_horizon_seconds else None,
         )
         self._background: set[asyncio.Task[None]] = set()
         self.expressions = expressions or ExpressionSandbox(

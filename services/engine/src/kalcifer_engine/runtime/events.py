@@ -299,8 +299,7 @@ async def _route_or_zero(
 async def resume_from_recent_events(rt: Runtime, armed: Sequence[ArmedEventWait]) -> Effects:
     """The lookback rule (module docstring): resume freshly armed event waits with events that came just before."""
     effects = Effects()
-    for wait in armed:
-        candidates = await _recent_events(rt, wait)
+    for wait, candidates in zip(armed, await _recent_events(rt, armed), strict=True):
         for event_id, data in candidates:
             async with rt.transaction(effects) as conn:
                 outcome = await resume_in(
@@ -317,14 +316,20 @@ async def resume_from_recent_events(rt: Runtime, armed: Sequence[ArmedEventWait]
     return effects
 
 
-async def _recent_events(rt: Runtime, wait: ArmedEventWait) -> list[tuple[uuid.UUID, dict[str, Any]]]:
+async def _recent_events(rt: Runtime, armed: Sequence[ArmedEventWait]) -> list[list[tuple[uuid.UUID, dict[str, Any]]]]:
+    """Each wait's lookback candidates, read on one pooled connection outside any transaction (a read needs none:
+    one round trip per wait, no BEGIN and ROLLBACK around it)."""
     async with rt.db.connect() as conn:
-        return await recent_events(
-            conn,
-            tenant_id=wait.tenant_id,
-            participant_id=wait.participant_id,
-            event_type=wait.event_type,
-            since=wait.since,
-            instance_id=wait.instance_id,
-            limit=LOOKBACK_LIMIT,
-        )
+        reading = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        return [
+            await recent_events(
+                reading,
+                tenant_id=wait.tenant_id,
+                participant_id=wait.participant_id,
+                event_type=wait.event_type,
+                since=wait.since,
+                instance_id=wait.instance_id,
+                limit=LOOKBACK_LIMIT,
+            )
+            for wait in armed
+        ]

@@ -243,7 +243,7 @@ async def _migrate_one(
             meta={**wait.meta, "rearmed_for": to_version},
         )
         if wait.fire_time is not None:
-            effects.cancelled_timers.append(wait.id)
+            effects.cancelled_timers.append((wait.id, wait.fire_time))
         if result.fire_time is not None:
             effects.timers.append((instance.id, wait.id, result.fire_time))
     await instances.move_to_version(conn, instance_id, to_version, now)

@@ -151,7 +151,7 @@ async def resume_in(
     elif fired.kind == "timer":
         trigger = "timer"
     if by_event and fired.fire_time is not None:
-        effects.cancelled_timers.append(fired.id)
+        effects.cancelled_timers.append((fired.id, fired.fire_time))
     run = await rt.instance_run(conn, instance, now)
     await run.resume(fired, trigger, request.data if by_event or by == WaitKind.CALL else {})
     await run.finish()
@@ -172,7 +172,7 @@ async def _fail_at_wait(
     """Fail the instance at `wait` (a runaway filter): every event would stop it again, so waiting on is futile."""
     await fire_wait(conn, wait.id, instance.id, by="event", now=now, meta={"fired_by": FILTER_STOPPED})
     if wait.fire_time is not None:
-        effects.cancelled_timers.append(wait.id)
+        effects.cancelled_timers.append((wait.id, wait.fire_time))
     run = await rt.instance_run(conn, instance, now)
     run.fail_at_wait(wait, reason)
     await run.finish()

@@ -68,7 +68,7 @@ class Effects:
     """What to do once the transaction has committed: arm and cancel timers, queue deliveries, look back."""
 
     timers: list[tuple[uuid.UUID, uuid.UUID, datetime]] = field(default_factory=list)
-    cancelled_timers: list[uuid.UUID] = field(default_factory=list)
+    cancelled_timers: list[tuple[uuid.UUID, datetime]] = field(default_factory=list)  # (wait id, fire time)
     deliveries: list[uuid.UUID] = field(default_factory=list)
     event_waits: list[ArmedEventWait] = field(default_factory=list)
     # Not after the commit but just before it: the analytics counters the transaction changes, written as its last

@@ -4,6 +4,11 @@ The wait and delivery rows are the truth (SPEC 6.5): these calls only make timer
 at once. So they never block or fail a run: requests queue in memory (bounded), a background task sends them in
 batches of up to 1000 per RPC, and a failure is logged and dropped; the scheduler's sweeps catch up.
 
+A timer due later than `reach_seconds` from now is not sent at all, armed or cancelled: the scheduler keeps only
+the near future in Redis and reads farther timers from their wait rows when they come within its horizon
+(TIMER_HORIZON_SECONDS; the reach is twice that, so clocks a little apart cannot lose one), and a wait cancelled
+meanwhile is no longer pending when that read comes.
+
 Traces: a batch serves the runs of many calls, so its span (`scheduler batch`, around its RPCs) is a child of the
 first call whose run queued into it and links to the others' (up to `MAX_LINKS`). The background task starts in
 an empty context: it must not stay, forever, inside the trace of the call that happened to start it.
@@ -16,8 +21,8 @@ import contextlib
 import contextvars
 import time
 import uuid
-from collections.abc import Iterable
-from datetime import datetime
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 
 import grpc
 from kalcifer.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
@@ -41,8 +46,19 @@ MAX_LINKS = 64
 class SchedulerClient:
     """Queues scheduler requests and sends them in batches from one background task."""
 
-    def __init__(self, address: str, *, token: str, timeout_seconds: float, tls: TlsFiles | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str,
+        timeout_seconds: float,
+        tls: TlsFiles | None = None,
+        reach_seconds: float | None = None,
+    ) -> None:
+        """`reach_seconds`: timers due later than this from now are left to the scheduler's horizon arming (None:
+        every timer is sent)."""
         self._address = address
+        self._reach = None if reach_seconds is None else timedelta(seconds=reach_seconds)
         self._tls = tls
         self._token = token
         self._timeout = timeout_seconds
@@ -60,17 +76,31 @@ class SchedulerClient:
         self._quiet_until = 0.0
 
     def arm(self, timers: Iterable[tuple[uuid.UUID, uuid.UUID, datetime]]) -> None:
-        """Ask for timers (instance id, wait id, fire time)."""
-        self._arm += [
+        """Ask for timers (instance id, wait id, fire time) due within reach."""
+        within = self._within_reach()
+        near = [
             scheduler_pb2.ScheduleResumeRequest(instance_id=str(i), wait_id=str(w), fire_time=to_timestamp(t))
             for i, w, t in timers
+            if within(t)
         ]
-        self._kick()
+        if near:
+            self._arm += near
+            self._kick()
 
-    def cancel(self, wait_ids: Iterable[uuid.UUID]) -> None:
-        """Ask to drop the timers of waits that were resolved another way (an event, a cancel)."""
-        self._cancel += [str(w) for w in wait_ids]
-        self._kick()
+    def cancel(self, timers: Iterable[tuple[uuid.UUID, datetime]]) -> None:
+        """Ask to drop the timers (wait id, fire time) of waits resolved another way (an event, a cancel), those
+        due within reach (a farther one was never put in Redis)."""
+        within = self._within_reach()
+        near = [str(wait_id) for wait_id, fire_time in timers if within(fire_time)]
+        if near:
+            self._cancel += near
+            self._kick()
+
+    def _within_reach(self) -> Callable[[datetime], bool]:
+        if self._reach is None:
+            return lambda _: True
+        limit = datetime.now(UTC) + self._reach
+        return lambda fire_time: fire_time <= limit
 
     def enqueue_deliveries(self, delivery_ids: Iterable[uuid.UUID]) -> None:
         """Ask to send committed deliveries now."""

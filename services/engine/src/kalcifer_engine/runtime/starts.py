@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.domain.graph import FlowGraph
 from kalcifer_engine.domain.tallies import Cohort
-from kalcifer_engine.repo.instances import InstanceRow, enter_flow
+from kalcifer_engine.repo.instances import Entry, InstanceRow, enter_flow
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.replay import Replay
 from kalcifer_engine.runtime.run import Effects, InstanceRun
@@ -52,21 +52,25 @@ def initial_context(request: StartRequest, instance_id: uuid.UUID, customer: dic
     return context
 
 
-async def start_instance(
-    rt: Runtime,
-    conn: AsyncConnection,
-    request: StartRequest,
-    effects: Effects,
-    *,
-    now: datetime,
-    skip_if_in_flow: bool = False,
-    graph: FlowGraph | None = None,
-) -> uuid.UUID | None:
-    """Create the instance and run it to its first waits or its end, inside the caller's transaction.
+# What refuses a start before it wrote anything (no flow, not active, no version, already in the flow): a shared
+# transaction stays good for the other starts in it.
+REFUSALS: tuple[type[Exception], ...] = (NotFound, FailedPrecondition, AlreadyExists)
 
-    Raises NOT_FOUND (flow), FAILED_PRECONDITION (FLOW_NOT_ACTIVE, NO_ACTIVE_VERSION), INVALID_ARGUMENT (entry
-    node), ALREADY_EXISTS ALREADY_IN_FLOW; with `skip_if_in_flow` the last is None instead (event entries).
-    """
+
+@dataclass(frozen=True)
+class Admitted:
+    """A start the flow admitted: its instance row is inserted (in the caller's transaction), not yet run."""
+
+    instance_id: uuid.UUID
+    entry: Entry
+
+
+async def admit(
+    conn: AsyncConnection, request: StartRequest, *, now: datetime, skip_if_in_flow: bool = False
+) -> Admitted | None:
+    """Insert the instance if the flow admits the participant; refusals raise one of `REFUSALS` having written
+    nothing: NOT_FOUND (flow), FAILED_PRECONDITION (FLOW_NOT_ACTIVE, NO_ACTIVE_VERSION), ALREADY_EXISTS
+    ALREADY_IN_FLOW; with `skip_if_in_flow` the last is None instead (event entries)."""
     instance_id = uuid.uuid4()
     entry = await enter_flow(
         conn,
@@ -87,6 +91,28 @@ async def start_instance(
         if skip_if_in_flow:
             return None
         raise _already_in_flow(request)
+    return Admitted(instance_id, entry)
+
+
+async def run_admitted(
+    rt: Runtime,
+    conn: AsyncConnection,
+    request: StartRequest,
+    admitted: Admitted,
+    effects: Effects,
+    *,
+    now: datetime,
+    graph: FlowGraph | None = None,
+) -> uuid.UUID:
+    """Run an admitted instance to its first waits or its end, inside the caller's transaction.
+
+    Raises INVALID_ARGUMENT (an entry node that is not a trigger of the version) after the instance row was
+    written: the caller's transaction must roll back.
+    """
+    entry, instance_id = admitted.entry, admitted.instance_id
+    # admit() checked both
+    assert entry.version_number is not None
+    assert entry.context is not None
     version = entry.version_number
     if graph is None:
         graph = await rt.graph(conn, request.flow_id, version)
@@ -115,6 +141,24 @@ async def start_instance(
     await run.finish()
     effects.extend(run.effects)
     return instance_id
+
+
+async def start_instance(
+    rt: Runtime,
+    conn: AsyncConnection,
+    request: StartRequest,
+    effects: Effects,
+    *,
+    now: datetime,
+    skip_if_in_flow: bool = False,
+    graph: FlowGraph | None = None,
+) -> uuid.UUID | None:
+    """Create the instance and run it to its first waits or its end, inside the caller's transaction: `admit`,
+    then `run_admitted` (it raises what they raise)."""
+    admitted = await admit(conn, request, now=now, skip_if_in_flow=skip_if_in_flow)
+    if admitted is None:
+        return None
+    return await run_admitted(rt, conn, request, admitted, effects, now=now, graph=graph)
 
 
 async def start_instance_once(
