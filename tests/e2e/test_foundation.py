@@ -75,14 +75,27 @@ def test_grpcurl_creates_a_tenant_with_the_admin_token(suite: Suite) -> None:
     assert body["api_key"]["key_prefix"] == body["raw_key"][:12]
 
 
+def _all_tenants(tenants: tenant_pb2_grpc.TenantServiceStub, admin: tuple[tuple[str, str]]) -> list[tenant_pb2.Tenant]:
+    """Every tenant ListTenants answers, page after page."""
+    listed: list[tenant_pb2.Tenant] = []
+    token = ""
+    while True:
+        page = tenants.ListTenants(tenant_pb2.ListTenantsRequest(page_size=100, page_token=token), metadata=admin)
+        listed.extend(page.tenants)
+        if not (token := page.next_page_token):
+            return listed
+
+
 def test_create_tenant_and_api_key_with_a_request_id_make_one_each(
     suite: Suite, tenants: tenant_pb2_grpc.TenantServiceStub
 ) -> None:
     admin = bearer(suite.admin_token)
-    request = tenant_pb2.CreateTenantRequest(name="once", request_id=f"tenant-{uuid.uuid4()}")
+    name = f"once-{uuid.uuid4().hex[:8]}"
+    request = tenant_pb2.CreateTenantRequest(name=name, request_id=f"tenant-{uuid.uuid4()}")
     first = tenants.CreateTenant(request, metadata=admin)
     again = tenants.CreateTenant(request, metadata=admin)
     assert (again.tenant, again.api_key) == (first.tenant, first.api_key), "a retry answers the same tenant and key"
+    assert [tenant.id for tenant in _all_tenants(tenants, admin) if tenant.name == name] == [first.tenant.id]
     assert first.raw_key.startswith("kal_")
     assert again.raw_key == "", "the raw key is shown once; the idempotency record does not keep it"
     other = tenant_pb2.CreateTenantRequest(name="different", request_id=request.request_id)

@@ -1,13 +1,15 @@
-"""The README's grpcurl examples (the quickstart, channels, templates and deliveries), executed as written (only
-the address and credentials are substituted)."""
+"""The README's grpcurl examples (the quickstart, channels, templates and deliveries, analytics), executed as
+written (only the address and credentials are substituted)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +21,7 @@ pytestmark = pytest.mark.e2e
 README = Path(__file__).resolve().parents[2] / "README.md"
 BLOCK = re.compile(r"<!-- quickstart:.*?-->\s*```sh\n(?P<script>.*?)```\s*<!-- /quickstart -->", re.DOTALL)
 DELIVERIES = re.compile(r"<!-- deliveries:.*?-->\s*```sh\n(?P<script>.*?)```\s*<!-- /deliveries -->", re.DOTALL)
+ANALYTICS = re.compile(r"<!-- analytics:.*?-->\s*```sh\n(?P<script>.*?)```\s*<!-- /analytics -->", re.DOTALL)
 
 
 def quickstart_script(block: re.Pattern[str] = BLOCK) -> str:
@@ -57,3 +60,24 @@ def test_readme_channels_templates_and_deliveries_run_against_the_suite(suite: S
     assert "refused: statuses only move forward" in out
     assert "Code: FailedPrecondition" in result.stderr
     assert "INVALID_TRANSITION" in result.stderr
+
+
+def _answers(out: str) -> list[Any]:
+    """Every JSON document grpcurl printed, in order."""
+    decoder, answers, at = json.JSONDecoder(), [], 0
+    while (at := out.find("{", at)) != -1:
+        answer, at = decoder.raw_decode(out, at)
+        answers.append(answer)
+    return answers
+
+
+def test_readme_analytics_runs_against_the_suite(suite: Suite) -> None:
+    api_key = new_tenant(suite, "readme-analytics").key
+    result = _run(suite, quickstart_script(ANALYTICS), API_KEY=api_key)
+    assert result.returncode == 0, f"the analytics example failed:\n{result.stdout}\n{result.stderr}"
+    *started, summary, ab = _answers(result.stdout)
+    assert [sorted(answer) for answer in started[-3:]] == [["instance_id"]] * 3, "three participants entered"
+    assert summary == {"entered": "3", "waiting": "3"}
+    assert ab["node_id"] == "split"
+    assert [variant["key"] for variant in ab["variants"]] == ["a", "b"]
+    assert sum(int(variant.get("participants", "0")) for variant in ab["variants"]) == 3
