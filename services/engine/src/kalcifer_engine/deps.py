@@ -12,7 +12,7 @@ from kalcifer_engine.nodes.registry import NodeRegistry
 
 if TYPE_CHECKING:
     from kalcifer_engine.runtime.core import Runtime
-    from kalcifer_engine.runtime.start_batches import StartBatches
+    from kalcifer_engine.runtime.grouped_calls import GroupedCalls
 
 
 @dataclass
@@ -25,5 +25,5 @@ class EngineDeps:
     registry: NodeRegistry
     # Instance execution (graph cache, scheduler client); built by the composition root or on first use.
     runtime: Runtime | None = None
-    # StartInstance's group commit over that runtime; built on first use.
-    start_batches: StartBatches | None = None
+    # StartInstance's and RouteEvent's group commits over that runtime; built on first use.
+    grouped: GroupedCalls | None = None

@@ -8,7 +8,8 @@ then reads the first one's row.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -16,6 +17,7 @@ from kalcifer_common.db.models import Event
 from kalcifer_common.errors import FieldViolation, InvalidArgument
 from sqlalchemy import Table, select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from kalcifer_api.domain.events import NewEvent, StoredEvent, same_event
 from kalcifer_api.repo.scoped import TenantScopedRepository
@@ -25,6 +27,18 @@ _events = cast(Table, Event.__table__)
 
 class EventRepository(TenantScopedRepository):
     """The calling tenant's events."""
+
+    @asynccontextmanager
+    async def _session_for(self, count: int) -> AsyncIterator[AsyncSession]:
+        """A transaction for a batch (stored whole or not at all); for one event, a session whose statements each
+        commit alone: its insert is all there is to store, and it costs one round trip instead of three."""
+        if count > 1:
+            async with self._sessions.begin() as session:
+                yield session
+            return
+        async with self._sessions() as session:
+            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            yield session
 
     async def store(self, events: Sequence[NewEvent], *, field_prefix: str = "") -> list[StoredEvent]:
         """Store a batch in one transaction and return, per event and in order, the row it maps to.
@@ -48,7 +62,7 @@ class EventRepository(TenantScopedRepository):
             }
             for event in events
         ]
-        async with self._sessions.begin() as session:
+        async with self._session_for(len(rows)) as session:
             inserted = set(
                 (
                     await session.execute(

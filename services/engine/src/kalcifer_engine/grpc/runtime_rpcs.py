@@ -24,9 +24,9 @@ from kalcifer_engine.deps import EngineDeps
 from kalcifer_engine.repo.instances import InstanceRow
 from kalcifer_engine.runtime import events, lifecycle, migration, resumes, starts
 from kalcifer_engine.runtime.core import Runtime
+from kalcifer_engine.runtime.grouped_calls import GroupedCalls
 from kalcifer_engine.runtime.migration import MigrationReport
 from kalcifer_engine.runtime.replay import Replay
-from kalcifer_engine.runtime.start_batches import StartBatches
 
 MAX_BATCH = 1000
 MAX_PARTICIPANT_ID = 256
@@ -150,11 +150,11 @@ class RuntimeRpcs:
         return existing
 
     @property
-    def start_batches(self) -> StartBatches:
-        """StartInstance's group commit (built on first use, over the process's runtime)."""
-        existing = self.deps.start_batches
+    def grouped(self) -> GroupedCalls:
+        """The calls that share transactions (built on first use, over the process's runtime)."""
+        existing = self.deps.grouped
         if existing is None:
-            existing = self.deps.start_batches = StartBatches(self.runtime)
+            existing = self.deps.grouped = GroupedCalls.over(self.runtime)
         return existing
 
     async def StartInstance(
@@ -184,7 +184,7 @@ class RuntimeRpcs:
             event=struct_to_dict(request.event) if request.HasField("event") else None,
         )
         if not request.request_id:
-            return _start_response(await self.start_batches.start(start))
+            return _start_response(await self.grouped.starts(start))
         return await starts.start_instance_once(
             rt,
             start,
@@ -222,7 +222,7 @@ class RuntimeRpcs:
         self, request: engine_pb2.RouteEventRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.RouteEventResponse:
         """Route one stored event (idempotent per event_id)."""
-        return _route_response(await events.route_event(self.runtime, _event(request)))
+        return _route_response(await self.grouped.routes(_event(request)))
 
     async def RouteEvents(
         self, request: engine_pb2.RouteEventsRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -35,6 +35,7 @@ from kalcifer_engine.repo.instances import lock_instance, participant_live_insta
 from kalcifer_engine.repo.journeys import journeys_listening
 from kalcifer_engine.repo.waits import pending_event_waits
 from kalcifer_engine.runtime.core import Runtime
+from kalcifer_engine.runtime.group_commit import GroupCommit
 from kalcifer_engine.runtime.resumes import ResumeRequest, filter_passes, resume_in
 from kalcifer_engine.runtime.run import ArmedEventWait, Effects, exit_instance
 from kalcifer_engine.runtime.starts import StartRequest, start_instance
@@ -83,6 +84,17 @@ async def route_event(rt: Runtime, event: EventToRoute) -> RouteResult:
         result = await _route_in(rt, conn, event, effects, now=rt.now())
     await rt.after_commit(effects)
     return result
+
+
+def grouped_routes(rt: Runtime) -> GroupCommit[EventToRoute, RouteResult]:
+    """RouteEvent in shared transactions (`group_commit`); NOT_FOUND (no such event) wrote nothing."""
+
+    async def route_in(
+        rt: Runtime, conn: AsyncConnection, event: EventToRoute, effects: Effects, now: datetime
+    ) -> RouteResult:
+        return await _route_in(rt, conn, event, effects, now=now)
+
+    return GroupCommit(rt, "RouteEvent", route_in, refusals=(NotFound,))
 
 
 async def _route_in(

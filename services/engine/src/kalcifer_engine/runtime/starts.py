@@ -17,6 +17,7 @@ from kalcifer_engine.domain.graph import FlowGraph
 from kalcifer_engine.domain.tallies import Cohort
 from kalcifer_engine.repo.instances import Entry, InstanceRow, enter_flow
 from kalcifer_engine.runtime.core import Runtime
+from kalcifer_engine.runtime.group_commit import GroupCommit
 from kalcifer_engine.runtime.replay import Replay
 from kalcifer_engine.runtime.run import Effects, InstanceRun
 
@@ -159,6 +160,20 @@ async def start_instance(
     if admitted is None:
         return None
     return await run_admitted(rt, conn, request, admitted, effects, now=now, graph=graph)
+
+
+async def _start_in(
+    rt: Runtime, conn: AsyncConnection, request: StartRequest, effects: Effects, now: datetime
+) -> uuid.UUID:
+    instance_id = await start_instance(rt, conn, request, effects, now=now)
+    assert instance_id is not None  # only event entries (skip_if_in_flow) start nothing
+    return instance_id
+
+
+def grouped_starts(rt: Runtime) -> GroupCommit[StartRequest, uuid.UUID]:
+    """StartInstance without a `request_id` (whose replay record needs a transaction of its own), in shared
+    transactions: `group_commit`; a start's refusals (`REFUSALS`) wrote nothing."""
+    return GroupCommit(rt, "StartInstance", _start_in, refusals=REFUSALS)
 
 
 async def start_instance_once(
