@@ -150,11 +150,14 @@ async def serve(settings: ApiSettings) -> None:
     tracing = configure_tracing(settings, service_name="kalcifer-api")
     metrics = MetricsEndpoint(settings.api_metrics_port)
     metrics.start()
+    # No pre-ping (three round trips per checkout): a connection PostgreSQL dropped fails one call, answered
+    # UNAVAILABLE (callers retry), and invalidates the pool's other connections of before the drop.
     engine = create_engine(
         settings.database_url,
         role=settings.database_role,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
+        pre_ping=False,
     )
     await wait_for_database(engine)
     sessions = create_sessionmaker(engine)

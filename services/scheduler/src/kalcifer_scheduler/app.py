@@ -56,11 +56,14 @@ _WEBHOOK_TIMEOUT_SECONDS = 10.0
 
 async def build_runtime(settings: SchedulerSettings, redis: ArqRedis) -> SchedulerRuntime:
     """Wire the scheduler's collaborators (the database must answer; the engine may come later)."""
+    # No pre-ping (three round trips per checkout): a connection PostgreSQL dropped fails one call, answered
+    # UNAVAILABLE (callers retry), and invalidates the pool's other connections of before the drop.
     db = create_engine(
         settings.database_url,
         role=settings.database_role,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
+        pre_ping=False,
     )
     await wait_for_database(db)
     engine_channel = internal_channel(

@@ -23,6 +23,11 @@ from kalcifer_api.domain.events import NewEvent, StoredEvent, same_event
 from kalcifer_api.repo.scoped import TenantScopedRepository
 
 _events = cast(Table, Event.__table__)
+_INSERT = (
+    insert(_events)
+    .on_conflict_do_nothing(index_elements=[_events.c.tenant_id, _events.c.request_id])
+    .returning(_events.c.id)
+)
 
 
 class EventRepository(TenantScopedRepository):
@@ -65,12 +70,9 @@ class EventRepository(TenantScopedRepository):
         async with self._session_for(len(rows)) as session:
             inserted = set(
                 (
-                    await session.execute(
-                        insert(_events)
-                        .values(rows)
-                        .on_conflict_do_nothing(index_elements=[_events.c.tenant_id, _events.c.request_id])
-                        .returning(_events.c.id)
-                    )
+                    # Parameters apart from the statement: its compiled form is cached (a `.values(rows)` would be
+                    # compiled again on every call); several rows go out as one multi-row INSERT all the same.
+                    await session.execute(_INSERT, rows)
                 )
                 .scalars()
                 .all()
