@@ -5,8 +5,8 @@ follows it), finishes the steps of the waits this run resolved (one row per visi
 step is WAITING while it waits and is completed in place), inserts its new `waits` rows and updates the
 `flow_instances` row, in one round trip on the driver. It answers what the analytics counters need and only the
 database knows: the resolved steps as they were, and which of the run's nodes the instance had visited before.
-`cancel_waiting_steps` ends the steps of waits cancelled because their instance ended, so a finished instance
-never shows a waiting step.
+The steps of waits cancelled because their instance ended are ended by `voiding.void_pending`, so a finished
+instance never shows a waiting step.
 """
 
 from __future__ import annotations
@@ -18,12 +18,10 @@ from datetime import datetime
 from typing import Any, cast
 
 from kalcifer_common.db.models import ExecutionStep
-from kalcifer_common.statuses import StepStatus
-from sqlalchemy import Table, any_, update
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from kalcifer_engine.domain.tallies import StepFacts
-from kalcifer_engine.repo.connection import driver, json_text, uuid_array
+from kalcifer_engine.repo.connection import driver, json_text
 
 _STEP_COLUMNS = (
     "id uuid, tenant_id uuid, instance_id uuid, node_id text, node_type text, version_number int, status text, "
@@ -144,25 +142,3 @@ async def write_run(
 
 
 _steps = cast(Table, ExecutionStep.__table__)
-
-
-async def cancel_waiting_steps(
-    conn: AsyncConnection, instance_ids: Sequence[uuid.UUID], now: datetime
-) -> list[StepFacts]:
-    """The WAITING steps of these (ended) instances become CANCELLED with `end_time`: their waits were cancelled.
-    Returns the steps as they are now (for the counters; all were WAITING)."""
-    if not instance_ids:
-        return []
-    cancelled = await conn.execute(
-        update(_steps)
-        .where(
-            _steps.c.instance_id == any_(uuid_array(instance_ids)),
-            _steps.c.status == StepStatus.WAITING,
-        )
-        .values(status=StepStatus.CANCELLED, end_time=now)
-        .returning(_steps.c.node_id, _steps.c.node_type, _steps.c.version_number, _steps.c.start_time)
-    )
-    return [
-        StepFacts(row.node_id, row.node_type, row.version_number, row.start_time, StepStatus.CANCELLED, None, now)
-        for row in cancelled
-    ]

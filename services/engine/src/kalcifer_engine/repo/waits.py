@@ -10,7 +10,6 @@ instances, re-armed by a migration, long overdue for recovery.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,11 +17,11 @@ from typing import cast as typed
 
 from kalcifer_common.db.models import FlowInstance, Wait
 from kalcifer_common.statuses import LIVE_INSTANCE_STATUSES, InstanceStatus, WaitKind, WaitStatus
-from sqlalchemy import ColumnElement, Table, and_, any_, cast, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, cast, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from kalcifer_engine.repo.connection import driver, json_text, uuid_array
+from kalcifer_engine.repo.connection import driver, json_text
 
 _waits = typed(Table, Wait.__table__)
 _instances = typed(Table, FlowInstance.__table__)
@@ -145,32 +144,10 @@ async def merge_wait_meta(conn: AsyncConnection, wait_id: uuid.UUID, meta: dict[
     await conn.execute(update(_waits).where(_waits.c.id == wait_id).values(branch_path=_with_meta(meta)))
 
 
-async def cancel_pending_waits(
-    conn: AsyncConnection, instance_id: uuid.UUID, now: datetime
-) -> list[tuple[uuid.UUID, datetime]]:
-    """Cancel every pending wait of an instance; returns (id, fire time) of those that had a timer."""
-    return await cancel_pending_waits_of(conn, [instance_id], now)
-
-
 async def pending_waits(conn: AsyncConnection, instance_id: uuid.UUID) -> list[WaitRow]:
     """The pending waits of an instance."""
     query = select(*_WAIT_COLUMNS).where(_waits.c.instance_id == instance_id, _waits.c.status == WaitStatus.PENDING)
     return [_wait(row) for row in await conn.execute(query.order_by(_waits.c.create_time, _waits.c.id))]
-
-
-async def cancel_pending_waits_of(
-    conn: AsyncConnection, instance_ids: Sequence[uuid.UUID], now: datetime
-) -> list[tuple[uuid.UUID, datetime]]:
-    """Cancel every pending wait of these instances; returns (id, fire time) of those that had a timer."""
-    if not instance_ids:
-        return []
-    statement = (
-        update(_waits)
-        .where(_waits.c.instance_id == any_(uuid_array(instance_ids)), _waits.c.status == WaitStatus.PENDING)
-        .values(status=WaitStatus.CANCELLED, resolved_time=now)
-        .returning(_waits.c.id, _waits.c.fire_time)
-    )
-    return [(row.id, row.fire_time) for row in await conn.execute(statement) if row.fire_time is not None]
 
 
 async def held_waits(conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID, now: datetime) -> list[WaitRow]:

@@ -27,8 +27,9 @@ from kalcifer_common.statuses import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.domain.tallies import Cohort
-from kalcifer_engine.repo import flows, instances, steps, waits
+from kalcifer_engine.repo import flows, instances, waits
 from kalcifer_engine.repo.instances import InstanceRow
+from kalcifer_engine.repo.voiding import void_pending
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.resumes import ResumeRequest, resume_many
 from kalcifer_engine.runtime.run import Effects, exit_instance
@@ -155,8 +156,9 @@ async def exit_flow_instances(rt: Runtime, tenant_id: uuid.UUID, flow_id: uuid.U
                 conn, tenant_id, flow_id, reason or FLOW_ARCHIVED_EXIT_REASON, now, limit=EXIT_BATCH
             )
             ids = [instance.id for instance in ended]
-            effects.cancelled_timers += await waits.cancel_pending_waits_of(conn, ids, now)
-            for step in await steps.cancel_waiting_steps(conn, ids, now):
+            voided = await void_pending(conn, ids, now)
+            effects.cancelled_timers += voided.timers
+            for step in voided.steps:
                 effects.tally.step_changed(tenant_id, flow_id, step, StepStatus.WAITING)
             for instance in ended:
                 cohort = Cohort.of(tenant_id, flow_id, instance.version_number, instance.enter_time)

@@ -41,8 +41,9 @@ from kalcifer_engine.nodes.base import (
 from kalcifer_engine.nodes.registry import NodeRegistry
 from kalcifer_engine.repo.connection import DATABASE_ERRORS
 from kalcifer_engine.repo.instances import InstanceRow, save_instance
-from kalcifer_engine.repo.steps import ResolvedStep, RunWritten, cancel_waiting_steps, write_run
-from kalcifer_engine.repo.waits import WaitRow, cancel_pending_waits
+from kalcifer_engine.repo.steps import ResolvedStep, RunWritten, write_run
+from kalcifer_engine.repo.voiding import void_pending
+from kalcifer_engine.repo.waits import WaitRow
 from kalcifer_engine.runtime.db_context import DbNodeContext, RunScope
 from kalcifer_engine.runtime.walker import Walk, WalkOutcome
 
@@ -92,7 +93,7 @@ class Effects:
 
 
 def count_cancelled_steps(tally: Tally, instance: InstanceRow, cancelled: list[StepFacts]) -> None:
-    """Waiting steps of the instance that `cancel_waiting_steps` cancelled."""
+    """Waiting steps of the instance that `void_pending` cancelled."""
     for step in cancelled:
         tally.step_changed(instance.tenant_id, instance.flow_id, step, StepStatus.WAITING)
 
@@ -103,8 +104,9 @@ async def exit_instance(
     """Take a live instance out (SPEC 6.3 EXITED, with `reason`): its pending waits are cancelled (their timers
     disarmed after the commit, through `effects`) and its waiting steps end CANCELLED. For CancelInstance, a
     migration that removed the instance's node, and a run of an instance whose flow was archived."""
-    effects.cancelled_timers += await cancel_pending_waits(conn, instance.id, now)
-    count_cancelled_steps(effects.tally, instance, await cancel_waiting_steps(conn, [instance.id], now))
+    voided = await void_pending(conn, [instance.id], now)
+    effects.cancelled_timers += voided.timers
+    count_cancelled_steps(effects.tally, instance, voided.steps)
     await save_instance(
         conn,
         instance.id,
@@ -180,6 +182,7 @@ class InstanceRun:
         self.steps_taken = 0
         self.end_status: str | None = None
         self.end_reason: str | None = None
+        self.started_here = False  # the instance was created by this run (`start`): no earlier runs
 
     @property
     def context(self) -> dict[str, Any]:
@@ -187,7 +190,11 @@ class InstanceRun:
         return self.scope.context
 
     async def start(self, heads: list[str]) -> None:
-        """Run from the entry nodes."""
+        """Run a new instance from its entry nodes."""
+        self.started_here = True
+        await self._walk_from(heads)
+
+    async def _walk_from(self, heads: list[str]) -> None:
         self.walk.ready.extend(heads)
         await self._drain()
 
@@ -235,7 +242,7 @@ class InstanceRun:
         for head in heads:
             if head in self.current_nodes:
                 self.current_nodes.remove(head)
-        await self.start(heads)
+        await self._walk_from(heads)
 
     async def _drain(self) -> None:
         while (node_id := self.walk.next_node()) is not None:
@@ -469,9 +476,10 @@ class InstanceRun:
         conn = self.scope.conn
         if self.end_status is not None:
             # The instance is over: waits of other paths (earlier runs) and of this run are void.
-            self.effects.cancelled_timers += await cancel_pending_waits(conn, self.instance.id, self.now)
-            cancelled = await cancel_waiting_steps(conn, [self.instance.id], self.now)
-            count_cancelled_steps(self.effects.tally, self.instance, cancelled)
+            if not self.started_here:  # a new instance has no waits or steps of earlier runs
+                voided = await void_pending(conn, [self.instance.id], self.now)
+                self.effects.cancelled_timers += voided.timers
+                count_cancelled_steps(self.effects.tally, self.instance, voided.steps)
             new_wait_ids = {row["id"] for row in self.wait_rows}
             self.effects.timers = [t for t in self.effects.timers if t[1] not in new_wait_ids]
             self.effects.event_waits = []
