@@ -221,6 +221,7 @@ async def _event_resume(driver: _Driver, flow_id: str) -> list[Comparison]:
         ours: OpenLoopResult = await driver.load.run(
             load.ingest_events, driver.address, driver.key, participants, RESUME_EVENT, rate
         )
+        await _drained(driver)
         raw: OpenLoopResult = await driver.load.run(
             baselines.raw_start_transactions_open, database_url, count, rate, CONCURRENCY
         )
@@ -256,6 +257,17 @@ async def _event_resume(driver: _Driver, flow_id: str) -> list[Comparison]:
                 )
             )
     return rows
+
+
+async def _drained(driver: _Driver) -> None:
+    """Wait until the suite routed every event stored so far: a client that gave up on its calls (an offered rate
+    above capacity) leaves stored events the suite still routes, and the next measurement must not share the
+    machine with that backlog."""
+
+    async def unrouted() -> int:
+        return await readings.unrouted_events(driver.env.database_url, driver.tenant_id)
+
+    await eventually(unrouted, until=lambda left: left == 0, within=300, interval=1.0, what="every event routed")
 
 
 def _timer_schedule(first_due: datetime) -> list[datetime]:

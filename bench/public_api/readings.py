@@ -90,6 +90,18 @@ async def pending_timers(database_url: str, tenant_id: uuid.UUID, flow_ids: list
     return count
 
 
+async def unrouted_events(database_url: str, tenant_id: uuid.UUID) -> int:
+    """The tenant's stored events not routed yet (calls a client gave up on are still routed: stored is owed)."""
+    connection = await asyncpg.connect(_dsn(database_url))
+    try:
+        count: int = await connection.fetchval(
+            "SELECT count(*) FROM events WHERE tenant_id = $1 AND routed_time IS NULL", tenant_id
+        )
+    finally:
+        await connection.close()
+    return count
+
+
 @dataclass
 class TimerOutcomes:
     """Per timer: lateness (ms) from its due time to its resumed step; and the timers that do not count."""
