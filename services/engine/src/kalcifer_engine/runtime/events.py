@@ -35,7 +35,7 @@ from kalcifer_engine.repo.instances import lock_instance, participant_live_insta
 from kalcifer_engine.repo.journeys import journeys_listening
 from kalcifer_engine.repo.waits import pending_event_waits
 from kalcifer_engine.runtime.core import Runtime
-from kalcifer_engine.runtime.group_commit import GroupCommit
+from kalcifer_engine.runtime.group_commit import GroupCommit, Refused
 from kalcifer_engine.runtime.resumes import ResumeRequest, filter_passes, resume_in
 from kalcifer_engine.runtime.run import ArmedEventWait, Effects, exit_instance
 from kalcifer_engine.runtime.starts import StartRequest, start_instance
@@ -87,24 +87,42 @@ async def route_event(rt: Runtime, event: EventToRoute) -> RouteResult:
 
 
 def grouped_routes(rt: Runtime) -> GroupCommit[EventToRoute, RouteResult]:
-    """RouteEvent in shared transactions (`group_commit`); NOT_FOUND (no such event) wrote nothing."""
+    """RouteEvent in shared transactions (`group_commit`): an event that is not stored is refused before anything
+    was written; what routing a claimed event raises rolls its transaction back."""
 
     async def route_in(
         rt: Runtime, conn: AsyncConnection, event: EventToRoute, effects: Effects, now: datetime
     ) -> RouteResult:
-        return await _route_in(rt, conn, event, effects, now=now)
+        try:
+            replayed = await _claim_or_replay(conn, event, now)
+        except NotFound as refusal:
+            raise Refused(refusal) from refusal
+        return replayed if replayed is not None else await _route_claimed(rt, conn, event, effects, now=now)
 
-    return GroupCommit(rt, "RouteEvent", route_in, refusals=(NotFound,))
+    return GroupCommit(rt, "RouteEvent", route_in)
 
 
 async def _route_in(
     rt: Runtime, conn: AsyncConnection, event: EventToRoute, effects: Effects, *, now: datetime
 ) -> RouteResult:
-    if not await claim_event(conn, event.tenant_id, event.event_id, now):
-        stored, answer = await stored_route_result(conn, event.tenant_id, event.event_id)
-        if not stored:
-            raise NotFound("event", f"events/{event.event_id}")
-        return RouteResult.from_json(answer)
+    replayed = await _claim_or_replay(conn, event, now)
+    return replayed if replayed is not None else await _route_claimed(rt, conn, event, effects, now=now)
+
+
+async def _claim_or_replay(conn: AsyncConnection, event: EventToRoute, now: datetime) -> RouteResult | None:
+    """Claim the event for this transaction (None), or the answer of its earlier routing; NOT_FOUND (having
+    written nothing) when there is no such event."""
+    if await claim_event(conn, event.tenant_id, event.event_id, now):
+        return None
+    stored, answer = await stored_route_result(conn, event.tenant_id, event.event_id)
+    if not stored:
+        raise NotFound("event", f"events/{event.event_id}")
+    return RouteResult.from_json(answer)
+
+
+async def _route_claimed(
+    rt: Runtime, conn: AsyncConnection, event: EventToRoute, effects: Effects, *, now: datetime
+) -> RouteResult:
     await _apply_journeys(rt, conn, event, effects, now=now)
     resumed: list[str] = []
     waiting = await pending_event_waits(conn, event.tenant_id, event.participant_id, event.event_type)

@@ -6,11 +6,12 @@ when it has a transaction of its own, so durability is unchanged; what the calls
 are in flight, new calls queue; the next free one takes up to `MAX_SIZE` of them. Under light load a transaction
 holds one call: no call waits for others.
 
-A refusal that wrote nothing (the operation's `refusals`) answers its own caller and leaves the transaction to the
-others. Anything else raised inside the shared transaction (a deadlock, a lost connection, a check that fails
-after a write) rolls all of it back, and each of its calls then runs again in a transaction of its own, so one
-call's failure is never another's. A failure of the commit itself (its outcome unknown) or after it is answered
-to every caller, as it would be to a call alone: running them again could apply one twice.
+A refusal that wrote nothing (the operation raises `Refused` around it, from where it knows nothing was written)
+answers its own caller and leaves the transaction to the others. Anything else raised inside the shared transaction
+(a deadlock, a lost connection, a check that fails after a write) rolls all of it back, and each of its calls then
+runs again in a transaction of its own, so one call's failure is never another's. A failure of the commit itself
+(its outcome unknown) or after it is answered to every caller, as it would be to a call alone: running them again
+could apply one twice.
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ _A = TypeVar("_A")
 Shared = Callable[[Runtime, AsyncConnection, _Q, Effects, datetime], Awaitable[_A]]
 
 
+class Refused(Exception):
+    """Raised by an operation around `error` when it refused the call before writing anything: the shared
+    transaction stays good for the others, and the caller gets `error`."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 @dataclass
 class _Call(Generic[_Q, _A]):
     request: _Q
@@ -48,13 +58,10 @@ class _Call(Generic[_Q, _A]):
 class GroupCommit(Generic[_Q, _A]):
     """Runs one operation for concurrent callers in shared transactions (see the module docstring)."""
 
-    def __init__(
-        self, rt: Runtime, name: str, operation: Shared[_Q, _A], *, refusals: tuple[type[Exception], ...]
-    ) -> None:
+    def __init__(self, rt: Runtime, name: str, operation: Shared[_Q, _A]) -> None:
         self._rt = rt
         self._name = name
         self._operation = operation
-        self._refusals = refusals
         self._queue: list[_Call[_Q, _A]] = []
         self._open = 0
 
@@ -87,8 +94,8 @@ class GroupCommit(Generic[_Q, _A]):
                 for call in calls:
                     try:
                         outcomes.append(await self._operation(rt, conn, call.request, effects, now))
-                    except self._refusals as refusal:
-                        outcomes.append(refusal)
+                    except Refused as refused:
+                        outcomes.append(refused.error)
                 ran = True
             await rt.after_commit(effects)
         except Exception as error:  # noqa: BLE001 - answered below, one way or the other
@@ -109,6 +116,8 @@ class GroupCommit(Generic[_Q, _A]):
             async with rt.transaction(effects) as conn:
                 outcome = await self._operation(rt, conn, call.request, effects, rt.now())
             await rt.after_commit(effects)
+        except Refused as refused:
+            outcome = refused.error
         except Exception as error:  # noqa: BLE001 - the caller's answer
             outcome = error
         _settle(call, outcome)

@@ -17,7 +17,7 @@ from kalcifer_engine.domain.graph import FlowGraph
 from kalcifer_engine.domain.tallies import Cohort
 from kalcifer_engine.repo.instances import Entry, InstanceRow, enter_flow
 from kalcifer_engine.runtime.core import Runtime
-from kalcifer_engine.runtime.group_commit import GroupCommit
+from kalcifer_engine.runtime.group_commit import GroupCommit, Refused
 from kalcifer_engine.runtime.replay import Replay
 from kalcifer_engine.runtime.run import Effects, InstanceRun
 
@@ -165,15 +165,18 @@ async def start_instance(
 async def _start_in(
     rt: Runtime, conn: AsyncConnection, request: StartRequest, effects: Effects, now: datetime
 ) -> uuid.UUID:
-    instance_id = await start_instance(rt, conn, request, effects, now=now)
-    assert instance_id is not None  # only event entries (skip_if_in_flow) start nothing
-    return instance_id
+    try:
+        admitted = await admit(conn, request, now=now)
+    except REFUSALS as refusal:
+        raise Refused(refusal) from refusal
+    assert admitted is not None  # only event entries (skip_if_in_flow) start nothing
+    return await run_admitted(rt, conn, request, admitted, effects, now=now)
 
 
 def grouped_starts(rt: Runtime) -> GroupCommit[StartRequest, uuid.UUID]:
     """StartInstance without a `request_id` (whose replay record needs a transaction of its own), in shared
-    transactions: `group_commit`; a start's refusals (`REFUSALS`) wrote nothing."""
-    return GroupCommit(rt, "StartInstance", _start_in, refusals=REFUSALS)
+    transactions (`group_commit`): what `admit` refuses wrote nothing; what `run_admitted` raises did."""
+    return GroupCommit(rt, "StartInstance", _start_in)
 
 
 async def start_instance_once(
