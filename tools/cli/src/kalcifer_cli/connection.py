@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
@@ -53,6 +53,22 @@ def duration_option(text: str, option: str) -> timedelta:
         return parse_duration(text)
     except DurationError as error:
         raise typer.BadParameter(str(error), param_hint=option) from None
+
+
+def run_request(opening: Callable[[], KalciferClient], request: Callable[[KalciferClient], Awaitable[_T]]) -> _T:
+    """Open a client (`opening`, e.g. `lambda: connect(...)`), make one request with it and close it, as `run`
+    does a command: a failed call or a CliError (a missing credential included) is reported, exit code 1."""
+
+    async def body() -> _T:
+        async with opening() as client:
+            return await request(client)
+
+    return run(body)
+
+
+async def listed(items: AsyncIterable[_T]) -> list[_T]:
+    """Every item of a paged listing (a request for `run_request`)."""
+    return [item async for item in items]
 
 
 def run(command: Callable[[], Coroutine[Any, Any, _T]]) -> _T:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from kalcifer.v1 import event_pb2
 
 from kalcifer_cli.connection import (
     DEFAULT_ADDRESS,
@@ -16,7 +15,7 @@ from kalcifer_cli.connection import (
     CliError,
     JsonOption,
     connect,
-    run,
+    run_request,
     stdout,
 )
 from kalcifer_cli.flow_files import read_data
@@ -58,11 +57,10 @@ def send_event(
     """Ingest an event: it resumes the participant's instances waiting for it and starts flows it enters."""
     payload = _data(data, data_file)
 
-    async def body() -> event_pb2.IngestEventResponse:
-        async with connect(address, api_key) as client:
-            return await client.events.send(participant_id, event_type, payload, request_id=request_id)
-
-    answer = run(body)
+    answer = run_request(
+        lambda: connect(address, api_key),
+        lambda client: client.events.send(participant_id, event_type, payload, request_id=request_id),
+    )
     if as_json:
         result = {
             "event_id": answer.event_id,

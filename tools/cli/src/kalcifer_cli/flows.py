@@ -19,8 +19,10 @@ from kalcifer_cli.connection import (
     CliError,
     JsonOption,
     connect,
+    listed,
     report_error,
     run,
+    run_request,
     stderr,
     stdout,
 )
@@ -163,11 +165,7 @@ def activate_flow(
 ) -> None:
     """Publish the flow's newest draft version and make it ACTIVE."""
 
-    async def body() -> flow_pb2.Flow:
-        async with connect(address, api_key) as client:
-            return await client.flows.activate(flow_id)
-
-    flow = run(body)
+    flow = run_request(lambda: connect(address, api_key), lambda client: client.flows.activate(flow_id))
     stdout.print(f"{flow.id} {status_name(flow.status)} (version {flow.active_version_number})")
 
 
@@ -186,11 +184,10 @@ def list_flows(
         except ValueError:
             raise typer.BadParameter("must be draft, active, paused or archived", param_hint="--status") from None
 
-    async def body() -> list[flow_pb2.Flow]:
-        async with connect(address, api_key) as client:
-            return [flow async for flow in client.flows.list(status=wanted, page_size=200)]
-
-    flows = run(body)
+    flows = run_request(
+        lambda: connect(address, api_key),
+        lambda client: listed(client.flows.list(status=wanted, page_size=200)),
+    )
     if as_json:
         rows = [
             {"id": f.id, "name": f.name, "status": status_name(f.status), "active_version": f.active_version_number}

@@ -17,7 +17,9 @@ from kalcifer_cli.connection import (
     JsonOption,
     connect,
     duration_option,
+    listed,
     run,
+    run_request,
     stdout,
 )
 from kalcifer_cli.timeline import instance_json, instance_status, iso, moment, render_instance, span
@@ -116,12 +118,10 @@ def stuck_instances(
     than --idle, stuck longest first. Recovery normally fixes both; what is listed here needs a look."""
     overdue, idle = duration_option(overdue_text, "--overdue"), duration_option(idle_text, "--idle")
 
-    async def body() -> list[instance_pb2.StuckInstance]:
-        async with connect(address, api_key) as client:
-            listing = client.instances.stuck(flow_id=flow_id, overdue=overdue, idle=idle, page_size=500)
-            return [stuck async for stuck in listing]
-
-    found = run(body)
+    found = run_request(
+        lambda: connect(address, api_key),
+        lambda client: listed(client.instances.stuck(flow_id=flow_id, overdue=overdue, idle=idle, page_size=500)),
+    )
     now = datetime.now(UTC)
     if as_json:
         rows = [

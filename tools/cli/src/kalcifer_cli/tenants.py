@@ -17,7 +17,8 @@ from kalcifer_cli.connection import (
     AdminTokenOption,
     JsonOption,
     connect,
-    run,
+    listed,
+    run_request,
     stdout,
 )
 from kalcifer_cli.timeline import iso, moment
@@ -55,11 +56,7 @@ def create_tenant(
 ) -> None:
     """Create a tenant and its first API key; prints the raw key, which is shown only once."""
 
-    async def body() -> tenant_pb2.CreateTenantResponse:
-        async with _admin(address, admin_token) as client:
-            return await client.tenants.create(name)
-
-    created = run(body)
+    created = run_request(lambda: _admin(address, admin_token), lambda client: client.tenants.create(name))
     if as_json:
         data = {"tenant_id": created.tenant.id, "name": created.tenant.name, "api_key_id": created.api_key.id}
         typer.echo(json.dumps({**data, "raw_key": created.raw_key}))
@@ -77,11 +74,10 @@ def list_tenants(
 ) -> None:
     """Every tenant."""
 
-    async def body() -> list[tenant_pb2.Tenant]:
-        async with _admin(address, admin_token) as client:
-            return [tenant async for tenant in client.tenants.list(page_size=500)]
-
-    tenants = run(body)
+    tenants = run_request(
+        lambda: _admin(address, admin_token),
+        lambda client: listed(client.tenants.list(page_size=500)),
+    )
     if as_json:
         rows = [{"id": t.id, "name": t.name, "create_time": _when(t.create_time)} for t in tenants]
         typer.echo(json.dumps(rows))
@@ -100,11 +96,7 @@ def get_tenant(
 ) -> None:
     """One tenant."""
 
-    async def body() -> tenant_pb2.Tenant:
-        async with _admin(address, admin_token) as client:
-            return await client.tenants.get(tenant_id)
-
-    tenant = run(body)
+    tenant = run_request(lambda: _admin(address, admin_token), lambda client: client.tenants.get(tenant_id))
     stdout.print(f"{tenant.id}  {tenant.name}  created {_when(tenant.create_time)}")
 
 
@@ -118,11 +110,10 @@ def create_key(
 ) -> None:
     """Create an API key for a tenant; prints the raw key, which is shown only once."""
 
-    async def body() -> tenant_pb2.CreateApiKeyResponse:
-        async with _admin(address, admin_token) as client:
-            return await client.tenants.create_key(tenant_id, name)
-
-    created = run(body)
+    created = run_request(
+        lambda: _admin(address, admin_token),
+        lambda client: client.tenants.create_key(tenant_id, name),
+    )
     if as_json:
         typer.echo(json.dumps({**_key_data(created.api_key), "raw_key": created.raw_key}))
         return
@@ -139,11 +130,10 @@ def list_keys(
 ) -> None:
     """A tenant's API keys (prefixes only: raw keys are never shown again)."""
 
-    async def body() -> list[tenant_pb2.ApiKey]:
-        async with _admin(address, admin_token) as client:
-            return [key async for key in client.tenants.list_keys(tenant_id, page_size=500)]
-
-    keys = run(body)
+    keys = run_request(
+        lambda: _admin(address, admin_token),
+        lambda client: listed(client.tenants.list_keys(tenant_id, page_size=500)),
+    )
     if as_json:
         typer.echo(json.dumps([_key_data(key) for key in keys]))
         return
@@ -161,9 +151,5 @@ def revoke_key(
 ) -> None:
     """Revoke an API key (refused on every API replica within API_KEY_CACHE_SECONDS)."""
 
-    async def body() -> tenant_pb2.ApiKey:
-        async with _admin(address, admin_token) as client:
-            return await client.tenants.revoke_key(key_id)
-
-    key = run(body)
+    key = run_request(lambda: _admin(address, admin_token), lambda client: client.tenants.revoke_key(key_id))
     stdout.print(f"revoked {key.id} ({key.name}) at {_when(key.revoke_time)}")
