@@ -63,9 +63,11 @@ class CommonSettings(BaseSettings):
     scheduler_addr: str = Field(default="localhost:4520", description="host:port of the scheduler service.")
     log_level: str = Field(default="INFO", description="Minimum log level.")
     log_format: Literal["json", "console"] = Field(default="json", description="json for machines, console for people.")
-    db_pool_size: int = Field(default=10, ge=1, le=200, description="Connections kept in each process's pool.")
+    # All 20 kept open rather than 10 kept + 10 opened and closed again under load: a connection opened for one
+    # burst and closed after it costs a PostgreSQL backend start and re-prepares every statement on its next use.
+    db_pool_size: int = Field(default=20, ge=1, le=200, description="Connections kept in each process's pool.")
     db_max_overflow: int = Field(
-        default=10, ge=0, le=200, description="Connections a pool may open beyond DB_POOL_SIZE under load."
+        default=0, ge=0, le=200, description="Connections a pool may open beyond DB_POOL_SIZE under load."
     )
     shutdown_grace_seconds: float = Field(default=10.0, gt=0, description="How long SIGTERM waits for in-flight calls.")
     rpc_timeout_seconds: float = Field(default=10.0, gt=0, description="Deadline of every internal gRPC call.")
