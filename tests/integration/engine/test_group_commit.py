@@ -116,3 +116,37 @@ async def test_events_routed_together_each_resume_their_own_wait(rt: Runtime, db
             {"f": flow},
         )
         assert fired.scalar_one() == 8
+
+
+async def test_waits_armed_together_each_find_their_own_early_event_in_one_lookback(
+    rt: Runtime, db_engine: AsyncEngine
+) -> None:
+    tenant = await create_tenant(db_engine)
+    other_tenant = await create_tenant(db_engine)
+    flow = await create_flow(db_engine, tenant, WAITING)
+    # Before any wait exists: two early pings for e0 (the older one resumes it), one for e2, a ping of e1 in
+    # another tenant, and an event of another type for e1. Nothing routes them (no wait yet).
+    await store_event(db_engine, tenant, "e0", "ping", {"n": "first"})
+    await store_event(db_engine, tenant, "e0", "ping", {"n": "second"})
+    await store_event(db_engine, tenant, "e2", "ping", {"n": "e2's"})
+    await store_event(db_engine, other_tenant, "e1", "ping", {"n": "another tenant's"})
+    await store_event(db_engine, tenant, "e1", "pong", {"n": "another type"})
+    starts = grouped_starts(rt)
+    answers = await asyncio.gather(*(starts(StartRequest(tenant, flow, f"e{n}", {})) for n in range(4)))
+
+    assert all(isinstance(answer, uuid.UUID) for answer in answers), answers
+    rows = await _instances(db_engine, flow)
+    assert len({enter_time for _, enter_time, _ in rows}) == 1, "the four started in one transaction"
+    async with db_engine.connect() as conn:
+        outcome = {
+            row.participant_id: (row.status, row.context.get("event"))
+            for row in await conn.execute(
+                text("SELECT participant_id, status, context FROM flow_instances WHERE flow_id = :f"), {"f": flow}
+            )
+        }
+    assert outcome == {
+        "e0": ("completed", {"n": "first"}),
+        "e1": ("waiting", None),
+        "e2": ("completed", {"n": "e2's"}),
+        "e3": ("waiting", None),
+    }

@@ -7,7 +7,7 @@ routing never committed (`unrouted_events`).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -48,34 +48,60 @@ async def save_route_result(conn: AsyncConnection, event_id: uuid.UUID, result: 
     await (await driver(conn)).execute(_SAVE_ROUTE_RESULT, event_id, json_text(dict(result)))
 
 
+# One round trip for every wait a transaction armed: each wait's candidates in order, `ord` its position.
 _RECENT_EVENTS = """
-    SELECT e.id, e.data FROM events e
-    WHERE e.tenant_id = $1 AND e.participant_id = $2 AND e.event_type = $3 AND e.received_time >= $4
-      -- not an event that already resumed a wait of this instance
-      AND NOT EXISTS (SELECT 1 FROM waits w WHERE w.instance_id = $5 AND w.branch_path->>'event_id' = e.id::text)
-      -- nor the event that started (or was routed to) this instance
-      AND NOT coalesce(e.route_result->'instance_ids', '[]'::jsonb) ? $5::text
-    ORDER BY e.received_time, e.id
-    LIMIT $6
+    SELECT w.ord, e.id, e.data
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::uuid[]) WITH ORDINALITY
+         AS w(tenant_id, participant_id, event_type, since, instance_id, ord)
+    CROSS JOIN LATERAL (
+        SELECT e.id, e.data, e.received_time FROM events e
+        WHERE e.tenant_id = w.tenant_id AND e.participant_id = w.participant_id AND e.event_type = w.event_type
+          AND e.received_time >= w.since
+          -- not an event that already resumed a wait of this instance
+          AND NOT EXISTS (
+              SELECT 1 FROM waits x WHERE x.instance_id = w.instance_id AND x.branch_path->>'event_id' = e.id::text
+          )
+          -- nor the event that started (or was routed to) this instance
+          AND NOT coalesce(e.route_result->'instance_ids', '[]'::jsonb) ? w.instance_id::text
+        ORDER BY e.received_time, e.id
+        LIMIT $6
+    ) e
+    ORDER BY w.ord, e.received_time, e.id
 """
 
 
+@dataclass(frozen=True)
+class Lookback:
+    """A new event wait's lookback: `participant_id`'s events of `event_type` in `tenant_id` since `since`, for
+    the wait of `instance_id`."""
+
+    tenant_id: uuid.UUID
+    participant_id: str
+    event_type: str
+    since: datetime
+    instance_id: uuid.UUID
+
+
 async def recent_events(
-    conn: AsyncConnection,
-    *,
-    tenant_id: uuid.UUID,
-    participant_id: str,
-    event_type: str,
-    since: datetime,
-    instance_id: uuid.UUID,
-    limit: int,
-) -> list[tuple[uuid.UUID, dict[str, Any]]]:
-    """(id, data) of the participant's events of `event_type` received since `since`, oldest first, that neither
-    resumed a wait of `instance_id` already nor started or were routed to it (the lookback of a new event wait)."""
+    conn: AsyncConnection, lookbacks: Sequence[Lookback], *, limit: int
+) -> list[list[tuple[uuid.UUID, dict[str, Any]]]]:
+    """For each lookback, in order: (id, data) of the events it finds, oldest first, at most `limit`, leaving out
+    those that already resumed a wait of its instance or started or were routed to it. One statement for all."""
+    found: list[list[tuple[uuid.UUID, dict[str, Any]]]] = [[] for _ in lookbacks]
+    if not lookbacks:
+        return found
     rows = await (await driver(conn)).fetch(
-        _RECENT_EVENTS, tenant_id, participant_id, event_type, since, instance_id, limit
+        _RECENT_EVENTS,
+        [each.tenant_id for each in lookbacks],
+        [each.participant_id for each in lookbacks],
+        [each.event_type for each in lookbacks],
+        [each.since for each in lookbacks],
+        [each.instance_id for each in lookbacks],
+        limit,
     )
-    return [(row["id"], dict(row["data"] or {})) for row in rows]
+    for row in rows:
+        found[row["ord"] - 1].append((row["id"], dict(row["data"] or {})))
+    return found
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.repo.connection import DATABASE_ERRORS
 from kalcifer_engine.repo.customers import customer_profile, insert_conversion
-from kalcifer_engine.repo.events import claim_event, recent_events, save_route_result, stored_route_result
+from kalcifer_engine.repo.events import Lookback, claim_event, recent_events, save_route_result, stored_route_result
 from kalcifer_engine.repo.flows import flows_with_entry
 from kalcifer_engine.repo.instances import lock_instance, participant_live_instances
 from kalcifer_engine.repo.journeys import journeys_listening
@@ -347,19 +347,11 @@ async def resume_from_recent_events(rt: Runtime, armed: Sequence[ArmedEventWait]
 
 
 async def _recent_events(rt: Runtime, armed: Sequence[ArmedEventWait]) -> list[list[tuple[uuid.UUID, dict[str, Any]]]]:
-    """Each wait's lookback candidates, read on one pooled connection outside any transaction (a read needs none:
-    one round trip per wait, no BEGIN and ROLLBACK around it)."""
+    """Each wait's lookback candidates, read in one statement on a pooled connection outside any transaction (a
+    read needs none: no BEGIN and ROLLBACK around it)."""
+    lookbacks = [
+        Lookback(wait.tenant_id, wait.participant_id, wait.event_type, wait.since, wait.instance_id) for wait in armed
+    ]
     async with rt.db.connect() as conn:
         reading = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        return [
-            await recent_events(
-                reading,
-                tenant_id=wait.tenant_id,
-                participant_id=wait.participant_id,
-                event_type=wait.event_type,
-                since=wait.since,
-                instance_id=wait.instance_id,
-                limit=LOOKBACK_LIMIT,
-            )
-            for wait in armed
-        ]
+        return await recent_events(reading, lookbacks, limit=LOOKBACK_LIMIT)

@@ -31,7 +31,7 @@ from kalcifer_engine.runtime.run import Effects
 _log = get_logger(__name__)
 
 MAX_SIZE: Final = 64
-MAX_OPEN: Final = 4
+MAX_OPEN: Final = 2
 
 _Q = TypeVar("_Q")
 _A = TypeVar("_A")
