@@ -8,7 +8,9 @@ to the API like any client. In order:
 
 1. trigger_throughput: TriggerFlow of `trigger -> wait_for_event` (answered once the run reached its wait and
    committed), `CONCURRENCY` in flight, `TRIGGER_ROUNDS` rounds alternating with the raw baseline (asyncpg, same
-   concurrency, one instance row + 4 step rows per transaction); medians of the rounds.
+   concurrency, one instance row + 4 step rows per transaction); medians of the rounds. Each round also drives
+   the same calls through two Python gRPC processes that do nothing but relay (grpc_floor.py): the ceiling the
+   services' layout (client -> API -> engine) puts on this machine before any work is done.
 2. waiting_memory: the engine's RSS (with any children) and the size of every table, before and after
    `WAITING_INSTANCES` more instances of that flow are started and left waiting; scaled per 100k and per instance.
 3. event_resume at each of `EVENT_RATES`: IngestEvent `ping` to participants whose instance waits for it, open
@@ -33,7 +35,7 @@ import grpc
 
 from bench.harness import BenchEnv, Comparison
 from bench.loadgen import ClosedLoopResult, LoadProcess, OpenLoopResult
-from bench.public_api import baselines, load, readings
+from bench.public_api import baselines, grpc_floor, load, readings
 from bench.public_api.flows import (
     RESUME_EVENT,
     TIMER_PAIRS_PER_FLOW,
@@ -117,14 +119,22 @@ async def _trigger_throughput(driver: _Driver, flow_id: str) -> list[Comparison]
     raw_size_before = sum((await readings.table_bytes(database_url, raw_tables)).values())
     ours: list[ClosedLoopResult] = []
     raw: list[ClosedLoopResult] = []
+    floor: list[ClosedLoopResult] = []
+    floor_starts = [(flow_id, "", f"floor-{n}") for n in range(TRIGGER_CALLS)]
     for _ in range(TRIGGER_ROUNDS):
         raw.append(await driver.load.run(baselines.raw_start_transactions, database_url, TRIGGER_CALLS, CONCURRENCY))
         ours.append(await driver.trigger([(flow_id, "", p) for p in driver.participants(TRIGGER_CALLS, "trigger")]))
+        # The same calls through two Python gRPC hops that do nothing (grpc_floor.py), the services' layout alone.
+        with grpc_floor.two_hops() as floor_address:
+            floor.append(
+                await driver.load.run(load.trigger_flows, floor_address, driver.key, floor_starts, CONCURRENCY)
+            )
     # What the raw rows take, grown over the rounds (past the first pages every table and index starts with).
     raw_size_growth = sum((await readings.table_bytes(database_url, raw_tables)).values()) - raw_size_before
     driver.raw_bytes_per_instance = raw_size_growth / (TRIGGER_ROUNDS * TRIGGER_CALLS)
     value = statistics.median(result.rate for result in ours)
     baseline = statistics.median(result.rate for result in raw)
+    floor_rate = statistics.median(result.rate for result in floor)
     latencies = [latency for result in ours for latency in result.latencies_ms]
     errors = sum(sum(result.errors.values()) for result in ours)
     driver.env.report.figures["trigger_throughput"] = throughput_figure(
@@ -136,6 +146,9 @@ async def _trigger_throughput(driver: _Driver, flow_id: str) -> list[Comparison]
         calls_per_round=TRIGGER_CALLS,
         rounds=[round(result.rate, 1) for result in ours],
         baseline_rounds=[round(result.rate, 1) for result in raw],
+        grpc_two_hop_floor_per_s=round(floor_rate, 1),
+        grpc_two_hop_floor_rounds=[round(result.rate, 1) for result in floor],
+        floor_errors=sum(sum(result.errors.values()) for result in floor),
         errors=errors,
         error_codes=_merged([result.errors for result in ours]),
         **{f"call_{key}": value for key, value in latency_summary(latencies).items() if key != "count"},
@@ -143,7 +156,14 @@ async def _trigger_throughput(driver: _Driver, flow_id: str) -> list[Comparison]
     return [
         Comparison(
             f"api: TriggerFlow to first wait, {CONCURRENCY} in flight", "runs/s", value, baseline, f"{RAW_TXN} tx/s"
-        )
+        ),
+        Comparison(
+            f"api: TriggerFlow to first wait, {CONCURRENCY} in flight",
+            "runs/s",
+            value,
+            floor_rate,
+            "two gRPC hops doing nothing, calls/s",
+        ),
     ]
 
 
