@@ -21,16 +21,8 @@ from kalcifer_engine.repo.connection import driver, json_text
 
 _events = typed(Table, Event.__table__)
 
-_CLAIM_EVENT = (
-    "UPDATE events SET routed_time = $3 WHERE id = $1 AND tenant_id = $2 AND routed_time IS NULL RETURNING id"
-)
 _ROUTE_RESULT = "SELECT route_result FROM events WHERE id = $1 AND tenant_id = $2"
 _SAVE_ROUTE_RESULT = "UPDATE events SET route_result = $2::jsonb WHERE id = $1"
-
-
-async def claim_event(conn: AsyncConnection, tenant_id: uuid.UUID, event_id: uuid.UUID, now: datetime) -> bool:
-    """Mark a stored event routed (in this transaction); False when it is routed already or not stored."""
-    return await (await driver(conn)).fetchval(_CLAIM_EVENT, event_id, tenant_id, now) is not None
 
 
 async def stored_route_result(

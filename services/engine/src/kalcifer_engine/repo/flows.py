@@ -7,7 +7,7 @@ reads a flow's committed status to carry it to the flow's instances (`flow_exist
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 from typing import cast as typed
 
@@ -15,8 +15,6 @@ from kalcifer_common.db.models import Flow, FlowInstance, FlowVersion, Wait
 from kalcifer_common.statuses import FlowStatus, InstanceStatus, WaitStatus
 from sqlalchemy import Table, exists, select
 from sqlalchemy.ext.asyncio import AsyncConnection
-
-from kalcifer_engine.repo.connection import driver, json_text
 
 _flows = typed(Table, Flow.__table__)
 _versions = typed(Table, FlowVersion.__table__)
@@ -31,22 +29,6 @@ async def load_graph(conn: AsyncConnection, flow_id: uuid.UUID, version_number: 
     )
     graph: dict[str, Any] | None = (await conn.execute(query)).scalar_one_or_none()
     return graph
-
-
-_ENTRY_FLOWS = """
-    SELECT f.id, f.active_version_number FROM flows f
-    JOIN flow_versions v ON v.flow_id = f.id AND v.version_number = f.active_version_number
-    WHERE f.tenant_id = $1 AND f.status = 'active' AND v.graph @> $2::jsonb
-    ORDER BY f.id
-"""
-
-
-async def flows_with_entry(
-    conn: AsyncConnection, tenant_id: uuid.UUID, shape: Mapping[str, Any]
-) -> list[tuple[uuid.UUID, int]]:
-    """Active flows of the tenant whose active graph contains `shape` (JSONB containment), in id order."""
-    rows = await (await driver(conn)).fetch(_ENTRY_FLOWS, tenant_id, json_text(dict(shape)))
-    return [(row["id"], row["active_version_number"]) for row in rows]
 
 
 async def flow_exists(conn: AsyncConnection, tenant_id: uuid.UUID, flow_id: uuid.UUID) -> bool:

@@ -22,15 +22,6 @@ _RULES_OF_FLOW = """
     LIMIT 1
 """
 
-# Journeys whose exit criteria or goals name this event type (a tenant has few journeys; containment on each).
-_LISTENING = """
-    SELECT id, flow_id, exit_criteria, goals FROM journeys
-    WHERE tenant_id = $1 AND status IN ('active', 'paused')
-      AND (exit_criteria @> jsonb_build_array(jsonb_build_object('event_type', $2::text))
-           OR goals @> jsonb_build_array(jsonb_build_object('event_type', $2::text)))
-    ORDER BY id
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class GovernanceRow:
@@ -59,18 +50,11 @@ async def governance_of_flow(conn: AsyncConnection, tenant_id: uuid.UUID, flow_i
     return GovernanceRow(row["id"], row["frequency_cap"], row["quiet_hours"])
 
 
-async def journeys_listening(conn: AsyncConnection, tenant_id: uuid.UUID, event_type: str) -> list[ListeningJourney]:
-    """The tenant's live journeys with an exit criterion or a goal on `event_type`."""
-    rows = await (await driver(conn)).fetch(_LISTENING, tenant_id, event_type)
-    return [
-        ListeningJourney(
-            row["id"],
-            row["flow_id"],
-            _of_type(row["exit_criteria"], event_type),
-            _of_type(row["goals"], event_type),
-        )
-        for row in rows
-    ]
+def listening_journey(row: Any, event_type: str) -> ListeningJourney:
+    """A journey row (id, flow_id, exit_criteria, goals) with its exit criteria and goals on `event_type`."""
+    return ListeningJourney(
+        row["id"], row["flow_id"], _of_type(row["exit_criteria"], event_type), _of_type(row["goals"], event_type)
+    )
 
 
 def _of_type(items: Sequence[Any] | None, event_type: str) -> tuple[dict[str, Any], ...]:

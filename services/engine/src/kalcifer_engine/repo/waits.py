@@ -86,7 +86,8 @@ _FIRE_WAIT = f"""
 _GET_WAIT = f"SELECT {_WAIT_FIELDS} FROM waits WHERE id = $1"  # noqa: S608 - constant column list
 
 
-def _wait_record(row: Any) -> WaitRow:
+def wait_record(row: Any) -> WaitRow:
+    """A wait from a driver record with the columns of `_WAIT_FIELDS`."""
     return WaitRow(
         id=row["id"],
         instance_id=row["instance_id"],
@@ -115,28 +116,13 @@ async def fire_wait(
     None when the wait is not pending, belongs to another instance, is of another kind, or is not yet due.
     """
     row = await (await driver(conn)).fetchrow(_FIRE_WAIT, wait_id, instance_id, now, json_text(meta), by)
-    return None if row is None else _wait_record(row)
+    return None if row is None else wait_record(row)
 
 
 async def get_wait(conn: AsyncConnection, wait_id: uuid.UUID) -> WaitRow | None:
     """One wait row, whatever its status."""
     row = await (await driver(conn)).fetchrow(_GET_WAIT, wait_id)
-    return None if row is None else _wait_record(row)
-
-
-_PENDING_EVENT_WAITS = f"""
-    SELECT {_WAIT_FIELDS} FROM waits
-    WHERE tenant_id = $1 AND participant_id = $2 AND event_type = $3 AND status = 'pending' AND kind = 'event'
-    ORDER BY instance_id, create_time, id
-"""  # noqa: S608 - constant column list
-
-
-async def pending_event_waits(
-    conn: AsyncConnection, tenant_id: uuid.UUID, participant_id: str, event_type: str
-) -> list[WaitRow]:
-    """The participant's pending waits for `event_type`, in instance order (the lock order of every batch)."""
-    rows = await (await driver(conn)).fetch(_PENDING_EVENT_WAITS, tenant_id, participant_id, event_type)
-    return [_wait_record(row) for row in rows]
+    return None if row is None else wait_record(row)
 
 
 async def merge_wait_meta(conn: AsyncConnection, wait_id: uuid.UUID, meta: dict[str, Any]) -> None:

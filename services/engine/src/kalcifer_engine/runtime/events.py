@@ -29,11 +29,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.repo.connection import DATABASE_ERRORS
 from kalcifer_engine.repo.customers import customer_profile, insert_conversion
-from kalcifer_engine.repo.events import Lookback, claim_event, recent_events, save_route_result, stored_route_result
-from kalcifer_engine.repo.flows import flows_with_entry
+from kalcifer_engine.repo.events import Lookback, recent_events, save_route_result, stored_route_result
 from kalcifer_engine.repo.instances import lock_instance, participant_live_instances
-from kalcifer_engine.repo.journeys import journeys_listening
-from kalcifer_engine.repo.waits import pending_event_waits
+from kalcifer_engine.repo.journeys import ListeningJourney
+from kalcifer_engine.repo.routing import EVENT_ENTRY, Claimed, claim_for_routing
 from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.group_commit import GroupCommit, Refused
 from kalcifer_engine.runtime.resumes import ResumeRequest, filter_passes, resume_in
@@ -42,7 +41,6 @@ from kalcifer_engine.runtime.starts import StartRequest, start_instance
 
 _log = get_logger(__name__)
 
-EVENT_ENTRY = "event_entry"
 LOOKBACK_LIMIT = 20
 # Events routed per transaction in a RouteEvents batch.
 BATCH_COMMIT_SIZE = 50
@@ -94,10 +92,12 @@ def grouped_routes(rt: Runtime) -> GroupCommit[EventToRoute, RouteResult]:
         rt: Runtime, conn: AsyncConnection, event: EventToRoute, effects: Effects, now: datetime
     ) -> RouteResult:
         try:
-            replayed = await _claim_or_replay(conn, event, now)
+            claimed = await _claim_or_replay(conn, event, now)
         except NotFound as refusal:
             raise Refused(refusal) from refusal
-        return replayed if replayed is not None else await _route_claimed(rt, conn, event, effects, now=now)
+        if isinstance(claimed, RouteResult):
+            return claimed
+        return await _route_claimed(rt, conn, event, claimed, effects, now=now)
 
     return GroupCommit(rt, "RouteEvent", route_in)
 
@@ -105,15 +105,25 @@ def grouped_routes(rt: Runtime) -> GroupCommit[EventToRoute, RouteResult]:
 async def _route_in(
     rt: Runtime, conn: AsyncConnection, event: EventToRoute, effects: Effects, *, now: datetime
 ) -> RouteResult:
-    replayed = await _claim_or_replay(conn, event, now)
-    return replayed if replayed is not None else await _route_claimed(rt, conn, event, effects, now=now)
+    claimed = await _claim_or_replay(conn, event, now)
+    if isinstance(claimed, RouteResult):
+        return claimed
+    return await _route_claimed(rt, conn, event, claimed, effects, now=now)
 
 
-async def _claim_or_replay(conn: AsyncConnection, event: EventToRoute, now: datetime) -> RouteResult | None:
-    """Claim the event for this transaction (None), or the answer of its earlier routing; NOT_FOUND (having
-    written nothing) when there is no such event."""
-    if await claim_event(conn, event.tenant_id, event.event_id, now):
-        return None
+async def _claim_or_replay(conn: AsyncConnection, event: EventToRoute, now: datetime) -> Claimed | RouteResult:
+    """Claim the event for this transaction (with what it routes to), or the answer of its earlier routing;
+    NOT_FOUND (having written nothing) when there is no such event."""
+    claimed = await claim_for_routing(
+        conn,
+        tenant_id=event.tenant_id,
+        event_id=event.event_id,
+        participant_id=event.participant_id,
+        event_type=event.event_type,
+        now=now,
+    )
+    if claimed is not None:
+        return claimed
     stored, answer = await stored_route_result(conn, event.tenant_id, event.event_id)
     if not stored:
         raise NotFound("event", f"events/{event.event_id}")
@@ -121,12 +131,11 @@ async def _claim_or_replay(conn: AsyncConnection, event: EventToRoute, now: date
 
 
 async def _route_claimed(
-    rt: Runtime, conn: AsyncConnection, event: EventToRoute, effects: Effects, *, now: datetime
+    rt: Runtime, conn: AsyncConnection, event: EventToRoute, claimed: Claimed, effects: Effects, *, now: datetime
 ) -> RouteResult:
-    await _apply_journeys(rt, conn, event, effects, now=now)
+    await _apply_journeys(rt, conn, event, claimed.journeys, effects, now=now)
     resumed: list[str] = []
-    waiting = await pending_event_waits(conn, event.tenant_id, event.participant_id, event.event_type)
-    for wait in waiting:
+    for wait in claimed.waits:
         outcome = await resume_in(
             rt,
             conn,
@@ -137,21 +146,26 @@ async def _route_claimed(
         )
         if outcome.applied and str(wait.instance_id) not in resumed:
             resumed.append(str(wait.instance_id))
-    started = await _start_matching_flows(rt, conn, event, effects, now=now)
+    started = await _start_matching_flows(rt, conn, event, claimed.entry_flows, effects, now=now)
     result = RouteResult(len(resumed), len(started), tuple(resumed + started))
     await save_route_result(conn, event.event_id, result.to_json())
     return result
 
 
 async def _apply_journeys(
-    rt: Runtime, conn: AsyncConnection, event: EventToRoute, effects: Effects, *, now: datetime
+    rt: Runtime,
+    conn: AsyncConnection,
+    event: EventToRoute,
+    listening: Sequence[ListeningJourney],
+    effects: Effects,
+    *,
+    now: datetime,
 ) -> None:
     """Journeys' goals and exit criteria on this event (SPEC 7), before the event resumes or starts anything: for
     each of the participant's live instances of a journey's flow, a matching goal records a conversion (once per
     instance; revenue from the event's `revenue`), and a matching exit criterion exits the instance
     (`exit_criterion:<event_type>`), cancelling its waits and timers. Filters see `event` and the instance context;
     one that cannot be evaluated, or that runs over its budget, does not match."""
-    listening = await journeys_listening(conn, event.tenant_id, event.event_type)
     if not listening:
         return
     by_flow = {journey.flow_id: journey for journey in listening}
@@ -204,11 +218,16 @@ def _revenue(data: Mapping[str, Any]) -> Decimal | None:
 
 
 async def _start_matching_flows(
-    rt: Runtime, conn: AsyncConnection, event: EventToRoute, effects: Effects, *, now: datetime
+    rt: Runtime,
+    conn: AsyncConnection,
+    event: EventToRoute,
+    candidates: Sequence[tuple[uuid.UUID, int]],
+    effects: Effects,
+    *,
+    now: datetime,
 ) -> list[str]:
-    """Start every active flow of the tenant with an event_entry for this event type whose filter passes."""
-    shape = {"nodes": [{"type": EVENT_ENTRY, "config": {"event_type": event.event_type}}]}
-    candidates = await flows_with_entry(conn, event.tenant_id, shape)
+    """Start every active flow of the tenant with an event_entry for this event type (`candidates`) whose filter
+    passes."""
     started: list[str] = []
     payload = {"event": dict(event.data)}
     profile: list[dict[str, Any] | None] = []  # the participant's profile, read once, on the first filter
