@@ -25,7 +25,14 @@ def _is_transient(error: BaseException) -> bool:
 
 def database_unavailable(error: BaseException) -> bool:
     """Whether `error` says the database is down, restarting, out of connections or deadlocked: a failure a retry
-    can get past (a transaction that failed changed nothing), not a bug."""
-    return isinstance(
+    can get past (a transaction that failed changed nothing), not a bug.
+
+    SQLAlchemy's asyncpg adapter raises its own DB-API classes (not `DBAPIError`) where it calls the driver outside
+    a statement (starting a transaction on a connection the server cut): those are judged by the driver's error
+    they were raised from."""
+    if isinstance(
         error, DBAPIError | asyncpg.PostgresError | asyncpg.InterfaceError | OSError | TimeoutError
-    ) and _is_transient(error)
+    ) and _is_transient(error):
+        return True
+    cause = error.__cause__
+    return cause is not None and cause is not error and database_unavailable(cause)

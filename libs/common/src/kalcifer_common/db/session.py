@@ -8,7 +8,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from kalcifer_common.db.urls import to_async_url
 
 
-def _dump_json(value: object) -> str:
+def dump_json(value: object) -> str:
+    """`value` as JSON text (for JSONB columns and `$n::jsonb` driver parameters)."""
     # orjson is several times faster than the stdlib encoder, and JSONB columns are on every hot path.
     return orjson.dumps(value).decode()
 
@@ -38,7 +39,7 @@ def create_engine(
         max_overflow=max_overflow,
         pool_pre_ping=pre_ping,
         echo=echo,
-        json_serializer=_dump_json,
+        json_serializer=dump_json,
         json_deserializer=orjson.loads,
         connect_args={"server_settings": {"role": role}} if role else {},
     )

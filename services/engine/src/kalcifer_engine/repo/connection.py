@@ -37,7 +37,13 @@ async def driver(conn: AsyncConnection) -> Any:
     if getattr(adapter, "_transaction", None) is None and conn.in_transaction():
         start = getattr(adapter, "_start_transaction", None)
         if start is not None:
-            await start()
+            try:
+                await start()
+            except Exception:
+                # SQLAlchemy did not see this fail: a connection the server cut must leave the pool here, or every
+                # transaction that draws it fails the same way (without pre-ping nothing else would notice).
+                await conn.invalidate()
+                raise
         else:  # a future SQLAlchemy without the hook: any statement through it starts the transaction
             await conn.execute(select(literal(1)))
     return raw.driver_connection
