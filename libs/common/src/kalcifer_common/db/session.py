@@ -18,8 +18,8 @@ def create_engine(
     url: str,
     *,
     role: str = "",
-    pool_size: int = 20,
-    max_overflow: int = 0,
+    pool_size: int = 10,
+    max_overflow: int = 10,
     echo: bool = False,
     pre_ping: bool = True,
 ) -> AsyncEngine:
