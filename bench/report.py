@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,6 +57,24 @@ def throughput_figure(value: float, baseline: float, **extra: Any) -> dict[str, 
 def event_resume_figure(rate_per_s: float, latencies_ms: Sequence[float], errors: int, **extra: Any) -> dict[str, Any]:
     """`event_resume`: the offered rate, p50/p99 of the answered calls (from their scheduled send), errors."""
     return {"rate_per_s": rate_per_s, **latency_summary(latencies_ms), "errors": errors, **extra}
+
+
+def event_resume_rounds_figure(
+    rate_per_s: float, rounds_ms: Sequence[Sequence[float]], errors: int, **extra: Any
+) -> dict[str, Any]:
+    """`event_resume` over several rounds at one rate: p50 and p99 are the medians of the rounds' own (the machine
+    is shared: one round's tail can be another process's burst), `max_ms` the largest of all, every round listed."""
+    summaries = [latency_summary(samples) for samples in rounds_ms]
+    return {
+        "rate_per_s": rate_per_s,
+        "count": sum(int(summary["count"]) for summary in summaries),
+        "p50_ms": round(statistics.median(float(summary["p50_ms"]) for summary in summaries), 2),
+        "p99_ms": round(statistics.median(float(summary["p99_ms"]) for summary in summaries), 2),
+        "max_ms": max((float(summary["max_ms"]) for summary in summaries), default=0.0),
+        "errors": errors,
+        "rounds": [{key: summary[key] for key in ("count", "p50_ms", "p99_ms", "max_ms")} for summary in summaries],
+        **extra,
+    }
 
 
 def timer_figure(

@@ -11,6 +11,7 @@ from bench.harness import Comparison, RunReport
 from bench.report import (
     assemble,
     event_resume_figure,
+    event_resume_rounds_figure,
     throughput_figure,
     timer_figure,
     waiting_memory_figure,
@@ -118,3 +119,16 @@ def test_figures_not_measured_are_not_judged_and_nan_is_written_as_null(tmp_path
     assert {v["figure"]: v["pass"] for v in latest["targets"]}["trigger_throughput.ratio"] is None
     assert latest["comparisons"][0]["ours"] is None
     assert latest["comparisons"][0]["ratio"] is None
+
+
+def test_event_resume_over_rounds_takes_the_medians_of_the_rounds() -> None:
+    calm = [float(n) for n in range(1, 101)]  # p50 50, p99 99
+    calmer = [n / 2 for n in calm]  # p50 25, p99 49.5
+    stormy = [*calm[:-2], 900.0, 1000.0]  # p99 900: one round's tail
+    figure = event_resume_rounds_figure(200, [calm, stormy, calmer], 1)
+
+    assert (figure["p50_ms"], figure["p99_ms"]) == (50.0, 99.0)
+    assert figure["max_ms"] == 1000.0
+    assert figure["count"] == 300
+    assert figure["errors"] == 1
+    assert [round_["p99_ms"] for round_ in figure["rounds"]] == [99.0, 900.0, 49.5]
