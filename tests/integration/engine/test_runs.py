@@ -584,6 +584,46 @@ async def test_a_batch_of_events_routes_in_order_and_a_missing_event_answers_zer
         assert (row.status, row.context["event"]) == ("completed", {"n": n})
 
 
+async def test_an_event_whose_routing_fails_after_its_claim_leaves_its_batch_and_itself_unwritten(
+    engine_role_db: AsyncEngine, database_url: str, db_engine: AsyncEngine
+) -> None:
+    tenant = await create_tenant(db_engine)
+    g = graph(
+        [TRIGGER, ("a", "t_await", {"event_type": "tick"}), ("s", "t_send", {})],
+        [("start", "a"), ("a", "s", "event_received")],
+    )
+    good, broken = await create_flow(db_engine, tenant, g), await create_flow(db_engine, tenant, g)
+    starter = make_runtime(engine_role_db, database_url)
+    try:
+        ok_before = await start(starter, tenant, good, participant="c0")
+        stuck = await start(starter, tenant, broken, participant="c1")
+        ok_after = await start(starter, tenant, good, participant="c2")
+    finally:
+        await starter.close()
+    # The broken flow's version is gone: resuming its instance raises NOT_FOUND after the event was claimed and
+    # the wait fired (a runtime whose graph cache is cold, as after a restart).
+    async with db_engine.begin() as conn:
+        await conn.execute(text("DELETE FROM flow_versions WHERE flow_id = :f"), {"f": broken})
+    batch = [
+        events.EventToRoute(tenant, await store_event(db_engine, tenant, f"c{n}", "tick", {}), f"c{n}", "tick", {})
+        for n in range(3)
+    ]
+    router = make_runtime(engine_role_db, database_url)
+    try:
+        results = await events.route_events(router, batch)
+    finally:
+        await router.close()
+
+    assert [r.instance_ids for r in results] == [(str(ok_before),), (), (str(ok_after),)]
+    assert (await instance(db_engine, ok_before)).status == "completed"
+    assert (await instance(db_engine, ok_after)).status == "completed"
+    # Nothing of the failed routing was committed: the wait is still pending, the event still to be routed.
+    assert [wait.status for wait in await pending_waits(db_engine, stuck)] == ["pending"]
+    async with db_engine.connect() as conn:
+        routed = await conn.scalar(text("SELECT routed_time FROM events WHERE id = :e"), {"e": batch[1].event_id})
+    assert routed is None
+
+
 async def test_a_run_holds_the_instance_row_lock_until_it_commits(rt: Runtime, db_engine: AsyncEngine) -> None:
     tenant = await create_tenant(db_engine)
     flow = await create_flow(db_engine, tenant, graph([TRIGGER, ("w", "t_pause", {"seconds": -1})], [("start", "w")]))

@@ -27,7 +27,6 @@ from kalcifer_common.logging import get_logger
 from kalcifer_common.sandbox import ExpressionRunaway
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from kalcifer_engine.repo.connection import DATABASE_ERRORS
 from kalcifer_engine.repo.customers import customer_profile, insert_conversion
 from kalcifer_engine.repo.events import Lookback, recent_events, save_route_result, stored_route_result
 from kalcifer_engine.repo.instances import lock_instance, participant_live_instances
@@ -309,8 +308,9 @@ async def route_events(rt: Runtime, events: Sequence[EventToRoute]) -> list[Rout
     """Route a batch in order, several events per transaction (SPEC 9: few transactions per batch).
 
     An event that is not stored answers zeros (and is logged) rather than failing the others. If a shared
-    transaction fails (a database error, e.g. a deadlock with another batch), its events are routed again one
-    transaction each; routing is idempotent per event, so nothing is applied twice.
+    transaction fails (a database error, e.g. a deadlock with another batch, or an event whose routing failed
+    after it wrote), it rolls back whole and its events are routed again one transaction each; routing is
+    idempotent per event, so nothing is applied twice.
     """
     results: list[RouteResult] = []
     for start in range(0, len(events), BATCH_COMMIT_SIZE):
@@ -320,7 +320,7 @@ async def route_events(rt: Runtime, events: Sequence[EventToRoute]) -> list[Rout
             async with rt.transaction(effects) as conn:
                 now = rt.now()
                 chunk_results = [await _route_or_zero(rt, conn, event, effects, now=now) for event in chunk]
-        except DATABASE_ERRORS as error:
+        except Exception as error:  # noqa: BLE001 - a database error, or a failure after an event's writes
             _log.warning("batched routing failed; routing one by one", error=repr(error), size=len(chunk))
             effects = Effects()
             chunk_results = []
@@ -337,12 +337,17 @@ async def route_events(rt: Runtime, events: Sequence[EventToRoute]) -> list[Rout
 async def _route_or_zero(
     rt: Runtime, conn: AsyncConnection, event: EventToRoute, effects: Effects, *, now: datetime
 ) -> RouteResult:
+    """Route one event of a batch in the batch's transaction; zeros for an event that is not stored (its claim
+    wrote nothing, so the transaction stays good for the others). Anything raised after the claim fails the
+    batch's transaction, and `route_events` routes its events one by one."""
     try:
-        return await _route_in(rt, conn, event, effects, now=now)
+        claimed = await _claim_or_replay(conn, event, now)
     except NotFound:
-        # Raised before this event wrote anything, so the shared transaction is still good for the others.
         _log.warning("event to route is not stored", event_id=str(event.event_id), tenant_id=str(event.tenant_id))
         return RouteResult(0, 0, ())
+    if isinstance(claimed, RouteResult):
+        return claimed
+    return await _route_claimed(rt, conn, event, claimed, effects, now=now)
 
 
 async def resume_from_recent_events(rt: Runtime, armed: Sequence[ArmedEventWait]) -> Effects:
