@@ -15,6 +15,12 @@ CPU that other tenants' calls need. A flood with more calls in flight than can b
 about half a millisecond of API CPU a call: past that, it is a denial of service for the edge in front of the API
 (connection limits), not a rate to limit.
 
+Where the limit is high, a replica takes its tokens a few at a time (`lease_size`: a tenth of the burst or of what
+the rate refills in `LEASE_SECONDS`, at most `MAX_LEASE`; one at a time at the defaults) and spends them on its next
+calls of that tenant: a round trip to Redis per call costs the API about a fifth of its CPU per call. A token a
+replica took and did not spend within `LEASE_SECONDS` is dropped, never spent later, so no tenant is ever let
+through more than its bucket gives.
+
 Redis may forget or go away at any time: a forgotten bucket starts full again, and while Redis cannot be reached
 each replica limits with a bucket of its own in memory (the same rate), so the limit degrades to per replica and
 never to none. Tenants are limited independently: one tenant's empty bucket never delays another's calls.
@@ -40,23 +46,39 @@ RATE_LIMITED = "RATE_LIMITED"
 # A tenant refused again within this long of its last refusal is calling on through its refusals.
 _PERSISTENT_SECONDS = 1.0
 
-# KEYS[1] the tenant's bucket; ARGV rate (tokens/s), burst. Returns {1, 0} when a token was taken, else {0, ms to
-# wait}. Effects replication (replicate_commands) lets a script that read TIME write, on Redis before 7 too.
+# KEYS[1] the tenant's bucket; ARGV rate (tokens/s), burst, tokens wanted. Returns {n, 0} when n >= 1 tokens were
+# taken (at most those wanted, at most those there), else {0, ms to wait}. Effects replication (replicate_commands)
+# lets a script that read TIME write, on Redis before 7 too.
 _TAKE = """
 pcall(redis.replicate_commands)
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
-local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local rate, burst, wanted = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens, at = tonumber(state[1]) or burst, tonumber(state[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - at) * rate / 1000)
-local wait = 0
-if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) * 1000 / rate) end
+local taken, wait = 0, 0
+if tokens >= 1 then
+  taken = math.min(wanted, math.floor(tokens))
+  tokens = tokens - taken
+else
+  wait = math.ceil((1 - tokens) * 1000 / rate)
+end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
-if wait > 0 then return {0, wait} end
-return {1, 0}
+return {taken, wait}
 """
+
+
+# How long tokens taken ahead stay spendable, and how many are taken at most at once (see the module docstring).
+LEASE_SECONDS = 0.1
+MAX_LEASE = 50
+
+
+def lease_size(per_second: float, burst: int) -> int:
+    """Tokens a replica takes from Redis at once: a tenth of the burst or of `LEASE_SECONDS` of the rate, 1 to
+    `MAX_LEASE`."""
+    return max(1, min(MAX_LEASE, int(min(burst, per_second * LEASE_SECONDS) / 10)))
 
 
 @dataclass
@@ -84,6 +106,9 @@ class TenantRateLimiter:
         self._burst = burst
         self._prefix = key_prefix
         self._script = redis.register_script(_TAKE)
+        self._lease = lease_size(per_second, burst)
+        # Per tenant: tokens taken from Redis and not spent yet, and until when they may be spent.
+        self._leased: OrderedDict[uuid.UUID, tuple[int, float]] = OrderedDict()
         self._local: OrderedDict[uuid.UUID, _LocalBucket] = OrderedDict()
         self._max_local = max_local
         self._degraded_since = 0.0
@@ -154,6 +179,8 @@ class TenantRateLimiter:
         return last is not None and now - last < _PERSISTENT_SECONDS
 
     async def _take(self, tenant_id: uuid.UUID) -> float:
+        if self._spend_leased(tenant_id):
+            return 0.0
         while True:
             now = time.monotonic()
             empty_until = self._empty_until.get(tenant_id)
@@ -185,10 +212,33 @@ class TenantRateLimiter:
                 self._empty_until.popitem(last=False)
         return wait_ms
 
+    def _spend_leased(self, tenant_id: uuid.UUID) -> bool:
+        """Spend a token this replica took ahead for the tenant, if one is left and still spendable."""
+        lease = self._leased.get(tenant_id)
+        if lease is None:
+            return False
+        left, until = lease
+        if time.monotonic() >= until:
+            del self._leased[tenant_id]
+            return False
+        if left > 1:
+            self._leased[tenant_id] = (left - 1, until)
+        else:
+            del self._leased[tenant_id]
+        return True
+
+    def _keep_leased(self, tenant_id: uuid.UUID, extra: int) -> None:
+        """Keep `extra` tokens taken beyond this call's for the tenant's next calls (added to those still left)."""
+        now = time.monotonic()
+        left, until = self._leased.pop(tenant_id, (0, 0.0))
+        self._leased[tenant_id] = ((left if now < until else 0) + extra, now + LEASE_SECONDS)
+        while len(self._leased) > self._max_local:
+            self._leased.popitem(last=False)
+
     async def _take_shared(self, tenant_id: uuid.UUID) -> float:
         try:
-            allowed, wait_ms = await self._script(
-                keys=[f"{self._prefix}:rate:{tenant_id}"], args=[self._rate, self._burst]
+            taken, wait_ms = await self._script(
+                keys=[f"{self._prefix}:rate:{tenant_id}"], args=[self._rate, self._burst, self._lease]
             )
         except (RedisError, OSError) as error:
             now = time.monotonic()
@@ -196,7 +246,9 @@ class TenantRateLimiter:
                 _log.warning("rate limits per replica: Redis unreachable", error=repr(error))
                 self._degraded_since = now
             return self._take_locally(tenant_id, now)
-        return 0.0 if int(allowed) == 1 else float(wait_ms)
+        if int(taken) > 1:
+            self._keep_leased(tenant_id, int(taken) - 1)
+        return 0.0 if int(taken) >= 1 else float(wait_ms)
 
     def _take_locally(self, tenant_id: uuid.UUID, now: float) -> float:
         bucket = self._local.get(tenant_id)
