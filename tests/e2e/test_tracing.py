@@ -20,7 +20,7 @@ from tests.support.tenants import new_tenant
 pytestmark = pytest.mark.e2e
 
 TRIGGER = "/kalcifer.v1.TriggerService/TriggerFlow"
-START = "/kalcifer.engine.v1.EngineService/StartInstance"
+START = "/kalcifer.engine.v1.EngineService/StartInstances"
 ARM = "/kalcifer.scheduler.v1.SchedulerService/ScheduleResumes"
 
 

@@ -117,6 +117,68 @@ async def test_start_errors_carry_precise_statuses(
     assert violations(bad.value) == {"tenant_id", "flow_id", "participant_id"}
 
 
+async def test_start_instances_answers_each_start_as_start_instance_would(
+    stub: engine_pb2_grpc.EngineServiceAsyncStub, db_engine: AsyncEngine
+) -> None:
+    tenant = await create_tenant(db_engine)
+    flow = await create_flow(db_engine, tenant, WAITING_GRAPH)
+    paused = await create_flow(db_engine, tenant, WAITING_GRAPH, status="paused")
+
+    def start(flow_id: uuid.UUID | str, participant: str, request_id: str = "") -> engine_pb2.StartInstanceRequest:
+        return engine_pb2.StartInstanceRequest(
+            tenant_id=str(tenant), flow_id=str(flow_id), participant_id=participant, request_id=request_id
+        )
+
+    answer = await stub.StartInstances(
+        engine_pb2.StartInstancesRequest(
+            starts=[
+                start(flow, "a"),
+                start(paused, "a"),  # FAILED_PRECONDITION FLOW_NOT_ACTIVE
+                start(flow, "b", request_id="r-b"),
+                start(uuid.uuid4(), "a"),  # NOT_FOUND
+                start("nope", ""),  # INVALID_ARGUMENT on two fields
+                start(flow, "a"),  # already in the flow: ALREADY_EXISTS (after or before "a" above, one of them)
+            ]
+        )
+    )
+
+    outcomes = [str(result.WhichOneof("outcome")) for result in answer.results]
+    statuses = [status_pb2.Status.FromString(result.error) if result.error else None for result in answer.results]
+    codes = [grpc.StatusCode.OK if status is None else _code(status.code) for status in statuses]
+    assert codes[1:5] == [
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OK,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ]
+    # The two starts of "a": one started, the other is ALREADY_EXISTS ALREADY_IN_FLOW.
+    assert sorted(outcomes[i] for i in (0, 5)) == ["error", "started"]
+    twice = statuses[0] or statuses[5]
+    assert twice is not None
+    assert _code(twice.code) == grpc.StatusCode.ALREADY_EXISTS
+    assert _reason(twice) == "ALREADY_IN_FLOW"
+    assert statuses[1] is not None
+    assert _reason(statuses[1]) == "FLOW_NOT_ACTIVE"
+    # b's start is idempotent by its request id, as through StartInstance.
+    again = await stub.StartInstance(start(flow, "b", request_id="r-b"))
+    assert again.instance_id == answer.results[2].started.instance_id
+    with pytest.raises(grpc.aio.AioRpcError) as empty:
+        await stub.StartInstances(engine_pb2.StartInstancesRequest())
+    assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _code(value: int) -> grpc.StatusCode:
+    return next(code for code in grpc.StatusCode if code.value[0] == value)
+
+
+def _reason(status: status_pb2.Status) -> str:
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return str(info.reason)
+    raise AssertionError("no ErrorInfo")
+
+
 async def test_resume_cancel_and_batch_through_grpc(
     stub: engine_pb2_grpc.EngineServiceAsyncStub, db_engine: AsyncEngine
 ) -> None:

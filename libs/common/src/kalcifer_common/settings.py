@@ -156,6 +156,13 @@ class ApiSettings(RedisSettings):
         description="PostgreSQL role of the API's connections (created by the migrations); empty = the URL's user.",
     )
     api_port: int = Field(default=4500, ge=0, le=65535, description="Port of the public gRPC API.")
+    engine_starts_in_flight: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="StartInstances calls out at once for TriggerFlow; more starts queue and go together in the next "
+        "(at least the number of engine replicas, so that each serves).",
+    )
     api_metrics_port: int = Field(
         default=9500, ge=0, le=65535, description="Port of the API's Prometheus /metrics (plain HTTP); 0 = none."
     )

@@ -122,7 +122,7 @@ def tenant_scoped_bindings(sessions: async_sessionmaker[AsyncSession], using: Co
             trigger_pb2,
             trigger_pb2_grpc,
             "TriggerService",
-            TriggerServicer(engine_client.stub, WebhookTargetRepository(sessions)),
+            TriggerServicer(engine_client.stub, engine_client.starts, WebhookTargetRepository(sessions)),
         ),
         binding(
             event_pb2, event_pb2_grpc, "EventService", EventServicer(EventRepository(sessions), engine_client.stub)

@@ -22,6 +22,8 @@ from kalcifer_common.rpc.clients import internal_channel
 from kalcifer_common.settings import ApiSettings
 from kalcifer_common.statuses import FLOW_ARCHIVED_EXIT_REASON, FlowStatus
 
+from kalcifer_api.engine_starts import BatchedStarts
+
 _log = get_logger(__name__)
 
 # Engine answers worth another attempt: it is restarting, overloaded or slow. Anything else is final.
@@ -54,6 +56,8 @@ class EngineClient:
             tls=settings.tls(),
         )
         self.stub = engine_pb2_grpc.EngineServiceStub(self._channel)
+        # TriggerFlow's starts, sent together (engine_starts.py).
+        self.starts = BatchedStarts(self.stub, in_flight=settings.engine_starts_in_flight)
 
     async def close(self) -> None:
         """Close the channel (at shutdown)."""

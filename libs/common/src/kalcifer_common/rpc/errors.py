@@ -109,6 +109,11 @@ def _details_of(error: errors.KalciferError) -> list[any_pb2.Any]:
 
 def status_for(error: BaseException) -> grpc.Status:
     """The gRPC status (code, message, `google.rpc` details) that answers `error`."""
+    return rpc_status.to_status(status_proto_for(error))
+
+
+def status_proto_for(error: BaseException) -> status_pb2.Status:
+    """The `google.rpc.Status` that answers `error` (what `status_for` sends; a batch answers it per item)."""
     if isinstance(error, errors.Relayed):
         proto = status_pb2.Status.FromString(error.details) if error.details else status_pb2.Status()
         proto.code, proto.message = error.code, _cut(error.message, MAX_STATUS_MESSAGE_BYTES)
@@ -124,7 +129,7 @@ def status_for(error: BaseException) -> grpc.Status:
         # A bug, not bad input: say INTERNAL (never UNKNOWN) and keep the details in our logs, not in the answer.
         info = error_details_pb2.ErrorInfo(reason="INTERNAL_ERROR", domain=ERROR_DOMAIN)
         proto = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error", details=[_pack(info)])
-    return rpc_status.to_status(proto)
+    return proto
 
 
 async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: BaseException) -> NoReturn:
@@ -153,14 +158,28 @@ def relayed(error: grpc.aio.AioRpcError) -> errors.KalciferError:
     Answers about the caller's request (bad argument, wrong state, not found, ...) are relayed with their details;
     an unreachable or overloaded dependency is `UNAVAILABLE` (retryable); anything else is a bug of ours.
     """
-    code = error.code()
+    details = b""
+    for item in cast(Any, error.trailing_metadata()) or ():
+        key, value = item
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            details = value
+    return _relayed(error.code(), error.details() or "", details)
+
+
+def relayed_status(serialized: bytes) -> errors.KalciferError:
+    """The domain error for one item of a batch answer that failed: a serialized `google.rpc.Status`, judged as
+    `relayed` judges a failed call."""
+    proto = status_pb2.Status.FromString(serialized)
+    code = _CODES_BY_VALUE.get(proto.code, grpc.StatusCode.UNKNOWN)
+    return _relayed(code, proto.message, serialized)
+
+
+_CODES_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _relayed(code: grpc.StatusCode, message: str, details: bytes) -> errors.KalciferError:
     if code in _RELAYED_CODES:
-        details = b""
-        for item in cast(Any, error.trailing_metadata()) or ():
-            key, value = item
-            if key == "grpc-status-details-bin" and isinstance(value, bytes):
-                details = value
-        return errors.Relayed(code.value[0], error.details() or "", details)
+        return errors.Relayed(code.value[0], message, details)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
         return errors.Unavailable(f"a Kalcifer service is unavailable ({code.name}); retry later")
     return errors.KalciferError(f"internal call failed with {code.name}")

@@ -25,6 +25,7 @@ from kalcifer_api.domain.triggers import (
     webhook_path_violations,
     webhook_request_id,
 )
+from kalcifer_api.engine_starts import BatchedStarts
 from kalcifer_api.repo.triggers import WebhookTargetRepository
 
 # How many flows of one webhook call start at once: enough to hide engine latency, bounded so one call with many
@@ -60,9 +61,13 @@ class TriggerServicer(trigger_pb2_grpc.TriggerServiceServicer):
     """TriggerFlow and TriggerWebhook."""
 
     def __init__(
-        self, engine: engine_pb2_grpc.EngineServiceAsyncStub, webhook_targets: WebhookTargetRepository
+        self,
+        engine: engine_pb2_grpc.EngineServiceAsyncStub,
+        starts: BatchedStarts,
+        webhook_targets: WebhookTargetRepository,
     ) -> None:
         self._engine = engine
+        self._starts = starts
         self._webhook_targets = webhook_targets
 
     async def TriggerFlow(
@@ -76,7 +81,7 @@ class TriggerServicer(trigger_pb2_grpc.TriggerServiceServicer):
         violations += request_id_violations(request.request_id, "request_id")
         if violations or flow_id is None:
             raise InvalidArgument(violations)
-        started = await self._engine.StartInstance(
+        started = await self._starts.start(
             engine_pb2.StartInstanceRequest(
                 tenant_id=str(current_tenant_id()),
                 flow_id=str(flow_id),

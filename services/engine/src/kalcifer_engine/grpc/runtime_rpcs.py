@@ -8,14 +8,18 @@ given a `Replay`); a database failure a retry can get past answers UNAVAILABLE t
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 import grpc
 from kalcifer.engine.v1 import engine_pb2
 from kalcifer.v1 import flow_pb2, instance_pb2
-from kalcifer_common.errors import FieldViolation, InvalidArgument
+from kalcifer_common.db.errors import database_unavailable
+from kalcifer_common.errors import FieldViolation, InvalidArgument, KalciferError
 from kalcifer_common.ids import parse_id
+from kalcifer_common.logging import get_logger
+from kalcifer_common.rpc.errors import status_proto_for
 from kalcifer_common.statuses import InstanceStatus
 from kalcifer_common.structs import dict_to_struct, struct_to_dict
 from kalcifer_common.timestamps import to_timestamp
@@ -27,6 +31,8 @@ from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.grouped_calls import GroupedCalls
 from kalcifer_engine.runtime.migration import MigrationReport
 from kalcifer_engine.runtime.replay import Replay
+
+_log = get_logger(__name__)
 
 MAX_BATCH = 1000
 MAX_PARTICIPANT_ID = 256
@@ -161,6 +167,28 @@ class RuntimeRpcs:
         self, request: engine_pb2.StartInstanceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.StartInstanceResponse:
         """Start an instance and run it to its first waits, in one transaction (idempotent by request_id)."""
+        return await self._start(request)
+
+    async def StartInstances(
+        self, request: engine_pb2.StartInstancesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> engine_pb2.StartInstancesResponse:
+        """Several StartInstance calls in one, each answered on its own (its error included), in request order;
+        they share transactions as concurrent StartInstance calls do."""
+        _batch_size(len(request.starts), "starts")
+        outcomes = await asyncio.gather(*(self._start(item) for item in request.starts), return_exceptions=True)
+        results: list[engine_pb2.StartInstanceResult] = []
+        for outcome in outcomes:
+            if isinstance(outcome, engine_pb2.StartInstanceResponse):
+                results.append(engine_pb2.StartInstanceResult(started=outcome))
+                continue
+            if isinstance(outcome, asyncio.CancelledError) or not isinstance(outcome, Exception):
+                raise outcome
+            if not isinstance(outcome, KalciferError) and not database_unavailable(outcome):
+                _log.error("start of a StartInstances call failed", exc_info=outcome)
+            results.append(engine_pb2.StartInstanceResult(error=status_proto_for(outcome).SerializeToString()))
+        return engine_pb2.StartInstancesResponse(results=results)
+
+    async def _start(self, request: engine_pb2.StartInstanceRequest) -> engine_pb2.StartInstanceResponse:
         violations: list[FieldViolation] = []
         parsed: dict[str, uuid.UUID] = {}
         for name in ("tenant_id", "flow_id"):
