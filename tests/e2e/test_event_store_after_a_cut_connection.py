@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import grpc
 import pytest
 from kalcifer.v1 import event_pb2, event_pb2_grpc
 
+from tests.support.databases import cut_every_connection
 from tests.support.processes import Suite, scratch_suite
 from tests.support.tenants import Tenant, new_tenant
 
@@ -39,26 +39,13 @@ def _ingest(suite: Suite, tenant: Tenant, participant: str) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
-async def _cut_every_connection(database_url: str) -> int:
-    """What a PostgreSQL restart does to a database's connections: the server ends them."""
-    connection = await asyncpg.connect(database_url.replace("+asyncpg", ""), timeout=10)
-    try:
-        cut: int = await connection.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-    finally:
-        await connection.close()
-    return cut
-
-
 async def test_a_cut_connection_fails_one_ingest_at_most_and_never_stays_in_the_pool(
     one_connection_suite: Suite,
 ) -> None:
     suite = one_connection_suite
     tenant = new_tenant(suite, "cut")
     assert _ingest(suite, tenant, "before") == grpc.StatusCode.OK
-    assert await _cut_every_connection(suite.database_url) > 0
+    assert await cut_every_connection(suite.database_url) > 0
 
     codes = [_ingest(suite, tenant, f"after-{n}") for n in range(4)]
 

@@ -7,7 +7,6 @@ import asyncio
 import time
 from collections.abc import Iterator
 
-import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -15,25 +14,12 @@ from kalcifer_common.db.health import DatabaseProbe
 from kalcifer_common.rpc.server import GrpcServer
 from kalcifer_common.service import report_health
 
-from tests.support.databases import scratch_database
+from tests.support.databases import cut_every_connection, scratch_database
 from tests.support.eventually import eventually
 from tests.support.processes import free_port
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-async def _cut_every_other_connection(url: str) -> int:
-    """What a PostgreSQL restart does to the connections of a database: the server ends them."""
-    connection = await asyncpg.connect(url, timeout=10)
-    try:
-        cut: int = await connection.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-    finally:
-        await connection.close()
-    return cut
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +33,7 @@ async def test_the_probe_reconnects_at_once_after_the_server_cut_its_connection(
     probe = DatabaseProbe(own_database_url, role="kalcifer_engine")
     try:
         assert await probe.answers()
-        assert await _cut_every_other_connection(own_database_url) >= 1
+        assert await cut_every_connection(own_database_url) >= 1
 
         assert await probe.answers()
     finally:

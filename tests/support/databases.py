@@ -37,6 +37,20 @@ async def _execute(url: str, statement: str) -> None:
         await connection.close()
 
 
+async def cut_every_connection(url: str) -> int:
+    """What a PostgreSQL restart does to the connections of a database: the server ends them (all but the one
+    asking); how many it ended."""
+    connection = await asyncpg.connect(_admin_dsn(url), timeout=10)
+    try:
+        cut: int = await connection.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await connection.close()
+    return cut
+
+
 @contextmanager
 def server_urls() -> Iterator[tuple[str, str]]:
     """The PostgreSQL and Redis servers of this run: TEST_* variables, or embedded ones under .kalcifer/test."""
