@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, Generic, TypeVar
 
+from kalcifer_common.coalescing import Coalescer, Pending
 from kalcifer_common.logging import get_logger
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -49,12 +49,6 @@ class Refused(Exception):
         self.error = error
 
 
-@dataclass
-class _Call(Generic[_Q, _A]):
-    request: _Q
-    answer: asyncio.Future[_A] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-
-
 class GroupCommit(Generic[_Q, _A]):
     """Runs one operation for concurrent callers in shared transactions (see the module docstring)."""
 
@@ -62,28 +56,16 @@ class GroupCommit(Generic[_Q, _A]):
         self._rt = rt
         self._name = name
         self._operation = operation
-        self._queue: list[_Call[_Q, _A]] = []
-        self._open = 0
+        self._calls: Coalescer[_Q, _A] = Coalescer(
+            self._run, max_open=MAX_OPEN, max_batch=MAX_SIZE, name=f"group commit: {name}"
+        )
 
     async def __call__(self, request: _Q) -> _A:
         """The operation's answer once its transaction committed and its effects were handed on; raises what the
         operation raises."""
-        call: _Call[_Q, _A] = _Call(request)
-        self._queue.append(call)
-        if self._open < MAX_OPEN:
-            self._open += 1
-            asyncio.get_running_loop().create_task(self._drain(), name=f"group commit: {self._name}")
-        return await call.answer
+        return await self._calls(request)
 
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
-                calls, self._queue = self._queue[:MAX_SIZE], self._queue[MAX_SIZE:]
-                await self._run(calls)
-        finally:
-            self._open -= 1
-
-    async def _run(self, calls: list[_Call[_Q, _A]]) -> None:
+    async def _run(self, calls: list[Pending[_Q, _A]]) -> None:
         rt = self._rt
         effects = Effects()
         outcomes: list[_A | BaseException] = []
@@ -106,9 +88,9 @@ class GroupCommit(Generic[_Q, _A]):
                 return
             outcomes = [error] * len(calls)
         for call, outcome in zip(calls, outcomes, strict=True):
-            _settle(call, outcome)
+            call.settle(outcome)
 
-    async def _alone(self, call: _Call[_Q, _A]) -> None:
+    async def _alone(self, call: Pending[_Q, _A]) -> None:
         rt = self._rt
         effects = Effects()
         outcome: _A | BaseException
@@ -120,13 +102,4 @@ class GroupCommit(Generic[_Q, _A]):
             outcome = refused.error
         except Exception as error:  # noqa: BLE001 - the caller's answer
             outcome = error
-        _settle(call, outcome)
-
-
-def _settle(call: _Call[_Q, _A], outcome: _A | BaseException) -> None:
-    if call.answer.done():  # the caller went away
-        return
-    if isinstance(outcome, BaseException):
-        call.answer.set_exception(outcome)
-    else:
-        call.answer.set_result(outcome)
+        call.settle(outcome)
