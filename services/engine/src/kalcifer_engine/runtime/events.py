@@ -90,21 +90,35 @@ def grouped_routes(rt: Runtime) -> GroupCommit[EventToRoute, RouteResult]:
     async def route_in(
         rt: Runtime, conn: AsyncConnection, event: EventToRoute, effects: Effects, now: datetime
     ) -> RouteResult:
-        try:
-            claimed = await _claim_or_replay(conn, event, now)
-        except NotFound as refusal:
-            raise Refused(refusal) from refusal
-        if isinstance(claimed, RouteResult):
-            return claimed
-        return await _route_claimed(rt, conn, event, claimed, effects, now=now)
+        return await _route_in(rt, conn, event, effects, now=now, if_not_stored=_refused)
 
     return GroupCommit(rt, "RouteEvent", route_in)
 
 
+def _refused(event: EventToRoute, not_stored: NotFound) -> RouteResult:
+    raise Refused(not_stored) from not_stored
+
+
+def _reraised(event: EventToRoute, not_stored: NotFound) -> RouteResult:
+    raise not_stored
+
+
 async def _route_in(
-    rt: Runtime, conn: AsyncConnection, event: EventToRoute, effects: Effects, *, now: datetime
+    rt: Runtime,
+    conn: AsyncConnection,
+    event: EventToRoute,
+    effects: Effects,
+    *,
+    now: datetime,
+    if_not_stored: Callable[[EventToRoute, NotFound], RouteResult] = _reraised,
 ) -> RouteResult:
-    claimed = await _claim_or_replay(conn, event, now)
+    """Claim the event and route it in the caller's transaction, or replay its earlier answer. The claim's NOT_FOUND
+    (the event is not stored; nothing written) goes to `if_not_stored`; what routing a claimed event raises goes to
+    the caller, whose transaction must roll back."""
+    try:
+        claimed = await _claim_or_replay(conn, event, now)
+    except NotFound as not_stored:
+        return if_not_stored(event, not_stored)
     if isinstance(claimed, RouteResult):
         return claimed
     return await _route_claimed(rt, conn, event, claimed, effects, now=now)
@@ -319,7 +333,9 @@ async def route_events(rt: Runtime, events: Sequence[EventToRoute]) -> list[Rout
         try:
             async with rt.transaction(effects) as conn:
                 now = rt.now()
-                chunk_results = [await _route_or_zero(rt, conn, event, effects, now=now) for event in chunk]
+                chunk_results = [
+                    await _route_in(rt, conn, event, effects, now=now, if_not_stored=_zeros) for event in chunk
+                ]
         except Exception as error:  # noqa: BLE001 - a database error, or a failure after an event's writes
             _log.warning("batched routing failed; routing one by one", error=repr(error), size=len(chunk))
             effects = Effects()
@@ -334,20 +350,11 @@ async def route_events(rt: Runtime, events: Sequence[EventToRoute]) -> list[Rout
     return results
 
 
-async def _route_or_zero(
-    rt: Runtime, conn: AsyncConnection, event: EventToRoute, effects: Effects, *, now: datetime
-) -> RouteResult:
-    """Route one event of a batch in the batch's transaction; zeros for an event that is not stored (its claim
-    wrote nothing, so the transaction stays good for the others). Anything raised after the claim fails the
-    batch's transaction, and `route_events` routes its events one by one."""
-    try:
-        claimed = await _claim_or_replay(conn, event, now)
-    except NotFound:
-        _log.warning("event to route is not stored", event_id=str(event.event_id), tenant_id=str(event.tenant_id))
-        return RouteResult(0, 0, ())
-    if isinstance(claimed, RouteResult):
-        return claimed
-    return await _route_claimed(rt, conn, event, claimed, effects, now=now)
+def _zeros(event: EventToRoute, not_stored: NotFound) -> RouteResult:
+    """A batch's event that is not stored answers zeros: its claim wrote nothing, so the batch's transaction stays
+    good for the others (anything raised after a claim fails it, and `route_events` routes one by one)."""
+    _log.warning("event to route is not stored", event_id=str(event.event_id), tenant_id=str(event.tenant_id))
+    return RouteResult(0, 0, ())
 
 
 async def resume_from_recent_events(rt: Runtime, armed: Sequence[ArmedEventWait]) -> Effects:
