@@ -17,6 +17,7 @@ class Span:
     span_id: str
     parent_id: str | None
     attributes: dict[str, Any]
+    links: tuple[tuple[str, str], ...] = ()  # (trace id, span id) of each span this one links to
 
 
 def spans_in(log: str) -> list[Span]:
@@ -40,6 +41,9 @@ def spans_in(log: str) -> list[Span]:
                 span_id=context["span_id"],
                 parent_id=record.get("parent_id"),
                 attributes=record.get("attributes") or {},
+                links=tuple(
+                    (link["context"]["trace_id"], link["context"]["span_id"]) for link in record.get("links") or ()
+                ),
             )
         )
     return found

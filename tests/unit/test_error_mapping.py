@@ -12,7 +12,7 @@ import pytest
 from google.protobuf import empty_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from kalcifer_common import errors
-from kalcifer_common.rpc.errors import WRAPPED_MARKER, map_errors, relayed, status_for
+from kalcifer_common.rpc.errors import WRAPPED_MARKER, answerable, map_errors, relayed, status_for, status_proto_for
 from sqlalchemy.exc import DBAPIError
 
 
@@ -299,3 +299,15 @@ def test_an_unreachable_dependency_is_unavailable(code: grpc.StatusCode) -> None
 @pytest.mark.parametrize("code", [grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN])
 def test_a_broken_internal_call_is_our_bug_not_the_callers(code: grpc.StatusCode) -> None:
     assert status_for(relayed(_aio_error(code))).code == grpc.StatusCode.INTERNAL
+
+
+def test_one_item_of_a_batch_is_answered_as_a_whole_call_would_be() -> None:
+    # A failed call to another service inside one item is judged like a failed call (relayed), not as a bug.
+    from_scheduler = answerable(_aio_error(grpc.StatusCode.UNAVAILABLE), "StartInstances")
+    assert status_proto_for(from_scheduler).code == code_pb2.UNAVAILABLE
+    assert status_proto_for(answerable(_aio_error(grpc.StatusCode.NOT_FOUND), "StartInstances")).code == (
+        code_pb2.NOT_FOUND
+    )
+    assert status_proto_for(answerable(RuntimeError("a bug"), "StartInstances")).code == code_pb2.INTERNAL
+    refusal = errors.NotFound("flow", "flows/x")
+    assert answerable(refusal, "StartInstances") is refusal

@@ -3,6 +3,12 @@
 calls queue while the handlers are busy and the next free one takes them as one batch. The engine's group commit
 (one transaction for many starts or routes) and the API's StartInstances (one engine call for many TriggerFlow
 starts) are both this queue with their own handler.
+
+Traces: a batch serves many callers, so each batch's handler runs inside a span of its own (`<name> batch`), a
+child of its first call's span that links to the others' (up to `MAX_LINKS`): every caller's trace reaches the
+work done for it. (Without it, a handler would run in the context of whichever caller started the queue's drainer,
+and every later batch it drained would be filed under that one caller's trace.) Nothing is recorded unless a tracer
+provider is installed (`kalcifer_common.tracing`).
 """
 
 from __future__ import annotations
@@ -10,7 +16,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+
+from kalcifer_common.tracing import tracing_installed
+
+MAX_LINKS: Final = 64
+
+_tracer = trace.get_tracer(__name__)
 
 _Q = TypeVar("_Q")
 _A = TypeVar("_A")
@@ -22,6 +37,8 @@ class Pending(Generic[_Q, _A]):
 
     request: _Q
     answer: asyncio.Future[_A] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    # The caller's span, when tracing: its batch's span is a child of it or links to it.
+    origin: trace.SpanContext | None = None
 
     def settle(self, outcome: _A | BaseException) -> None:
         """Answer the caller (an exception is raised to it), unless it went away or was answered already."""
@@ -55,6 +72,8 @@ class Coalescer(Generic[_Q, _A]):
 
     async def __call__(self, request: _Q) -> _A:
         call: Pending[_Q, _A] = Pending(request)
+        if tracing_installed():
+            call.origin = trace.get_current_span().get_span_context()
         self._queue.append(call)
         if self._open < self._max_open:
             self._open += 1
@@ -67,6 +86,17 @@ class Coalescer(Generic[_Q, _A]):
         try:
             while self._queue:
                 batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
-                await self._handle(batch)
+                if tracing_installed():
+                    await self._handle_traced(batch)
+                else:
+                    await self._handle(batch)
         finally:
             self._open -= 1
+
+    async def _handle_traced(self, batch: list[Pending[_Q, _A]]) -> None:
+        origins = [call.origin for call in batch if call.origin is not None and call.origin.is_valid]
+        parent = trace.set_span_in_context(trace.NonRecordingSpan(origins[0])) if origins else Context()
+        links = [trace.Link(origin) for origin in origins[1 : MAX_LINKS + 1]]
+        with _tracer.start_as_current_span(f"{self._name} batch", context=parent, links=links) as span:
+            span.set_attribute("kalcifer.batch.size", len(batch))
+            await self._handle(batch)

@@ -7,7 +7,8 @@ the event loop's next turn: a start alone waits for nothing); while they all are
 free takes up to `MAX_BATCH` of them (`kalcifer_common.coalescing`). Starts rarely arrive in the same turn of the
 loop, so batches form only under load, while earlier calls are answered, as the engine's group commit forms its
 groups. An engine older than StartInstances (UNIMPLEMENTED, during a rolling upgrade) gets the batch's starts one
-StartInstance call each. A batch's call is traced as part of the trace of the start that opened it.
+StartInstance call each. A batch's call is traced under a `StartInstances batch` span, child of its first start's
+span and linked to the others' (`kalcifer_common.coalescing`).
 """
 
 from __future__ import annotations

@@ -185,6 +185,19 @@ def _relayed(code: grpc.StatusCode, message: str, details: bytes) -> errors.Kalc
     return errors.KalciferError(f"internal call failed with {code.name}")
 
 
+def answerable(error: Exception, method: str) -> BaseException:
+    """What answers `error`, raised while serving `method` (a whole call, or one item of a batch): a failed call
+    to another service is judged by `relayed`; an unavailable database is logged as a warning, and anything that
+    is not a domain error (a bug) with its traceback."""
+    if isinstance(error, grpc.aio.AioRpcError):
+        return relayed(error)
+    if database_unavailable(error):
+        _log.warning("database unavailable", method=method, error=repr(error))
+    elif not isinstance(error, errors.KalciferError | NotImplementedError):
+        _log.error("unhandled error in rpc handler", method=method, exc_info=error)
+    return error
+
+
 _Handler = TypeVar("_Handler", bound=Callable[..., Awaitable[Any]])
 
 
@@ -199,14 +212,8 @@ def map_errors_of(method: _Handler) -> _Handler:
             return await method(self, request, context)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
-        except grpc.aio.AioRpcError as error:
-            await abort_with(context, relayed(error))
         except Exception as error:  # noqa: BLE001 - the one place that turns any bug into a mapped status
-            if database_unavailable(error):
-                _log.warning("database unavailable", method=method.__qualname__, error=repr(error))
-            elif not isinstance(error, errors.KalciferError | NotImplementedError):
-                _log.exception("unhandled error in rpc handler", method=method.__qualname__)
-            await abort_with(context, error)
+            await abort_with(context, answerable(error, method.__qualname__))
 
     setattr(wrapper, WRAPPED_MARKER, True)
     return wrapper  # type: ignore[return-value]

@@ -15,11 +15,9 @@ from typing import Any
 import grpc
 from kalcifer.engine.v1 import engine_pb2
 from kalcifer.v1 import flow_pb2, instance_pb2
-from kalcifer_common.db.errors import database_unavailable
-from kalcifer_common.errors import FieldViolation, InvalidArgument, KalciferError
+from kalcifer_common.errors import FieldViolation, InvalidArgument
 from kalcifer_common.ids import parse_id
-from kalcifer_common.logging import get_logger
-from kalcifer_common.rpc.errors import status_proto_for
+from kalcifer_common.rpc.errors import answerable, status_proto_for
 from kalcifer_common.statuses import InstanceStatus
 from kalcifer_common.structs import dict_to_struct, struct_to_dict
 from kalcifer_common.timestamps import to_timestamp
@@ -31,8 +29,6 @@ from kalcifer_engine.runtime.core import Runtime
 from kalcifer_engine.runtime.grouped_calls import GroupedCalls
 from kalcifer_engine.runtime.migration import MigrationReport
 from kalcifer_engine.runtime.replay import Replay
-
-_log = get_logger(__name__)
 
 MAX_BATCH = 1000
 MAX_PARTICIPANT_ID = 256
@@ -183,9 +179,8 @@ class RuntimeRpcs:
                 continue
             if isinstance(outcome, asyncio.CancelledError) or not isinstance(outcome, Exception):
                 raise outcome
-            if not isinstance(outcome, KalciferError) and not database_unavailable(outcome):
-                _log.error("start of a StartInstances call failed", exc_info=outcome)
-            results.append(engine_pb2.StartInstanceResult(error=status_proto_for(outcome).SerializeToString()))
+            answer = status_proto_for(answerable(outcome, "StartInstances"))
+            results.append(engine_pb2.StartInstanceResult(error=answer.SerializeToString()))
         return engine_pb2.StartInstancesResponse(results=results)
 
     async def _start(self, request: engine_pb2.StartInstanceRequest) -> engine_pb2.StartInstanceResponse:
