@@ -52,7 +52,8 @@ class Pending(Generic[_Q, _A]):
 
 class Coalescer(Generic[_Q, _A]):
     """`await coalescer(request)`: the answer `handle` settles for it, `handle` called with batches of pending
-    calls. `handle` must settle every call of its batch, whatever happens."""
+    calls. `handle` settles every call of its batch; should it raise instead, the calls it left unsettled get its
+    error (a drainer cancelled at shutdown cancels the calls it holds and those still queued)."""
 
     def __init__(
         self,
@@ -86,10 +87,18 @@ class Coalescer(Generic[_Q, _A]):
         try:
             while self._queue:
                 batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
-                if tracing_installed():
-                    await self._handle_traced(batch)
-                else:
-                    await self._handle(batch)
+                try:
+                    if tracing_installed():
+                        await self._handle_traced(batch)
+                    else:
+                        await self._handle(batch)
+                except Exception as error:  # noqa: BLE001 - a handler's bug: its callers get it, never a hang
+                    for call in batch:
+                        call.settle(error)
+                except asyncio.CancelledError:
+                    for call in [*batch, *self._queue]:
+                        call.answer.cancel()
+                    raise
         finally:
             self._open -= 1
 
