@@ -140,6 +140,7 @@ def test_every_start_served_in_a_shared_call_is_linked_from_it(traced: Suite) ->
     # 16 calls at once, one StartInstances out at a time: some shared a call.
     assert len(batches) < len(traces)
     assert any(batch.links for batch in batches)
+    assert sum(batch.attributes["kalcifer.batch.size"] for batch in batches) == len(traces)
     for trace_id, server in servers.items():
         # Each start's trace reaches the StartInstances call that served it: as its parent or through a link.
         serving = [

@@ -5,10 +5,10 @@ calls queue while the handlers are busy and the next free one takes them as one 
 starts) are both this queue with their own handler.
 
 Traces: a batch serves many callers, so each batch's handler runs inside a span of its own (`<name> batch`), a
-child of its first call's span that links to the others' (up to `MAX_LINKS`): every caller's trace reaches the
-work done for it. (Without it, a handler would run in the context of whichever caller started the queue's drainer,
-and every later batch it drained would be filed under that one caller's trace.) Nothing is recorded unless a tracer
-provider is installed (`kalcifer_common.tracing`).
+child of its first call's span that links to the others' (`kalcifer_common.tracing.batch_span`): every caller's
+trace reaches the work done for it. (Without it, a handler would run in the context of whichever caller started the
+queue's drainer, and every later batch it drained would be filed under that one caller's trace.) Nothing is
+recorded unless a tracer provider is installed.
 """
 
 from __future__ import annotations
@@ -16,16 +16,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Final, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from opentelemetry import trace
-from opentelemetry.context import Context
 
-from kalcifer_common.tracing import tracing_installed
-
-MAX_LINKS: Final = 64
-
-_tracer = trace.get_tracer(__name__)
+from kalcifer_common.tracing import batch_span, tracing_installed
 
 _Q = TypeVar("_Q")
 _A = TypeVar("_A")
@@ -103,9 +98,5 @@ class Coalescer(Generic[_Q, _A]):
             self._open -= 1
 
     async def _handle_traced(self, batch: list[Pending[_Q, _A]]) -> None:
-        origins = [call.origin for call in batch if call.origin is not None and call.origin.is_valid]
-        parent = trace.set_span_in_context(trace.NonRecordingSpan(origins[0])) if origins else Context()
-        links = [trace.Link(origin) for origin in origins[1 : MAX_LINKS + 1]]
-        with _tracer.start_as_current_span(f"{self._name} batch", context=parent, links=links) as span:
-            span.set_attribute("kalcifer.batch.size", len(batch))
+        with batch_span(f"{self._name} batch", [call.origin for call in batch if call.origin is not None], len(batch)):
             await self._handle(batch)

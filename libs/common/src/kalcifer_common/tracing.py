@@ -23,11 +23,12 @@ import asyncio
 import contextlib
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor, filters
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -37,6 +38,10 @@ from kalcifer_common.logging import get_logger
 from kalcifer_common.settings import CommonSettings
 
 _log = get_logger(__name__)
+_tracer = trace.get_tracer(__name__)
+
+# Links a batch's span keeps to the calls it served beyond the first (its parent).
+MAX_LINKS = 64
 
 # grpc.health.v1 and grpc.reflection.*: probes and tooling, not work.
 _TRACED = filters.negate(filters.service_prefix("grpc."))
@@ -128,3 +133,17 @@ def client_interceptors() -> list[Any]:
     if not tracing_installed():
         return []
     return list(cast(Callable[..., Sequence[Any]], aio_client_interceptors)(filter_=_TRACED))
+
+
+@contextlib.contextmanager
+def batch_span(name: str, origins: Sequence[trace.SpanContext], size: int) -> Iterator[None]:
+    """The current span while work shared by several calls runs (one transaction, one RPC for many): a child of
+    the first call's span among `origins` (the calls' spans, in arrival order), linked to the others' (up to
+    `MAX_LINKS`), so that every call's trace reaches the work done for it; `size` is the batch's
+    `kalcifer.batch.size`. With no valid origin, a trace of its own."""
+    valid = [origin for origin in origins if origin.is_valid]
+    parent = trace.set_span_in_context(trace.NonRecordingSpan(valid[0])) if valid else Context()
+    links = [trace.Link(origin) for origin in valid[1 : MAX_LINKS + 1]]
+    with _tracer.start_as_current_span(name, context=parent, links=links) as span:
+        span.set_attribute("kalcifer.batch.size", size)
+        yield

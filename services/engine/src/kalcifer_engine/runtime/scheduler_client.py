@@ -10,8 +10,8 @@ the near future in Redis and reads farther timers from their wait rows when they
 meanwhile is no longer pending when that read comes.
 
 Traces: a batch serves the runs of many calls, so its span (`scheduler batch`, around its RPCs) is a child of the
-first call whose run queued into it and links to the others' (up to `MAX_LINKS`). The background task starts in
-an empty context: it must not stay, forever, inside the trace of the call that happened to start it.
+first call whose run queued into it and links to the others' (`kalcifer_common.tracing.batch_span`). The background
+task starts in an empty context: it must not stay, forever, inside the trace of the call that happened to start it.
 """
 
 from __future__ import annotations
@@ -30,17 +30,15 @@ from kalcifer_common.logging import get_logger
 from kalcifer_common.rpc.clients import internal_channel
 from kalcifer_common.rpc.tls import TlsFiles
 from kalcifer_common.timestamps import to_timestamp
+from kalcifer_common.tracing import MAX_LINKS, batch_span
 from opentelemetry import trace
-from opentelemetry.context import Context
 
 _log = get_logger(__name__)
-_tracer = trace.get_tracer(__name__)
 
 BATCH_LIMIT = 1000
 QUEUE_LIMIT = 100_000
 QUIET_SECONDS = 1.0
 # Callers' span contexts a batch's span remembers (the SDK keeps 128 links per span at most).
-MAX_LINKS = 64
 
 
 class SchedulerClient:
@@ -120,7 +118,7 @@ class SchedulerClient:
             self._drop_queued()
             return
         origin = trace.get_current_span().get_span_context()
-        if origin.is_valid and len(self._origins) < MAX_LINKS and origin not in self._origins[-1:]:
+        if origin.is_valid and len(self._origins) <= MAX_LINKS and origin not in self._origins[-1:]:
             self._origins.append(origin)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._send_forever(), context=contextvars.Context())
@@ -155,9 +153,7 @@ class SchedulerClient:
         if not (self._arm or self._cancel or self._deliveries):
             return
         origins, self._origins = self._origins, []
-        parent = trace.set_span_in_context(trace.NonRecordingSpan(origins[0])) if origins else Context()
-        links = [trace.Link(origin) for origin in origins[1:]]
-        with _tracer.start_as_current_span("scheduler batch", context=parent, links=links):
+        with batch_span("scheduler batch", origins, len(self._arm) + len(self._cancel) + len(self._deliveries)):
             await self._send_queued()
 
     async def _send_queued(self) -> None:
