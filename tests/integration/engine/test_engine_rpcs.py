@@ -25,6 +25,7 @@ from tests.integration.engine.support import (
     engine_server,
     graph,
     make_runtime,
+    store_event,
 )
 
 WAITING_GRAPH = graph(
@@ -164,6 +165,48 @@ async def test_start_instances_answers_each_start_as_start_instance_would(
     assert again.instance_id == answer.results[2].started.instance_id
     with pytest.raises(grpc.aio.AioRpcError) as empty:
         await stub.StartInstances(engine_pb2.StartInstancesRequest())
+    assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_route_each_event_answers_each_event_as_route_event_would(
+    stub: engine_pb2_grpc.EngineServiceAsyncStub, db_engine: AsyncEngine
+) -> None:
+    tenant = await create_tenant(db_engine)
+    await create_flow(db_engine, tenant, WAITING_GRAPH)  # event_entry "go": a "go" event starts an instance
+    go = await store_event(db_engine, tenant, "ada", "go", {})
+    other = await store_event(db_engine, tenant, "bob", "unrelated", {})
+
+    def route(event_id: uuid.UUID | str, participant: str, event_type: str) -> engine_pb2.RouteEventRequest:
+        return engine_pb2.RouteEventRequest(
+            tenant_id=str(tenant), event_id=str(event_id), participant_id=participant, event_type=event_type
+        )
+
+    answer = await stub.RouteEachEvent(
+        engine_pb2.RouteEventsRequest(
+            events=[
+                route(go, "ada", "go"),
+                route(uuid.uuid4(), "cy", "go"),  # never stored: NOT_FOUND, for this event alone
+                route(other, "bob", "unrelated"),
+                route("nope", "", "go"),  # INVALID_ARGUMENT on two fields, for this event alone
+            ]
+        )
+    )
+
+    assert [str(result.WhichOneof("outcome")) for result in answer.results] == ["routed", "error", "routed", "error"]
+    assert answer.results[0].routed.started == 1
+    assert answer.results[2].routed == engine_pb2.RouteEventResponse()
+    not_stored = status_pb2.Status.FromString(answer.results[1].error)
+    assert _code(not_stored.code) == grpc.StatusCode.NOT_FOUND
+    malformed = status_pb2.Status.FromString(answer.results[3].error)
+    assert _code(malformed.code) == grpc.StatusCode.INVALID_ARGUMENT
+    bad_request = error_details_pb2.BadRequest()
+    assert any(detail.Unpack(bad_request) for detail in malformed.details)
+    assert {violation.field for violation in bad_request.field_violations} == {"event_id", "participant_id"}
+    # Routing is idempotent per event, as through RouteEvent: routed again, it answers the same instance.
+    again = await stub.RouteEvent(route(go, "ada", "go"))
+    assert again == answer.results[0].routed
+    with pytest.raises(grpc.aio.AioRpcError) as empty:
+        await stub.RouteEachEvent(engine_pb2.RouteEventsRequest())
     assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 

@@ -163,6 +163,13 @@ class ApiSettings(RedisSettings):
         description="StartInstances calls out at once for TriggerFlow; more starts queue and go together in the next "
         "(at least the number of engine replicas, so that each serves).",
     )
+    engine_routes_in_flight: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="RouteEachEvent calls out at once for IngestEvent; more events queue and go together in the next "
+        "(at least the number of engine replicas, so that each serves).",
+    )
     api_metrics_port: int = Field(
         default=9500, ge=0, le=65535, description="Port of the API's Prometheus /metrics (plain HTTP); 0 = none."
     )

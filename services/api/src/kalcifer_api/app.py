@@ -125,7 +125,10 @@ def tenant_scoped_bindings(sessions: async_sessionmaker[AsyncSession], using: Co
             TriggerServicer(engine_client.stub, engine_client.starts, WebhookTargetRepository(sessions)),
         ),
         binding(
-            event_pb2, event_pb2_grpc, "EventService", EventServicer(EventRepository(sessions), engine_client.stub)
+            event_pb2,
+            event_pb2_grpc,
+            "EventService",
+            EventServicer(EventRepository(sessions), engine_client.stub, engine_client.routes),
         ),
         binding(
             instance_pb2,

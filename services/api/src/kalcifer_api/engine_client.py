@@ -22,7 +22,7 @@ from kalcifer_common.rpc.clients import internal_channel
 from kalcifer_common.settings import ApiSettings
 from kalcifer_common.statuses import FLOW_ARCHIVED_EXIT_REASON, FlowStatus
 
-from kalcifer_api.engine_starts import BatchedStarts
+from kalcifer_api.engine_batches import batched_routes, batched_starts
 
 _log = get_logger(__name__)
 
@@ -56,8 +56,9 @@ class EngineClient:
             tls=settings.tls(),
         )
         self.stub = engine_pb2_grpc.EngineServiceStub(self._channel)
-        # TriggerFlow's starts, sent together (engine_starts.py).
-        self.starts = BatchedStarts(self.stub, in_flight=settings.engine_starts_in_flight)
+        # TriggerFlow's starts and IngestEvent's routes, sent together (engine_batches.py).
+        self.starts = batched_starts(self.stub, in_flight=settings.engine_starts_in_flight)
+        self.routes = batched_routes(self.stub, in_flight=settings.engine_routes_in_flight)
 
     async def close(self) -> None:
         """Close the channel (at shutdown)."""

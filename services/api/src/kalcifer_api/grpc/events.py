@@ -33,6 +33,7 @@ from kalcifer_api.domain.events import (
 )
 from kalcifer_api.domain.instances import participant_id_violations, request_id_violations
 from kalcifer_api.domain.triggers import payload_size_violations
+from kalcifer_api.engine_batches import RouteBatches
 from kalcifer_api.repo.events import EventRepository
 
 
@@ -85,9 +86,12 @@ def _deduplicated(stored: StoredEvent) -> event_pb2.IngestEventResponse:
 class EventServicer(event_pb2_grpc.EventServiceServicer):
     """IngestEvent and IngestEvents."""
 
-    def __init__(self, events: EventRepository, engine: engine_pb2_grpc.EngineServiceAsyncStub) -> None:
+    def __init__(
+        self, events: EventRepository, engine: engine_pb2_grpc.EngineServiceAsyncStub, routes: RouteBatches
+    ) -> None:
         self._events = events
         self._engine = engine
+        self._routes = routes
 
     async def IngestEvent(self, request: event_pb2.IngestEventRequest, context: Any) -> event_pb2.IngestEventResponse:
         violations: list[FieldViolation] = []
@@ -98,7 +102,7 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
         if not stored.needs_routing:
             return _deduplicated(stored)
         data = None if stored.deduplicated else request.data
-        return _counts(stored, await self._engine.RouteEvent(_route_request(str(current_tenant_id()), stored, data)))
+        return _counts(stored, await self._routes(_route_request(str(current_tenant_id()), stored, data)))
 
     async def IngestEvents(
         self, request: event_pb2.IngestEventsRequest, context: Any

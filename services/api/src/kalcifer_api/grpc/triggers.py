@@ -25,7 +25,7 @@ from kalcifer_api.domain.triggers import (
     webhook_path_violations,
     webhook_request_id,
 )
-from kalcifer_api.engine_starts import BatchedStarts
+from kalcifer_api.engine_batches import StartBatches
 from kalcifer_api.repo.triggers import WebhookTargetRepository
 
 # How many flows of one webhook call start at once: enough to hide engine latency, bounded so one call with many
@@ -63,7 +63,7 @@ class TriggerServicer(trigger_pb2_grpc.TriggerServiceServicer):
     def __init__(
         self,
         engine: engine_pb2_grpc.EngineServiceAsyncStub,
-        starts: BatchedStarts,
+        starts: StartBatches,
         webhook_targets: WebhookTargetRepository,
     ) -> None:
         self._engine = engine
@@ -81,7 +81,7 @@ class TriggerServicer(trigger_pb2_grpc.TriggerServiceServicer):
         violations += request_id_violations(request.request_id, "request_id")
         if violations or flow_id is None:
             raise InvalidArgument(violations)
-        started = await self._starts.start(
+        started = await self._starts(
             engine_pb2.StartInstanceRequest(
                 tenant_id=str(current_tenant_id()),
                 flow_id=str(flow_id),

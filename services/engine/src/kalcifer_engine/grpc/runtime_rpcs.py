@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import grpc
 from kalcifer.engine.v1 import engine_pb2
@@ -31,6 +32,7 @@ from kalcifer_engine.runtime.migration import MigrationReport
 from kalcifer_engine.runtime.replay import Replay
 
 MAX_BATCH = 1000
+_A = TypeVar("_A")
 MAX_PARTICIPANT_ID = 256
 
 _STATUS: dict[str, instance_pb2.InstanceStatus.ValueType] = {
@@ -137,6 +139,21 @@ def _batch_size(count: int, field: str) -> None:
         raise InvalidArgument.single(field, f"must hold 1 to {MAX_BATCH} items; got {count}")
 
 
+async def _each(calls: list[Coroutine[Any, Any, _A]], method: str) -> list[_A | bytes]:
+    """The calls of a batch RPC run concurrently, each outcome its answer or its error as a serialized
+    `google.rpc.Status` (what the call alone would have failed with). Cancellation is the whole call's."""
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    answered: list[_A | bytes] = []
+    for outcome in outcomes:
+        if isinstance(outcome, Exception):
+            answered.append(status_proto_for(answerable(outcome, method)).SerializeToString())
+        elif isinstance(outcome, BaseException):  # cancelled: the whole call is
+            raise outcome
+        else:
+            answered.append(outcome)
+    return answered
+
+
 class RuntimeRpcs:
     """StartInstance, ResumeInstance(s), RouteEvent(s), CancelInstance, MigrateInstances, *FlowInstances."""
 
@@ -171,17 +188,15 @@ class RuntimeRpcs:
         """Several StartInstance calls in one, each answered on its own (its error included), in request order;
         they share transactions as concurrent StartInstance calls do."""
         _batch_size(len(request.starts), "starts")
-        outcomes = await asyncio.gather(*(self._start(item) for item in request.starts), return_exceptions=True)
-        results: list[engine_pb2.StartInstanceResult] = []
-        for outcome in outcomes:
-            if isinstance(outcome, engine_pb2.StartInstanceResponse):
-                results.append(engine_pb2.StartInstanceResult(started=outcome))
-                continue
-            if isinstance(outcome, asyncio.CancelledError) or not isinstance(outcome, Exception):
-                raise outcome
-            answer = status_proto_for(answerable(outcome, "StartInstances"))
-            results.append(engine_pb2.StartInstanceResult(error=answer.SerializeToString()))
-        return engine_pb2.StartInstancesResponse(results=results)
+        outcomes = await _each([self._start(item) for item in request.starts], "StartInstances")
+        return engine_pb2.StartInstancesResponse(
+            results=[
+                engine_pb2.StartInstanceResult(error=outcome)
+                if isinstance(outcome, bytes)
+                else engine_pb2.StartInstanceResult(started=outcome)
+                for outcome in outcomes
+            ]
+        )
 
     async def _start(self, request: engine_pb2.StartInstanceRequest) -> engine_pb2.StartInstanceResponse:
         violations: list[FieldViolation] = []
@@ -245,7 +260,7 @@ class RuntimeRpcs:
         self, request: engine_pb2.RouteEventRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> engine_pb2.RouteEventResponse:
         """Route one stored event (idempotent per event_id)."""
-        return _route_response(await self.grouped.routes(_event(request)))
+        return await self._route(request)
 
     async def RouteEvents(
         self, request: engine_pb2.RouteEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -263,6 +278,25 @@ class RuntimeRpcs:
             raise InvalidArgument(violations)
         results = await events.route_events(self.runtime, parsed)
         return engine_pb2.RouteEventsResponse(results=[_route_response(r) for r in results])
+
+    async def RouteEachEvent(
+        self, request: engine_pb2.RouteEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> engine_pb2.RouteEachEventResponse:
+        """Several RouteEvent calls in one, each answered on its own (its error included), in request order; they
+        share transactions as concurrent RouteEvent calls do."""
+        _batch_size(len(request.events), "events")
+        outcomes = await _each([self._route(item) for item in request.events], "RouteEachEvent")
+        return engine_pb2.RouteEachEventResponse(
+            results=[
+                engine_pb2.RouteEventResult(error=outcome)
+                if isinstance(outcome, bytes)
+                else engine_pb2.RouteEventResult(routed=outcome)
+                for outcome in outcomes
+            ]
+        )
+
+    async def _route(self, request: engine_pb2.RouteEventRequest) -> engine_pb2.RouteEventResponse:
+        return _route_response(await self.grouped.routes(_event(request)))
 
     async def CancelInstance(
         self, request: engine_pb2.CancelInstanceRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -1,7 +1,8 @@
-"""The API's batched starts (`kalcifer_api.engine_starts.BatchedStarts`) against engines that answer in every way
-one can: starts arriving together share StartInstances calls and each caller gets its own answer or error; an
-engine without StartInstances (a rolling upgrade) gets one StartInstance per start; an engine that is down, or
-that answers a batch with the wrong number of results, fails every caller of that batch, never another batch's.
+"""The API's batched engine calls (`kalcifer_api.engine_batches`) against engines that answer in every way one
+can: starts (routes) arriving together share StartInstances (RouteEachEvent) calls and each caller gets its own
+answer or error; an engine without the batch RPC (a rolling upgrade) gets one single call per request; an engine
+that is down, or that answers a batch with the wrong number of results or unreadable ones, fails every caller of
+that batch, never another batch's.
 
 The engines are real gRPC servers in this process whose answers the tests choose: what is tested is the API's
 side of the call, with the wire in between.
@@ -15,10 +16,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
+import pytest
 from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
 from kalcifer.engine.v1 import engine_pb2, engine_pb2_grpc
-from kalcifer_api.engine_starts import BatchedStarts
+from kalcifer_api.engine_batches import StartBatches, batched_routes, batched_starts
 from kalcifer_common import errors
 from kalcifer_common.rpc.errors import status_proto_for
 
@@ -35,12 +37,17 @@ def _started(request: engine_pb2.StartInstanceRequest) -> engine_pb2.StartInstan
     return engine_pb2.StartInstanceResponse(instance_id=f"instance-of-{request.participant_id}")
 
 
+def _routed(request: engine_pb2.RouteEventRequest) -> engine_pb2.RouteEventResponse:
+    return engine_pb2.RouteEventResponse(resumed=1, instance_ids=[f"waiting-{request.participant_id}"])
+
+
 class _Engine(engine_pb2_grpc.EngineServiceServicer):
     """StartInstance and StartInstances as the engine answers them; records the size of every batch."""
 
     def __init__(self) -> None:
         self.batches: list[int] = []
         self.singles = 0
+        self.address = ""
         self.release = asyncio.Event()
         self.release.set()
 
@@ -64,11 +71,32 @@ class _Engine(engine_pb2_grpc.EngineServiceServicer):
             return engine_pb2.StartInstanceResult(error=_refusal().SerializeToString())
         return engine_pb2.StartInstanceResult(started=_started(start))
 
+    async def RouteEvent(self, request: engine_pb2.RouteEventRequest, context: Any) -> engine_pb2.RouteEventResponse:
+        self.singles += 1
+        if request.participant_id == REFUSED:
+            await context.abort_with_status(rpc_status.to_status(_refusal()))
+        return _routed(request)
+
+    async def RouteEachEvent(
+        self, request: engine_pb2.RouteEventsRequest, context: Any
+    ) -> engine_pb2.RouteEachEventResponse:
+        self.batches.append(len(request.events))
+        await self.release.wait()
+        return engine_pb2.RouteEachEventResponse(
+            results=[
+                engine_pb2.RouteEventResult(error=_refusal().SerializeToString())
+                if event.participant_id == REFUSED
+                else engine_pb2.RouteEventResult(routed=_routed(event))
+                for event in request.events
+            ]
+        )
+
 
 class _OldEngine(_Engine):
-    """An engine from before StartInstances: the generated base answers it UNIMPLEMENTED."""
+    """An engine from before StartInstances and RouteEachEvent: the generated base answers them UNIMPLEMENTED."""
 
     StartInstances = engine_pb2_grpc.EngineServiceServicer.StartInstances  # type: ignore[assignment]
+    RouteEachEvent = engine_pb2_grpc.EngineServiceServicer.RouteEachEvent  # type: ignore[assignment]
 
 
 class _DownEngine(_Engine):
@@ -89,16 +117,17 @@ class _MiscountingEngine(_Engine):
 
 
 @asynccontextmanager
-async def _serving(kind: Callable[[], _Engine], in_flight: int) -> AsyncIterator[tuple[_Engine, BatchedStarts]]:
+async def _serving(kind: Callable[[], _Engine], in_flight: int) -> AsyncIterator[tuple[_Engine, StartBatches]]:
     """An engine of `kind` serving on a free port, and the API's batched starts calling it."""
     engine = kind()
     server = grpc.aio.server()
     engine_pb2_grpc.add_EngineServiceServicer_to_server(engine, server)
     port = server.add_insecure_port("127.0.0.1:0")
+    engine.address = f"127.0.0.1:{port}"
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield engine, BatchedStarts(engine_pb2_grpc.EngineServiceStub(channel), in_flight=in_flight)
+        async with grpc.aio.insecure_channel(engine.address) as channel:
+            yield engine, batched_starts(engine_pb2_grpc.EngineServiceStub(channel), in_flight=in_flight)
     finally:
         await server.stop(None)
 
@@ -107,8 +136,8 @@ def _request(participant: str) -> engine_pb2.StartInstanceRequest:
     return engine_pb2.StartInstanceRequest(tenant_id="t", flow_id="f", participant_id=participant)
 
 
-async def _start_all(starts: BatchedStarts, participants: list[str]) -> list[Any]:
-    return await asyncio.gather(*(starts.start(_request(p)) for p in participants), return_exceptions=True)
+async def _start_all(starts: StartBatches, participants: list[str]) -> list[Any]:
+    return await asyncio.gather(*(starts(_request(p)) for p in participants), return_exceptions=True)
 
 
 def _answered_own(outcomes: list[Any], participants: list[str]) -> None:
@@ -185,3 +214,35 @@ async def test_a_batch_whose_answer_cannot_be_read_fails_its_callers_instead_of_
     for outcome in [*outcomes, *again]:
         assert isinstance(outcome, Exception), outcome
         assert status_proto_for(outcome).code == code_pb2.INTERNAL
+
+
+async def _route_all(engine: _Engine, address: str, participants: list[str], in_flight: int) -> list[Any]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        routes = batched_routes(engine_pb2_grpc.EngineServiceStub(channel), in_flight=in_flight)
+        requests = [
+            engine_pb2.RouteEventRequest(tenant_id="t", event_id=f"e-{p}", participant_id=p, event_type="ping")
+            for p in participants
+        ]
+        return await asyncio.gather(*(routes(request) for request in requests), return_exceptions=True)
+
+
+def _routed_own(outcomes: list[Any], participants: list[str]) -> None:
+    for participant, outcome in zip(participants, outcomes, strict=True):
+        if participant == REFUSED:
+            assert isinstance(outcome, errors.Relayed), outcome
+            assert status_pb2.Status.FromString(outcome.details) == _refusal()
+        else:
+            assert outcome == engine_pb2.RouteEventResponse(resumed=1, instance_ids=[f"waiting-{participant}"])
+
+
+@pytest.mark.parametrize("kind", [_Engine, _OldEngine], ids=["RouteEachEvent", "RouteEvent each (older engine)"])
+async def test_routes_arriving_together_are_each_answered_on_their_own(kind: Callable[[], _Engine]) -> None:
+    participants = [f"p{n}" for n in range(12)] + [REFUSED] + [f"q{n}" for n in range(4)]
+    async with _serving(kind, in_flight=1) as (engine, _):
+        outcomes = await _route_all(engine, engine.address, participants, in_flight=1)
+    _routed_own(outcomes, participants)
+    if kind is _Engine:
+        assert sum(engine.batches) == len(participants)
+        assert engine.singles == 0
+    else:
+        assert engine.singles == len(participants)
