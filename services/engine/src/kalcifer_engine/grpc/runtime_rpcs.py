@@ -32,8 +32,9 @@ from kalcifer_engine.runtime.migration import MigrationReport
 from kalcifer_engine.runtime.replay import Replay
 
 MAX_BATCH = 1000
-_A = TypeVar("_A")
 MAX_PARTICIPANT_ID = 256
+
+_A = TypeVar("_A")
 
 _STATUS: dict[str, instance_pb2.InstanceStatus.ValueType] = {
     InstanceStatus.RUNNING: instance_pb2.INSTANCE_STATUS_RUNNING,
@@ -155,7 +156,8 @@ async def _each(calls: list[Coroutine[Any, Any, _A]], method: str) -> list[_A | 
 
 
 class RuntimeRpcs:
-    """StartInstance, ResumeInstance(s), RouteEvent(s), CancelInstance, MigrateInstances, *FlowInstances."""
+    """StartInstance(s), ResumeInstance(s), RouteEvent(s), RouteEachEvent, CancelInstance, MigrateInstances,
+    *FlowInstances."""
 
     deps: EngineDeps
 
