@@ -37,12 +37,39 @@ def replica_name(service: str, number: int) -> str:
     return service if number == 1 else f"{service}#{number}"
 
 
+# Ports come from a block of this test process's own, below the kernel's ephemeral range (32768-60999 here), never
+# twice: a port the kernel picked (bind to 0) could be picked again for another xdist worker, or taken by an
+# outgoing connection, before the service bound it; the other worker's service then answered this suite's health
+# checks and calls (a CreateTenant refused for another suite's admin token, in CI).
+_FIRST_PORT = 20000
+_PORT_BLOCK = 1400
+_PORT_BLOCKS = 8
+_handed_out: set[int] = set()
+
+
+def _port_block() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw3" in a worker, unset in a lone process
+    index = int(worker[2:]) + 1 if worker[2:].isdigit() else 0
+    first = _FIRST_PORT + (index % _PORT_BLOCKS) * _PORT_BLOCK
+    return range(first, first + _PORT_BLOCK)
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A TCP port nobody listens on right now, never handed out before by this process (see `_port_block`)."""
+    block = _port_block()
+    start = secrets.randbelow(len(block))
+    for offset in range(len(block)):
+        port = block[(start + offset) % len(block)]
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise RuntimeError(f"no free port left in {block}")
 
 
 def health_status(address: str, service: str = "", timeout: float = 1.0, tls: TlsFiles | None = None) -> int | None:
@@ -79,6 +106,33 @@ def wait_serving(
         interval=0.1,
         what=f"{address} SERVING",
     )
+
+
+def _listening_inodes(port: int) -> set[str] | None:
+    """The socket inodes listening on TCP `port` (IPv4 or IPv6), or None where /proc does not say (not Linux)."""
+    inodes: set[str] = set()
+    try:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table) as lines:
+                for line in list(lines)[1:]:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(fields[9])
+    except OSError:
+        return None
+    return inodes
+
+
+def serves_port(pid: int, port: int) -> bool:
+    """Whether process `pid` is the one listening on `port` (True where /proc cannot say)."""
+    inodes = _listening_inodes(port)
+    if inodes is None:
+        return True
+    try:
+        held = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    except OSError:
+        return False
+    return any(f"socket:[{inode}]" in held for inode in inodes)
 
 
 @dataclass
@@ -155,6 +209,8 @@ class Suite:
         log.close()
         self.processes[name] = process
         wait_serving(self.address(name), process=process, tls=TlsFiles.from_environment(self.env))
+        if not serves_port(process.pid, self.ports[name]):
+            raise RuntimeError(f"{name}: another process answers on port {self.ports[name]}; see {log.name}")
         return process
 
     def stop(self, service: str, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
