@@ -4,6 +4,7 @@ deployment runs them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -129,9 +130,13 @@ def serves_port(pid: int, port: int) -> bool:
     if inodes is None:
         return True
     try:
-        held = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
         return False
+    held: set[str] = set()
+    for fd in fds:
+        with contextlib.suppress(OSError):  # closed meanwhile
+            held.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
     return any(f"socket:[{inode}]" in held for inode in inodes)
 
 
