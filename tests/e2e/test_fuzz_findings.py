@@ -17,13 +17,18 @@ from kalcifer.v1 import (
     event_pb2_grpc,
     flow_pb2,
     flow_pb2_grpc,
+    instance_pb2,
+    instance_pb2_grpc,
     tenant_pb2,
     tenant_pb2_grpc,
     trigger_pb2,
     trigger_pb2_grpc,
 )
-from kalcifer_common.structs import dict_to_struct
+from kalcifer_api.domain.payloads import MAX_PAYLOAD_NESTING
+from kalcifer_common.structs import dict_to_struct, struct_to_dict
 
+from tests.support.fingerprints import DatabaseFingerprints, changed_tables
+from tests.support.payloads import nested
 from tests.support.processes import Suite
 from tests.support.rpc import bearer, field_violations, rpc_error
 from tests.support.tenants import Tenant, new_tenant
@@ -136,3 +141,60 @@ def test_a_graph_with_countless_violations_gets_a_bounded_answer(channel: grpc.C
     assert checked.violations[-1].reason == "TOO_LARGE"
     create = flow_pb2.CreateFlowRequest(flow=flow_pb2.Flow(name="countless"), graph=graph)
     assert _invalid(lambda: flows.CreateFlow(create, metadata=tenant.auth))
+
+
+def test_payloads_nested_past_the_limit_are_refused_and_the_limit_travels_everywhere(
+    suite: Suite, channel: grpc.Channel, tenant: Tenant
+) -> None:
+    """Event data nested 33 deep was stored by the API and then made the engine refuse the whole RouteEachEvent
+    call it travelled in (protobuf decoders stop at 100 message levels, a Struct level takes three): the event was
+    never routed, and every IngestEvent sharing that call was answered INVALID_ARGUMENT. Payloads now nest at most
+    20 deep: past it they are refused before anything is stored; at it they are routed, started and read back."""
+    flows = flow_pb2_grpc.FlowServiceStub(channel)
+    events = event_pb2_grpc.EventServiceStub(channel)
+    triggers = trigger_pb2_grpc.TriggerServiceStub(channel)
+    customers = customer_pb2_grpc.CustomerServiceStub(channel)
+    instances = instance_pb2_grpc.InstanceServiceStub(channel)
+    auth = tenant.auth
+    graph = flow_pb2.FlowGraph(
+        nodes=[
+            flow_pb2.GraphNode(id="entry", type="event_entry", config=dict_to_struct({"event_type": "deep"})),
+            flow_pb2.GraphNode(id="done", type="exit", config=dict_to_struct({})),
+        ],
+        edges=[flow_pb2.GraphEdge(id="e1", source="entry", target="done")],
+    )
+    flow = flows.CreateFlow(flow_pb2.CreateFlowRequest(flow=flow_pb2.Flow(name="deep"), graph=graph), metadata=auth)
+    flows.ActivateFlow(flow_pb2.ActivateFlowRequest(id=flow.id), metadata=auth)
+
+    def ingest(participant: str, data: dict[str, Any]) -> event_pb2.IngestEventRequest:
+        return event_pb2.IngestEventRequest(participant_id=participant, event_type="deep", data=dict_to_struct(data))
+
+    def refuse(deep: dict[str, Any]) -> None:
+        assert set(_invalid(lambda: events.IngestEvent(ingest("refused", deep), metadata=auth))) == {"data"}
+        batch = event_pb2.IngestEventsRequest(events=[ingest("refused", {}), ingest("refused", deep)])
+        assert set(_invalid(lambda: events.IngestEvents(batch, metadata=auth))) == {"events[1].data"}
+        start = trigger_pb2.TriggerFlowRequest(flow_id=flow.id, participant_id="p", context=dict_to_struct(deep))
+        assert set(_invalid(lambda: triggers.TriggerFlow(start, metadata=auth))) == {"context"}
+        upsert = customer_pb2.UpsertCustomerRequest(
+            customer=customer_pb2.Customer(external_id="deep", attributes=dict_to_struct(deep))
+        )
+        assert set(_invalid(lambda: customers.UpsertCustomer(upsert, metadata=auth))) == {"attributes"}
+
+    fingerprints = DatabaseFingerprints(suite.database_url)
+    try:
+        before = fingerprints.settled()
+        for levels, arrays in ((21, False), (21, True), (33, False)):
+            refuse(nested(levels, arrays=arrays))
+        assert changed_tables(before, fingerprints.take()) == {}
+    finally:
+        fingerprints.close()
+
+    # At the limit, and sent together so that they share RouteEachEvent calls: each is routed and starts its run.
+    at_limit = nested(MAX_PAYLOAD_NESTING)
+    pending = [events.IngestEvent.future(ingest(f"deep-{n}", at_limit), metadata=auth) for n in range(16)]
+    assert [(answer.result().started, answer.result().deduplicated) for answer in pending] == [(1, False)] * 16
+    listed = instances.ListInstances(
+        instance_pb2.ListInstancesRequest(flow_id=flow.id, participant_id="deep-0"), metadata=auth
+    ).instances
+    assert len(listed) == 1
+    assert struct_to_dict(listed[0].context)["event"] == at_limit

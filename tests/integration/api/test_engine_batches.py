@@ -1,8 +1,8 @@
 """The API's batched engine calls (`kalcifer_api.engine_batches`) against engines that answer in every way one
 can: starts (routes) arriving together share StartInstances (RouteEachEvent) calls and each caller gets its own
-answer or error; an engine without the batch RPC (a rolling upgrade) gets one single call per request; an engine
-that is down, or that answers a batch with the wrong number of results or unreadable ones, fails every caller of
-that batch, never another batch's.
+answer or error; an engine without the batch RPC (a rolling upgrade), or one that refuses a batch call whole, gets
+one single call per request; an engine that is down, or that answers a batch with the wrong number of results or
+unreadable ones, fails every caller of that batch, never another batch's.
 
 The engines are real gRPC servers in this process whose answers the tests choose: what is tested is the API's
 side of the call, with the wire in between.
@@ -99,6 +99,17 @@ class _OldEngine(_Engine):
     RouteEachEvent = engine_pb2_grpc.EngineServiceServicer.RouteEachEvent  # type: ignore[assignment]
 
 
+class _UnreadableBatchEngine(_Engine):
+    """Refuses every batch call whole, as an engine does a batch message it cannot decode (nested past protobuf's
+    limit by what one request carried): a defect of the batch, not of its callers' requests."""
+
+    async def StartInstances(
+        self, request: engine_pb2.StartInstancesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> engine_pb2.StartInstancesResponse:
+        self.batches.append(len(request.starts))
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request: is not a valid protobuf message of this method")
+
+
 class _DownEngine(_Engine):
     async def StartInstances(
         self, request: engine_pb2.StartInstancesRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -172,6 +183,15 @@ async def test_an_engine_without_start_instances_gets_one_start_instance_per_sta
     participants = [f"p{n}" for n in range(8)] + [REFUSED]
     async with _serving(_OldEngine, in_flight=1) as (engine, starts):
         outcomes = await _start_all(starts, participants)
+    _answered_own(outcomes, participants)
+    assert engine.singles == len(participants)
+
+
+async def test_a_batch_call_refused_whole_goes_again_one_start_each_so_each_caller_gets_its_own_answer() -> None:
+    participants = [f"p{n}" for n in range(8)] + [REFUSED]
+    async with _serving(_UnreadableBatchEngine, in_flight=1) as (engine, starts):
+        outcomes = await _start_all(starts, participants)
+    assert sum(engine.batches) == len(participants)
     _answered_own(outcomes, participants)
     assert engine.singles == len(participants)
 

@@ -16,6 +16,7 @@ from kalcifer_common.structs import dict_to_struct
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tests.support.payloads import nested
 from tests.support.processes import Suite
 from tests.support.rpc import field_violations, reason_of, rpc_error
 from tests.support.tenants import Tenant, new_tenant
@@ -327,5 +328,7 @@ def test_a_preview_names_exactly_one_template_and_bounds_its_context(
     assert set(field_violations(both)) == set(field_violations(neither)) == {"template_id"}
     huge = rpc_error(lambda: _render(templates, tenant, {"blob": "x" * 70_000}, template_id="welcome"))
     assert set(field_violations(huge)) == {"context"}
+    deep = rpc_error(lambda: _render(templates, tenant, nested(21), template_id="welcome"))
+    assert set(field_violations(deep)) == {"context"}
     missing = rpc_error(lambda: _render(templates, tenant, {}, template_id="nope"))
     assert missing.code() == grpc.StatusCode.NOT_FOUND

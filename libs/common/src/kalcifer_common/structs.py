@@ -43,3 +43,19 @@ def dict_to_struct(data: dict[str, Any] | None) -> struct_pb2.Struct:
     if data:
         struct.update(data)
     return struct
+
+
+def nests_deeper_than(value: Any, levels: int) -> bool:
+    """Whether objects and arrays nest more than `levels` deep in the JSON value `value` (`{}` and `[]` are one
+    level, `{"a": {}}` and `{"a": []}` two, `{"a": [[]]}` three; a scalar none). The walk stops at the first
+    container past `levels`."""
+    if not isinstance(value, dict | list):
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        container, depth = stack.pop()
+        if depth > levels:
+            return True
+        items = container.values() if isinstance(container, dict) else container
+        stack.extend((item, depth + 1) for item in items if isinstance(item, dict | list))
+    return False

@@ -8,7 +8,8 @@ out at once (on the event loop's next turn: a request alone waits for nothing); 
 queue, and the next call free takes up to `MAX_BATCH` of them (`kalcifer_common.coalescing`). Requests rarely
 arrive in the same turn of the loop, so batches form only under load, while earlier calls are answered, as the
 engine's group commit forms its groups. An engine older than the batch RPC (UNIMPLEMENTED, during a rolling
-upgrade) gets the batch's requests one single call each (StartInstance, RouteEvent). A batch's call is traced
+upgrade), or one that refuses a batch call as INVALID_ARGUMENT, gets the batch's requests one single call each
+(StartInstance, RouteEvent), so each caller is answered on its own request. A batch's call is traced
 under a `<RPC> batch` span, child of its first request's span and linked to the others'.
 """
 
@@ -21,9 +22,16 @@ from typing import Any, Final, Generic, TypeVar
 import grpc
 from kalcifer.engine.v1 import engine_pb2, engine_pb2_grpc
 from kalcifer_common.coalescing import Coalescer, Pending
+from kalcifer_common.logging import get_logger
 from kalcifer_common.rpc.errors import relayed, relayed_status
 
 MAX_BATCH: Final = 64
+# A batch call refused whole goes again as one single call per request: UNIMPLEMENTED, an engine older than the
+# batch RPC; INVALID_ARGUMENT, a batch the engine could not read (a bug of ours: what one request carried, nested
+# too deep for the batch message, say), which must not become every caller's answer.
+_EACH_ALONE: Final = frozenset({grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INVALID_ARGUMENT})
+
+_log = get_logger(__name__)
 
 _Q = TypeVar("_Q")
 _A = TypeVar("_A")
@@ -59,7 +67,14 @@ class Batched(Generic[_Q, _A]):
         try:
             results = await self._many([call.request for call in batch])
         except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.UNIMPLEMENTED:
+            if error.code() in _EACH_ALONE:
+                if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                    _log.error(
+                        "engine refused a batch call; its requests go one by one",
+                        rpc=self._rpc,
+                        size=len(batch),
+                        details=error.details(),
+                    )
                 await asyncio.gather(*(self._alone(call) for call in batch))
                 return
             for call in batch:

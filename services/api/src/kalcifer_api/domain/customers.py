@@ -17,6 +17,7 @@ import orjson
 from kalcifer_common.errors import FieldViolation, InvalidArgument
 
 from kalcifer_api.domain.marketing_common import non_finite_path, timezone_problem
+from kalcifer_api.domain.payloads import nesting_violations
 
 MAX_EXTERNAL_ID_LENGTH: Final = 255
 MAX_TAG_LENGTH: Final = 100
@@ -169,6 +170,7 @@ def validated_patch(
     violations = external_id_violations(external_id)
     if len(orjson.dumps(attributes)) > MAX_ATTRIBUTES_BYTES:
         violations.append(FieldViolation("attributes", f"must be at most {MAX_ATTRIBUTES_BYTES} bytes as JSON"))
+    violations += nesting_violations(attributes, "attributes")
     if bad_number := non_finite_path(attributes, "attributes"):
         violations.append(FieldViolation(bad_number, "must be a finite number (JSON has no NaN or infinity)"))
     violations += tag_violations(tags)

@@ -17,7 +17,6 @@ from typing import Any
 from kalcifer_common.errors import FieldViolation
 
 MAX_EVENT_TYPE_LENGTH = 200
-MAX_DATA_BYTES = 64 * 1024
 MAX_BATCH_EVENTS = 1000
 # Event types are matched literally against `event_entry` / `wait_for_event` configs: no whitespace or control
 # characters that would make two types look alike ("order_placed", "email.opened", "billing:invoice/paid").

@@ -28,6 +28,7 @@ from kalcifer_common.templates import (
     syntax_problems,
 )
 
+from kalcifer_api.domain.payloads import nesting_violations
 from kalcifer_api.domain.segments import description_violations
 
 # The fields UpdateTemplate may change (id and channel are immutable: flows name the template for its channel).
@@ -136,7 +137,7 @@ def preview_context_violations(context: Mapping[str, Any], path: str = "context"
     size = len(orjson.dumps(dict(context)))
     if size > MAX_PREVIEW_CONTEXT_BYTES:
         return [FieldViolation(path, f"is {size} bytes as JSON; at most {MAX_PREVIEW_CONTEXT_BYTES}")]
-    return []
+    return nesting_violations(context, path)
 
 
 async def preview(sandbox: ExpressionSandbox, parts: Mapping[str, str], context: Mapping[str, Any]) -> RenderedMessage:

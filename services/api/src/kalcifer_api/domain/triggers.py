@@ -13,9 +13,6 @@ from dataclasses import dataclass
 
 from kalcifer_common.errors import FieldViolation
 
-# The context (or webhook payload) becomes the root of the instance context, stored with the instance and
-# copied into steps: bounded so one call cannot bloat every row it touches.
-MAX_CONTEXT_BYTES = 64 * 1024
 MAX_NODE_ID_LENGTH = 200
 MAX_WEBHOOK_PATH_LENGTH = 200
 # The same rule the engine's `webhook_entry` schema applies to `webhook_path`: lower-case segments without empty
@@ -29,13 +26,6 @@ class WebhookTarget:
 
     flow_id: uuid.UUID
     entry_node_id: str
-
-
-def payload_size_violations(size_bytes: int, field: str, *, limit: int = MAX_CONTEXT_BYTES) -> list[FieldViolation]:
-    """A Struct's encoded size against its bound."""
-    if size_bytes > limit:
-        return [FieldViolation(field, f"is {size_bytes} bytes encoded; at most {limit} are allowed")]
-    return []
 
 
 def entry_node_id_violations(value: str, field: str) -> list[FieldViolation]:

@@ -25,14 +25,13 @@ from kalcifer_common.structs import dict_to_struct, struct_to_dict
 from kalcifer_common.timestamps import timestamp_in_request, to_timestamp
 
 from kalcifer_api.domain.events import (
-    MAX_DATA_BYTES,
     NewEvent,
     StoredEvent,
     batch_size_violations,
     event_type_violations,
 )
 from kalcifer_api.domain.instances import participant_id_violations, request_id_violations
-from kalcifer_api.domain.triggers import payload_size_violations
+from kalcifer_api.domain.payloads import payload_violations
 from kalcifer_api.engine_batches import RouteBatches
 from kalcifer_api.repo.events import EventRepository
 
@@ -49,7 +48,7 @@ def new_event(request: event_pb2.IngestEventRequest, prefix: str, violations: li
     """Wire -> domain, recording every problem (fields named `prefix + field`) instead of stopping at the first."""
     violations += participant_id_violations(request.participant_id, f"{prefix}participant_id")
     violations += event_type_violations(request.event_type, f"{prefix}event_type")
-    violations += payload_size_violations(request.data.ByteSize(), f"{prefix}data", limit=MAX_DATA_BYTES)
+    violations += payload_violations(request.data, f"{prefix}data")
     violations += request_id_violations(request.request_id, f"{prefix}request_id")
     occurred_at = _occurred_at(request, f"{prefix}occurred_at", violations)
     return NewEvent(

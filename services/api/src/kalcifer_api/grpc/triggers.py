@@ -18,10 +18,10 @@ from kalcifer_common.rpc.auth import current_tenant_id
 from kalcifer_common.rpc.errors import map_errors
 
 from kalcifer_api.domain.instances import id_or_violation, participant_id_violations, request_id_violations
+from kalcifer_api.domain.payloads import payload_violations
 from kalcifer_api.domain.triggers import (
     WebhookTarget,
     entry_node_id_violations,
-    payload_size_violations,
     webhook_path_violations,
     webhook_request_id,
 )
@@ -76,7 +76,7 @@ class TriggerServicer(trigger_pb2_grpc.TriggerServiceServicer):
         violations: list[FieldViolation] = []
         flow_id = id_or_violation(request.flow_id, "flow_id", violations)
         violations += participant_id_violations(request.participant_id, "participant_id")
-        violations += payload_size_violations(request.context.ByteSize(), "context")
+        violations += payload_violations(request.context, "context")
         violations += entry_node_id_violations(request.entry_node_id, "entry_node_id")
         violations += request_id_violations(request.request_id, "request_id")
         if violations or flow_id is None:
@@ -98,7 +98,7 @@ class TriggerServicer(trigger_pb2_grpc.TriggerServiceServicer):
     ) -> trigger_pb2.TriggerWebhookResponse:
         violations = webhook_path_violations(request.webhook_path, "webhook_path")
         violations += participant_id_violations(request.participant_id, "participant_id")
-        violations += payload_size_violations(request.payload.ByteSize(), "payload")
+        violations += payload_violations(request.payload, "payload")
         violations += request_id_violations(request.request_id, "request_id")
         if violations:
             raise InvalidArgument(violations)
