@@ -24,8 +24,7 @@ from kalcifer.v1 import (
     trigger_pb2,
     trigger_pb2_grpc,
 )
-from kalcifer_api.domain.payloads import MAX_PAYLOAD_NESTING
-from kalcifer_common.structs import dict_to_struct, struct_to_dict
+from kalcifer_common.structs import MAX_JSON_NESTING, dict_to_struct, struct_to_dict
 
 from tests.support.fingerprints import DatabaseFingerprints, changed_tables
 from tests.support.payloads import nested
@@ -190,7 +189,7 @@ def test_payloads_nested_past_the_limit_are_refused_and_the_limit_travels_everyw
         fingerprints.close()
 
     # At the limit, and sent together so that they share RouteEachEvent calls: each is routed and starts its run.
-    at_limit = nested(MAX_PAYLOAD_NESTING)
+    at_limit = nested(MAX_JSON_NESTING)
     pending = [events.IngestEvent.future(ingest(f"deep-{n}", at_limit), metadata=auth) for n in range(16)]
     assert [(answer.result().started, answer.result().deduplicated) for answer in pending] == [(1, False)] * 16
     listed = instances.ListInstances(

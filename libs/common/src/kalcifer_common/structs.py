@@ -6,11 +6,16 @@ context and in stored JSON (and `1e20`-sized integrals stay floats, as JSON itse
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from google.protobuf import struct_pb2
 
 _MAX_EXACT_INT = 2**53
+# How deep objects and arrays may nest in any JSON a tenant makes us carry: payloads it sends (the API refuses
+# deeper ones) and node outputs (a deeper one fails its step). Contexts hold them a few levels down and travel in
+# messages of their own, and protobuf decoders refuse a message nested over 100 deep, a Struct level taking three:
+# 20 keeps every context, and every message carrying one, decodable everywhere.
+MAX_JSON_NESTING: Final = 20
 
 
 def value_to_python(value: struct_pb2.Value) -> Any:

@@ -5,11 +5,10 @@ Size: a trigger's context becomes the root of the instance context, stored with 
 steps, and an event's data is stored and handed to every run it resumes or starts; one call must not bloat every
 row it touches.
 
-Nesting: every hop that carries a payload on wraps it in messages of its own (the engine's batch calls, the
-instance answered with its context, the context an instance starts with) and protobuf decoders refuse a message
-nested more than 100 deep, three levels per Struct level. Event data nested 33 deep was accepted here and then
-made the engine refuse the whole batch call it travelled in: the event stored but never routed, every caller of
-that batch told INVALID_ARGUMENT. 20 levels leave every hop room, and are more than real payloads use.
+Nesting (`MAX_JSON_NESTING`): every hop that carries a payload on wraps it in messages of its own (the engine's
+batch calls, the instance answered with its context) and protobuf decoders refuse a message nested more than 100
+deep. Event data nested 33 deep was accepted here and then made the engine refuse the whole batch call it
+travelled in: the event stored but never routed, every caller of that batch told INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -19,13 +18,12 @@ from typing import Any, Final
 
 from google.protobuf import struct_pb2
 from kalcifer_common.errors import FieldViolation
-from kalcifer_common.structs import nests_deeper_than, struct_to_dict
+from kalcifer_common.structs import MAX_JSON_NESTING, nests_deeper_than, struct_to_dict
 
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
-MAX_PAYLOAD_NESTING: Final = 20
-# The fewest encoded bytes a Struct nested MAX_PAYLOAD_NESTING deep can take (each level adds at least a tag and
-# a length twice): a smaller one, as most are, needs no walk.
-_SHALLOW_BYTES: Final = 4 * MAX_PAYLOAD_NESTING
+# The fewest encoded bytes a Struct nested MAX_JSON_NESTING deep can take (each level adds at least a tag and a
+# length twice): a smaller one, as most are, needs no walk.
+_SHALLOW_BYTES: Final = 4 * MAX_JSON_NESTING
 
 
 def payload_violations(struct: struct_pb2.Struct, field: str) -> list[FieldViolation]:
@@ -39,13 +37,13 @@ def payload_violations(struct: struct_pb2.Struct, field: str) -> list[FieldViola
 
 
 def nesting_violations(value: Mapping[str, Any], field: str) -> list[FieldViolation]:
-    """`value`'s nesting against MAX_PAYLOAD_NESTING (for a payload already converted, its size bounded apart)."""
-    if nests_deeper_than(dict(value), MAX_PAYLOAD_NESTING):
+    """`value`'s nesting against MAX_JSON_NESTING (for a payload already converted, its size bounded apart)."""
+    if nests_deeper_than(dict(value), MAX_JSON_NESTING):
         return [
             FieldViolation(
                 field,
-                f"nests objects and arrays more than {MAX_PAYLOAD_NESTING} deep; at most {MAX_PAYLOAD_NESTING} "
-                "levels are allowed",
+                f"nests objects and arrays more than {MAX_JSON_NESTING} deep; at most {MAX_JSON_NESTING} levels "
+                "are allowed",
             )
         ]
     return []

@@ -23,6 +23,7 @@ from kalcifer_common.outbound import SPEC_KEY
 from kalcifer_common.sandbox import ExpressionSandbox
 from kalcifer_common.settings import EngineSettings
 from kalcifer_common.statuses import FINAL_INSTANCE_STATUSES, FlowStatus, InstanceStatus, StepStatus, WaitStatus
+from kalcifer_common.structs import MAX_JSON_NESTING, nests_deeper_than
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kalcifer_engine.domain.graph import FlowGraph, GraphNode
@@ -301,6 +302,9 @@ class InstanceRun:
             return Failed(f"{type(error).__name__}: {error}")
         if not isinstance(result, RESULT_TYPES):
             return Failed(f"node type {node_type.key!r} returned {type(result).__name__}, not a node result")
+        if not isinstance(result, Failed) and nests_deeper_than(dict(result.output), MAX_JSON_NESTING):
+            # A webhook's answer, say: stored in the context, it would make every message carrying it undecodable.
+            return Failed(f"its output nests objects and arrays more than {MAX_JSON_NESTING} deep")
         return result
 
     def _apply(
