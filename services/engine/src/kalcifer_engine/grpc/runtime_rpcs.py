@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from kalcifer.engine.v1 import engine_pb2
 from kalcifer.v1 import flow_pb2, instance_pb2
 from kalcifer_common.errors import FieldViolation, InvalidArgument
@@ -34,7 +35,7 @@ from kalcifer_engine.runtime.replay import Replay
 MAX_BATCH = 1000
 MAX_PARTICIPANT_ID = 256
 
-_A = TypeVar("_A")
+_R = TypeVar("_R")
 
 _STATUS: dict[str, instance_pb2.InstanceStatus.ValueType] = {
     InstanceStatus.RUNNING: instance_pb2.INSTANCE_STATUS_RUNNING,
@@ -140,19 +141,22 @@ def _batch_size(count: int, field: str) -> None:
         raise InvalidArgument.single(field, f"must hold 1 to {MAX_BATCH} items; got {count}")
 
 
-async def _each(calls: list[Coroutine[Any, Any, _A]], method: str) -> list[_A | bytes]:
-    """The calls of a batch RPC run concurrently, each outcome its answer or its error as a serialized
-    `google.rpc.Status` (what the call alone would have failed with). Cancellation is the whole call's."""
+async def _each(
+    calls: Sequence[Coroutine[Any, Any, Message]], method: str, result: Callable[..., _R], answer: str
+) -> list[_R]:
+    """The calls of a batch RPC run concurrently, each answered by a `result` message holding its answer (field
+    `answer`) or its error as a serialized `google.rpc.Status` (field `error`: what the call alone would have
+    failed with). Cancellation is the whole call's."""
     outcomes = await asyncio.gather(*calls, return_exceptions=True)
-    answered: list[_A | bytes] = []
+    results: list[_R] = []
     for outcome in outcomes:
         if isinstance(outcome, Exception):
-            answered.append(status_proto_for(answerable(outcome, method)).SerializeToString())
+            results.append(result(error=status_proto_for(answerable(outcome, method)).SerializeToString()))
         elif isinstance(outcome, BaseException):  # cancelled: the whole call is
             raise outcome
         else:
-            answered.append(outcome)
-    return answered
+            results.append(result(**{answer: outcome}))
+    return results
 
 
 class RuntimeRpcs:
@@ -190,15 +194,9 @@ class RuntimeRpcs:
         """Several StartInstance calls in one, each answered on its own (its error included), in request order;
         they share transactions as concurrent StartInstance calls do."""
         _batch_size(len(request.starts), "starts")
-        outcomes = await _each([self._start(item) for item in request.starts], "StartInstances")
-        return engine_pb2.StartInstancesResponse(
-            results=[
-                engine_pb2.StartInstanceResult(error=outcome)
-                if isinstance(outcome, bytes)
-                else engine_pb2.StartInstanceResult(started=outcome)
-                for outcome in outcomes
-            ]
-        )
+        calls = [self._start(item) for item in request.starts]
+        results = await _each(calls, "StartInstances", engine_pb2.StartInstanceResult, "started")
+        return engine_pb2.StartInstancesResponse(results=results)
 
     async def _start(self, request: engine_pb2.StartInstanceRequest) -> engine_pb2.StartInstanceResponse:
         violations: list[FieldViolation] = []
@@ -287,15 +285,9 @@ class RuntimeRpcs:
         """Several RouteEvent calls in one, each answered on its own (its error included), in request order; they
         share transactions as concurrent RouteEvent calls do."""
         _batch_size(len(request.events), "events")
-        outcomes = await _each([self._route(item) for item in request.events], "RouteEachEvent")
-        return engine_pb2.RouteEachEventResponse(
-            results=[
-                engine_pb2.RouteEventResult(error=outcome)
-                if isinstance(outcome, bytes)
-                else engine_pb2.RouteEventResult(routed=outcome)
-                for outcome in outcomes
-            ]
-        )
+        calls = [self._route(item) for item in request.events]
+        results = await _each(calls, "RouteEachEvent", engine_pb2.RouteEventResult, "routed")
+        return engine_pb2.RouteEachEventResponse(results=results)
 
     async def _route(self, request: engine_pb2.RouteEventRequest) -> engine_pb2.RouteEventResponse:
         return _route_response(await self.grouped.routes(_event(request)))
