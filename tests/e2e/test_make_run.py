@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2
 from tests.support.eventually import eventually_sync
 from tests.support.grpcurl import grpcurl
 from tests.support.processes import free_port, health_status, wait_serving
+from tests.support.server_dirs import server_dir
 
 pytestmark = pytest.mark.e2e
 
@@ -82,8 +83,12 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def dev_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRun]:
-    data_dir = tmp_path_factory.mktemp("dev-run")
+def dev_run() -> Iterator[DevRun]:
+    with server_dir("dev-run") as data_dir:
+        yield from _dev_run(data_dir)
+
+
+def _dev_run(data_dir: Path) -> Iterator[DevRun]:
     ports = {"api": free_port(), "engine": free_port(), "scheduler": free_port()}
     metrics_ports = {"api": free_port(), "engine": free_port(), "scheduler": free_port()}
     env = {

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -21,8 +22,16 @@ from kalcifer_cli.supervisor import ChildSpec, Supervisor
 
 from tests.support.eventually import eventually_sync
 from tests.support.processes import free_port
+from tests.support.server_dirs import server_dir
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+@pytest.fixture
+def data_root() -> Iterator[Path]:
+    """A directory for the test's servers, outside pytest's private root (`tests.support.server_dirs`)."""
+    with server_dir("embedded") as path:
+        yield path
 
 
 def live_processes_mentioning(*needles: str) -> list[str]:
@@ -56,9 +65,9 @@ def run_script(script: str, timeout: float = 60) -> subprocess.CompletedProcess[
 # embedded servers
 
 
-async def test_embedded_servers_serve_real_clients_and_leave_no_process(tmp_path: Path) -> None:
-    postgres = EmbeddedPostgres(tmp_path / "postgres")
-    redis_server = EmbeddedRedis(tmp_path / "redis")
+async def test_embedded_servers_serve_real_clients_and_leave_no_process(data_root: Path) -> None:
+    postgres = EmbeddedPostgres(data_root / "postgres")
+    redis_server = EmbeddedRedis(data_root / "redis")
     with postgres, redis_server:
         assert postgres.url.startswith("postgresql://postgres@127.0.0.1:")
         assert redis_server.url == f"redis://127.0.0.1:{redis_server.port}/0"
@@ -76,39 +85,39 @@ async def test_embedded_servers_serve_real_clients_and_leave_no_process(tmp_path
         finally:
             await client.aclose()
         postgres_pid, redis_pid, redis_port = postgres.pid, redis_server.pid, redis_server.port
-        assert live_processes_mentioning("postgres", str(tmp_path))
+        assert live_processes_mentioning("postgres", str(data_root))
 
     assert not process_alive(postgres_pid)
     assert not process_alive(redis_pid)
-    assert live_processes_mentioning("postgres", str(tmp_path)) == []
+    assert live_processes_mentioning("postgres", str(data_root)) == []
     assert live_processes_mentioning("redis-server", f"127.0.0.1:{redis_port}") == []
 
 
-async def test_embedded_postgres_reuses_its_data_dir_and_port(tmp_path: Path) -> None:
-    with EmbeddedPostgres(tmp_path / "postgres") as postgres:
+async def test_embedded_postgres_reuses_its_data_dir_and_port(data_root: Path) -> None:
+    with EmbeddedPostgres(data_root / "postgres") as postgres:
         first_url = postgres.url
         connection = await asyncpg.connect(postgres.url, timeout=10)
         await connection.execute("CREATE TABLE kept (value int); INSERT INTO kept VALUES (42)")
         await connection.close()
-    with EmbeddedPostgres(tmp_path / "postgres") as postgres:
+    with EmbeddedPostgres(data_root / "postgres") as postgres:
         assert postgres.url == first_url
         connection = await asyncpg.connect(postgres.url, timeout=10)
         assert await connection.fetchval("SELECT value FROM kept") == 42
         await connection.close()
 
 
-def test_servers_of_a_killed_run_are_adopted_then_stopped(tmp_path: Path) -> None:
+def test_servers_of_a_killed_run_are_adopted_then_stopped(data_root: Path) -> None:
     killed_run = run_script(f"""
         import json, os, signal
         from pathlib import Path
         from kalcifer_cli.embedded import EmbeddedPostgres, EmbeddedRedis
-        pg = EmbeddedPostgres(Path({str(tmp_path)!r}) / "postgres"); pg.start()
-        rd = EmbeddedRedis(Path({str(tmp_path)!r}) / "redis"); rd.start()
+        pg = EmbeddedPostgres(Path({str(data_root)!r}) / "postgres"); pg.start()
+        rd = EmbeddedRedis(Path({str(data_root)!r}) / "redis"); rd.start()
         print(json.dumps([pg.pid, rd.pid]), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
     """)
     # adopting is also how this test cleans up, so it happens even when the run did not go as expected
-    with EmbeddedPostgres(tmp_path / "postgres") as postgres, EmbeddedRedis(tmp_path / "redis") as redis_server:
+    with EmbeddedPostgres(data_root / "postgres") as postgres, EmbeddedRedis(data_root / "redis") as redis_server:
         assert killed_run.returncode == -signal.SIGKILL, killed_run.stderr
         postgres_pid, redis_pid = json.loads(killed_run.stdout.splitlines()[-1])
         assert (postgres.pid, redis_server.pid) == (postgres_pid, redis_pid)
@@ -118,25 +127,25 @@ def test_servers_of_a_killed_run_are_adopted_then_stopped(tmp_path: Path) -> Non
         within=10,
         what="adopted servers stopping",
     )
-    assert live_processes_mentioning("postgres", str(tmp_path)) == []
+    assert live_processes_mentioning("postgres", str(data_root)) == []
 
 
-async def test_stale_postmaster_pid_of_a_killed_server_is_handled(tmp_path: Path) -> None:
+async def test_stale_postmaster_pid_of_a_killed_server_is_handled(data_root: Path) -> None:
     killed_run = run_script(f"""
         import json, os, signal
         from pathlib import Path
         from kalcifer_cli.embedded import EmbeddedPostgres
-        pg = EmbeddedPostgres(Path({str(tmp_path)!r}) / "postgres"); pg.start()
+        pg = EmbeddedPostgres(Path({str(data_root)!r}) / "postgres"); pg.start()
         print(json.dumps(pg.pid), flush=True)
         os.kill(pg.pid, signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
     """)
-    assert (tmp_path / "postgres" / "pgdata" / "postmaster.pid").exists(), killed_run.stderr
+    assert (data_root / "postgres" / "pgdata" / "postmaster.pid").exists(), killed_run.stderr
     dead_pid = json.loads(killed_run.stdout.splitlines()[-1])
     # SIGKILL is delivered asynchronously: on a busy machine the postmaster can outlive the script that killed it
     # by a moment, and a start in that moment would rightly adopt it. The case under test is a server that is gone.
     eventually_sync(lambda: not process_alive(dead_pid), within=10, what="the killed postmaster going")
-    with EmbeddedPostgres(tmp_path / "postgres") as postgres:
+    with EmbeddedPostgres(data_root / "postgres") as postgres:
         assert postgres.pid != dead_pid
         connection = await asyncpg.connect(postgres.url, timeout=10)
         assert await connection.fetchval("SELECT 1") == 1
@@ -299,8 +308,8 @@ def _stop_dev(process: subprocess.Popen[bytes], output: Path) -> None:
 
 @pytest.mark.e2e
 @pytest.mark.skipif(not _services_available(), reason="needs the services, migrations and generated protobuf code")
-def test_kalcifer_dev_runs_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
-    data_dir = tmp_path / "kalcifer"
+def test_kalcifer_dev_runs_everything_and_ctrl_c_stops_it(data_root: Path) -> None:
+    data_dir = data_root / "kalcifer"
     ports = {"API_PORT": free_port(), "ENGINE_PORT": free_port(), "SCHEDULER_PORT": free_port()}
     inherited = {
         key: value
@@ -309,7 +318,7 @@ def test_kalcifer_dev_runs_everything_and_ctrl_c_stops_it(tmp_path: Path) -> Non
         and key not in ("DATABASE_URL", "REDIS_URL", "ENGINE_ADDR", "SCHEDULER_ADDR")
     }
     env = inherited | {key: str(port) for key, port in ports.items()}
-    output = tmp_path / "dev.out"
+    output = data_root / "dev.out"
 
     process = _run_dev_until_ready(data_dir, env, output)
     try:
