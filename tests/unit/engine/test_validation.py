@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from kalcifer_common.errors import FieldViolation
+from kalcifer_common.structs import MAX_JSON_NESTING
 from kalcifer_engine.domain import FlowGraph, GraphLimits, GraphNode, GraphViolation, ViolationReason, validate_graph
 
+from tests.support.payloads import nested
 from tests.unit.engine.samples import REGISTRY, edge, graph, node
 
 TRIGGER = node("t", "event_entry", {"event_type": "signup"})
@@ -176,6 +178,19 @@ def test_configs_pass_their_semantic_checks() -> None:
 def test_config_size_is_limited() -> None:
     big = node("tag", "add_tag", {"tag": "x" * 2000})
     assert fields(graph([TRIGGER, big], [edge("t", "tag")]), GraphLimits(max_config_bytes=1000)) == ["nodes[1].config"]
+
+
+def test_config_nesting_is_limited() -> None:
+    def calling(body: dict[str, Any]) -> dict[str, Any]:
+        # The config is one level above its body: {"url": ..., "body": body}.
+        return graph(
+            [TRIGGER, node("call", "call_webhook", {"url": "https://x.example.com", "body": body})], [edge("t", "call")]
+        )
+
+    assert check(calling(nested(MAX_JSON_NESTING - 1))) == []
+    violations = check(calling(nested(MAX_JSON_NESTING)))
+    assert [(v.field, v.reason) for v in violations] == [("nodes[1].config", ViolationReason.INVALID_CONFIG)]
+    assert f"more than {MAX_JSON_NESTING} deep" in violations[0].description
 
 
 def test_config_that_is_not_json_is_a_violation() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 from kalcifer_common.errors import FieldViolation
+from kalcifer_common.structs import MAX_JSON_NESTING, nests_deeper_than
 from kalcifer_common.templates import TEMPLATE_ID
 
 from kalcifer_engine.domain.graph import FlowGraph, GraphEdge, GraphNode, parse_graph
@@ -277,6 +278,16 @@ class _Checker:
             self.report(
                 prefix,
                 f"is {size} bytes of JSON; the limit is {self.limits.max_config_bytes}",
+                ViolationReason.INVALID_CONFIG,
+                node=node,
+            )
+            return
+        if nests_deeper_than(config, MAX_JSON_NESTING):
+            # Like a payload (kalcifer_common.structs): a version answered with its graph must stay decodable.
+            self.report(
+                prefix,
+                f"nests objects and arrays more than {MAX_JSON_NESTING} deep; at most {MAX_JSON_NESTING} levels "
+                "are allowed",
                 ViolationReason.INVALID_CONFIG,
                 node=node,
             )
