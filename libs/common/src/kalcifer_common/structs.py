@@ -6,6 +6,7 @@ context and in stored JSON (and `1e20`-sized integrals stay floats, as JSON itse
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final
 
 from google.protobuf import struct_pb2
@@ -51,16 +52,25 @@ def dict_to_struct(data: dict[str, Any] | None) -> struct_pb2.Struct:
 
 
 def nests_deeper_than(value: Any, levels: int) -> bool:
-    """Whether objects and arrays nest more than `levels` deep in the JSON value `value` (`{}` and `[]` are one
-    level, `{"a": {}}` and `{"a": []}` two, `{"a": [[]]}` three; a scalar none). The walk stops at the first
-    container past `levels`."""
-    if not isinstance(value, dict | list):
+    """Whether objects (any mapping) and arrays nest more than `levels` deep in the JSON value `value` (`{}` and
+    `[]` are one level, `{"a": {}}` and `{"a": []}` two, `{"a": [[]]}` three; a scalar none). The walk stops at the
+    first container past `levels`."""
+    if not isinstance(value, Mapping | list):
         return False
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         container, depth = stack.pop()
         if depth > levels:
             return True
-        items = container.values() if isinstance(container, dict) else container
-        stack.extend((item, depth + 1) for item in items if isinstance(item, dict | list))
+        items = container.values() if isinstance(container, Mapping) else container
+        stack.extend((item, depth + 1) for item in items if isinstance(item, Mapping | list))
     return False
+
+
+def nesting_problem(value: Any) -> str | None:
+    """Why the JSON value `value` nests too deep to be carried (`MAX_JSON_NESTING`), or None."""
+    if nests_deeper_than(value, MAX_JSON_NESTING):
+        return (
+            f"nests objects and arrays more than {MAX_JSON_NESTING} deep; at most {MAX_JSON_NESTING} levels are allowed"
+        )
+    return None

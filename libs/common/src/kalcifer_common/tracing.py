@@ -40,7 +40,7 @@ from kalcifer_common.settings import CommonSettings
 _log = get_logger(__name__)
 _tracer = trace.get_tracer(__name__)
 
-# Links a batch's span keeps to the calls it served beyond the first (its parent).
+# Links a batch's span keeps to the calls it served beyond the first (its parent); the SDK keeps 128 at most.
 MAX_LINKS = 64
 
 # grpc.health.v1 and grpc.reflection.*: probes and tooling, not work.

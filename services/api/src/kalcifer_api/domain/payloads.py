@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from google.protobuf import struct_pb2
 from kalcifer_common.errors import FieldViolation
-from kalcifer_common.structs import MAX_JSON_NESTING, nests_deeper_than, struct_to_dict
+from kalcifer_common.structs import MAX_JSON_NESTING, nesting_problem, struct_to_dict
 
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
 # The fewest encoded bytes a Struct nested MAX_JSON_NESTING deep can take (each level adds at least a tag and a
@@ -26,24 +26,20 @@ MAX_PAYLOAD_BYTES: Final = 64 * 1024
 _SHALLOW_BYTES: Final = 4 * MAX_JSON_NESTING
 
 
-def payload_violations(struct: struct_pb2.Struct, field: str) -> list[FieldViolation]:
-    """`struct`'s encoded size, then its nesting, against their bounds."""
+def payload_violations(
+    struct: struct_pb2.Struct, field: str, *, converted: Mapping[str, Any] | None = None
+) -> list[FieldViolation]:
+    """`struct`'s encoded size, then its nesting, against their bounds; `converted` is `struct` as a dict when the
+    caller has it already (`struct_to_dict`), so that it is not converted twice."""
     size = struct.ByteSize()
     if size > MAX_PAYLOAD_BYTES:
         return [FieldViolation(field, f"is {size} bytes encoded; at most {MAX_PAYLOAD_BYTES} are allowed")]
     if size < _SHALLOW_BYTES:
         return []
-    return nesting_violations(struct_to_dict(struct), field)
+    return nesting_violations(struct_to_dict(struct) if converted is None else converted, field)
 
 
 def nesting_violations(value: Mapping[str, Any], field: str) -> list[FieldViolation]:
     """`value`'s nesting against MAX_JSON_NESTING (for a payload already converted, its size bounded apart)."""
-    if nests_deeper_than(dict(value), MAX_JSON_NESTING):
-        return [
-            FieldViolation(
-                field,
-                f"nests objects and arrays more than {MAX_JSON_NESTING} deep; at most {MAX_JSON_NESTING} levels "
-                "are allowed",
-            )
-        ]
-    return []
+    problem = nesting_problem(value)
+    return [FieldViolation(field, problem)] if problem else []

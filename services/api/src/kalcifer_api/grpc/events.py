@@ -46,15 +46,16 @@ def _occurred_at(
 
 def new_event(request: event_pb2.IngestEventRequest, prefix: str, violations: list[FieldViolation]) -> NewEvent:
     """Wire -> domain, recording every problem (fields named `prefix + field`) instead of stopping at the first."""
+    data = struct_to_dict(request.data)
     violations += participant_id_violations(request.participant_id, f"{prefix}participant_id")
     violations += event_type_violations(request.event_type, f"{prefix}event_type")
-    violations += payload_violations(request.data, f"{prefix}data")
+    violations += payload_violations(request.data, f"{prefix}data", converted=data)
     violations += request_id_violations(request.request_id, f"{prefix}request_id")
     occurred_at = _occurred_at(request, f"{prefix}occurred_at", violations)
     return NewEvent(
         participant_id=request.participant_id,
         event_type=request.event_type,
-        data=struct_to_dict(request.data),
+        data=data,
         occurred_at=occurred_at,
         request_id=request.request_id or None,
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 from kalcifer_common.errors import FieldViolation
-from kalcifer_common.structs import MAX_JSON_NESTING, nests_deeper_than
+from kalcifer_common.structs import nesting_problem
 from kalcifer_common.templates import TEMPLATE_ID
 
 from kalcifer_engine.domain.graph import FlowGraph, GraphEdge, GraphNode, parse_graph
@@ -282,15 +282,9 @@ class _Checker:
                 node=node,
             )
             return
-        if nests_deeper_than(config, MAX_JSON_NESTING):
+        if problem := nesting_problem(config):
             # Like a payload (kalcifer_common.structs): a version answered with its graph must stay decodable.
-            self.report(
-                prefix,
-                f"nests objects and arrays more than {MAX_JSON_NESTING} deep; at most {MAX_JSON_NESTING} levels "
-                "are allowed",
-                ViolationReason.INVALID_CONFIG,
-                node=node,
-            )
+            self.report(prefix, problem, ViolationReason.INVALID_CONFIG, node=node)
             return
         found = node_type.config_validator.violations(config) + node_type.semantic_violations(config)
         # By field, so a node's problems read top to bottom whichever check found them.

@@ -302,7 +302,7 @@ class InstanceRun:
             return Failed(f"{type(error).__name__}: {error}")
         if not isinstance(result, RESULT_TYPES):
             return Failed(f"node type {node_type.key!r} returned {type(result).__name__}, not a node result")
-        if not isinstance(result, Failed) and nests_deeper_than(dict(result.output), MAX_JSON_NESTING):
+        if not isinstance(result, Failed) and nests_deeper_than(result.output, MAX_JSON_NESTING):
             # A webhook's answer, say: stored in the context, it would make every message carrying it undecodable.
             return Failed(f"its output nests objects and arrays more than {MAX_JSON_NESTING} deep")
         return result

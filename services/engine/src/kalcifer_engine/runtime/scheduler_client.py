@@ -38,7 +38,6 @@ _log = get_logger(__name__)
 BATCH_LIMIT = 1000
 QUEUE_LIMIT = 100_000
 QUIET_SECONDS = 1.0
-# Callers' span contexts a batch's span remembers (the SDK keeps 128 links per span at most).
 
 
 class SchedulerClient:
